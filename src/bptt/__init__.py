@@ -1,0 +1,23 @@
+"""bptt: Elman RNNs trained by explicit, exact, inspectable backpropagation through time."""
+
+from .activations import ACTIVATIONS, Activation, get_activation
+from .heads import HEADS, Head, get_head
+from .model import BPTTResult, ElmanRNN
+from .params import PARAM_NAMES, Gradients, Params
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS",
+    "HEADS",
+    "PARAM_NAMES",
+    "Activation",
+    "BPTTResult",
+    "ElmanRNN",
+    "Gradients",
+    "Head",
+    "Params",
+    "__version__",
+    "get_activation",
+    "get_head",
+]

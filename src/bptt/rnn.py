@@ -1,0 +1,164 @@
+"""Forward and backward of the Elman RNN, side by side.
+
+    E_t = V x_t + W h_{t-1} + b_h      h_t = f_h(E_t)                     t = 1..T
+    z_t = U h_t + b_y                   ŷ_t = f_y(z_t)
+
+Backward, with δ_t = dL/dE_t and the recursion run from t = T down to 1:
+
+    dL/dh_t  = U^T dL/dz_t  +  W^T δ_{t+1}        (the second term is the BPTT carry)
+    δ_t      = dL/dh_t ⊙ f_h'(E_t)
+    dL/dW    = Σ_t δ_t h_{t-1}^T      dL/dV = Σ_t δ_t x_t^T      dL/db_h = Σ_t δ_t
+    dL/dU    = Σ_t dL/dz_t h_t^T      dL/db_y = Σ_t dL/dz_t      dL/dh_0 = W^T δ_1
+
+Unrolling the carry gives the seed's double sum over Jacobian products (see
+:mod:`bptt.seed_formula`); here it is evaluated right to left, one (B, H) vector per step.
+
+Everything that is not recurrent is hoisted out of the time loop into single products over
+all T·B rows: the input projection, the output projection, dU, dW, dV and the bias sums.
+Only ``h_t`` (forward) and ``dL/dh_t`` (backward) are computed step by step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .activations import Activation
+from .params import Params
+
+
+@dataclass(frozen=True)
+class Cache:
+    """What the forward keeps for the backward: the inputs and the hidden states.
+
+    f_h'(E_t) is recomputed from h_t (cheap, elementwise), so E is never stored.
+
+    Attributes:
+        x: (T, B, I) dense inputs or (T, B) integer ids.
+        hs: (T+1, B, H) hidden states, ``hs[0] = h_0``.
+    """
+
+    x: np.ndarray
+    hs: np.ndarray
+
+    @property
+    def inputs_are_ids(self) -> bool:
+        return self.x.ndim == 2
+
+
+def input_projection(params: Params, x: np.ndarray, out: np.ndarray) -> None:
+    """out[t, b] = V x_tb + b_h for every step at once; ids gather columns of V."""
+    T, B = x.shape[:2]
+    H = params.W.shape[0]
+    if x.ndim == 2:
+        np.take(params.V.T, x, axis=0, out=out)  # (T, B, H): row gather of V^T
+    else:
+        np.matmul(x.reshape(T * B, -1), params.V.T, out=out.reshape(T * B, H))
+    out += params.b_h
+
+
+def input_projection_backward(
+    delta: np.ndarray, x: np.ndarray, n_in: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """dL/dV = Σ_t δ_t x_t^T and dL/db_h = Σ_t δ_t; ids scatter-add rows of δ."""
+    T, B, H = delta.shape
+    delta_rows = delta.reshape(T * B, H)
+    if x.ndim == 2:
+        dV_t = np.zeros((n_in, H), dtype=delta.dtype)  # (I, H)
+        np.add.at(dV_t, x.reshape(-1), delta_rows)
+        dV = np.ascontiguousarray(dV_t.T)
+    else:
+        dV = delta_rows.T @ x.reshape(T * B, -1)  # (H, I)
+    return dV, delta_rows.sum(axis=0)
+
+
+def recurrent_forward(
+    params: Params, x: np.ndarray, h0: np.ndarray, activation: Activation
+) -> tuple[np.ndarray, Cache]:
+    """h_t = f_h(V x_t + W h_{t-1} + b_h) for t = 1..T.
+
+    Args:
+        params: the weights.
+        x: (T, B, I) dense inputs or (T, B) integer ids.
+        h0: (B, H) initial hidden state.
+        activation: f_h.
+
+    Returns:
+        hs: (T+1, B, H) with ``hs[0] = h0``, and the :class:`Cache` for the backward.
+    """
+    T, B = x.shape[:2]
+    H = params.W.shape[0]
+    hs = np.empty((T + 1, B, H), dtype=params.W.dtype)  # (T+1, B, H)
+    hs[0] = h0
+    input_projection(params, x, out=hs[1:])  # hs[t] holds V x_t + b_h until step t
+    W_T = params.W.T
+    recurrent = np.empty((B, H), dtype=hs.dtype)  # (B, H) scratch for W h_{t-1}
+    for t in range(1, T + 1):
+        np.matmul(hs[t - 1], W_T, out=recurrent)
+        hs[t] += recurrent  # E_t
+        activation.forward_inplace(hs[t])  # h_t
+    return hs, Cache(x=x, hs=hs)
+
+
+def recurrent_backward(
+    dh: np.ndarray,
+    cache: Cache,
+    params: Params,
+    activation: Activation,
+    dh_last: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Backpropagate through time: δ_t = (dh_t + W^T δ_{t+1}) ⊙ f_h'(E_t).
+
+    Args:
+        dh: (T, B, H) the direct gradients ∂L/∂h_t from the outputs (t = 1..T). Overwritten
+            with δ_t = dL/dE_t.
+        cache: from :func:`recurrent_forward`.
+        params: the weights.
+        activation: f_h.
+        dh_last: (B, H) gradient arriving on h_T from beyond the sequence, or None.
+
+    Returns:
+        dV (H, I), dW (H, H), db_h (H,), dh0 (B, H).
+    """
+    hs = cache.hs
+    T, B, H = dh.shape
+    fprime = activation.grad_from_output(hs[1:])  # (T, B, H): f'(E_t), hoisted out of the loop
+    delta = dh  # δ_t overwrites ∂L/∂h_t in place: (T, B, H)
+    delta *= fprime
+    # carry = W^T δ_{t+1} (row-vector form δ_{t+1} W), the gradient that flows back through time
+    carry = np.zeros((B, H), dtype=dh.dtype) if dh_last is None else np.array(dh_last)  # (B, H)
+    W = params.W
+    for t in range(T - 1, -1, -1):
+        carry *= fprime[t]
+        delta[t] += carry  # δ_t = (∂L/∂h_t + W^T δ_{t+1}) ⊙ f'(E_t)
+        np.matmul(delta[t], W, out=carry)
+    rows = T * B
+    dW = delta.reshape(rows, H).T @ hs[:-1].reshape(rows, H)  # (H, H)
+    dV, db_h = input_projection_backward(delta, cache.x, params.V.shape[1])
+    return dV, dW, db_h, carry
+
+
+def output_forward(params: Params, hs: np.ndarray) -> np.ndarray:
+    """z_t = U h_t + b_y for t = 1..T as one product; returns (T, B, O)."""
+    T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
+    z = hs[1:].reshape(T * B, H) @ params.U.T
+    z += params.b_y
+    return z.reshape(T, B, -1)
+
+
+def output_backward(
+    dz: np.ndarray, hs: np.ndarray, params: Params
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dL/dU = Σ_t dz_t h_t^T, dL/db_y = Σ_t dz_t, ∂L/∂h_t = U^T dz_t (all steps at once).
+
+    Returns:
+        dU (O, H), db_y (O,), dh (T, B, H).
+    """
+    T, B, O = dz.shape
+    H = hs.shape[2]
+    dz_rows = dz.reshape(T * B, O)
+    dU = dz_rows.T @ hs[1:].reshape(T * B, H)
+    db_y = dz_rows.sum(axis=0)
+    dh = (dz_rows @ params.U).reshape(T, B, H)
+    return dU, db_y, dh

@@ -1,0 +1,114 @@
+"""Input checks shared by every entry point: name the argument, the expectation, the value.
+
+Nothing is broadcast silently and nothing is cast between floating dtypes: a float64 array
+fed to a float32 model is an error, not a hidden copy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_dtype(dtype: object) -> np.dtype:
+    """Resolve a model dtype; only float32 and float64 are supported.
+
+    Raises:
+        TypeError: anything else.
+    """
+    try:
+        resolved = np.dtype(dtype)  # type: ignore[call-overload]
+    except TypeError as err:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from err
+    if resolved not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {resolved}")
+    return resolved
+
+
+def check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+    return int(value)
+
+
+def _check_finite(name: str, array: np.ndarray) -> None:
+    if not np.isfinite(array).all():
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise ValueError(f"{name} contains {bad} NaN or inf value(s)")
+
+
+def check_float_array(
+    name: str, value: object, shape: tuple[int, ...], dtype: np.dtype, shape_doc: str
+) -> np.ndarray:
+    """A finite floating array of exactly ``shape`` and ``dtype``."""
+    array = np.asarray(value)
+    if array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape_doc} = {shape}, got {array.shape}")
+    if array.dtype != dtype:
+        raise TypeError(
+            f"{name} has dtype {array.dtype} but the model computes in {dtype}; "
+            f"convert with {name}.astype(np.{dtype})"
+        )
+    _check_finite(name, array)
+    return array
+
+
+def check_inputs(x: object, n_in: int, dtype: np.dtype) -> np.ndarray:
+    """Inputs are dense floats (T, B, I) of the model's dtype, or integer ids (T, B) in [0, I).
+
+    Raises:
+        ValueError: wrong rank or size, T = 0 or B = 0, ids out of range, NaN or inf.
+        TypeError: wrong dtype.
+    """
+    array = np.asarray(x)
+    if array.dtype.kind in "iu":
+        if array.ndim != 2:
+            raise ValueError(
+                f"x of integer token ids must have shape (T, B), got shape {array.shape}"
+            )
+    elif array.dtype.kind == "f":
+        if array.ndim != 3:
+            raise ValueError(
+                f"x of dense inputs must have shape (T, B, I={n_in}), got shape {array.shape}"
+                + ("; for token ids pass an integer array (T, B)" if array.ndim == 2 else "")
+            )
+        if array.shape[2] != n_in:
+            raise ValueError(
+                f"x must have input_size={n_in} features in its last axis, got shape {array.shape}"
+            )
+        if array.dtype != dtype:
+            raise TypeError(
+                f"x has dtype {array.dtype} but the model computes in {dtype}; "
+                f"convert with x.astype(np.{dtype})"
+            )
+    else:
+        raise TypeError(
+            f"x must be floats (T, B, I) or integer token ids (T, B), got dtype {array.dtype}"
+        )
+    T, B = array.shape[:2]
+    if T == 0 or B == 0:
+        raise ValueError(f"x must have at least one step and one sequence, got T={T}, B={B}")
+    if array.ndim == 2:
+        lo, hi = int(array.min()), int(array.max())
+        if lo < 0 or hi >= n_in:
+            raise ValueError(
+                f"x holds token ids in [{lo}, {hi}], expected 0 <= id < input_size={n_in}"
+            )
+        return array.astype(np.intp, copy=False)
+    _check_finite("x", array)
+    return array
+
+
+def check_mask(mask: object, shape_tb: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+    """A (T, B) mask of 0/1 or bool, returned as the model's dtype."""
+    array = np.asarray(mask)
+    if array.shape != shape_tb:
+        raise ValueError(f"mask must have shape (T, B) = {shape_tb}, got {array.shape}")
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"mask must be bool or 0/1 numbers, got dtype {array.dtype}")
+    if array.dtype.kind != "b" and not np.isin(array, (0, 1)).all():
+        raise ValueError("mask must hold only 0 and 1 (or bools)")
+    return array.astype(dtype)
