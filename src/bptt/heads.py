@@ -91,8 +91,8 @@ class SoftmaxCrossEntropy(Head):
         step_loss = np.log(norm) + z_max - z_target  # (T, B)
         loss = float(np.sum(weight * step_loss, dtype=np.float64))
         z *= (weight / norm)[..., None]
-        t_idx, b_idx = np.indices(y.shape, sparse=True)
-        z[t_idx, b_idx, y] -= weight
+        steps, batch = y.shape
+        z[np.arange(steps)[:, None], np.arange(batch)[None, :], y] -= weight
         return loss, z
 
     def check_targets(
