@@ -126,7 +126,7 @@ class ElmanRNN:
 
     def _checked_params(self) -> Params:
         params = self.params
-        params.validate()
+        params.validate(self.dtype)
         expected = (self.input_size, self.hidden_size, self.output_size)
         if params.sizes != expected or params.dtype != self.dtype:
             raise ValueError(

@@ -69,8 +69,11 @@ class Params:
     def is_finite(self) -> bool:
         return all(bool(np.isfinite(a).all()) for a in self.arrays())
 
-    def validate(self) -> None:
+    def validate(self, dtype: np.dtype | None = None) -> None:
         """Check that the five shapes fit together and share one floating dtype.
+
+        Args:
+            dtype: the dtype every array must have; that of ``W`` when None.
 
         Raises:
             ValueError: a shape disagrees with the others.
@@ -96,10 +99,11 @@ class Params:
                     f"params.{name} must have shape {expected[name]} (I={n_in}, H={n_hidden}, "
                     f"O={n_out}), got {array.shape}"
                 )
-            if array.dtype != self.W.dtype or array.dtype.kind != "f":
+            expected_dtype = self.W.dtype if dtype is None else dtype
+            if array.dtype != expected_dtype or array.dtype.kind != "f":
                 raise TypeError(
-                    f"params.{name} must have the floating dtype of params.W "
-                    f"({self.W.dtype}), got {array.dtype}"
+                    f"params.{name} must have the model's floating dtype {expected_dtype}, "
+                    f"got {array.dtype}"
                 )
 
 
