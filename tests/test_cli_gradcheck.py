@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -37,11 +39,17 @@ def test_gradcheck_reports_bad_sizes_clearly(capsys):
 
 
 def test_module_entry_point():
+    src = Path(__file__).resolve().parents[1] / "src"  # this checkout, not another install
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]),
+    }
     result = subprocess.run(
         [sys.executable, "-m", "bptt", "gradcheck", "--seq-len", "3"],
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     assert "PASS" in result.stdout
