@@ -184,7 +184,7 @@ def plot_jacobian_products(
     ax.axhline(1.0, color="0.5", linewidth=0.8)
     _maybe_log_y(ax, mean, top)
     ax.set_xlabel(f"lag d (steps back from t = {jac.origin})")
-    ax.set_ylabel("‖∂h_t/∂h_{t−d}‖₂ (gain, dimensionless)")
+    ax.set_ylabel("‖∂h_t / ∂h_(t−d)‖₂ (gain, dimensionless)")
     ax.set_title(
         f"Jacobian products ({jac.activation}: σ_max(W) = {jac.sigma_max:.3g}, "
         f"ρ(W) = {jac.spectral_radius:.3g})"
@@ -268,5 +268,5 @@ def plot_profile_heatmap(
     ax.set_xlim(x_edges[0], x_edges[-1])
     ax.set_xlabel("lag d = t − k (steps)")
     ax.set_ylabel("training step (updates)")
-    ax.set_title(f"Per-lag gradient profile over training ({what}); grey = no data")
+    ax.set_title(f"Per-lag gradient profile over training ({what}); grey = zero or no data")
     return fig
