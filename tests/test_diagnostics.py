@@ -302,7 +302,7 @@ def test_large_spectral_norm_gives_growth(rng):
     rep = jacobian_report(model, x, h0)
     # identity activation: Π = (1.5 Q)^d, every singular value exactly 1.5^d
     np.testing.assert_allclose(rep.norm_mean, 1.5 ** rep.lags.astype(float), rtol=1e-10)
-    assert not rep.vanishing_guaranteed
+    assert not rep.vanishing_guaranteed and not rep.at_boundary
     assert "does not hold" in rep.statement()
     assert rep.rate() == pytest.approx(1.5, rel=1e-9)
     # relu with every unit on (positive inputs and states) grows just the same
@@ -311,6 +311,16 @@ def test_large_spectral_norm_gives_growth(rng):
     xp = np.abs(x) + 0.1
     rep = jacobian_report(relu, xp)
     np.testing.assert_allclose(rep.norm_max, 1.5 ** rep.lags.astype(float), rtol=1e-10)
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+def test_orthogonal_w_is_on_the_boundary(rng, act):
+    model, x, _, h0, _ = make_case(rng, act, "softmax", False)
+    model.params.W = orthogonal(rng, H)  # σ_max = 1 up to rounding, γ = 1
+    rep = jacobian_report(model, x, h0)
+    assert rep.at_boundary and not rep.vanishing_guaranteed
+    assert "boundary" in rep.statement()
+    assert np.all(rep.norm_max <= 1 + 1e-12)  # cannot grow
 
 
 def test_jacobian_products_neither_overflow_nor_underflow():

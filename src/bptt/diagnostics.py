@@ -405,9 +405,18 @@ class JacobianReport:
         return self.gamma * self.sigma_max
 
     @property
+    def at_boundary(self) -> bool:
+        """γ·σ_max(W) = 1 to a relative 1e−9 (e.g. an orthogonal or identity W with tanh/relu)."""
+        return abs(self.step_bound - 1.0) <= 1e-9
+
+    @property
     def vanishing_guaranteed(self) -> bool:
-        """The Pascanu et al. (2013) sufficient condition for vanishing: σ_max(W) < 1/γ."""
-        return self.sigma_max < 1.0 / self.gamma
+        """The Pascanu et al. (2013) sufficient condition for vanishing: σ_max(W) < 1/γ.
+
+        A σ_max within 1e−9 (relative) of 1/γ counts as the boundary, not as below it, so that
+        rounding in the SVD of an orthogonal W does not claim vanishing.
+        """
+        return self.step_bound < 1.0 and not self.at_boundary
 
     def rate(self) -> float:
         """The observed per-step factor: 10^slope of a least-squares line through
@@ -435,8 +444,15 @@ class JacobianReport:
                 f" < 1, so a gradient sent back d steps shrinks at least as fast as "
                 f"{self.step_bound:.4g}^d, whatever the inputs."
             )
+        if self.at_boundary:
+            return head + (
+                "σ_max = 1/γ: on the boundary of the Pascanu et al. (2013) sufficient condition "
+                "for vanishing. Every step Jacobian has ‖J‖₂ ≤ γ·σ_max = 1, so the products "
+                "cannot grow, but they need not shrink either: that depends on the activations "
+                "f'(E_t) along the sequence."
+            )
         return head + (
-            f"σ_max ≥ 1/γ: the sufficient condition for vanishing does not hold, so vanishing "
+            f"σ_max > 1/γ: the sufficient condition for vanishing does not hold, so vanishing "
             f"is not ruled out by W alone (it depends on the activations f'(E_t) along the "
             f"sequence); σ_max > 1/γ is also the necessary condition for exploding gradients. "
             f"Products can grow by at most γ·σ_max = {self.step_bound:.4g} per step."

@@ -293,7 +293,14 @@ def summary_lines(ins: Inspection) -> list[str]:
         f"source: {ins.source}",
         f"batch: task={ins.batch.task} T={T} B={B} loss={ins.contrib.loss:.4g}",
         "per-lag ‖part of dL/d(W,V,b_h)‖_F: "
-        + ", ".join(f"lag {ins.contrib.labels[i]}: {norms[i]:.3g}" for i in sorted({0, 1, far})),
+        + ", ".join(
+            f"lag {ins.contrib.labels[i]}: {norms[i]:.3g}" for i in sorted({0, min(1, far), far})
+        )
+        + (
+            f", lags {ins.contrib.labels[-1]} summed: {norms[-1]:.3g}"
+            if ins.contrib.has_remainder
+            else ""
+        ),
         f"  lags ≥ {far} carry {share:.1%} of the squared norm summed over lags",
         f"‖dL/dh_t‖ (batch mean): t={T}: {hidden[T]:.3g}, t={T // 2}: {hidden[T // 2]:.3g}, "
         f"t=0: {hidden[0]:.3g}",
