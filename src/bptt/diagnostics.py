@@ -255,6 +255,9 @@ def lag_contributions(
     matrix products rather than T² small ones). With ``max_lag=m`` it is m + 1 lag products
     plus one ordinary O(T·B·H²) sweep for the remainder, so a short profile costs a few
     backward passes. Memory: two (T, B, H) blocks and the (L, H, H + I + 1) result.
+    Measured (``benchmarks/bench_lag_contributions.py``, one BLAS thread, float64): all lags
+    cost 10–55 ordinary sweeps for T = 100–200; 2.2× faster than the per-origin loop at H = 32,
+    1.3× at H = 64, equal at H = 128 where both are bound by the same flops.
 
     Args:
         model: the RNN (its current parameters).
