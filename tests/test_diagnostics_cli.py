@@ -167,6 +167,13 @@ def test_missing_matplotlib_names_the_extra(monkeypatch):
         diagnostic_plots.plot_lag_contributions(contrib)
 
 
+def test_inspect_without_matplotlib_says_how_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["inspect", "--out", str(tmp_path / "o"), "--seq-len", "3"]) == 2
+    assert "pip install 'bptt[plot]'" in capsys.readouterr().err
+    assert main(["inspect", "--out", str(tmp_path / "o"), "--seq-len", "3", "--no-plots"]) == 0
+
+
 def test_figures_have_titles_labels_legends_and_log_axes(rng):
     model = bptt.ElmanRNN(3, 6, 3, hidden_activation="tanh", seed=0)
     x = rng.standard_normal((20, 2, 3))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -344,6 +345,14 @@ def run_inspect(args: argparse.Namespace) -> int:
     for option, value in (("--seq-len", args.seq_len), ("--batch", args.batch)):
         if value < 1:
             raise ValueError(f"{option} must be >= 1, got {value}")
+    if not args.no_plots:
+        from .diagnostic_plots import require_matplotlib
+
+        try:
+            require_matplotlib()
+        except ImportError as err:
+            print(f"bptt inspect: error: {err} (or pass --no-plots)", file=sys.stderr)
+            return 2
     rng = np.random.default_rng(args.seed + 1)
     if path is None:
         model = fresh_model(args)
