@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,18 @@ from bptt.diagnostics import GradientProfileRecorder, lag_contributions, truncat
 from bptt.inspect_cli import FIGURES, adding_batch
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _matplotlib_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep matplotlib's font cache out of the home folder (read once, at its first import)."""
+    if "matplotlib" in sys.modules:
+        yield
+        return
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MPLCONFIGDIR", str(tmp_path_factory.mktemp("mplconfig")))
+    yield
+    mp.undo()
 
 
 def read_report(out: Path) -> dict:
