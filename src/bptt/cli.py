@@ -10,6 +10,7 @@ import numpy as np
 
 from .activations import ACTIVATIONS
 from .heads import HEADS
+from .inspect_cli import add_inspect_parser
 from .model import ElmanRNN
 
 
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_gradcheck(subparsers)
+    add_inspect_parser(subparsers)
     return parser
 
 

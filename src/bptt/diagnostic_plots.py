@@ -1,0 +1,272 @@
+"""Figures for :mod:`bptt.diagnostics` (needs the optional extra: ``pip install 'bptt[plot]'``).
+
+Each ``plot_*`` function draws one diagnostic on a new :class:`matplotlib.figure.Figure` (or on
+axes you pass, to overlay several models) and returns the figure. Figures are built without
+pyplot, so no display or backend is needed; :func:`save_figure` writes a PNG atomically.
+Axes whose positive values span more than two decades are drawn on a log scale.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+
+from .diagnostics import (
+    GradientProfileRecorder,
+    HiddenStateGradients,
+    JacobianReport,
+    LagContributions,
+    TruncationBias,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+INSTALL_HINT = "pip install 'bptt[plot]'"
+
+PARAM_STYLE = {
+    "W": dict(color="C0", marker="o", label="dL/dW (recurrent)"),
+    "V": dict(color="C1", marker="s", label="dL/dV (input)"),
+    "b_h": dict(color="C2", marker="^", label="dL/db_h (hidden bias)"),
+    "total": dict(color="k", marker="", label="all three"),
+}
+
+
+def require_matplotlib() -> Any:
+    """Import matplotlib, or raise an ImportError that says how to install it."""
+    try:
+        import matplotlib
+        from matplotlib.figure import Figure  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            f"bptt's diagnostic figures need matplotlib, which is not installed; "
+            f"install the plot extra: {INSTALL_HINT}"
+        ) from err
+    return matplotlib
+
+
+def _new_axes(ncols: int = 1, width: float = 5.6, height: float = 3.6) -> tuple[Figure, Any]:
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height), dpi=100, layout="constrained")
+    axes = fig.subplots(1, ncols)
+    return fig, axes
+
+
+def _axes_or_new(ax: Axes | None, width: float = 5.6, height: float = 3.6) -> tuple[Figure, Any]:
+    if ax is None:
+        return _new_axes(width=width, height=height)
+    return cast("Figure", ax.figure), ax
+
+
+def _positive(values: np.ndarray) -> np.ndarray:
+    """Values with zeros, negatives and non-finite entries as NaN (gaps on a log axis)."""
+    v = np.asarray(values, dtype=np.float64)
+    return np.where(np.isfinite(v) & (v > 0), v, np.nan)
+
+
+def _spans_decades(*arrays: np.ndarray, decades: float = 2.0) -> bool:
+    vals = np.concatenate([_positive(a).ravel() for a in arrays])
+    vals = vals[np.isfinite(vals)]
+    return bool(vals.size) and float(np.log10(vals.max() / vals.min())) > decades
+
+
+def _maybe_log_y(ax: Axes, *arrays: np.ndarray) -> None:
+    if _spans_decades(*arrays):
+        ax.set_yscale("log")
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 100) -> Path:
+    """Write ``fig`` as PNG to ``path`` atomically (temporary file in the folder + os.replace)."""
+    from .diagnostics import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_lag_contributions(
+    contrib: LagContributions,
+    ax: Axes | None = None,
+    names: Sequence[str] = ("W", "V", "b_h"),
+    label: str | None = None,
+) -> Figure:
+    """Frobenius norm of the lag-d part of dL/dW, dL/dV, dL/db_h against the lag d = t − k.
+
+    With a remainder entry (``max_lag`` set), it is drawn as a separate hollow marker.
+    ``label`` prefixes the legend entries (to overlay models on one ``ax``).
+    """
+    fig, ax = _axes_or_new(ax)
+    norms = contrib.norms()
+    n = contrib.n_exact
+    lags = np.arange(n)
+    prefix = f"{label}: " if label else ""
+    for name in names:
+        style = dict(PARAM_STYLE[name])
+        kwargs: dict[str, Any] = {"color": style["color"]} if not label else {}
+        ax.plot(
+            lags,
+            _positive(norms[name][:n]),
+            marker=style["marker"],
+            markersize=3,
+            label=prefix + style["label"],
+            **kwargs,
+        )
+        if contrib.has_remainder:
+            ax.plot(
+                [n],
+                _positive(norms[name][n:]),
+                marker=style["marker"],
+                markersize=7,
+                linestyle="none",
+                markerfacecolor="none",
+                color=ax.lines[-1].get_color(),
+                label=f"{prefix}{name}, lags ≥ {n} summed",
+            )
+    _maybe_log_y(ax, *(norms[name] for name in names))
+    ax.set_xlabel("lag d = t − k (steps between loss and weight use)")
+    ax.set_ylabel("‖lag-d part of gradient‖_F (loss / weight unit)")
+    ax.set_title(f"BPTT contributions by lag (T = {contrib.seq_len}, loss {contrib.loss:.3g})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_hidden_gradients(
+    hidden: HiddenStateGradients, ax: Axes | None = None, label: str | None = None
+) -> Figure:
+    """‖dL/dh_t‖₂ against the step t (mean and max over the batch)."""
+    fig, ax = _axes_or_new(ax)
+    steps = np.arange(hidden.dh.shape[0])
+    mean, top = hidden.norms("mean"), hidden.norms("max")
+    prefix = f"{label}: " if label else ""
+    (line,) = ax.plot(steps, _positive(mean), marker="o", markersize=3, label=prefix + "mean")
+    ax.plot(steps, _positive(top), linestyle="--", color=line.get_color(), label=prefix + "max")
+    _maybe_log_y(ax, mean, top)
+    ax.set_xlabel("time step t (0 = initial state)")
+    ax.set_ylabel("‖dL/dh_t‖₂ (loss / state unit)")
+    ax.set_title("Hidden-state gradient over the sequence (batch mean and max)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_jacobian_products(
+    jac: JacobianReport, ax: Axes | None = None, label: str | None = None
+) -> Figure:
+    """‖Π J‖₂ against the lag (batch mean and max), with the bound (γ·σ_max)^d and the level 1."""
+    fig, ax = _axes_or_new(ax)
+    lags = jac.lags
+    prefix = f"{label}: " if label else ""
+    mean, top = jac.norm_mean, jac.norm_max
+    (line,) = ax.plot(
+        lags, _positive(mean), marker="o", markersize=3, label=prefix + "‖Π J‖₂, batch mean"
+    )
+    ax.plot(
+        lags, _positive(top), linestyle="--", color=line.get_color(), label=prefix + "batch max"
+    )
+    with np.errstate(over="ignore", under="ignore"):
+        bound = jac.step_bound ** lags.astype(np.float64)
+    ax.plot(
+        lags,
+        _positive(bound),
+        linestyle=":",
+        color=line.get_color(),
+        label=f"{prefix}bound (γ·σ_max)^d = {jac.step_bound:.3g}^d",
+    )
+    ax.axhline(1.0, color="0.5", linewidth=0.8)
+    _maybe_log_y(ax, mean, top)
+    ax.set_xlabel(f"lag d (steps back from t = {jac.origin})")
+    ax.set_ylabel("‖∂h_t / ∂h_(t−d)‖₂ (gain, dimensionless)")
+    ax.set_title(
+        f"Jacobian products ({jac.activation}: σ_max(W) = {jac.sigma_max:.3g}, "
+        f"ρ(W) = {jac.spectral_radius:.3g})"
+    )
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def plot_truncation_bias(
+    tb: TruncationBias,
+    axes: Sequence[Axes] | None = None,
+    label: str | None = None,
+    names: Sequence[str] = ("all", "W"),
+) -> Figure:
+    """Cosine similarity (left) and relative error (right, log) of g(k2) against the full g."""
+    if axes is None:
+        fig, pair = _new_axes(ncols=2, width=4.6)
+        axes = list(pair)
+    else:
+        fig = cast("Figure", axes[0].figure)
+    ax_cos, ax_err = axes[0], axes[1]
+    prefix = f"{label}: " if label else ""
+    names_text = {"all": "W, V, b_h", "W": "W", "V": "V", "b_h": "b_h"}
+    for i, name in enumerate(names):
+        style = "-" if i == 0 else "--"
+        (line,) = ax_cos.plot(
+            tb.k2, tb.cosine[name], style, label=f"{prefix}{names_text[name]}", marker="."
+        )
+        ax_err.plot(
+            tb.k2,
+            _positive(tb.rel_error[name]),
+            style,
+            color=line.get_color(),
+            marker=".",
+            label=f"{prefix}{names_text[name]}",
+        )
+    _maybe_log_y(ax_err, *(tb.rel_error[name] for name in names))
+    ax_cos.set_xlabel("truncation length k2 (steps kept)")
+    ax_cos.set_ylabel("cos∠(g(k2), g) (1 = same direction)")
+    ax_cos.set_title("Truncated vs full gradient: direction")
+    ax_err.set_xlabel("truncation length k2 (steps kept)")
+    ax_err.set_ylabel("‖g(k2) − g‖ / ‖g‖ (fraction)")
+    ax_err.set_title("Truncated vs full gradient: relative error")
+    for ax in (ax_cos, ax_err):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="small")
+    return fig
+
+
+def plot_profile_heatmap(
+    profile: GradientProfileRecorder, name: str = "total", ax: Axes | None = None
+) -> Figure:
+    """Per-lag gradient norms (colour, log scale) over training steps (rows) and lags (columns)."""
+    matplotlib = require_matplotlib()
+    from matplotlib.colors import LogNorm
+
+    if len(profile) == 0:
+        raise ValueError("the gradient profile holds no records to draw")
+    fig, ax = _axes_or_new(ax, width=6.0, height=4.0)
+    data = _positive(profile.matrix(name))  # (n_records, L)
+    steps = np.asarray(profile.steps, dtype=np.float64)
+    if len(steps) > 1:
+        mids = (steps[1:] + steps[:-1]) / 2
+        edges = np.concatenate([[2 * steps[0] - mids[0]], mids, [2 * steps[-1] - mids[-1]]])
+    else:
+        edges = np.array([steps[0] - profile.every / 2, steps[0] + profile.every / 2])
+    x_edges = np.arange(data.shape[1] + 1) - 0.5
+    finite = data[np.isfinite(data)]
+    norm = LogNorm(vmin=finite.min(), vmax=finite.max()) if finite.size else None
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.85")
+    mesh = ax.pcolormesh(x_edges, edges, np.ma.masked_invalid(data), norm=norm, cmap=cmap)
+    what = {"total": "W, V, b_h", "W": "dL/dW", "V": "dL/dV", "b_h": "dL/db_h"}[name]
+    fig.colorbar(mesh, ax=ax, label=f"‖lag-d part of {what}‖_F (log scale)")
+    labels = max(profile.labels, key=len) if profile.labels else []
+    if labels and labels[-1].startswith("≥"):
+        ticks = ax.get_xticks()
+        ticks = [t for t in ticks if 0 <= t < data.shape[1] - 1 and float(t).is_integer()]
+        ax.set_xticks([*ticks, data.shape[1] - 1])
+        ax.set_xticklabels([str(int(t)) for t in ticks] + [labels[-1]])
+    ax.set_xlim(x_edges[0], x_edges[-1])
+    ax.set_xlabel("lag d = t − k (steps)")
+    ax.set_ylabel("training step (updates)")
+    ax.set_title(f"Per-lag gradient profile over training ({what}); grey = zero or no data")
+    return fig
