@@ -1,5 +1,6 @@
 """bptt: Elman RNNs trained by explicit, exact, inspectable backpropagation through time."""
 
+from . import diagnostics
 from .activations import ACTIVATIONS, Activation, get_activation
 from .heads import HEADS, Head, get_head
 from .model import BPTTResult, ElmanRNN
@@ -18,6 +19,7 @@ __all__ = [
     "Head",
     "Params",
     "__version__",
+    "diagnostics",
     "get_activation",
     "get_head",
 ]
