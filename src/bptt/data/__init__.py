@@ -1,6 +1,16 @@
 """Data for training: character corpora (:mod:`.text`) and synthetic/CSV sequence tasks."""
 
 from .errors import CorpusNotFoundError, DataError
+from .tasks import (
+    TASKS,
+    AddingTask,
+    Batch,
+    CopyTask,
+    CsvTask,
+    SequenceTask,
+    SineTask,
+    get_task,
+)
 from .text import (
     CharCorpus,
     CharVocab,
@@ -11,10 +21,18 @@ from .text import (
 )
 
 __all__ = [
+    "TASKS",
+    "AddingTask",
+    "Batch",
     "CharCorpus",
     "CharVocab",
+    "CopyTask",
     "CorpusNotFoundError",
+    "CsvTask",
     "DataError",
+    "SequenceTask",
+    "SineTask",
+    "get_task",
     "make_streams",
     "require_length",
     "stream_batches",
