@@ -19,6 +19,7 @@ from bptt.data import (
     DataError,
     SequenceTask,
     SineTask,
+    TemporalOrderTask,
     get_task,
 )
 
@@ -49,7 +50,10 @@ def _all_tasks(tmp_path: Path) -> list[SequenceTask]:
         AddingTask(seq_len=12),
         CopyTask(n_symbols=4, copy_len=3, delay=5),
         SineTask(seq_len=15),
+        SineTask(seq_len=15, last_only=True),
+        TemporalOrderTask(seq_len=20),
         CsvTask(path, window=8),
+        CsvTask(path, window=8, last_only=True),
     ]
 
 
@@ -117,7 +121,7 @@ def test_evaluate_rejects_wrong_prediction_shape() -> None:
 
 
 def test_registry_builds_each_task_and_roundtrips_its_config(tmp_path: Path) -> None:
-    assert set(TASKS) == {"adding", "copy", "sine", "csv"}
+    assert set(TASKS) == {"adding", "copy", "sine", "order", "csv"}
     for task in _all_tasks(tmp_path):
         rebuilt = get_task(**task.config())
         assert type(rebuilt) is type(task)
@@ -129,7 +133,9 @@ def test_registry_builds_each_task_and_roundtrips_its_config(tmp_path: Path) -> 
 
 
 def test_registry_rejects_unknown_names_and_arguments() -> None:
-    with pytest.raises(ValueError, match=r"\['adding', 'copy', 'csv', 'sine'\], got 'add'"):
+    with pytest.raises(
+        ValueError, match=r"\['adding', 'copy', 'csv', 'order', 'sine'\], got 'add'"
+    ):
         get_task("add")
     with pytest.raises(TypeError, match=r"takes arguments \['seq_len'\], got unexpected \['T'\]"):
         get_task("adding", T=5)
@@ -284,6 +290,55 @@ def test_sine_rejects_bad_arguments(kwargs: dict[str, object], match: str) -> No
         SineTask(**kwargs)  # type: ignore[arg-type]
 
 
+def test_sine_last_only_scores_the_last_step() -> None:
+    task = SineTask(seq_len=12, last_only=True)
+    batch = task.sample(np.random.default_rng(0), 7, np.float64)
+    assert batch.mask is not None
+    assert (batch.mask[-1] == 1).all() and (batch.mask[:-1] == 0).all()
+    y_hat = np.full(batch.y.shape, 50.0)  # garbage on the masked steps
+    y_hat[-1] = batch.y[-1] - 0.3
+    assert task.evaluate(y_hat, batch)["mse"] == pytest.approx(0.09, rel=1e-9)
+    naive = float(np.mean((batch.x[-1] - batch.y[-1]) ** 2))
+    assert task.baseline(batch)["mse"] == pytest.approx(naive, rel=1e-12)
+
+
+# --- temporal order ---------------------------------------------------------------------------
+
+
+def test_order_layout_and_label() -> None:
+    T, B = 50, 400
+    task = TemporalOrderTask(T)
+    batch = task.sample(np.random.default_rng(0), B, np.float64)
+    x, y = batch.x, batch.y
+    assert (x[0] == 4).all() and (x[-1] == 5).all()
+    relevant = x >= 6  # X = 6, Y = 7
+    assert (relevant.sum(axis=0) == 2).all()
+    assert ((x[1:-1] <= 3) | relevant[1:-1]).all()
+    for b in range(B):
+        t1, t2 = np.flatnonzero(relevant[:, b])
+        assert 5 <= t1 <= 10 and 25 <= t2 <= 30
+        assert y[-1, b] == 2 * (x[t1, b] == 7) + (x[t2, b] == 7)
+    assert batch.mask is not None
+    assert (batch.mask[-1] == 1).all() and (batch.mask[:-1] == 0).all()
+    assert set(np.unique(y[-1])) == {0, 1, 2, 3}
+
+
+def test_order_baseline_and_evaluate() -> None:
+    task = TemporalOrderTask(20)
+    batch = task.sample(np.random.default_rng(1), 8000)
+    base = task.baseline(batch)
+    assert base["cross_entropy"] == pytest.approx(math.log(4), rel=1e-12)
+    assert base["accuracy"] == pytest.approx(float(np.mean(batch.y[-1] == 0)), rel=1e-12)
+    assert abs(base["accuracy"] - 0.25) < 5 * math.sqrt(0.25 * 0.75 / 8000)
+    # Right on the last step, wrong (and ignored) everywhere else.
+    probs = np.zeros((20, 8000, 4))
+    probs[..., 3] = 1.0
+    probs[-1] = np.eye(4)[batch.y[-1]]
+    assert task.evaluate(probs, batch) == {"cross_entropy": 0.0, "accuracy": 1.0}
+    with pytest.raises(ValueError, match="at least 10"):
+        TemporalOrderTask(9)
+
+
 # --- csv --------------------------------------------------------------------------------------
 
 
@@ -313,6 +368,19 @@ def test_csv_default_columns_standardisation_and_windows(tmp_path: Path) -> None
     assert rows_seen <= {tuple(r) for r in z[n_train:].round(9).tolist()}
     base = task.baseline(batch)["mse"]
     assert base == pytest.approx(float(np.mean((batch.y - batch.x) ** 2)), rel=1e-12)
+
+
+def test_csv_last_only(tmp_path: Path) -> None:
+    path, _ = _good_csv(tmp_path)
+    full = CsvTask(path, window=6)
+    last = CsvTask(path, window=6, last_only=True)
+    starts = np.array([0, 3, 9])
+    a, b = full.windows(starts, np.float64, "train"), last.windows(starts, np.float64, "train")
+    assert np.array_equal(a.x, b.x) and np.array_equal(a.y, b.y)
+    assert a.mask is None and b.mask is not None
+    assert (b.mask[-1] == 1).all() and (b.mask[:-1] == 0).all()
+    naive_last = float(np.mean((b.x[-1] - b.y[-1]) ** 2))
+    assert last.baseline(b)["mse"] == pytest.approx(naive_last, rel=1e-12)
 
 
 def test_csv_selected_columns(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from .tasks import (
     CsvTask,
     SequenceTask,
     SineTask,
+    TemporalOrderTask,
     get_task,
 )
 from .text import (
@@ -32,6 +33,7 @@ __all__ = [
     "DataError",
     "SequenceTask",
     "SineTask",
+    "TemporalOrderTask",
     "get_task",
     "make_streams",
     "require_length",

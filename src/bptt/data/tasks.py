@@ -1,4 +1,4 @@
-"""Sequence tasks with a metric and an honest baseline: adding, copy, sine and CSV forecasting.
+"""Sequence tasks with a metric and an honest baseline: adding, copy, sine, order, CSV series.
 
 Every task draws time-major batches ready for ``ElmanRNN.loss_and_grads(x, y, mask=mask)``:
 
@@ -168,6 +168,12 @@ class SequenceTask(ABC):
         return f"{type(self).__name__}({args})"
 
 
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def _check_sample_args(rng: object, batch: int, dtype: DTypeLike, split: str) -> np.dtype:
     if not isinstance(rng, np.random.Generator):
         raise TypeError(
@@ -178,6 +184,13 @@ def _check_sample_args(rng: object, batch: int, dtype: DTypeLike, split: str) ->
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     return check_dtype(dtype)
+
+
+def _last_step_mask(T: int, B: int, dtype: np.dtype) -> np.ndarray:
+    """m_tb = [t = T − 1]: many-to-one, only the last step's output counts."""
+    mask = np.zeros((T, B), dtype=dtype)  # (T, B)
+    mask[-1] = 1
+    return mask
 
 
 def _regression_scores(task: SequenceTask, y_hat: object, batch: Batch) -> dict[str, float]:
@@ -236,9 +249,7 @@ class AddingTask(SequenceTask):
         x = np.stack([values, markers], axis=-1).astype(dt)  # (T, B, 2)
         y = np.zeros((T, B, 1), dtype=dt)  # (T, B, 1)
         y[-1, :, 0] = values[first, cols] + values[second, cols]
-        mask = np.zeros((T, B), dtype=dt)  # (T, B)
-        mask[-1] = 1
-        return Batch(x, y, mask)
+        return Batch(x, y, _last_step_mask(T, B, dt))
 
     def evaluate(self, y_hat: np.ndarray, batch: Batch) -> dict[str, float]:
         return _regression_scores(self, y_hat, batch)
@@ -368,6 +379,8 @@ class SineTask(SequenceTask):
         periods: the periods P_k in steps.
         noise: σ ≥ 0.
         horizon: h ≥ 1 steps ahead.
+        last_only: many-to-one: mask every step but the last, so the model forecasts
+            o_{T−1+h} from the whole window (default: every step is a forecast).
     """
 
     name = "sine"
@@ -380,9 +393,11 @@ class SineTask(SequenceTask):
         periods: Sequence[float] = (7.0, 13.0, 29.0),
         noise: float = 0.1,
         horizon: int = 1,
+        last_only: bool = False,
     ) -> None:
         self.seq_len = check_positive_int("seq_len", seq_len)
         self.horizon = check_positive_int("horizon", horizon)
+        self.last_only = _check_bool("last_only", last_only)
         periods = tuple(float(p) for p in periods)
         if not periods or not all(math.isfinite(p) and p > 0 for p in periods):
             raise ValueError(f"periods must be positive numbers, got {periods!r}")
@@ -400,6 +415,7 @@ class SineTask(SequenceTask):
             "periods": list(self.periods),
             "noise": self.noise,
             "horizon": self.horizon,
+            "last_only": self.last_only,
         }
 
     def sample(
@@ -421,7 +437,8 @@ class SineTask(SequenceTask):
         obs = clean + self.noise * rng.standard_normal(clean.shape)  # (T + h, B)
         x = obs[: self.seq_len, :, None].astype(dt)  # (T, B, 1)
         y = obs[self.horizon :, :, None].astype(dt)  # (T, B, 1)
-        return Batch(x, y, None)
+        mask = _last_step_mask(self.seq_len, batch, dt) if self.last_only else None
+        return Batch(x, y, mask)
 
     def evaluate(self, y_hat: np.ndarray, batch: Batch) -> dict[str, float]:
         return _regression_scores(self, y_hat, batch)
@@ -429,6 +446,75 @@ class SineTask(SequenceTask):
     def baseline(self, batch: Batch) -> dict[str, float]:
         """MSE of the naive forecast ŷ_t = x_t (the last observed value)."""
         return {"mse": mean_squared_error(batch.x, batch.y, _step_weights(batch))}
+
+
+# ---------------------------------------------------------------------------------------------
+# Temporal order (many-to-one classification)
+# ---------------------------------------------------------------------------------------------
+
+
+class TemporalOrderTask(SequenceTask):
+    """The temporal order problem (Hochreiter & Schmidhuber 1997, experiment 6a), scaled to T.
+
+    Ids 0 … 3 = distractors a, b, c, d;  4 = start B;  5 = end E;  6 = X;  7 = Y.
+        x = (B, d_1, …, d_{T−2}, E), d ~ U{a, b, c, d}, except x_{t1} = r_1, x_{t2} = r_2 with
+        r_i ~ U{X, Y}, t1 ∈ [T/10, 2T/10], t2 ∈ [5T/10, 6T/10]
+        class  = 2 [r_1 = Y] + [r_2 = Y]  ∈ {XX, XY, YX, YY},  at the last step only (mask)
+    Softmax head over 4 classes, classification from the last step (many-to-one).
+    Baseline: without memory of r_1, r_2 every class has probability 1/4, so
+    cross_entropy = log 4 and accuracy = 1/4 (its argmax, a tie, picks class 0 = XX).
+
+    Args:
+        seq_len: T ≥ 10.
+    """
+
+    name = "order"
+    output = "softmax"
+    metric = "accuracy"
+    n_classes = 4
+
+    def __init__(self, seq_len: int = 50) -> None:
+        self.seq_len = check_positive_int("seq_len", seq_len)
+        if self.seq_len < 10:
+            raise ValueError(f"seq_len must be at least 10 for the order task, got {seq_len}")
+        self.input_size = 8
+        self.output_size = self.n_classes
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "seq_len": self.seq_len}
+
+    def sample(
+        self,
+        rng: np.random.Generator,
+        batch: int,
+        dtype: DTypeLike = np.float32,
+        *,
+        split: str = "train",
+    ) -> Batch:
+        dt = _check_sample_args(rng, batch, dtype, split)
+        T, B = self.seq_len, batch
+        x = rng.integers(0, 4, size=(T, B))  # (T, B) distractors
+        x[0], x[-1] = 4, 5
+        t1 = rng.integers(T // 10, 2 * T // 10 + 1, size=B)  # (B,)
+        t2 = rng.integers(5 * T // 10, 6 * T // 10 + 1, size=B)  # (B,)
+        r1 = rng.integers(0, 2, size=B)  # (B,) 0 = X, 1 = Y
+        r2 = rng.integers(0, 2, size=B)  # (B,)
+        cols = np.arange(B)
+        x[t1, cols] = 6 + r1
+        x[t2, cols] = 6 + r2
+        y = np.zeros((T, B), dtype=np.int64)  # (T, B); only the last step is scored
+        y[-1] = 2 * r1 + r2
+        return Batch(x.astype(np.int64), y, _last_step_mask(T, B, dt))
+
+    def evaluate(self, y_hat: np.ndarray, batch: Batch) -> dict[str, float]:
+        T, B = batch.y.shape
+        probs = _check_prediction(y_hat, (T, B, self.output_size))
+        return classification_metrics(probs, batch.y, _step_weights(batch))
+
+    def baseline(self, batch: Batch) -> dict[str, float]:
+        """Scores of the uniform prediction p = 1/4 (CE = log 4; argmax = class 0)."""
+        probs = np.full((*batch.y.shape, self.output_size), 1.0 / self.output_size)
+        return classification_metrics(probs, batch.y, _step_weights(batch))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -465,6 +551,8 @@ class CsvTask(SequenceTask):
         horizon: h ≥ 1.
         val_fraction: the share of rows, at the end, held out for validation, in (0, 1).
         delimiter: the CSV field separator.
+        last_only: many-to-one: mask every step but the last, so the model forecasts
+            z̃_{s+T−1+h} from the window (default: every step is a forecast).
 
     Raises:
         CorpusNotFoundError: the file does not exist.
@@ -485,8 +573,10 @@ class CsvTask(SequenceTask):
         horizon: int = 1,
         val_fraction: float = 0.2,
         delimiter: str = ",",
+        last_only: bool = False,
     ) -> None:
         self.path = str(path)
+        self.last_only = _check_bool("last_only", last_only)
         self.seq_len = check_positive_int("window", window)
         self.horizon = check_positive_int("horizon", horizon)
         if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)):
@@ -598,6 +688,7 @@ class CsvTask(SequenceTask):
             "horizon": self.horizon,
             "val_fraction": self.val_fraction,
             "delimiter": self.delimiter,
+            "last_only": self.last_only,
         }
 
     def _segment(self, split: str) -> np.ndarray:
@@ -615,7 +706,7 @@ class CsvTask(SequenceTask):
         """The windows starting at the given rows of a split (e.g. ``np.arange(n_windows)``).
 
         Returns:
-            Batch with x, y (T, len(starts), C) and no mask.
+            Batch with x, y (T, len(starts), C); mask None, or the last step if ``last_only``.
         """
         dt = check_dtype(dtype)
         n = self.n_windows(split)
@@ -629,7 +720,8 @@ class CsvTask(SequenceTask):
         rows = starts[None, :] + t[:, None]  # (T, B)
         x = seg[rows].astype(dt)  # (T, B, C)
         y = seg[rows + self.horizon].astype(dt)  # (T, B, C)
-        return Batch(x, y, None)
+        mask = _last_step_mask(self.seq_len, len(starts), dt) if self.last_only else None
+        return Batch(x, y, mask)
 
     def sample(
         self,
@@ -659,6 +751,7 @@ TASKS: dict[str, type[SequenceTask]] = {
     "adding": AddingTask,
     "copy": CopyTask,
     "sine": SineTask,
+    "order": TemporalOrderTask,
     "csv": CsvTask,
 }
 
