@@ -457,6 +457,7 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed)  # task batches
         if ckpt is not None:
             self._restore(ckpt)
+        self._init_profiler()
 
     # -- set-up and resume ----------------------------------------------------------------
 
@@ -649,7 +650,7 @@ class Trainer:
         try:
             from .diagnostics import GradientProfileRecorder
         except ImportError as err:
-            raise RuntimeError(
+            raise ImportError(
                 "--profile-every needs bptt.diagnostics.GradientProfileRecorder, which this "
                 f"installation lacks ({err})"
             ) from None
@@ -693,7 +694,6 @@ class Trainer:
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
-        self._init_profiler()
         if self.step >= cfg.steps:
             self._say(f"{self.out}: already at step {self.step} >= --steps {cfg.steps}")
             return TrainResult(self.step, "done", {}, checkpoint_path(self.out))
