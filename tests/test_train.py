@@ -221,7 +221,13 @@ def test_profile_every_without_diagnostics_module_is_a_clear_error(tmp_path, mon
 
 
 @pytest.mark.parametrize(
-    ("task", "metric"), [("adding", "val_mse"), ("copy", "val_accuracy"), ("sine", "val_mse")]
+    ("task", "metric"),
+    [
+        ("adding", "val_mse"),
+        ("copy", "val_accuracy"),
+        ("sine", "val_mse"),
+        ("order", "val_accuracy"),
+    ],
 )
 def test_tasks_train_and_report_baseline(tmp_path, task, metric) -> None:
     kw = {"copy_len": 3, "delay": 4} if task == "copy" else {"seq_len": 12}
@@ -232,3 +238,22 @@ def test_tasks_train_and_report_baseline(tmp_path, task, metric) -> None:
     m = res.metrics
     assert metric in m and "baseline_" + metric.removeprefix("val_") in m
     assert np.isfinite(m["val_loss"])
+
+
+def test_csv_task_trains(tmp_path) -> None:
+    t = np.arange(300)
+    rows = ["date,a,b"] + [f"d{i},{np.sin(i / 5):.5f},{np.cos(i / 7):.5f}" for i in t]
+    (tmp_path / "s.csv").write_text("\n".join(rows) + "\n")
+    cfg = _config(
+        tmp_path,
+        task="csv",
+        text=None,
+        csv=str(tmp_path / "s.csv"),
+        seq_len=10,
+        steps=6,
+        eval_every=6,
+        eval_size=32,
+        last_only=True,
+    )
+    m = Trainer(cfg, echo=None).train().metrics
+    assert np.isfinite(m["val_mse"]) and np.isfinite(m["baseline_mse"])

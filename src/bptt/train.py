@@ -42,7 +42,7 @@ from .optim import OPTIMIZERS, SCHEDULES, Schedule, guarded_step, make_optimizer
 from .rnn import output_forward
 from .truncation import TruncatedBPTT
 
-TASK_NAMES: tuple[str, ...] = ("charlm", "adding", "copy", "sine", "csv")
+TASK_NAMES: tuple[str, ...] = ("charlm", "adding", "copy", "sine", "order", "csv")
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -71,6 +71,7 @@ class TrainConfig:
     copy_len: int = _opt(10, "copy: symbols to remember")
     delay: int = _opt(20, "copy: steps between the sequence and the recall marker")
     noise: float = _opt(0.1, "sine: observation noise σ")
+    last_only: bool = _opt(False, "sine/csv: many-to-one, only the last step's forecast counts")
     # -- the model
     hidden: int = _opt(128, "H, hidden units")
     activation: str = _opt("tanh", "hidden activation f_h", choices=tuple(sorted(ACTIVATIONS)))
@@ -329,7 +330,15 @@ def make_task(config: TrainConfig) -> Any:
             "copy", n_symbols=config.n_symbols, copy_len=config.copy_len, delay=config.delay
         )
     if config.task == "sine":
-        return get_task("sine", seq_len=config.seq_len, noise=config.noise, horizon=config.horizon)
+        return get_task(
+            "sine",
+            seq_len=config.seq_len,
+            noise=config.noise,
+            horizon=config.horizon,
+            last_only=config.last_only,
+        )
+    if config.task == "order":
+        return get_task("order", seq_len=config.seq_len)
     if config.task == "csv":
         return get_task(
             "csv",
