@@ -537,7 +537,10 @@ class Trainer:
             x, y, new_epoch = self.text.next()
             if new_epoch:
                 self.runner.reset()
-            return x, y, None, self.runner.h_start
+            # the state just before x (known when k1 = k2; with k1 < k2 the runner keeps the
+            # state before its buffer instead)
+            chunked = self.runner.k2 == self.runner.k1
+            return x, y, None, self.runner.h_start if chunked else None
         b = self.task.sample(self.rng, self.config.batch, self.model.dtype)
         return b.x, b.y, b.mask, None
 
@@ -703,6 +706,8 @@ class Trainer:
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+        if self.step == 0:  # a fresh run: no stale log lines from an earlier, deleted run
+            (self.out / "metrics.jsonl").unlink(missing_ok=True)
         if self.step >= cfg.steps:
             self._say(f"{self.out}: already at step {self.step} >= --steps {cfg.steps}")
             return TrainResult(self.step, "done", {}, checkpoint_path(self.out))
