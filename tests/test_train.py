@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from bptt.checkpoint import CheckpointError, load_checkpoint
+from bptt.data.text import stream_batches
 from bptt.model import BPTTResult
 from bptt.train import TrainConfig, Trainer, TrainingDiverged
 
@@ -257,3 +258,21 @@ def test_csv_task_trains(tmp_path) -> None:
     )
     m = Trainer(cfg, echo=None).train().metrics
     assert np.isfinite(m["val_mse"]) and np.isfinite(m["baseline_mse"])
+
+
+def test_step_follows_the_mean_per_character_gradient(tmp_path) -> None:
+    cfg = _config(tmp_path, optimizer="sgd", lr=0.5, clip=0.0, steps=1, eval_every=1)
+    t = Trainer(cfg, echo=None)
+    before = t.model.params.copy()
+    x, y = next(stream_batches(t.text.train_ids, cfg.batch, cfg.seq_len))
+    loss, grads = t.model.loss_and_grads(x, y)  # summed over T, mean over B
+    t.train()
+    for name, g in grads.items():
+        if name == "h0":
+            continue
+        expected = getattr(before, name) - 0.5 * g / cfg.seq_len
+        np.testing.assert_allclose(
+            getattr(t.model.params, name), expected, rtol=1e-12, atol=1e-15, err_msg=name
+        )
+    log = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert log[0]["loss"] == pytest.approx(loss / cfg.seq_len, rel=1e-12)

@@ -4,6 +4,8 @@ Each optimizer step s = 0 … steps − 1:
 
     x, y, mask  ← next window (charlm: B parallel streams, h carried) or a fresh task batch
     L, g        ← TBPTT(k1 = seq_len, k2) on the window (charlm), full BPTT (finite tasks)
+    L̄, ḡ        ← L, g · B / Σ mask: the mean loss per counted step (per character), as
+                  PyTorch's mean-reduced losses, so --lr and --clip transfer from there
     η_s         ← schedule(s);  g ← clip(g);  θ ← optimizer(θ, g, η_s) unless L or g is not finite
 
 A run directory holds ``config.json``, ``metrics.jsonl`` (one JSON object per log line),
@@ -560,6 +562,14 @@ class Trainer:
         """One optimizer step; returns its metrics (loss per step/char, lr, grad norm, …)."""
         x, y, mask, h0 = self._next_batch()
         res = self._forward_backward(x, y, mask)
+        # The objective is the mean loss per counted step (per character for charlm), as in
+        # PyTorch's mean-reduced losses, so --lr and --clip mean what they mean there:
+        # L̄ = L · B / Σ mask  (L sums over steps and averages over the batch).
+        T, B = x.shape[:2]
+        counted = T * B if mask is None else float(np.sum(mask, dtype=np.float64))
+        scale = B / max(counted, 1.0)
+        for _, arr in res.grads.items():
+            arr *= arr.dtype.type(scale)
         lr = self.schedule(self.step)
         info = guarded_step(
             self.optimizer,
@@ -568,7 +578,7 @@ class Trainer:
             lr=lr,
             clip_norm=self.config.clip,
             clip_value=self.config.clip_value,
-            loss=res.loss,
+            loss=res.loss * scale,
         )
         self.step += 1
         if info.applied:
@@ -576,8 +586,7 @@ class Trainer:
         else:
             self.bad_steps += 1
             self.consecutive_bad += 1
-        n_steps = x.shape[0]
-        loss = res.loss / n_steps if self.text is not None else res.loss
+        loss = res.loss * scale
         if self.profiler is not None:
             self.profiler.maybe_record(self.step, self.model, x, y, h0=h0, mask=mask)
         return {
@@ -884,7 +893,9 @@ def evaluate_task(model: ElmanRNN, task: Any, size: int, batch: int, seed: int) 
         y_hat, _ = model.predict(data.x)
         scores = {f"val_{k}": v for k, v in task.evaluate(y_hat, data).items()}
         scores |= {f"baseline_{k}": v for k, v in task.baseline(data).items()}
-        scores["val_loss"] = model.loss(data.x, data.y, None, data.mask)
+        counted = data.y.shape[0] * b if data.mask is None else float(np.sum(data.mask))
+        # mean loss per counted step, as the training loss
+        scores["val_loss"] = model.loss(data.x, data.y, None, data.mask) * b / counted
         for k, v in scores.items():
             sums[k] = sums.get(k, 0.0) + v * b
         n += b
