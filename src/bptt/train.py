@@ -75,7 +75,7 @@ class TrainConfig:
     noise: float = _opt(0.1, "sine: observation noise σ")
     last_only: bool = _opt(False, "sine/csv: many-to-one, only the last step's forecast counts")
     # -- the model
-    hidden: int = _opt(128, "H, hidden units")
+    hidden: int = _opt(256, "H, hidden units")
     activation: str = _opt("tanh", "hidden activation f_h", choices=tuple(sorted(ACTIVATIONS)))
     init: str = _opt("uniform", "weight initialisation", choices=INITS)
     spectral_radius: float = _opt(0.0, "if > 0, scale W to this spectral radius at init")
@@ -87,7 +87,7 @@ class TrainConfig:
     k2: int = _opt(0, "charlm: backpropagate through the last k2 >= seq_len steps (0: = seq_len)")
     batch: int = _opt(32, "B, sequences per batch (parallel streams for charlm)")
     # -- optimisation
-    steps: int = _opt(3000, "total optimizer steps of the run", resumable=True)
+    steps: int = _opt(4000, "total optimizer steps of the run", resumable=True)
     optimizer: str = _opt("adam", "optimizer", choices=OPTIMIZERS)
     lr: float = _opt(2e-3, "base learning rate")
     momentum: float = _opt(0.0, "sgd/rmsprop momentum")
