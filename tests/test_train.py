@@ -276,3 +276,34 @@ def test_step_follows_the_mean_per_character_gradient(tmp_path) -> None:
         )
     log = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert log[0]["loss"] == pytest.approx(loss / cfg.seq_len, rel=1e-12)
+
+
+def test_profile_every_records_and_saves_with_each_checkpoint(tmp_path, monkeypatch) -> None:
+    import types
+
+    calls = []
+
+    class FakeRecorder:
+        def __init__(self, every, max_lag=None):
+            self.every = every
+
+        def maybe_record(self, step, model, x, y, h0=None, mask=None):
+            calls.append((step, x.shape, None if h0 is None else h0.shape))
+
+        def save(self, path):
+            path.write_text(json.dumps({"steps": [c[0] for c in calls]}))
+
+    module = types.ModuleType("bptt.diagnostics")
+    module.GradientProfileRecorder = FakeRecorder
+    monkeypatch.setitem(sys.modules, "bptt.diagnostics", module)
+    Trainer(_config(tmp_path, steps=6, checkpoint_every=3, profile_every=2), echo=None).train()
+    assert [c[0] for c in calls] == [1, 2, 3, 4, 5, 6]
+    assert calls[0][2] is None and calls[1][2] == (4, 8)  # h0: the carried state before x
+    assert json.loads((tmp_path / "run" / "profile.json").read_text())["steps"] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+    ]

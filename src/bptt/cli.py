@@ -146,7 +146,7 @@ def _run_sample(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     if ckpt.vocab is None:
         raise ValueError(
-            f"{args.checkpoint!r} is a {ckpt.task!r} model without a vocabulary; "
+            f"{args.checkpoint!r} holds a model of task {ckpt.task!r}, without a vocabulary; "
             "sample needs a charlm checkpoint"
         )
     print(
