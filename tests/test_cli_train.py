@@ -138,3 +138,23 @@ def test_cli_options_mirror_train_config() -> None:
     for name, *_, meta in config_fields():
         assert "--" + name.replace("_", "-") in help_text
         assert meta["help"]
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"", "is empty"),
+        (b"ab\x00cd", "looks binary"),
+        (b"\xff\xfeabc", "not valid UTF-8"),
+        (b"hello world", "shorter than one window"),
+    ],
+    ids=["empty", "binary", "latin1", "short"],
+)
+def test_bad_text_files_exit_2_and_write_nothing(tmp_path, capsys, content, match) -> None:
+    path = tmp_path / "bad.txt"
+    path.write_bytes(content)
+    assert (
+        main(["train", "--text", str(path), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    )
+    assert match in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
