@@ -200,6 +200,8 @@ def test_resume_refuses_corrupted_checkpoint(tmp_path) -> None:
         ({"optimizer": "lbfgs"}, ValueError, "--optimizer must be one of"),
         ({"k2": 3, "seq_len": 6}, ValueError, "--k2 must be 0 or >= --seq-len"),
         ({"task": "csv"}, ValueError, "--task csv needs --csv FILE"),
+        ({"task": "adding", "text": "a.txt"}, ValueError, "--text applies to --task charlm"),
+        ({"task": "sine", "k2": 100}, ValueError, "--k2 applies to --task charlm"),
     ],
 )
 def test_config_rejects_bad_values(kw, err, match) -> None:

@@ -209,6 +209,13 @@ class TrainConfig:
             raise ValueError(f"--val-fraction must lie in (0, 1), got {self.val_fraction}")
         if self.task == "csv" and self.csv is None:
             raise ValueError("--task csv needs --csv FILE")
+        if self.task != "charlm":
+            for name in ("text", "k2"):
+                if getattr(self, name):
+                    raise ValueError(
+                        f"--{_flag(name)} applies to --task charlm, not --task {self.task} "
+                        "(finite sequences are trained by full BPTT)"
+                    )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
