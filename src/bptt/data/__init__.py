@@ -1,0 +1,42 @@
+"""Data for training: character corpora (:mod:`.text`) and synthetic/CSV sequence tasks."""
+
+from .errors import CorpusNotFoundError, DataError
+from .tasks import (
+    TASKS,
+    AddingTask,
+    Batch,
+    CopyTask,
+    CsvTask,
+    SequenceTask,
+    SineTask,
+    TemporalOrderTask,
+    get_task,
+)
+from .text import (
+    CharCorpus,
+    CharVocab,
+    make_streams,
+    require_length,
+    stream_batches,
+    windows_per_epoch,
+)
+
+__all__ = [
+    "TASKS",
+    "AddingTask",
+    "Batch",
+    "CharCorpus",
+    "CharVocab",
+    "CopyTask",
+    "CorpusNotFoundError",
+    "CsvTask",
+    "DataError",
+    "SequenceTask",
+    "SineTask",
+    "TemporalOrderTask",
+    "get_task",
+    "make_streams",
+    "require_length",
+    "stream_batches",
+    "windows_per_epoch",
+]
