@@ -54,6 +54,12 @@ def machine_lines() -> list[str]:
     except ImportError:
         lines.append("- Numba not installed")
     lines += [f"- thread pool: {line}" for line in blas_info()]
+    try:
+        with open("/proc/loadavg") as f:
+            load = " ".join(f.read().split()[:3])
+        lines.append(f"- load average at the end of the run (1/5/15 min): {load}")
+    except OSError:
+        pass
     env = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
     lines.append(f"- OpenBLAS environment: {env or 'OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset'}")
     return lines

@@ -184,3 +184,13 @@ def test_float32_paths_agree_and_stay_float32(B: int, H: int, rng: np.random.Gen
         for name, arr in g.items():
             assert arr.dtype == np.float32, (backend, name)
             assert rel(arr, getattr(ref, name)) < 1e-4, (backend, name)
+
+
+def test_loop_blas_threads_restores_the_thread_count() -> None:
+    controllers = _kernels._blas()
+    if not controllers:
+        pytest.skip("threadpoolctl not installed or cannot drive this BLAS")
+    before = [c.num_threads for c in controllers]
+    with _kernels.loop_blas_threads():
+        assert all(c.num_threads == _kernels.LOOP_BLAS_THREADS for c in controllers)
+    assert [c.num_threads for c in controllers] == before

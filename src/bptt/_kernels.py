@@ -196,6 +196,53 @@ def scatter_add_rows(n_rows: int, idx: np.ndarray, rows: np.ndarray) -> np.ndarr
     return out
 
 
+# -- BLAS threads in the time loops -----------------------------------------------------------
+
+_blas_controllers: list[Any] | None = None
+
+
+def _blas() -> list[Any]:
+    """threadpoolctl's handles on the loaded BLAS libraries (empty without threadpoolctl)."""
+    global _blas_controllers
+    if _blas_controllers is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            found = ThreadpoolController().select(user_api="blas").lib_controllers
+            _blas_controllers = [c for c in found if hasattr(c, "set_num_threads")]
+        except Exception:  # threadpoolctl absent, or it cannot drive this BLAS
+            _blas_controllers = []
+    return _blas_controllers
+
+
+LOOP_BLAS_THREADS: int | None = int(os.environ.get("BPTT_LOOP_THREADS", "1")) or None
+
+
+@contextmanager
+def loop_blas_threads() -> Iterator[None]:
+    """BLAS on :data:`LOOP_BLAS_THREADS` threads (default 1) inside the sequential time loops.
+
+    One (B, H) @ (H, H) product per step is too small to share out: on the 2-core benchmark
+    machine two OpenBLAS threads were up to 10× slower than one whenever another process was
+    busy (workers spin and wait for a core), and at best 1.25× faster on an idle machine
+    (docs/benchmarks.md). The hoisted products outside the loops keep every thread.
+    ``BPTT_LOOP_THREADS=0`` leaves BLAS alone. Needs threadpoolctl (in the ``fast`` extra);
+    without it nothing changes.
+    """
+    want = LOOP_BLAS_THREADS
+    controllers = _blas() if want else []
+    saved = [c.num_threads for c in controllers]
+    for c, n in zip(controllers, saved, strict=True):
+        if n != want:
+            c.set_num_threads(want)
+    try:
+        yield
+    finally:
+        for c, n in zip(controllers, saved, strict=True):
+            if n != want:
+                c.set_num_threads(n)
+
+
 BACKEND_FROM_ENV = os.environ.get("BPTT_KERNELS", "auto")
 if BACKEND_FROM_ENV not in BACKENDS:
     raise ValueError(f"BPTT_KERNELS must be one of {BACKENDS}, got {BACKEND_FROM_ENV!r}")

@@ -97,10 +97,11 @@ def recurrent_forward(
         _kernels.forward_loop(hs, W_T, activation.name)  # compiled loop, same equation
         return hs, Cache(x=x, hs=hs)
     recurrent = np.empty((B, H), dtype=hs.dtype)  # (B, H) scratch for W h_{t-1}
-    for t in range(1, T + 1):
-        np.matmul(hs[t - 1], W_T, out=recurrent)
-        hs[t] += recurrent  # E_t
-        activation.forward_inplace(hs[t])  # h_t
+    with _kernels.loop_blas_threads():  # one small product per step: one BLAS thread
+        for t in range(1, T + 1):
+            np.matmul(hs[t - 1], W_T, out=recurrent)
+            hs[t] += recurrent  # E_t
+            activation.forward_inplace(hs[t])  # h_t
     return hs, Cache(x=x, hs=hs)
 
 
@@ -137,10 +138,11 @@ def recurrent_backward(
     if _kernels.use_time_loop_kernel(B, H) and delta.flags.c_contiguous:
         _kernels.backward_loop(delta, fprime, W, carry)  # compiled loop, same equation
     else:
-        for t in range(T - 1, -1, -1):
-            carry *= fprime[t]
-            delta[t] += carry  # δ_t = (∂L/∂h_t + W^T δ_{t+1}) ⊙ f'(E_t)
-            np.matmul(delta[t], W, out=carry)
+        with _kernels.loop_blas_threads():
+            for t in range(T - 1, -1, -1):
+                carry *= fprime[t]
+                delta[t] += carry  # δ_t = (∂L/∂h_t + W^T δ_{t+1}) ⊙ f'(E_t)
+                np.matmul(delta[t], W, out=carry)
     rows = T * B
     dW = delta.reshape(rows, H).T @ hs[:-1].reshape(rows, H)  # (H, H)
     dV, db_h = input_projection_backward(delta, cache.x, params.V.shape[1])
