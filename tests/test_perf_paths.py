@@ -191,6 +191,20 @@ def test_loop_blas_threads_restores_the_thread_count() -> None:
     if not controllers:
         pytest.skip("threadpoolctl not installed or cannot drive this BLAS")
     before = [c.num_threads for c in controllers]
-    with _kernels.loop_blas_threads():
-        assert all(c.num_threads == _kernels.LOOP_BLAS_THREADS for c in controllers)
-    assert [c.num_threads for c in controllers] == before
+    saved = _kernels.LOOP_BLAS_THREADS
+    try:
+        _kernels.set_loop_threads(1)
+        with _kernels.loop_blas_threads():
+            assert all(c.num_threads == 1 for c in controllers)
+        assert [c.num_threads for c in controllers] == before
+        _kernels.set_loop_threads(None)
+        with _kernels.loop_blas_threads():
+            assert [c.num_threads for c in controllers] == before
+    finally:
+        _kernels.set_loop_threads(saved)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_set_loop_threads_rejects(bad: object) -> None:
+    with pytest.raises(ValueError, match="loop threads must be None or a positive int"):
+        _kernels.set_loop_threads(bad)  # type: ignore[arg-type]

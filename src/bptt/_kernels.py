@@ -215,19 +215,32 @@ def _blas() -> list[Any]:
     return _blas_controllers
 
 
-LOOP_BLAS_THREADS: int | None = int(os.environ.get("BPTT_LOOP_THREADS", "1")) or None
+LOOP_BLAS_THREADS: int | None = int(os.environ.get("BPTT_LOOP_THREADS", "0")) or None
+
+
+def set_loop_threads(n: int | None) -> None:
+    """BLAS threads inside the sequential time loops: None (default) leaves BLAS as it is.
+
+    Raises:
+        ValueError: ``n`` is not None or a positive int.
+    """
+    global LOOP_BLAS_THREADS
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"loop threads must be None or a positive int, got {n!r}")
+    LOOP_BLAS_THREADS = n
 
 
 @contextmanager
 def loop_blas_threads() -> Iterator[None]:
-    """BLAS on :data:`LOOP_BLAS_THREADS` threads (default 1) inside the sequential time loops.
+    """BLAS on :data:`LOOP_BLAS_THREADS` threads inside the sequential time loops.
 
-    One (B, H) @ (H, H) product per step is too small to share out: on the 2-core benchmark
-    machine two OpenBLAS threads were up to 10× slower than one whenever another process was
-    busy (workers spin and wait for a core), and at best 1.25× faster on an idle machine
-    (docs/benchmarks.md). The hoisted products outside the loops keep every thread.
-    ``BPTT_LOOP_THREADS=0`` leaves BLAS alone. Needs threadpoolctl (in the ``fast`` extra);
-    without it nothing changes.
+    One (B, H) @ (H, H) product per step is small. On the idle 2-core benchmark machine two
+    OpenBLAS threads beat one by 0–35% (more for larger B·H²), so the default leaves BLAS
+    alone. On a machine shared with other busy processes two threads were up to 10× slower
+    than one (a worker waits for a core at every step): there set ``BPTT_LOOP_THREADS=1``
+    (read at import) or call :func:`set_loop_threads` (1). The hoisted products outside the
+    loops are not affected. Needs threadpoolctl (in the ``fast`` extra); without it nothing
+    changes. Measurements: docs/benchmarks.md.
     """
     want = LOOP_BLAS_THREADS
     controllers = _blas() if want else []

@@ -97,7 +97,7 @@ def recurrent_forward(
         _kernels.forward_loop(hs, W_T, activation.name)  # compiled loop, same equation
         return hs, Cache(x=x, hs=hs)
     recurrent = np.empty((B, H), dtype=hs.dtype)  # (B, H) scratch for W h_{t-1}
-    with _kernels.loop_blas_threads():  # one small product per step: one BLAS thread
+    with _kernels.loop_blas_threads():  # BPTT_LOOP_THREADS=1 helps on a busy machine
         for t in range(1, T + 1):
             np.matmul(hs[t - 1], W_T, out=recurrent)
             hs[t] += recurrent  # E_t
