@@ -44,6 +44,11 @@ def problem(T: int, B: int, H: int, I: int, O: int) -> tuple[bptt.ElmanRNN, np.n
     return model, x, y
 
 
+def parse_checkpoint(text: str) -> bool | int:
+    """ "False" / "True" / a segment length, as given on the command line."""
+    return {"False": False, "True": True}[text] if text in ("False", "True") else int(text)
+
+
 def _rss_kib(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -54,7 +59,7 @@ def _rss_kib(field: str) -> int:
 
 def memory_child(dims: list[int], checkpoint: str) -> dict[str, float]:
     T, B, H, I, O = dims
-    ck: bool | int = {"False": False, "True": True}.get(checkpoint) or int(checkpoint)
+    ck = parse_checkpoint(checkpoint)
     model, x, y = problem(T, B, H, I, O)
     model.loss_and_grads(x[:4], y[:4], checkpoint=2)  # loads and compiles what is needed
     tracemalloc.start()
@@ -88,13 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     model, x, y = problem(*dims)
     schedules: list[str] = ["False", *args.segments]
 
-    def parse(s: str) -> bool | int:
-        return {"False": False, "True": True}.get(s) or int(s)
-
     # validate
     loss, grads = model.loss_and_grads(x, y)
     for s in schedules[1:]:
-        loss_c, grads_c = model.loss_and_grads(x, y, checkpoint=parse(s))
+        loss_c, grads_c = model.loss_and_grads(x, y, checkpoint=parse_checkpoint(s))
         assert abs(loss_c - loss) <= 1e-4 * abs(loss), (s, loss_c, loss)
         for name, g in grads.items():
             err = float(np.linalg.norm(getattr(grads_c, name) - g) / np.linalg.norm(g))
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.reps):
         for s in schedules:
             start = time.perf_counter()
-            model.loss_and_grads(x, y, checkpoint=parse(s))
+            model.loss_and_grads(x, y, checkpoint=parse_checkpoint(s))
             times[s].append(time.perf_counter() - start)
     mem = {}
     for s in schedules:
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|---|---|",
     ]
     for s in schedules:
-        k = segment_length(T, parse(s))
+        k = segment_length(T, parse_checkpoint(s))
         t = statistics.median(times[s])
         m = mem[s]
         frac_traced = 100 * m["tracemalloc_mib"] / base_m["tracemalloc_mib"]
