@@ -192,19 +192,23 @@ def test_loop_blas_threads_restores_the_thread_count() -> None:
         pytest.skip("threadpoolctl not installed or cannot drive this BLAS")
     before = [c.num_threads for c in controllers]
     saved = _kernels.LOOP_BLAS_THREADS
+    small, large = 1, _kernels.LARGE_STEP_MACS
     try:
-        _kernels.set_loop_threads(1)
-        with _kernels.loop_blas_threads():
-            assert all(c.num_threads == 1 for c in controllers)
-        assert [c.num_threads for c in controllers] == before
-        _kernels.set_loop_threads(None)
-        with _kernels.loop_blas_threads():
+        for setting, macs, inside in [
+            (1, large, [1] * len(before)),
+            ("auto", small, [1] * len(before)),
+            ("auto", large, before),
+            (None, small, before),
+        ]:
+            _kernels.set_loop_threads(setting)
+            with _kernels.loop_blas_threads(macs):
+                assert [c.num_threads for c in controllers] == inside, setting
             assert [c.num_threads for c in controllers] == before
     finally:
         _kernels.set_loop_threads(saved)
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "many"])
 def test_set_loop_threads_rejects(bad: object) -> None:
-    with pytest.raises(ValueError, match="loop threads must be None or a positive int"):
+    with pytest.raises(ValueError, match="loop threads must be 'auto', None"):
         _kernels.set_loop_threads(bad)  # type: ignore[arg-type]

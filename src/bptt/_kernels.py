@@ -215,34 +215,54 @@ def _blas() -> list[Any]:
     return _blas_controllers
 
 
-LOOP_BLAS_THREADS: int | None = int(os.environ.get("BPTT_LOOP_THREADS", "0")) or None
+LoopThreads = int | str | None
+LARGE_STEP_MACS = 1 << 23  # B·H² at or above which "auto" lets the loops use every thread
 
 
-def set_loop_threads(n: int | None) -> None:
-    """BLAS threads inside the sequential time loops: None (default) leaves BLAS as it is.
+def _parse_loop_threads(value: object) -> LoopThreads:
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            f"loop threads must be 'auto', None (leave BLAS alone) or a positive int, got {value!r}"
+        )
+    return value or None  # 0 from the environment means "leave BLAS alone"
+
+
+LOOP_BLAS_THREADS: LoopThreads = _parse_loop_threads(os.environ.get("BPTT_LOOP_THREADS", "auto"))
+
+
+def set_loop_threads(n: LoopThreads) -> None:
+    """BLAS threads inside the sequential time loops: ``"auto"`` (default), None or an int.
 
     Raises:
-        ValueError: ``n`` is not None or a positive int.
+        ValueError: anything else (0 is accepted only from the environment variable).
     """
     global LOOP_BLAS_THREADS
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"loop threads must be None or a positive int, got {n!r}")
-    LOOP_BLAS_THREADS = n
+    if n == 0 and not isinstance(n, bool):
+        raise ValueError("loop threads must be 'auto', None or a positive int, got 0")
+    LOOP_BLAS_THREADS = _parse_loop_threads(n)
 
 
 @contextmanager
-def loop_blas_threads() -> Iterator[None]:
-    """BLAS on :data:`LOOP_BLAS_THREADS` threads inside the sequential time loops.
+def loop_blas_threads(step_macs: int) -> Iterator[None]:
+    """BLAS threads inside the sequential time loops, one (B, H) @ (H, H) product per step.
 
-    One (B, H) @ (H, H) product per step is small. On the idle 2-core benchmark machine two
-    OpenBLAS threads beat one by 0–35% (more for larger B·H²), so the default leaves BLAS
-    alone. On a machine shared with other busy processes two threads were up to 10× slower
-    than one (a worker waits for a core at every step): there set ``BPTT_LOOP_THREADS=1``
-    (read at import) or call :func:`set_loop_threads` (1). The hoisted products outside the
-    loops are not affected. Needs threadpoolctl (in the ``fast`` extra); without it nothing
-    changes. Measurements: docs/benchmarks.md.
+    ``"auto"`` (the default): one thread when the product is small (B·H² below
+    :data:`LARGE_STEP_MACS`), BLAS's own setting otherwise. Measured on the 2-core benchmark
+    machine: idle, two threads beat one by 0–15% on small steps and ~35% on large ones; shared
+    with other busy processes, two threads on small steps were 10–100× slower than one (a
+    worker waits for a core at every step), so small steps stay on one thread. None leaves
+    BLAS alone; an int forces that many threads. ``BPTT_LOOP_THREADS`` (``auto``, ``0`` for
+    None, or an int; read at import) or :func:`set_loop_threads` choose. The hoisted
+    products outside the loops are not affected. Needs threadpoolctl (in the ``fast`` extra);
+    without it nothing changes. Measurements: docs/benchmarks.md.
     """
     want = LOOP_BLAS_THREADS
+    if want == "auto":
+        want = 1 if step_macs < LARGE_STEP_MACS else None
     controllers = _blas() if want else []
     saved = [c.num_threads for c in controllers]
     for c, n in zip(controllers, saved, strict=True):

@@ -97,7 +97,7 @@ def recurrent_forward(
         _kernels.forward_loop(hs, W_T, activation.name)  # compiled loop, same equation
         return hs, Cache(x=x, hs=hs)
     recurrent = np.empty((B, H), dtype=hs.dtype)  # (B, H) scratch for W h_{t-1}
-    with _kernels.loop_blas_threads():  # BPTT_LOOP_THREADS=1 helps on a busy machine
+    with _kernels.loop_blas_threads(B * H * H):  # one thread for small steps (see there)
         for t in range(1, T + 1):
             np.matmul(hs[t - 1], W_T, out=recurrent)
             hs[t] += recurrent  # E_t
@@ -138,7 +138,7 @@ def recurrent_backward(
     if _kernels.use_time_loop_kernel(B, H) and delta.flags.c_contiguous:
         _kernels.backward_loop(delta, fprime, W, carry)  # compiled loop, same equation
     else:
-        with _kernels.loop_blas_threads():
+        with _kernels.loop_blas_threads(B * H * H):
             for t in range(T - 1, -1, -1):
                 carry *= fprime[t]
                 delta[t] += carry  # δ_t = (∂L/∂h_t + W^T δ_{t+1}) ⊙ f'(E_t)
