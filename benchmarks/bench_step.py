@@ -332,7 +332,7 @@ def table(results: list[dict[str, object]]) -> str:
         )
     speedups = [r["speedup"] for r in rows]
     foot = (
-        f"\nmedian speed-up {statistics.median(speedups):.2f}× (over {len(rows)} shapes); "
+        f"\n\nmedian speed-up {statistics.median(speedups):.2f}× (over {len(rows)} shapes); "
         f"float32 matmul peak {peak:.1f} GFLOP/s"
     )
     return head + "\n".join(lines) + foot
