@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from .activations import Activation, get_activation
+from .checkpointing import checkpointed_forward_backward, segment_length
 from .heads import Head, get_head
 from .params import Gradients, Params
 from .rnn import output_backward, output_forward, recurrent_backward, recurrent_forward
@@ -189,6 +190,7 @@ class ElmanRNN:
         mask: object = None,
         *,
         dh_last: object = None,
+        checkpoint: bool | int = False,
     ) -> BPTTResult:
         """One forward pass and full backpropagation through time.
 
@@ -200,6 +202,12 @@ class ElmanRNN:
             mask: (T, B) of 0/1 or bool; masked steps contribute no loss.
             dh_last: (B, H) gradient of a downstream loss with respect to h_T, added to the
                 sweep (for chunked schedules); None means zero.
+            checkpoint: memory schedule of the sweep (the same gradients either way).
+                ``False`` stores every step; ``True`` stores only the hidden states at
+                segment boundaries, segments of about √T steps, and recomputes each segment
+                during the backward sweep (memory O(√T) instead of O(T), about a third more
+                time); a positive int K uses segments of K steps. See
+                :mod:`bptt.checkpointing`.
 
         Returns:
             A :class:`BPTTResult` with the loss, the gradients (and dL/dh_0) and h_T.
@@ -218,6 +226,12 @@ class ElmanRNN:
             dh_last = check_float_array(
                 "dh_last", dh_last, (B, self.hidden_size), self.dtype, "(B, H)"
             )
+        segment = segment_length(T, checkpoint)
+        if segment is not None and segment < T:
+            loss, grads, h_last = checkpointed_forward_backward(
+                params, self.activation, self.head, x, y, h0, weight, segment, dh_last
+            )
+            return BPTTResult(loss=loss, grads=grads, h_last=h_last)
 
         hs, cache = recurrent_forward(params, x, h0, self.activation)
         z = output_forward(params, hs)  # (T, B, O)
@@ -235,12 +249,16 @@ class ElmanRNN:
         mask: object = None,
         *,
         dh_last: object = None,
+        checkpoint: bool | int = False,
     ) -> tuple[float, Gradients]:
-        """L and dL/dθ by full BPTT; see :meth:`forward_backward` for the arguments.
+        """L and dL/dθ by BPTT; see :meth:`forward_backward` for the arguments.
+
+        ``checkpoint=True`` (or a segment length K) trades a second forward pass for
+        O(√T) memory; the gradients are the same.
 
         Returns:
             ``(loss, grads)``: loss a Python float; grads with ``.U .V .W .b_h .b_y`` shaped as
             the parameters and ``.h0`` = dL/dh_0 (B, H).
         """
-        result = self.forward_backward(x, y, h0, mask, dh_last=dh_last)
+        result = self.forward_backward(x, y, h0, mask, dh_last=dh_last, checkpoint=checkpoint)
         return result.loss, result.grads

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _kernels
 from .activations import Activation
 from .params import Params
 
@@ -65,8 +66,7 @@ def input_projection_backward(
     T, B, H = delta.shape
     delta_rows = delta.reshape(T * B, H)
     if x.ndim == 2:
-        dV_t = np.zeros((n_in, H), dtype=delta.dtype)  # (I, H)
-        np.add.at(dV_t, x.reshape(-1), delta_rows)
+        dV_t = _kernels.scatter_add_rows(n_in, x.reshape(-1), delta_rows)  # (I, H)
         dV = np.ascontiguousarray(dV_t.T)
     else:
         dV = delta_rows.T @ x.reshape(T * B, -1)  # (H, I)
@@ -92,12 +92,16 @@ def recurrent_forward(
     hs = np.empty((T + 1, B, H), dtype=params.W.dtype)  # (T+1, B, H)
     hs[0] = h0
     input_projection(params, x, out=hs[1:])  # hs[t] holds V x_t + b_h until step t
-    W_T = params.W.T
+    W_T = np.ascontiguousarray(params.W.T)  # (H, H): a plain GEMM operand, no transpose flag
+    if _kernels.use_time_loop_kernel(B, H):
+        _kernels.forward_loop(hs, W_T, activation.name)  # compiled loop, same equation
+        return hs, Cache(x=x, hs=hs)
     recurrent = np.empty((B, H), dtype=hs.dtype)  # (B, H) scratch for W h_{t-1}
-    for t in range(1, T + 1):
-        np.matmul(hs[t - 1], W_T, out=recurrent)
-        hs[t] += recurrent  # E_t
-        activation.forward_inplace(hs[t])  # h_t
+    with _kernels.loop_blas_threads(B * H * H):  # one thread for small steps (see there)
+        for t in range(1, T + 1):
+            np.matmul(hs[t - 1], W_T, out=recurrent)
+            hs[t] += recurrent  # E_t
+            activation.forward_inplace(hs[t])  # h_t
     return hs, Cache(x=x, hs=hs)
 
 
@@ -127,12 +131,18 @@ def recurrent_backward(
     delta = dh  # δ_t overwrites ∂L/∂h_t in place: (T, B, H)
     delta *= fprime
     # carry = W^T δ_{t+1} (row-vector form δ_{t+1} W), the gradient that flows back through time
-    carry = np.zeros((B, H), dtype=dh.dtype) if dh_last is None else np.array(dh_last)  # (B, H)
+    carry = np.zeros((B, H), dtype=dh.dtype)  # (B, H)
+    if dh_last is not None:
+        carry[...] = dh_last
     W = params.W
-    for t in range(T - 1, -1, -1):
-        carry *= fprime[t]
-        delta[t] += carry  # δ_t = (∂L/∂h_t + W^T δ_{t+1}) ⊙ f'(E_t)
-        np.matmul(delta[t], W, out=carry)
+    if _kernels.use_time_loop_kernel(B, H) and delta.flags.c_contiguous:
+        _kernels.backward_loop(delta, fprime, W, carry)  # compiled loop, same equation
+    else:
+        with _kernels.loop_blas_threads(B * H * H):
+            for t in range(T - 1, -1, -1):
+                carry *= fprime[t]
+                delta[t] += carry  # δ_t = (∂L/∂h_t + W^T δ_{t+1}) ⊙ f'(E_t)
+                np.matmul(delta[t], W, out=carry)
     rows = T * B
     dW = delta.reshape(rows, H).T @ hs[:-1].reshape(rows, H)  # (H, H)
     dV, db_h = input_projection_backward(delta, cache.x, params.V.shape[1])

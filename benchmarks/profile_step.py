@@ -1,0 +1,107 @@
+"""Where the time of one bptt step goes: each phase of the forward/backward timed alone.
+
+    python benchmarks/profile_step.py                 # all four shapes of bench_step.py
+    python benchmarks/profile_step.py --shapes dense
+
+Each phase is the same call ``ElmanRNN.forward_backward`` makes (bptt.rnn and the head),
+timed on its own (median of repetitions), with the matrix-product flops it does and the
+GFLOP/s that gives. The phases add up to roughly the whole step; the rest is input checking
+and Python glue. Sequential phases (the time loops) cannot use the big-GEMM peak: one small
+(B, H) @ (H, H) product per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE))
+
+from bench_step import SHAPES, make_problem  # noqa: E402
+
+from bptt import rnn  # noqa: E402
+
+
+def median_ms(fn: Callable[[], object], reps: int) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def profile(name: str, reps: int) -> list[tuple[str, float, float]]:
+    s = SHAPES[name]
+    model, x, y = make_problem(s, np.float32)
+    p, act, head = model.params, model.activation, model.head
+    T, B, I, H, O = s.T, s.B, s.I, s.H, s.O
+    h0 = np.zeros((B, H), np.float32)
+    weight = np.full((T, B), 1.0 / B, np.float32)
+    yy = y.astype(np.intp)
+    hs, cache = rnn.recurrent_forward(p, x, h0, act)
+    z = rnn.output_forward(p, hs)
+    _, dz = head.loss_and_dz(z.copy(), yy, weight)
+    _, _, dh = rnn.output_backward(dz, hs, p)
+    proj = np.empty((T, B, H), np.float32)
+    fprime = act.grad_from_output(hs[1:])
+    delta = dh * fprime
+    rows = T * B
+    inp = 0 if s.ids else 2.0 * rows * I * H
+    mm_h = 2.0 * rows * H * H
+    mm_o = 2.0 * rows * H * O
+
+    phases: list[tuple[str, Callable[[], object], float]] = [
+        ("whole step (loss_and_grads)", lambda: model.loss_and_grads(x, y), s.flops()),
+        ("input projection V x + b_h", lambda: rnn.input_projection(p, x, proj), inp),
+        (
+            "forward time loop (incl. input proj.)",
+            lambda: rnn.recurrent_forward(p, x, h0, act),
+            inp + mm_h,
+        ),
+        ("output projection U h + b_y", lambda: rnn.output_forward(p, hs), mm_o),
+        ("softmax + cross-entropy + dz", lambda: head.loss_and_dz(z.copy(), yy, weight), 0.0),
+        ("output backward dU, db_y, U^T dz", lambda: rnn.output_backward(dz, hs, p), 2 * mm_o),
+        (
+            "recurrent backward: f', time loop, dW, dV, db_h",
+            lambda: rnn.recurrent_backward(dh.copy(), cache, p, act),
+            2 * mm_h + inp,
+        ),
+        (
+            "dW alone (one GEMM over T·B rows)",
+            lambda: delta.reshape(rows, H).T @ hs[:-1].reshape(rows, H),
+            mm_h,
+        ),
+        ("dV, db_h (scatter-add for ids)", lambda: rnn.input_projection_backward(delta, x, I), inp),
+    ]
+    out = []
+    for label, fn, flops in phases:
+        ms = median_ms(fn, reps)
+        out.append((label, ms, flops / (ms / 1e3) / 1e9 if flops else 0.0))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--reps", type=int, default=15)
+    args = parser.parse_args(argv)
+    for name in args.shapes:
+        print(f"\n{name} ({SHAPES[name].describe()}), float32, median of {args.reps}")
+        print("| phase | ms | GFLOP/s |\n|---|---|---|")
+        for label, ms, gf in profile(name, args.reps):
+            print(f"| {label} | {ms:.3f} | {gf:.1f} |" if gf else f"| {label} | {ms:.3f} | - |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

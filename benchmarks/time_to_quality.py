@@ -1,0 +1,240 @@
+"""Time to quality: validation loss reached in a fixed wall-clock budget, bptt vs PyTorch.
+
+    python benchmarks/time_to_quality.py                  # 120 s each, prints both curves
+    python benchmarks/time_to_quality.py --budget 30      # a quick look
+
+Recipe (the tiny Shakespeare character model): vocabulary of the corpus's 65 characters,
+tanh Elman RNN with H = 256, softmax head, float32; batches of B = 32 random windows of
+T = 100 characters (+1 for the targets) from the first 90% of the text, h0 = 0; Adam
+(lr 2e-3, β = (0.9, 0.999), ε = 1e-8) after clipping the global gradient norm at 5. Both
+frameworks start from the same weights and see the same batches in the same order.
+
+Validation: the mean per-character cross-entropy (nats) over a fixed set of windows from the
+last 10%, evaluated every ``--eval-every`` seconds of training; the clock stops while
+evaluating. The loop, Adam and the clipping for bptt are written here (a minimal version, not
+the project's trainer) so the comparison does not depend on other modules; PyTorch uses
+``torch.optim.Adam`` and ``clip_grad_norm_``.
+
+The corpus is ``../shared/data/tinyshakespeare.txt`` beside the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(HERE))
+
+from _machine import machine_lines  # noqa: E402
+
+import bptt  # noqa: E402
+from bptt.params import Params  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
+
+
+def load_corpus(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    text = path.read_text(encoding="utf-8")
+    chars = sorted(set(text))
+    lookup = {c: i for i, c in enumerate(chars)}
+    ids = np.fromiter((lookup[c] for c in text), dtype=np.int64, count=len(text))
+    cut = int(0.9 * len(ids))
+    return ids[:cut], ids[cut:], len(chars)
+
+
+def windows(ids: np.ndarray, starts: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
+    """x = ids[s : s+T], y = ids[s+1 : s+T+1] for each start, time-major (T, B)."""
+    idx = starts[None, :] + np.arange(T)[:, None]  # (T, B)
+    return ids[idx], ids[idx + 1]
+
+
+class Adam:
+    """θ ← θ − lr m̂ / (√v̂ + ε), m and v the bias-corrected moments (Kingma & Ba 2015)."""
+
+    def __init__(self, params: Params, lr: float, b1: float = 0.9, b2: float = 0.999) -> None:
+        self.lr, self.b1, self.b2, self.eps = lr, b1, b2, 1e-8
+        self.m = params.zeros_like()
+        self.v = params.zeros_like()
+        self.t = 0
+
+    def step(self, params: Params, grads: Params) -> None:
+        self.t += 1
+        c1 = 1.0 - self.b1**self.t
+        c2 = 1.0 - self.b2**self.t
+        for name, p in params.items():
+            g = getattr(grads, name)
+            m = getattr(self.m, name)
+            v = getattr(self.v, name)
+            m *= self.b1
+            m += (1.0 - self.b1) * g
+            v *= self.b2
+            v += (1.0 - self.b2) * g * g
+            p -= (self.lr / c1) * m / (np.sqrt(v / c2) + self.eps)
+
+
+def clip_global_norm(grads: Params, max_norm: float) -> None:
+    norm = grads.global_norm()
+    if norm > max_norm:
+        scale = max_norm / (norm + 1e-6)  # as torch.nn.utils.clip_grad_norm_
+        for _, g in grads.items():
+            g *= g.dtype.type(scale)
+
+
+def run_bptt(
+    model: bptt.ElmanRNN,
+    batches: Callable[[int], tuple[np.ndarray, np.ndarray]],
+    val: list[tuple[np.ndarray, np.ndarray]],
+    budget: float,
+    eval_every: float,
+    lr: float,
+    clip: float,
+) -> list[tuple[float, int, float]]:
+    opt = Adam(model.params, lr)
+    T = val[0][0].shape[0]
+
+    def evaluate() -> float:
+        return float(np.mean([model.loss(x, y) for x, y in val])) / T
+
+    curve = [(0.0, 0, evaluate())]
+    elapsed, step, next_eval = 0.0, 0, eval_every
+    while elapsed < budget:
+        x, y = batches(step)
+        start = time.perf_counter()
+        _, grads = model.loss_and_grads(x, y)
+        clip_global_norm(grads, clip)
+        opt.step(model.params, grads)
+        elapsed += time.perf_counter() - start
+        step += 1
+        if elapsed >= next_eval or elapsed >= budget:
+            curve.append((elapsed, step, evaluate()))
+            next_eval += eval_every
+    return curve
+
+
+def run_torch(
+    model: bptt.ElmanRNN,
+    batches: Callable[[int], tuple[np.ndarray, np.ndarray]],
+    val: list[tuple[np.ndarray, np.ndarray]],
+    budget: float,
+    eval_every: float,
+    lr: float,
+    clip: float,
+) -> list[tuple[float, int, float]]:
+    import torch
+
+    I, H, O = model.input_size, model.hidden_size, model.output_size
+    p = model.params
+    rnn = torch.nn.RNN(I, H, nonlinearity="tanh")
+    lin = torch.nn.Linear(H, O)
+    with torch.no_grad():
+        rnn.weight_ih_l0.copy_(torch.from_numpy(p.V))
+        rnn.weight_hh_l0.copy_(torch.from_numpy(p.W))
+        rnn.bias_ih_l0.copy_(torch.from_numpy(p.b_h))
+        rnn.bias_hh_l0.zero_()
+        lin.weight.copy_(torch.from_numpy(p.U))
+        lin.bias.copy_(torch.from_numpy(p.b_y))
+    params = list(rnn.parameters()) + list(lin.parameters())
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    T = val[0][0].shape[0]
+
+    def loss_of(x: np.ndarray, y: np.ndarray) -> torch.Tensor:
+        xt = torch.nn.functional.one_hot(torch.from_numpy(x), I).float()
+        hs, _ = rnn(xt)
+        logits = lin(hs)
+        return torch.nn.functional.cross_entropy(
+            logits.reshape(-1, O), torch.from_numpy(y).reshape(-1), reduction="sum"
+        ) / float(x.shape[1])
+
+    def evaluate() -> float:
+        with torch.no_grad():
+            return float(np.mean([float(loss_of(x, y)) for x, y in val])) / T
+
+    curve = [(0.0, 0, evaluate())]
+    elapsed, step, next_eval = 0.0, 0, eval_every
+    while elapsed < budget:
+        x, y = batches(step)
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = loss_of(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+        elapsed += time.perf_counter() - start
+        step += 1
+        if elapsed >= next_eval or elapsed >= budget:
+            curve.append((elapsed, step, evaluate()))
+            next_eval += eval_every
+    return curve
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", type=float, default=120.0, help="training seconds each")
+    parser.add_argument("--eval-every", type=float, default=10.0)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=100)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--clip", type=float, default=5.0)
+    parser.add_argument("--val-windows", type=int, default=256)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--markdown", type=Path, help="write machine info + curves here")
+    args = parser.parse_args(argv)
+    if not args.data.exists():
+        print(f"corpus not found at {args.data}", file=sys.stderr)
+        return 2
+    train, valid, vocab = load_corpus(args.data)
+    T, B = args.seq_len, args.batch
+    rng = np.random.default_rng(0)
+    starts_seed = rng.integers(0, 2**31)
+
+    def batches(step: int) -> tuple[np.ndarray, np.ndarray]:
+        r = np.random.default_rng([int(starts_seed), step])  # same batch k for both
+        return windows(train, r.integers(0, len(train) - T - 1, size=B), T)
+
+    val_starts = np.random.default_rng(1).integers(0, len(valid) - T - 1, size=args.val_windows)
+    val = [windows(valid, val_starts[i : i + B], T) for i in range(0, args.val_windows, B)]
+    curves = {}
+    for name, runner in (("bptt", run_bptt), ("torch", run_torch)):
+        model = bptt.ElmanRNN(vocab, args.hidden, vocab, seed=0, dtype=np.float32)
+        print(f"training {name} for {args.budget:.0f} s ...", flush=True)
+        curves[name] = runner(model, batches, val, args.budget, args.eval_every, args.lr, args.clip)
+
+    lines = [
+        f"tiny Shakespeare, H={args.hidden} B={B} T={T}, Adam lr {args.lr}, clip {args.clip}, "
+        f"float32, {args.budget:.0f} s of training each (clock stopped during evaluation); "
+        f"validation loss in nats per character over {args.val_windows} windows",
+        "",
+    ]
+    for name, curve in curves.items():
+        lines.append(f"{name}: " + ", ".join(f"{t:.0f}s/{s}:{v:.3f}" for t, s, v in curve))
+    lines.append("")
+    lines.append("| framework | steps in budget | steps/s | final val loss | best val loss |")
+    lines.append("|---|---|---|---|---|")
+    for name, curve in curves.items():
+        t, s, v = curve[-1]
+        best = min(c[2] for c in curve)
+        lines.append(f"| {name} | {s} | {s / t:.2f} | {v:.3f} | {best:.3f} |")
+    text = "\n".join(lines)
+    print()
+    print("\n".join(machine_lines()))
+    print()
+    print(text)
+    if args.markdown:
+        tmp = args.markdown.with_suffix(".tmp")
+        tmp.write_text("\n".join(machine_lines()) + "\n\n" + text + "\n")
+        os.replace(tmp, args.markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,214 @@
+"""The fast paths: compiled (Numba) kernels and their NumPy fallbacks give the same numbers.
+
+Both backends run here (``_kernels.backend``), so CI tests the fallback even where Numba is
+installed. Independent references: ``np.add.at`` for the scatter-add and PyTorch autograd in
+float64 for a whole step (random mask, h0 and dh_last so no upstream signal is all ones).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import bptt
+from bptt import _kernels
+
+try:
+    import numba  # noqa: F401
+
+    BACKENDS = ["numpy", "numba"]
+except ImportError:  # the fallback is still tested
+    BACKENDS = ["numpy"]
+
+ACTS = ["tanh", "relu", "sigmoid", "identity"]
+HEADS = ["softmax", "sigmoid", "identity"]
+
+
+def rel(a: np.ndarray, b: np.ndarray) -> float:
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a64 - b64)) / max(np.max(np.abs(b64)), 1e-300))
+
+
+# -- scatter-add ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scatter_add_matches_add_at(backend: str, dtype: type, rng: np.random.Generator) -> None:
+    n, rows = 11, 300
+    idx = rng.integers(0, n - 2, size=rows)  # ids n-2, n-1 never occur: their rows stay 0
+    data = rng.standard_normal((rows, 7)).astype(dtype)
+    expected = np.zeros((n, 7), dtype)
+    np.add.at(expected, idx, data)
+    with _kernels.backend(backend):
+        got = _kernels.scatter_add_rows(n, idx, data)
+    assert got.shape == (n, 7) and got.dtype == dtype
+    tol = 50 * np.finfo(dtype).eps
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * np.abs(data).sum(0).max())
+    assert not got[n - 2 :].any()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_scatter_add_empty(backend: str) -> None:
+    with _kernels.backend(backend):
+        got = _kernels.scatter_add_rows(4, np.zeros(0, np.intp), np.zeros((0, 3), np.float32))
+    assert got.shape == (4, 3) and not got.any()
+
+
+# -- backend selection ------------------------------------------------------------------------
+
+
+def test_set_backend_rejects_unknown_name() -> None:
+    with pytest.raises(ValueError, match="backend must be one of"):
+        _kernels.set_backend("fortran")
+
+
+def test_backend_context_restores() -> None:
+    before = _kernels.get_backend()
+    with _kernels.backend("numpy"):
+        assert _kernels.get_backend() == "numpy"
+        assert not _kernels.use_time_loop_kernel(1, 8)
+    assert _kernels.get_backend() == before
+
+
+@pytest.mark.skipif("numba" not in BACKENDS, reason="Numba not installed")
+def test_auto_uses_kernels_only_for_small_steps() -> None:
+    with _kernels.backend("auto"):
+        assert _kernels.use_time_loop_kernel(1, _kernels.SMALL_STEP)
+        assert not _kernels.use_time_loop_kernel(2, _kernels.SMALL_STEP)
+    with _kernels.backend("numba"):
+        assert _kernels.use_time_loop_kernel(64, 512)
+
+
+# -- whole step: numba == numpy == torch float64 ----------------------------------------------
+
+
+def _problem(
+    act: str, head: str, ids: bool, dtype: type, rng: np.random.Generator, T: int = 6, B: int = 3
+) -> tuple[bptt.ElmanRNN, dict[str, object]]:
+    I, H, O = 5, 7, 4
+    model = bptt.ElmanRNN(I, H, O, act, head, seed=3, dtype=dtype)
+    x = rng.integers(0, I, (T, B)) if ids else rng.standard_normal((T, B, I)).astype(dtype)
+    if head == "softmax":
+        y: np.ndarray = rng.integers(0, O, (T, B))
+    elif head == "sigmoid":
+        y = rng.uniform(size=(T, B, O)).astype(dtype)
+    else:
+        y = rng.standard_normal((T, B, O)).astype(dtype)
+    mask = (rng.uniform(size=(T, B)) < 0.8).astype(dtype)
+    h0 = (0.5 * rng.standard_normal((B, H))).astype(dtype)
+    dh_last = rng.standard_normal((B, H)).astype(dtype)
+    return model, {"x": x, "y": y, "h0": h0, "mask": mask, "dh_last": dh_last}
+
+
+def _torch_reference(model: bptt.ElmanRNN, a: dict[str, object]) -> dict[str, np.ndarray]:
+    """L + ⟨dh_last, h_T⟩ and its gradients by autograd, written from the equations."""
+    torch = pytest.importorskip("torch")
+    p = {
+        k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in model.params.items()
+    }
+    h = torch.tensor(a["h0"], dtype=torch.float64, requires_grad=True)
+    h0 = h
+    x = np.asarray(a["x"])
+    mask = torch.tensor(a["mask"], dtype=torch.float64)
+    f = {
+        "tanh": torch.tanh,
+        "relu": torch.relu,
+        "sigmoid": torch.sigmoid,
+        "identity": lambda e: e,
+    }[model.hidden_activation]
+    B = x.shape[1]
+    loss = torch.zeros((), dtype=torch.float64)
+    for t in range(x.shape[0]):
+        if x.ndim == 2:
+            vx = p["V"][:, torch.tensor(x[t])].T
+        else:
+            vx = torch.tensor(x[t], dtype=torch.float64) @ p["V"].T
+        h = f(vx + h @ p["W"].T + p["b_h"])
+        z = h @ p["U"].T + p["b_y"]
+        if model.output == "softmax":
+            yt = torch.tensor(np.asarray(a["y"])[t])
+            step = torch.nn.functional.cross_entropy(z, yt, reduction="none")
+        else:
+            yt = torch.tensor(np.asarray(a["y"])[t], dtype=torch.float64)
+            if model.output == "sigmoid":
+                step = torch.nn.functional.binary_cross_entropy_with_logits(
+                    z, yt, reduction="none"
+                ).sum(-1)
+            else:
+                step = 0.5 * ((z - yt) ** 2).sum(-1)
+        loss = loss + (mask[t] * step).sum() / B
+    total = loss + (h * torch.tensor(a["dh_last"], dtype=torch.float64)).sum()
+    total.backward()
+    out = {k: v.grad.numpy() for k, v in p.items()}
+    out["h0"] = h0.grad.numpy()
+    out["loss"] = np.array(loss.item())
+    return out
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("ids", [True, False])
+def test_kernel_and_fallback_match_torch_float64(
+    act: str, head: str, ids: bool, rng: np.random.Generator
+) -> None:
+    model, a = _problem(act, head, ids, np.float64, rng)
+    ref = _torch_reference(model, a)
+    results = {}
+    for backend in BACKENDS:
+        with _kernels.backend(backend):
+            x, y = a["x"], a["y"]
+            loss, g = model.loss_and_grads(x, y, a["h0"], a["mask"], dh_last=a["dh_last"])
+        results[backend] = (loss, g)
+        assert rel(np.array(loss), ref["loss"]) < 1e-12
+        for name in ("U", "V", "W", "b_h", "b_y", "h0"):
+            assert getattr(g, name).dtype == np.float64
+            assert rel(getattr(g, name), ref[name]) < 1e-10, (backend, name)
+    (l1, g1), (l2, g2) = results[BACKENDS[-1]], results["numpy"]
+    assert abs(l1 - l2) <= 1e-12 * abs(l2)
+    for name in ("U", "V", "W", "b_h", "b_y", "h0"):
+        assert rel(getattr(g1, name), getattr(g2, name)) < 1e-12, name
+
+
+@pytest.mark.parametrize("B,H", [(1, 16), (4, 96)])  # below and above SMALL_STEP under auto
+def test_float32_paths_agree_and_stay_float32(B: int, H: int, rng: np.random.Generator) -> None:
+    model = bptt.ElmanRNN(9, H, 9, "tanh", "softmax", seed=1, dtype=np.float32)
+    x = rng.integers(0, 9, (20, B))
+    y = rng.integers(0, 9, (20, B))
+    model64 = bptt.ElmanRNN(9, H, 9, "tanh", "softmax", seed=1, dtype=np.float64)
+    model64.params = model.params.map(lambda v: v.astype(np.float64))
+    _, ref = model64.loss_and_grads(x, y)
+    for backend in ["auto", *BACKENDS]:
+        with _kernels.backend(backend):
+            _, g = model.loss_and_grads(x, y)
+        for name, arr in g.items():
+            assert arr.dtype == np.float32, (backend, name)
+            assert rel(arr, getattr(ref, name)) < 1e-4, (backend, name)
+
+
+def test_loop_blas_threads_restores_the_thread_count() -> None:
+    controllers = _kernels._blas()
+    if not controllers:
+        pytest.skip("threadpoolctl not installed or cannot drive this BLAS")
+    before = [c.num_threads for c in controllers]
+    saved = _kernels.LOOP_BLAS_THREADS
+    small, large = 1, _kernels.LARGE_STEP_MACS
+    try:
+        for setting, macs, inside in [
+            (1, large, [1] * len(before)),
+            ("auto", small, [1] * len(before)),
+            ("auto", large, before),
+            (None, small, before),
+        ]:
+            _kernels.set_loop_threads(setting)
+            with _kernels.loop_blas_threads(macs):
+                assert [c.num_threads for c in controllers] == inside, setting
+            assert [c.num_threads for c in controllers] == before
+    finally:
+        _kernels.set_loop_threads(saved)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "many"])
+def test_set_loop_threads_rejects(bad: object) -> None:
+    with pytest.raises(ValueError, match="loop threads must be 'auto', None"):
+        _kernels.set_loop_threads(bad)  # type: ignore[arg-type]
