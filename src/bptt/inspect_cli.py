@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 
 from .activations import ACTIVATIONS
+from .atomic import atomic_write_text
 from .diagnostics import (
     GradientProfileRecorder,
     HiddenStateGradients,
     JacobianReport,
     LagContributions,
     TruncationBias,
-    atomic_write_text,
     hidden_state_gradients,
     jacobian_report,
     lag_contributions,
