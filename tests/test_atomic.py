@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -92,6 +94,18 @@ def test_path_writer_success(tmp_path: Path) -> None:
         tmp.write_bytes(b"payload")
     assert t.read_bytes() == b"payload"
     assert _listing(tmp_path) == ["h.dat"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_permissions_as_a_plain_open_would_give_and_kept_on_replace(tmp_path: Path) -> None:
+    """mkstemp makes 0600 files; the result must have the usual 0666 & ~umask instead."""
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    new = atomic_write_bytes(tmp_path / "new", b"x")
+    assert stat.S_IMODE(new.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    new.chmod(0o640)
+    atomic_write_bytes(new, b"y")
+    assert stat.S_IMODE(new.stat().st_mode) == 0o640
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,16 @@ from pathlib import Path
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
 
 
+def _mode_for(target: Path) -> int:
+    """The permission bits ``target`` keeps (if it exists) or a new file gets (0666 & ~umask)."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on clean exit move it onto ``path``.
@@ -44,6 +54,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             raise FileNotFoundError(f"the writer removed its temporary file {str(tmp)!r}")
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, _mode_for(target))  # mkstemp makes 0600; keep the usual permissions
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
