@@ -84,7 +84,8 @@ def charlm_batch(config: TrainConfig, vocab: Any, seq_len: int, batch: int) -> B
     from .data.text import stream_batches
     from .train import TextData
 
-    text = TextData(config, vocab)
+    # the split does not depend on T and B; passing them makes a too-short text's error name them
+    text = TextData(dataclasses.replace(config, seq_len=seq_len, batch=batch), vocab)
     x, y = next(stream_batches(text.val_ids, batch, seq_len))  # (T, B), (T, B)
     return Batch(x=np.array(x), y=np.array(y), mask=None, task="charlm")
 
