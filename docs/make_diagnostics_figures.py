@@ -3,7 +3,9 @@
     PYTHONPATH=src python docs/make_diagnostics_figures.py     (about a minute on a laptop)
 
 Both models have H = 32 units and see the same batches. The tanh RNN keeps PyTorch's default
-uniform initialisation; the IRNN (Le et al. 2015) is a ReLU RNN with W = I and b_h = 0. Each
+uniform initialisation; the IRNN (Le et al. 2015) is a ReLU RNN with W = I and b_h = 0 whose
+U, V and b_y keep that uniform draw (``bptt.init``'s ``identity`` scheme, as ``bptt inspect
+--init identity`` and ``bptt train --init identity``, also draws U, V ~ N(0, 0.001²)). Each
 is trained with plain SGD and gradient-norm clipping while a GradientProfileRecorder keeps the
 per-lag profile on a fixed probe batch; the one-batch diagnostics are taken at initialisation.
 """
@@ -16,6 +18,7 @@ import numpy as np
 
 import bptt
 from bptt import diagnostic_plots as dp
+from bptt.data.tasks import AddingTask
 from bptt.diagnostics import (
     GradientProfileRecorder,
     hidden_state_gradients,
@@ -23,18 +26,19 @@ from bptt.diagnostics import (
     lag_contributions,
     truncation_bias,
 )
-from bptt.inspect_cli import adding_batch, set_recurrent_init
 
 OUT = Path(__file__).parent / "figures"
 T, B, H = 60, 32, 32
 STEPS, EVERY, LR, CLIP = 1000, 40, 0.1, 1.0
+ADDING = AddingTask(seq_len=T)
 
 
 def make_model(kind: str) -> bptt.ElmanRNN:
     act = "tanh" if kind == "tanh" else "relu"
     model = bptt.ElmanRNN(2, H, 1, hidden_activation=act, output="identity", seed=0)
-    if kind == "irnn":
-        set_recurrent_init(model, "identity", None, np.random.default_rng(0))
+    if kind == "irnn":  # W = I, b_h = 0; U, V, b_y keep the uniform draw (see the docstring)
+        model.params.W = np.eye(H)
+        model.params.b_h = np.zeros(H)
     return model
 
 
@@ -44,7 +48,7 @@ def train(model: bptt.ElmanRNN, probe, seed: int) -> GradientProfileRecorder:
     rec = GradientProfileRecorder(every=EVERY)
     for step in range(STEPS + 1):
         rec.maybe_record(step, model, probe.x, probe.y, mask=probe.mask)
-        batch = adding_batch(T, B, rng, np.float64)
+        batch = ADDING.sample(rng, B, np.float64)
         _, grads = model.loss_and_grads(batch.x, batch.y, mask=batch.mask)
         norm = grads.global_norm()
         scale = LR * min(1.0, CLIP / norm) if norm > 0 else 0.0
@@ -55,7 +59,7 @@ def train(model: bptt.ElmanRNN, probe, seed: int) -> GradientProfileRecorder:
 
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
-    probe = adding_batch(T, B, np.random.default_rng(123), np.float64)
+    probe = ADDING.sample(np.random.default_rng(123), B, np.float64, split="val")
     models = {"tanh": make_model("tanh"), "irnn": make_model("irnn")}
     names = {"tanh": "tanh RNN", "irnn": "IRNN (relu, W = I)"}
 

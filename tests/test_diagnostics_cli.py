@@ -13,9 +13,12 @@ import pytest
 
 import bptt
 from bptt import diagnostic_plots
+from bptt.checkpoint import load_checkpoint
 from bptt.cli import main
+from bptt.data.tasks import AddingTask
+from bptt.data.text import CharCorpus, stream_batches
 from bptt.diagnostics import GradientProfileRecorder, lag_contributions, truncation_bias
-from bptt.inspect_cli import FIGURES, adding_batch
+from bptt.inspect_cli import FIGURES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -42,17 +45,16 @@ def assert_png(path: Path) -> None:
     assert 5_000 < len(data) < 200_000
 
 
-def test_adding_batch_targets_are_the_marked_sums():
-    rng = np.random.default_rng(0)
-    batch = adding_batch(9, 5, rng, np.float64)
-    assert batch.x.shape == (9, 5, 2) and batch.y.shape == (9, 5, 1)
-    markers = batch.x[:, :, 1]
-    assert np.all(markers.sum(0) == 2)
-    assert np.all(markers[:4].sum(0) == 1) and np.all(markers[4:].sum(0) == 1)
-    np.testing.assert_allclose(batch.y[-1, :, 0], (batch.x[:, :, 0] * markers).sum(0))
-    assert batch.mask is not None and batch.mask.sum() == 5 and np.all(batch.mask[-1] == 1)
-    with pytest.raises(ValueError, match="seq_len"):
-        adding_batch(1, 5, rng, np.float64)
+def test_inspect_adding_uses_the_adding_tasks_validation_batch(tmp_path):
+    """``--task adding`` on a fresh model: bptt.data.tasks.AddingTask, seeded with --seed + 1."""
+    out = tmp_path / "out"
+    argv = ["inspect", "--out", str(out), "--no-plots", "--task", "adding", "--seq-len", "9"]
+    assert main([*argv, "--batch", "5", "--hidden", "4", "--seed", "3"]) == 0
+    report = read_report(out)
+    assert report["batch"] == {**report["batch"], "task": "adding", "seq_len": 9, "batch": 5}
+    model = bptt.ElmanRNN(2, 4, 1, hidden_activation="tanh", output="identity", seed=3)
+    data = AddingTask(9).sample(np.random.default_rng(4), 5, np.float64, split="val")
+    assert report["batch"]["loss"] == pytest.approx(model.loss(data.x, data.y, None, data.mask))
 
 
 def test_inspect_fresh_model_writes_summary_json_and_figures(tmp_path, capsys):
@@ -88,7 +90,7 @@ def test_inspect_fresh_model_writes_summary_json_and_figures(tmp_path, capsys):
 
 def test_inspect_irnn_on_adding_with_profile_heatmap(tmp_path, rng):
     model = bptt.ElmanRNN(2, 5, 1, hidden_activation="relu", output="identity", seed=0)
-    batch = adding_batch(8, 4, rng, np.float64)
+    batch = AddingTask(8).sample(rng, 4, np.float64)
     rec = GradientProfileRecorder(every=1, max_lag=3)
     for step in range(4):
         rec.maybe_record(step, model, batch.x, batch.y, mask=batch.mask)
@@ -203,3 +205,67 @@ def test_figures_have_titles_labels_legends_and_log_axes(rng):
     assert all(a.get_title() and a.get_legend() is not None for a in fig.axes)
     with pytest.raises(ValueError, match="no records"):
         diagnostic_plots.plot_profile_heatmap(GradientProfileRecorder(every=1))
+
+
+def _assert_lag_sum_is_the_gradient(report: dict, model: bptt.ElmanRNN, x, y, mask) -> None:
+    """Σ_d C[d] in the JSON against loss_and_grads recomputed here, to the model dtype's
+    tolerance (the contributions are summed in float64 from model-dtype arrays)."""
+    loss, grads = model.loss_and_grads(x, y, mask=mask)
+    eps = float(np.finfo(model.dtype).eps)
+    assert report["batch"]["loss"] == pytest.approx(float(loss), rel=100 * eps)
+    sums = report["lag_contributions"]["sum_over_lags"]
+    for name in ("W", "V", "b_h"):
+        g = np.asarray(getattr(grads, name), dtype=np.float64)
+        got = np.asarray(sums[name])
+        assert got.shape == g.shape
+        scale = float(np.max(np.abs(g)))
+        assert scale > 0
+        np.testing.assert_allclose(got, g, rtol=0, atol=1000 * eps * scale, err_msg=name)
+
+
+def test_inspect_trained_adding_run_uses_the_runs_task(tmp_path, capsys):
+    run = tmp_path / "run"
+    train = ["train", "--task", "adding", "--seq-len", "10", "--hidden", "8", "--steps", "20"]
+    train += ["--profile-every", "10", "--batch", "4", "--out", str(run), "--no-progress"]
+    assert main([*train, "--no-plot", "--eval-every", "10", "--eval-size", "8"]) == 0
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["inspect", str(run), "--out", str(out), "--no-plots", "--batch", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "batch: task=adding T=10 B=3" in text
+    report = read_report(out)
+    assert {k: report["batch"][k] for k in ("task", "seq_len", "batch")} == {
+        "task": "adding",
+        "seq_len": 10,
+        "batch": 3,
+    }
+    assert len(report["profile"]["steps"]) >= 2
+    model = load_checkpoint(run).model
+    assert model.dtype == np.float32
+    data = AddingTask(10).sample(np.random.default_rng(1), 3, np.float32, split="val")
+    _assert_lag_sum_is_the_gradient(report, model, data.x, data.y, data.mask)
+
+
+def test_inspect_trained_charlm_run_uses_its_validation_text(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    words = ["to ", "be ", "or ", "not ", "that ", "is\n"]
+    text = tmp_path / "c.txt"
+    text.write_text("".join(words[i] for i in rng.integers(0, 6, size=600)), encoding="utf-8")
+    run = tmp_path / "run"
+    train = ["train", "--text", str(text), "--hidden", "8", "--seq-len", "6", "--batch", "3"]
+    train += ["--steps", "20", "--profile-every", "10", "--out", str(run), "--no-progress"]
+    assert main([*train, "--no-plot", "--eval-every", "10", "--sample-every", "0"]) == 0
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["inspect", str(run), "--out", str(out), "--no-plots", "--batch", "2"]) == 0
+    assert "batch: task=charlm T=6 B=2" in capsys.readouterr().out
+    report = read_report(out)
+    assert report["batch"]["task"] == "charlm" and len(report["profile"]["steps"]) >= 2
+    ckpt = load_checkpoint(run)
+    ids = CharCorpus.from_file(text, ckpt.vocab).ids
+    val = ids[
+        int(len(ids) * 0.9) :
+    ]  # the trainer's default --val-fraction 0.1, held out at the end
+    x, y = next(stream_batches(val, 2, 6))
+    np.testing.assert_array_equal(x[1:], y[:-1])  # next-character targets
+    _assert_lag_sum_is_the_gradient(report, ckpt.model, x, y, None)

@@ -85,7 +85,7 @@ def _maybe_log_y(ax: Axes, *arrays: np.ndarray) -> None:
 
 def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 100) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically (temporary file in the folder + os.replace)."""
-    from .diagnostics import atomic_write_bytes
+    from .atomic import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)

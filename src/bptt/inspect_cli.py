@@ -2,41 +2,50 @@
 
     bptt inspect [DIR_OR_CHECKPOINT] [--out DIR] [model and batch options]
 
-Without a path, a freshly initialised model is built from the options; with one, the model is
-loaded through :func:`bptt.checkpoint.load_checkpoint`, and ``DIR/profile.json`` (written by
-the trainer when profiling is on) is drawn as a heat map. Writes ``inspect.json`` and PNG
+Without a path, a freshly initialised model is built from the options (weights by
+:mod:`bptt.init`); with one, the model is loaded through :func:`bptt.checkpoint.load_checkpoint`,
+the sample batch is a validation batch of the run's own task (its ``config`` as a
+:class:`bptt.train.TrainConfig`: :func:`bptt.train.make_task`, or the run's text for charlm)
+unless ``--task`` says otherwise, and ``DIR/profile.json`` (written by the trainer when
+profiling is on) is drawn as a heat map. Writes ``inspect.json`` and PNG
 figures into ``--out`` and prints a summary.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .activations import ACTIVATIONS
+from .atomic import atomic_write_text
+from .data.tasks import AddingTask, SequenceTask
 from .diagnostics import (
     GradientProfileRecorder,
     HiddenStateGradients,
     JacobianReport,
     LagContributions,
     TruncationBias,
-    atomic_write_text,
     hidden_state_gradients,
     jacobian_report,
     lag_contributions,
     truncation_bias,
 )
 from .heads import HEADS
+from .init import INITS, initialise
 from .model import ElmanRNN
 
+if TYPE_CHECKING:
+    from .train import TrainConfig
+
 TASKS = ("adding", "random")
-RECURRENT_INITS = ("uniform", "identity", "orthogonal")
+DEFAULT_SEQ_LEN, DEFAULT_BATCH = 50, 16
 FIGURES = {
     "lags": "lag_contributions.png",
     "hidden": "hidden_gradients.png",
@@ -51,7 +60,7 @@ FIGURES = {
 
 @dataclass(frozen=True)
 class Batch:
-    """A sample batch: x (T, B, I) or ids (T, B), targets y, and a (T, B) mask or None."""
+    """A sample batch: x (T, B, I) or ids (T, B), targets y, a (T, B) mask or None, the task."""
 
     x: np.ndarray
     y: np.ndarray
@@ -59,28 +68,26 @@ class Batch:
     task: str
 
 
-def adding_batch(seq_len: int, batch: int, rng: np.random.Generator, dtype: Any) -> Batch:
-    """The adding problem (Hochreiter & Schmidhuber 1997; Le et al. 2015).
+def task_batch(task: SequenceTask, batch: int, rng: np.random.Generator, dtype: Any) -> Batch:
+    """A validation batch of a :class:`~bptt.data.tasks.SequenceTask` (``split="val"``)."""
+    data = task.sample(rng, batch, dtype, split="val")
+    return Batch(x=data.x, y=data.y, mask=data.mask, task=task.name)
 
-    x[t, b] = (value ~ U(0, 1), marker ∈ {0, 1}); exactly two markers per sequence, one in
-    each half. The target, scored only at the last step (mask), is the sum of the two marked
-    values, for an identity head with one output: x (T, B, 2), y (T, B, 1), mask (T, B).
+
+def charlm_batch(config: TrainConfig, vocab: Any, seq_len: int, batch: int) -> Batch:
+    """The first (T, B) window of the run's validation text, y the next character of x.
+
+    The corpus is built as the trainer builds it (:class:`bptt.train.TextData`: ``--text`` or
+    the built-in corpus, the run's vocabulary and ``--val-fraction``); the validation split is
+    cut into B parallel streams (:func:`bptt.data.text.stream_batches`).
     """
-    if seq_len < 2:
-        raise ValueError(f"the adding problem needs seq_len >= 2, got {seq_len}")
-    half = seq_len // 2
-    x = np.zeros((seq_len, batch, 2), dtype=dtype)  # (T, B, 2)
-    x[:, :, 0] = rng.uniform(0.0, 1.0, size=(seq_len, batch))
-    first = rng.integers(0, half, size=batch)  # (B,)
-    second = rng.integers(half, seq_len, size=batch)  # (B,)
-    cols = np.arange(batch)
-    x[first, cols, 1] = 1.0
-    x[second, cols, 1] = 1.0
-    y = np.zeros((seq_len, batch, 1), dtype=dtype)  # (T, B, 1)
-    y[-1, :, 0] = x[first, cols, 0] + x[second, cols, 0]
-    mask = np.zeros((seq_len, batch), dtype=dtype)  # (T, B)
-    mask[-1] = 1.0
-    return Batch(x=x, y=y, mask=mask, task="adding")
+    from .data.text import stream_batches
+    from .train import TextData
+
+    # the split does not depend on T and B; passing them makes a too-short text's error name them
+    text = TextData(dataclasses.replace(config, seq_len=seq_len, batch=batch), vocab)
+    x, y = next(stream_batches(text.val_ids, batch, seq_len))  # (T, B), (T, B)
+    return Batch(x=np.array(x), y=np.array(y), mask=None, task="charlm")
 
 
 def random_batch(
@@ -103,35 +110,31 @@ def random_batch(
     return Batch(x=x, y=y, mask=None, task="random")
 
 
+def run_batch(model: ElmanRNN, config: TrainConfig, vocab: Any, args: argparse.Namespace) -> Batch:
+    """A validation batch of the run's own task (``config.task``), T and B from the options
+    when given, else T from the run and B = 16."""
+    from .train import make_task
+
+    batch = DEFAULT_BATCH if args.batch is None else args.batch
+    if args.seq_len is not None and args.seq_len != config.seq_len:
+        config = dataclasses.replace(config, seq_len=args.seq_len)
+    if config.task == "charlm":
+        return charlm_batch(config, vocab, config.seq_len, batch)
+    task = make_task(config)
+    if (model.input_size, model.output_size) != (task.input_size, task.output_size):
+        raise ValueError(
+            f"the run's task {task!r} needs input_size {task.input_size} and output_size "
+            f"{task.output_size}, but the checkpoint holds {model!r}"
+        )
+    return task_batch(task, batch, np.random.default_rng(args.seed + 1), model.dtype)
+
+
 # -- models ------------------------------------------------------------------------------
 
 
-def set_recurrent_init(
-    model: ElmanRNN, init: str, spectral_radius: float | None, rng: np.random.Generator
-) -> None:
-    """Replace W: ``identity`` (the IRNN of Le et al. 2015, with b_h = 0), ``orthogonal``
-    (Haar-random), or keep ``uniform``; then rescale W to ``spectral_radius`` if given."""
-    H = model.hidden_size
-    params = model.params
-    if init == "identity":
-        params.W = np.eye(H, dtype=model.dtype)
-        params.b_h = np.zeros(H, dtype=model.dtype)
-    elif init == "orthogonal":
-        q, r = np.linalg.qr(rng.standard_normal((H, H)))
-        params.W = (q * np.sign(np.diag(r))).astype(model.dtype)
-    elif init != "uniform":
-        raise ValueError(f"recurrent init must be one of {RECURRENT_INITS}, got {init!r}")
-    if spectral_radius is not None:
-        if not spectral_radius > 0:
-            raise ValueError(f"--spectral-radius must be > 0, got {spectral_radius}")
-        radius = float(np.max(np.abs(np.linalg.eigvals(params.W))))
-        if radius == 0:
-            raise ValueError("cannot rescale W to a spectral radius: W has spectral radius 0")
-        params.W = (params.W * (spectral_radius / radius)).astype(model.dtype)
-
-
 def fresh_model(args: argparse.Namespace) -> ElmanRNN:
-    """The model the options describe, with the adding task fixing I = 2, O = 1, identity."""
+    """The model the options describe, with the adding task fixing I = 2, O = 1, identity;
+    weights drawn by :func:`bptt.init.init_params` (``--recurrent-init``, seed ``--seed``)."""
     if args.task == "adding":
         for option, value, needed in (
             ("--input-size", args.input_size, 2),
@@ -145,17 +148,28 @@ def fresh_model(args: argparse.Namespace) -> ElmanRNN:
     else:
         sizes = (args.input_size or 8, args.hidden, args.output_size or 4)
         output = args.output or "softmax"
+    if args.spectral_radius is not None and not args.spectral_radius > 0:
+        raise ValueError(f"--spectral-radius must be > 0, got {args.spectral_radius}")
     model = ElmanRNN(
         *sizes, hidden_activation=args.activation, output=output, seed=args.seed, dtype=np.float64
     )
-    set_recurrent_init(
-        model, args.recurrent_init, args.spectral_radius, np.random.default_rng(args.seed)
+    return initialise(
+        model, args.recurrent_init, seed=args.seed, spectral_radius=args.spectral_radius
     )
-    return model
 
 
-def load_model(path: Path) -> ElmanRNN:
-    """``bptt.checkpoint.load_checkpoint(path).model``, with a clear error when unavailable."""
+@dataclass(frozen=True)
+class LoadedRun:
+    """A checkpoint's model, its training configuration (None if it has none) and vocabulary."""
+
+    model: ElmanRNN
+    config: TrainConfig | None
+    vocab: Any
+
+
+def load_run(path: Path) -> LoadedRun:
+    """:func:`bptt.checkpoint.load_checkpoint` of ``path``, its ``.config`` as a
+    :class:`bptt.train.TrainConfig`, with a clear error when checkpoints are unavailable."""
     try:
         from .checkpoint import load_checkpoint  # type: ignore[import-not-found,unused-ignore]
     except ImportError as err:
@@ -165,10 +179,16 @@ def load_model(path: Path) -> ElmanRNN:
         ) from err
     if not path.exists():
         raise ValueError(f"DIR_OR_CHECKPOINT {path} does not exist")
-    model = load_checkpoint(path).model
+    ckpt = load_checkpoint(path)
+    model = ckpt.model
     if not isinstance(model, ElmanRNN):
         raise TypeError(f"checkpoint {path} did not give an ElmanRNN, got {type(model).__name__}")
-    return model
+    config = None
+    if ckpt.config:  # written by the trainer; a bare save_checkpoint may carry none
+        from .train import TrainConfig
+
+        config = TrainConfig.from_dict(dict(ckpt.config))
+    return LoadedRun(model=model, config=config, vocab=getattr(ckpt, "vocab", None))
 
 
 def find_profile(path: Path | None, explicit: Path | None) -> Path | None:
@@ -244,6 +264,11 @@ def report_dict(ins: Inspection) -> dict[str, Any]:
             "labels": ins.contrib.labels,
             "max_lag": ins.contrib.max_lag,
             "norms": {k: _floats(v) for k, v in ins.contrib.norms().items()},
+            # Σ_d C[d] over every lag (remainder included) = dL/dθ: a check a reader can redo
+            "sum_over_lags": {
+                k: np.asarray(getattr(ins.contrib, k), dtype=np.float64).sum(axis=0).tolist()
+                for k in ("W", "V", "b_h")
+            },
         },
         "hidden_state_gradients": {
             "steps": list(range(T + 1)),
@@ -343,7 +368,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     if args.max_lag is not None and args.max_lag < 0:
         raise ValueError(f"--max-lag must be >= 0, got {args.max_lag}")
     for option, value in (("--seq-len", args.seq_len), ("--batch", args.batch)):
-        if value < 1:
+        if value is not None and value < 1:
             raise ValueError(f"{option} must be >= 1, got {value}")
     if not args.no_plots:
         from .diagnostic_plots import require_matplotlib
@@ -353,24 +378,31 @@ def run_inspect(args: argparse.Namespace) -> int:
         except ImportError as err:
             print(f"bptt inspect: error: {err} (or pass --no-plots)", file=sys.stderr)
             return 2
-    rng = np.random.default_rng(args.seed + 1)
     if path is None:
         model = fresh_model(args)
         source = f"fresh initialisation (seed {args.seed}, W {args.recurrent_init}" + (
             f", spectral radius {args.spectral_radius})" if args.spectral_radius else ")"
         )
+        config, vocab = None, None
     else:
-        model = load_model(path)
+        run = load_run(path)
+        model, config, vocab = run.model, run.config, run.vocab
         source = f"checkpoint {path}"
-    if args.task == "adding":
+    seq_len = DEFAULT_SEQ_LEN if args.seq_len is None else args.seq_len
+    batch_size = DEFAULT_BATCH if args.batch is None else args.batch
+    rng = np.random.default_rng(args.seed + 1)
+    if args.task is None and config is not None:
+        batch = run_batch(model, config, vocab, args)
+        source += f" (validation batch of the run's task {config.task})"
+    elif args.task == "adding":
         if (model.input_size, model.output_size, model.output) != (2, 1, "identity"):
             raise ValueError(
                 f"--task adding needs a model with input_size 2, output_size 1 and the "
                 f"identity head, got {model!r}"
             )
-        batch = adding_batch(args.seq_len, args.batch, rng, model.dtype)
+        batch = task_batch(AddingTask(seq_len), batch_size, rng, model.dtype)
     else:
-        batch = random_batch(model, args.seq_len, args.batch, rng, args.ids)
+        batch = random_batch(model, seq_len, batch_size, rng, args.ids)
     profile_path = find_profile(path, None if args.profile is None else Path(args.profile))
     profile = None if profile_path is None else GradientProfileRecorder.load(profile_path)
     ins = inspect_model(model, batch, source, max_lag=args.max_lag, profile=profile)
@@ -398,7 +430,8 @@ def add_inspect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         "flows over each lag, dL/dh_t per step, Jacobian-product norms against lag with the "
         "spectrum of W and the Pascanu et al. (2013) condition, and the bias of truncated "
         "BPTT for every truncation length. Without DIR_OR_CHECKPOINT, a freshly initialised "
-        "model is built from the model options. Writes inspect.json and PNG figures "
+        "model is built from the model options; with it, the batch is a validation batch of "
+        "the run's own task unless --task is given. Writes inspect.json and PNG figures "
         "(needs matplotlib: pip install 'bptt[plot]') into --out.",
     )
     p.add_argument(
@@ -412,9 +445,17 @@ def add_inspect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--profile", default=None, help="a profile.json to draw (default: DIR's)")
     p.add_argument("--no-plots", action="store_true", help="only the summary and the JSON")
     g = p.add_argument_group("sample batch")
-    g.add_argument("--task", choices=TASKS, default="random", help="(default: %(default)s)")
-    g.add_argument("--seq-len", type=int, default=50, help="T (default: %(default)s)")
-    g.add_argument("--batch", type=int, default=16, help="B (default: %(default)s)")
+    g.add_argument(
+        "--task",
+        choices=TASKS,
+        default=None,
+        help="adding or random inputs and targets (default: the run's own task, validation "
+        "split, with DIR_OR_CHECKPOINT; random for a fresh model)",
+    )
+    g.add_argument(
+        "--seq-len", type=int, default=None, help=f"T (default: the run's, else {DEFAULT_SEQ_LEN})"
+    )
+    g.add_argument("--batch", type=int, default=None, help=f"B (default: {DEFAULT_BATCH})")
     g.add_argument("--ids", action="store_true", help="random task: integer token ids")
     g.add_argument("--seed", type=int, default=0, help="model and batch seed (default: 0)")
     m = p.add_argument_group("fresh model (no DIR_OR_CHECKPOINT)")
@@ -425,9 +466,12 @@ def add_inspect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     m.add_argument("--output", choices=sorted(HEADS), default=None, help="head (softmax)")
     m.add_argument(
         "--recurrent-init",
-        choices=RECURRENT_INITS,
+        "--init",
+        dest="recurrent_init",
+        choices=INITS,
         default="uniform",
-        help="W: PyTorch's uniform, identity (IRNN, b_h = 0) or orthogonal",
+        help="weights drawn by bptt.init, as bptt train --init: PyTorch's uniform, glorot, "
+        "orthogonal W, or identity (IRNN: W = I, b = 0, U, V ~ N(0, 0.001²))",
     )
     m.add_argument(
         "--spectral-radius", type=float, default=None, help="rescale W to this spectral radius"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from .atomic import atomic_path
 
 
 def _pyplot() -> Any:
@@ -65,12 +66,9 @@ def plot_metrics(
     ax.legend()
     fig.tight_layout()
     target = Path(run_dir) / "loss.png" if path is None else Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".loss.", suffix=".png", dir=target.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return target

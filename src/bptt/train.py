@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 
 from .activations import ACTIVATIONS
+from .atomic import atomic_write_text
 from .checkpoint import (
     CheckpointError,
-    atomic_write_text,
     checkpoint_path,
     load_checkpoint,
     save_checkpoint,
