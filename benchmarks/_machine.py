@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -78,3 +79,19 @@ def matmul_peak_gflops(n: int = 2048, reps: int = 5, dtype: type = np.float32) -
         np.matmul(a, b, out=out)
         best = min(best, time.perf_counter() - start)
     return 2.0 * n**3 / best / 1e9
+
+
+def report(text: str, markdown: Path | None) -> None:
+    """Print the machine facts and a result table; also write both to ``markdown`` if given.
+
+    The file is written atomically, so an interrupted benchmark never leaves half a table.
+    """
+    from bptt.atomic import atomic_write_text
+
+    machine = "\n".join(machine_lines())
+    print()
+    print(machine)
+    print()
+    print(text)
+    if markdown is not None:
+        atomic_write_text(markdown, machine + "\n\n" + text + "\n")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from _machine import machine_lines  # noqa: E402
+from _machine import report  # noqa: E402
 
 import bptt  # noqa: E402
 from bptt.checkpointing import segment_length  # noqa: E402
@@ -139,14 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {m['rss_mib']:.1f} | {frac_rss:.1f}% |"
         )
     text = "\n".join(lines)
-    print()
-    print("\n".join(machine_lines()))
-    print()
-    print(text)
-    if args.markdown:
-        tmp = args.markdown.with_suffix(".tmp")
-        tmp.write_text("\n".join(machine_lines()) + "\n\n" + text + "\n")
-        os.replace(tmp, args.markdown)
+    report(text, args.markdown)
     return 0
 
 

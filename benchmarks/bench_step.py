@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from _machine import machine_lines, matmul_peak_gflops  # noqa: E402
+from _machine import matmul_peak_gflops, report  # noqa: E402
 
 import bptt  # noqa: E402
 
@@ -352,15 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = run(args.shapes, args.reps, args.rep_seconds, not args.no_memory)
     text = table(results)
-    print()
-    print("\n".join(machine_lines()))
-    print()
-    print(text)
-    if args.markdown:
-        body = "\n".join(machine_lines()) + "\n\n" + text + "\n"
-        tmp = args.markdown.with_suffix(".tmp")
-        tmp.write_text(body)
-        os.replace(tmp, args.markdown)
+    report(text, args.markdown)
     return 0
 
 

@@ -21,7 +21,6 @@ The corpus is ``../shared/data/tinyshakespeare.txt`` beside the repository.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(HERE))
 
-from _machine import machine_lines  # noqa: E402
+from _machine import report  # noqa: E402
 
 import bptt  # noqa: E402
 from bptt.params import Params  # noqa: E402
@@ -225,14 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         best = min(c[2] for c in curve)
         lines.append(f"| {name} | {s} | {s / t:.2f} | {v:.3f} | {best:.3f} |")
     text = "\n".join(lines)
-    print()
-    print("\n".join(machine_lines()))
-    print()
-    print(text)
-    if args.markdown:
-        tmp = args.markdown.with_suffix(".tmp")
-        tmp.write_text("\n".join(machine_lines()) + "\n\n" + text + "\n")
-        os.replace(tmp, args.markdown)
+    report(text, args.markdown)
     return 0
 
 
