@@ -40,7 +40,7 @@ from .rnn import (
     output_forward,
     recurrent_forward,
 )
-from .validation import check_float_array, check_inputs, check_mask
+from .validation import check_inputs
 
 RECURRENT_NAMES: tuple[str, ...] = ("W", "V", "b_h")
 
@@ -74,13 +74,7 @@ class _Forward:
 def _check_model(model: object) -> ElmanRNN:
     if not isinstance(model, ElmanRNN):
         raise TypeError(f"model must be a bptt.ElmanRNN, got {type(model).__name__}")
-    model.params.validate()
-    expected = (model.input_size, model.hidden_size, model.output_size)
-    if model.params.sizes != expected or model.params.dtype != model.dtype:
-        raise ValueError(
-            f"model.params have sizes (I, H, O) = {model.params.sizes} and dtype "
-            f"{model.params.dtype}, but the model was built with {expected} and {model.dtype}"
-        )
+    model.validated_params()
     return model
 
 
@@ -96,17 +90,11 @@ def _check_max_lag(max_lag: object) -> int | None:
     return int(max_lag)
 
 
-def _initial_state(model: ElmanRNN, h0: object, batch: int) -> np.ndarray:
-    if h0 is None:
-        return np.zeros((batch, model.hidden_size), dtype=model.dtype)
-    return check_float_array("h0", h0, (batch, model.hidden_size), model.dtype, "(B, H)")
-
-
 def _forward_states(model: ElmanRNN, x: object, h0: object) -> tuple[np.ndarray, np.ndarray]:
     """Validated inputs and hidden states (T+1, B, H)."""
     model = _check_model(model)
     x_arr = check_inputs(x, model.input_size, model.dtype)
-    h0_arr = _initial_state(model, h0, x_arr.shape[1])
+    h0_arr = model.initial_state(h0, x_arr.shape[1])
     hs, _ = recurrent_forward(model.params, x_arr, h0_arr, model.activation)
     return x_arr, hs
 
@@ -116,10 +104,7 @@ def _forward(model: ElmanRNN, x: object, y: object, h0: object, mask: object) ->
     x_arr, hs = _forward_states(model, x, h0)
     T, B = x_arr.shape[:2]
     y_arr = model.head.check_targets(y, (T, B), model.output_size, model.dtype)
-    if mask is None:
-        weight = np.full((T, B), 1.0 / B, dtype=model.dtype)  # (T, B): w_tb = 1/B
-    else:
-        weight = check_mask(mask, (T, B), model.dtype) / model.dtype.type(B)
+    weight = model.loss_weights(mask, (T, B))  # (T, B): w_tb = mask_tb / B
     z = output_forward(model.params, hs)  # (T, B, O)
     loss, dz = model.head.loss_and_dz(z, y_arr, weight)
     _, _, direct = output_backward(dz, hs, model.params)  # (T, B, H)

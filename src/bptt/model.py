@@ -125,7 +125,13 @@ class ElmanRNN:
 
     # -- input checks -------------------------------------------------------------------
 
-    def _checked_params(self) -> Params:
+    def validated_params(self) -> Params:
+        """``self.params`` after checking their shapes and dtype against the model's sizes.
+
+        Raises:
+            ValueError: a shape differs from (I, H, O).
+            TypeError: a dtype differs from the model's.
+        """
         params = self.params
         params.validate(self.dtype)
         expected = (self.input_size, self.hidden_size, self.output_size)
@@ -136,14 +142,15 @@ class ElmanRNN:
             )
         return params
 
-    def _checked_h0(self, h0: object, batch: int) -> np.ndarray:
+    def initial_state(self, h0: object, batch: int) -> np.ndarray:
+        """h_0 (B, H): zeros when ``h0`` is None, else ``h0`` checked (shape, dtype, finite)."""
         shape = (batch, self.hidden_size)
         if h0 is None:
             return np.zeros(shape, dtype=self.dtype)
         return check_float_array("h0", h0, shape, self.dtype, "(B, H)")
 
-    def _checked_weight(self, mask: object, shape_tb: tuple[int, int]) -> np.ndarray:
-        """w_tb = mask_tb / B, the weight of each step's loss."""
+    def loss_weights(self, mask: object, shape_tb: tuple[int, int]) -> np.ndarray:
+        """w_tb = mask_tb / B (T, B), the weight of each step's loss; mask None means all ones."""
         batch = shape_tb[1]
         if mask is None:
             return np.full(shape_tb, 1.0 / batch, dtype=self.dtype)
@@ -153,9 +160,9 @@ class ElmanRNN:
 
     def hidden_states(self, x: object, h0: object = None) -> np.ndarray:
         """h_0..h_T for inputs x (T, B, I) or ids (T, B); returns (T+1, B, H)."""
-        params = self._checked_params()
+        params = self.validated_params()
         x = check_inputs(x, self.input_size, self.dtype)
-        hs, _ = recurrent_forward(params, x, self._checked_h0(h0, x.shape[1]), self.activation)
+        hs, _ = recurrent_forward(params, x, self.initial_state(h0, x.shape[1]), self.activation)
         return hs
 
     def predict(self, x: object, h0: object = None) -> tuple[np.ndarray, np.ndarray]:
@@ -176,7 +183,7 @@ class ElmanRNN:
         hs = self.hidden_states(x, h0)
         T, B = hs.shape[0] - 1, hs.shape[1]
         y = self.head.check_targets(y, (T, B), self.output_size, self.dtype)
-        weight = self._checked_weight(mask, (T, B))
+        weight = self.loss_weights(mask, (T, B))
         z = output_forward(self.params, hs)
         return float(np.sum(weight * self.head.step_losses(z, y), dtype=np.float64))
 
@@ -216,12 +223,12 @@ class ElmanRNN:
             ValueError: a shape, range or value is wrong (the message names the argument).
             TypeError: a dtype is wrong.
         """
-        params = self._checked_params()
+        params = self.validated_params()
         x = check_inputs(x, self.input_size, self.dtype)
         T, B = x.shape[:2]
         y = self.head.check_targets(y, (T, B), self.output_size, self.dtype)
-        h0 = self._checked_h0(h0, B)
-        weight = self._checked_weight(mask, (T, B))
+        h0 = self.initial_state(h0, B)
+        weight = self.loss_weights(mask, (T, B))
         if dh_last is not None:
             dh_last = check_float_array(
                 "dh_last", dh_last, (B, self.hidden_size), self.dtype, "(B, H)"

@@ -70,7 +70,7 @@ def seed_terms(
     x_arr = np.asarray(x)
     T, B = x_arr.shape[:2]
     y_arr = model.head.check_targets(y, (T, B), model.output_size, model.dtype)
-    weight = model._checked_weight(mask, (T, B))
+    weight = model.loss_weights(mask, (T, B))
     x_dense = _one_hot_inputs(model, x_arr)  # (T, B, I)
     params = model.params
     _, dz = model.head.loss_and_dz(output_forward(params, hs), y_arr, weight)  # (T, B, O)
@@ -101,7 +101,7 @@ def seed_gradients(
     hs = model.hidden_states(x, h0)
     T, B = hs.shape[0] - 1, hs.shape[1]
     y_arr = model.head.check_targets(y, (T, B), model.output_size, model.dtype)
-    weight = model._checked_weight(mask, (T, B))
+    weight = model.loss_weights(mask, (T, B))
     _, dz = model.head.loss_and_dz(output_forward(model.params, hs), y_arr, weight)
     grads = model.params.zeros_like()
     grads.U = np.einsum("tbo,tbh->oh", dz, hs[1:])  # dL/dU: one term per step, no BPTT
