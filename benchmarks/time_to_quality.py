@@ -11,9 +11,9 @@ frameworks start from the same weights and see the same batches in the same orde
 
 Validation: the mean per-character cross-entropy (nats) over a fixed set of windows from the
 last 10%, evaluated every ``--eval-every`` seconds of training; the clock stops while
-evaluating. The loop, Adam and the clipping for bptt are written here (a minimal version, not
-the project's trainer) so the comparison does not depend on other modules; PyTorch uses
-``torch.optim.Adam`` and ``clip_grad_norm_``.
+evaluating. bptt uses the project's ``bptt.optim.Adam`` and ``clip_grad_norm`` in a minimal
+loop written here (not the trainer, whose evaluation and logging would cost time the
+PyTorch loop does not pay); PyTorch uses ``torch.optim.Adam`` and ``clip_grad_norm_``.
 
 The corpus is ``../shared/data/tinyshakespeare.txt`` beside the repository.
 """
@@ -36,56 +36,16 @@ sys.path.insert(0, str(HERE))
 from _machine import report  # noqa: E402
 
 import bptt  # noqa: E402
-from bptt.params import Params  # noqa: E402
+from bptt.data.text import CharCorpus  # noqa: E402
+from bptt.optim import Adam, clip_grad_norm  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
-
-
-def load_corpus(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
-    text = path.read_text(encoding="utf-8")
-    chars = sorted(set(text))
-    lookup = {c: i for i, c in enumerate(chars)}
-    ids = np.fromiter((lookup[c] for c in text), dtype=np.int64, count=len(text))
-    cut = int(0.9 * len(ids))
-    return ids[:cut], ids[cut:], len(chars)
 
 
 def windows(ids: np.ndarray, starts: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
     """x = ids[s : s+T], y = ids[s+1 : s+T+1] for each start, time-major (T, B)."""
     idx = starts[None, :] + np.arange(T)[:, None]  # (T, B)
     return ids[idx], ids[idx + 1]
-
-
-class Adam:
-    """θ ← θ − lr m̂ / (√v̂ + ε), m and v the bias-corrected moments (Kingma & Ba 2015)."""
-
-    def __init__(self, params: Params, lr: float, b1: float = 0.9, b2: float = 0.999) -> None:
-        self.lr, self.b1, self.b2, self.eps = lr, b1, b2, 1e-8
-        self.m = params.zeros_like()
-        self.v = params.zeros_like()
-        self.t = 0
-
-    def step(self, params: Params, grads: Params) -> None:
-        self.t += 1
-        c1 = 1.0 - self.b1**self.t
-        c2 = 1.0 - self.b2**self.t
-        for name, p in params.items():
-            g = getattr(grads, name)
-            m = getattr(self.m, name)
-            v = getattr(self.v, name)
-            m *= self.b1
-            m += (1.0 - self.b1) * g
-            v *= self.b2
-            v += (1.0 - self.b2) * g * g
-            p -= (self.lr / c1) * m / (np.sqrt(v / c2) + self.eps)
-
-
-def clip_global_norm(grads: Params, max_norm: float) -> None:
-    norm = grads.global_norm()
-    if norm > max_norm:
-        scale = max_norm / (norm + 1e-6)  # as torch.nn.utils.clip_grad_norm_
-        for _, g in grads.items():
-            g *= g.dtype.type(scale)
 
 
 def run_bptt(
@@ -97,7 +57,7 @@ def run_bptt(
     lr: float,
     clip: float,
 ) -> list[tuple[float, int, float]]:
-    opt = Adam(model.params, lr)
+    opt = Adam(lr, betas=(0.9, 0.999), eps=1e-8)
     T = val[0][0].shape[0]
 
     def evaluate() -> float:
@@ -109,7 +69,7 @@ def run_bptt(
         x, y = batches(step)
         start = time.perf_counter()
         _, grads = model.loss_and_grads(x, y)
-        clip_global_norm(grads, clip)
+        clip_grad_norm(grads, clip)
         opt.step(model.params, grads)
         elapsed += time.perf_counter() - start
         step += 1
@@ -191,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.exists():
         print(f"corpus not found at {args.data}", file=sys.stderr)
         return 2
-    train, valid, vocab = load_corpus(args.data)
+    corpus = CharCorpus.from_file(args.data)
+    train, valid = corpus.split(0.1)
+    vocab = corpus.vocab.size
     T, B = args.seq_len, args.batch
     rng = np.random.default_rng(0)
     starts_seed = rng.integers(0, 2**31)
