@@ -2,7 +2,7 @@
 
 A checkpoint is a safetensors file (``checkpoint.safetensors``) whose tensors are
 
-    params.U  params.V  params.W  params.b_h  params.b_y        the weights
+    params.<name>                                                 the weights (U V W b_h b_y, …)
     optim.<slot>.<name>                                           optimizer slot arrays
     state.<key>                                                   trainer state (carried h, …)
 
@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_write_bytes
-from .model import ElmanRNN
-from .params import PARAM_NAMES, Params
+from .model import RNN, ElmanRNN
+from .params import Params
 
 FORMAT_NAME = "bptt-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the model's structure (cell, layers, directions); 1 still loads
 SAFETENSORS_NAME = "checkpoint.safetensors"
 NPZ_NAME = "checkpoint.npz"
 META_KEY = "bptt"
@@ -120,7 +120,7 @@ def checkpoint_path(path: str | os.PathLike[str]) -> Path:
 def save_checkpoint(
     path: str | os.PathLike[str],
     *,
-    model: ElmanRNN,
+    model: RNN,
     step: int,
     config: Mapping[str, Any],
     optimizer_state: Mapping[str, Any] | None = None,
@@ -177,14 +177,7 @@ def save_checkpoint(
         "version": FORMAT_VERSION,
         "step": int(step),
         "task": task,
-        "model": {
-            "input_size": model.input_size,
-            "hidden_size": model.hidden_size,
-            "output_size": model.output_size,
-            "hidden_activation": model.hidden_activation,
-            "output": model.output,
-            "dtype": model.dtype.name,
-        },
+        "model": model.structure(),
         "config": dict(config),
         "vocab": None if vocab_json is None else json.loads(vocab_json),
         "optimizer": optim_scalars,
@@ -266,6 +259,42 @@ def _parse_meta(meta_text: str, where: str) -> dict[str, Any]:
     return meta
 
 
+STRUCTURE_KEYS = (
+    "input_size",
+    "hidden_size",
+    "output_size",
+    "cell",
+    "num_layers",
+    "bidirectional",
+    "hidden_activation",
+    "output",
+    "dtype",
+)
+"""The model fields of a version-2 checkpoint; version 1 had no cell, layers or directions."""
+
+
+def model_from_structure(structure: Mapping[str, Any]) -> RNN:
+    """The model (initial weights) that :meth:`RNN.structure` describes.
+
+    A version-1 structure (no ``cell``, ``num_layers``, ``bidirectional``) is one Elman layer.
+
+    Raises:
+        KeyError: a field is missing; TypeError/ValueError: a field is invalid.
+    """
+    fields = {"cell": "elman", "num_layers": 1, "bidirectional": False, **structure}
+    unknown = sorted(set(fields) - set(STRUCTURE_KEYS))
+    if unknown:
+        raise ValueError(f"unknown model field(s) {unknown}")
+    missing = [k for k in STRUCTURE_KEYS if k not in fields]
+    if missing:
+        raise KeyError(f"model field(s) {missing} missing")
+    args = {**fields, "dtype": np.dtype(fields["dtype"]), "seed": 0}
+    if args["cell"] == "elman":
+        del args["cell"]
+        return ElmanRNN(**args)
+    return RNN(**args)
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read a checkpoint file, or the checkpoint in a run directory.
 
@@ -286,18 +315,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     if _digest(tensors) != meta.get("sha256"):
         raise CheckpointError(f"checkpoint {where} is corrupted: array checksum mismatch")
     try:
-        m = meta["model"]
-        model = ElmanRNN(
-            m["input_size"],
-            m["hidden_size"],
-            m["output_size"],
-            hidden_activation=m["hidden_activation"],
-            output=m["output"],
-            seed=0,
-            dtype=np.dtype(m["dtype"]),
-        )
-        model.params = Params(**{n: tensors[f"params.{n}"] for n in PARAM_NAMES})
-        model.params.validate()
+        model = model_from_structure(meta["model"])
+        model.params = Params({n: tensors[f"params.{n}"] for n in model.param_shapes()})
+        model.validated_params()
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"checkpoint {where} has an inconsistent model: {err}") from None
     optimizer_state: dict[str, Any] = dict(meta.get("optimizer", {}))
