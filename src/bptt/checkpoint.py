@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_write_bytes
-from .model import RNN, ElmanRNN
+from .model import RNN, build_model
 from .params import Params
 
 FORMAT_NAME = "bptt-checkpoint"
@@ -68,7 +68,7 @@ class Checkpoint:
     """A loaded checkpoint.
 
     Attributes:
-        model: the :class:`~bptt.model.ElmanRNN` with the saved weights.
+        model: the :class:`~bptt.model.RNN` (``ElmanRNN`` for Elman cells) with the weights.
         config: the run's configuration as a plain dict (``TrainConfig.from_dict`` types it).
         vocab_json: the character vocabulary's JSON, or None for non-text tasks.
         step: optimizer steps taken.
@@ -80,7 +80,7 @@ class Checkpoint:
         path: the file it was read from.
     """
 
-    model: ElmanRNN
+    model: RNN
     config: dict[str, Any]
     step: int
     optimizer_state: dict[str, Any]
@@ -288,11 +288,7 @@ def model_from_structure(structure: Mapping[str, Any]) -> RNN:
     missing = [k for k in STRUCTURE_KEYS if k not in fields]
     if missing:
         raise KeyError(f"model field(s) {missing} missing")
-    args = {**fields, "dtype": np.dtype(fields["dtype"]), "seed": 0}
-    if args["cell"] == "elman":
-        del args["cell"]
-        return ElmanRNN(**args)
-    return RNN(**args)
+    return build_model(**{**fields, "dtype": np.dtype(fields["dtype"]), "seed": 0})
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:

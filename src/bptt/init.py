@@ -15,6 +15,8 @@ Each function returns a new :class:`~bptt.params.Params`; assign it with
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 
 from .model import RNN
@@ -148,13 +150,16 @@ def init_params(
     return params
 
 
+ModelT = TypeVar("ModelT", bound=RNN)
+
+
 def initialise(
-    model: RNN,
+    model: ModelT,
     scheme: str = "uniform",
     *,
     seed: int | None = 0,
     spectral_radius: float | None = None,
-) -> RNN:
+) -> ModelT:
     """Set ``model.params`` to :func:`init_params` (same arguments) and return the model."""
     model.params = init_params(model, scheme, seed=seed, spectral_radius=spectral_radius)
     return model

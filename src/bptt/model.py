@@ -326,7 +326,7 @@ class RNN:
             return np.full(shape_tb, 1.0 / batch, dtype=self.dtype)
         return check_mask(mask, shape_tb, self.dtype) / self.dtype.type(batch)
 
-    def _check_unidirectional(self, what: str) -> None:
+    def require_unidirectional(self, what: str) -> None:
         if self.bidirectional:
             raise ValueError(
                 f"{what} needs a unidirectional model: a bidirectional layer reads the whole "
@@ -495,7 +495,7 @@ class RNN:
         Raises:
             ValueError: a bidirectional model (it needs the future), or bad shapes.
         """
-        self._check_unidirectional("step()")
+        self.require_unidirectional("step()")
         x_arr = np.asarray(x_t)
         z, final = self.logits(x_arr[None], state)
         return z[0], final
@@ -635,3 +635,10 @@ class ElmanRNN(RNN):
     def initial_state(self, h0: object, batch: int) -> np.ndarray:
         """h_0 (B, H) of a one-layer model: zeros when None, else checked (shape, dtype, finite)."""
         return self.join_state(self.split_state(h0, batch))
+
+
+def build_model(**structure: Any) -> RNN:
+    """``RNN(**structure)``, as an :class:`ElmanRNN` when the cell is Elman (the default)."""
+    if structure.get("cell", "elman") == "elman":
+        return ElmanRNN(**{k: v for k, v in structure.items() if k != "cell"})
+    return RNN(**structure)

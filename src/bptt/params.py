@@ -30,6 +30,7 @@ class Params(MutableMapping[str, np.ndarray]):
     """
 
     __slots__ = ("_arrays",)
+    _arrays: dict[str, np.ndarray]
 
     def __init__(
         self,

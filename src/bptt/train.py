@@ -32,6 +32,7 @@ import numpy as np
 
 from .activations import ACTIVATIONS
 from .atomic import atomic_write_text
+from .cells import CELLS
 from .checkpoint import (
     CheckpointError,
     checkpoint_path,
@@ -39,9 +40,8 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .init import INITS, init_params
-from .model import BPTTResult, ElmanRNN
+from .model import RNN, BPTTResult, build_model
 from .optim import OPTIMIZERS, SCHEDULES, Schedule, guarded_step, make_optimizer
-from .rnn import output_forward
 from .truncation import TruncatedBPTT
 
 TASK_NAMES: tuple[str, ...] = ("charlm", "adding", "copy", "sine", "order", "csv")
@@ -75,7 +75,12 @@ class TrainConfig:
     noise: float = _opt(0.1, "sine: observation noise σ")
     last_only: bool = _opt(False, "sine/csv: many-to-one, only the last step's forecast counts")
     # -- the model
-    hidden: int = _opt(256, "H, hidden units")
+    hidden: int = _opt(256, "H, hidden units (per layer and direction)")
+    cell: str = _opt("elman", "recurrent cell", choices=tuple(CELLS))
+    layers: int = _opt(1, "L, stacked recurrent layers")
+    bidirectional: bool = _opt(
+        False, "a forward and a reverse cell per layer (finite-sequence tasks only)"
+    )
     activation: str = _opt("tanh", "hidden activation f_h", choices=tuple(sorted(ACTIVATIONS)))
     init: str = _opt("uniform", "weight initialisation", choices=INITS)
     spectral_radius: float = _opt(0.0, "if > 0, scale W to this spectral radius at init")
@@ -180,6 +185,7 @@ class TrainConfig:
             "copy_len",
             "delay",
             "lr_step_size",
+            "layers",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -209,6 +215,11 @@ class TrainConfig:
             raise ValueError(f"--val-fraction must lie in (0, 1), got {self.val_fraction}")
         if self.task == "csv" and self.csv is None:
             raise ValueError("--task csv needs --csv FILE")
+        if self.bidirectional and self.task == "charlm":
+            raise ValueError(
+                "--bidirectional needs whole sequences, but --task charlm trains on carried "
+                "streams with truncated BPTT, where the future is not available"
+            )
         if self.task != "charlm":
             for name in ("text", "k2"):
                 if getattr(self, name):
@@ -445,8 +456,17 @@ class Trainer:
         else:
             self.task = make_task(config)
             n_in, n_out, output = self.task.input_size, self.task.output_size, self.task.output
-        self.model = ElmanRNN(
-            n_in, config.hidden, n_out, config.activation, output, seed=config.seed, dtype=dtype
+        self.model = build_model(
+            input_size=n_in,
+            hidden_size=config.hidden,
+            output_size=n_out,
+            cell=config.cell,
+            num_layers=config.layers,
+            bidirectional=config.bidirectional,
+            hidden_activation=config.activation,
+            output=output,
+            seed=config.seed,
+            dtype=dtype,
         )
         self.model.params = init_params(
             self.model,
@@ -853,7 +873,7 @@ class Trainer:
 
 
 def evaluate_text(
-    model: ElmanRNN, ids: np.ndarray, batch: int, seq_len: int, max_windows: int = 0
+    model: RNN, ids: np.ndarray, batch: int, seq_len: int, max_windows: int = 0
 ) -> dict[str, Any]:
     """Mean cross-entropy per character over B streams of ``ids``, hidden state carried.
 
@@ -871,13 +891,11 @@ def evaluate_text(
     for k, (x, y) in enumerate(stream_batches(ids, batch, seq_len)):
         if max_windows and k >= max_windows:
             break
-        hs = model.hidden_states(x, h)  # (T+1, B, H)
-        z = output_forward(model.params, hs)  # (T, B, O)
+        z, h = model.logits(x, h)  # (T, B, O), and the state carried to the next window
         losses = model.head.step_losses(z, y)  # (T, B)
         total += float(np.sum(losses, dtype=np.float64))
         hits += int(np.count_nonzero(z.argmax(axis=-1) == y))
         count += losses.size
-        h = hs[-1]
     loss = total / count
     return {
         "val_loss": loss,
@@ -888,7 +906,7 @@ def evaluate_text(
     }
 
 
-def evaluate_task(model: ElmanRNN, task: Any, size: int, batch: int, seed: int) -> dict[str, Any]:
+def evaluate_task(model: RNN, task: Any, size: int, batch: int, seed: int) -> dict[str, Any]:
     """The task's metrics and loss on ``size`` validation sequences (the same ones every time:
     drawn from a generator seeded with ``seed``), with the baseline's beside them."""
     rng = np.random.default_rng([seed, 7919])

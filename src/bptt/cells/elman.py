@@ -2,7 +2,8 @@
 
     E_t = V x_t + W h_{t-1} + b_h        h_t = f_h(E_t)        (s_t = h_t)
 
-    ∂h_t/∂h_{t-1} = diag(f_h'(E_t)) W          ∂h_t/∂θ · dθ = f_h'(E_t) ⊙ (dV x_t + dW h_{t-1} + db_h)
+    ∂h_t/∂h_{t-1} = diag(f_h'(E_t)) W
+    ∂h_t/∂θ · dθ  = f_h'(E_t) ⊙ (dV x_t + dW h_{t-1} + db_h)
 
 The sequence forward and backward are :func:`bptt.rnn.recurrent_forward` and
 :func:`bptt.rnn.recurrent_backward` (input projection hoisted, compiled loops for small steps);
