@@ -2,16 +2,19 @@
 
 from . import diagnostics
 from .activations import ACTIVATIONS, Activation, get_activation
+from .cells import CELLS
 from .heads import HEADS, Head, get_head
-from .model import BPTTResult, ElmanRNN
+from .model import RNN, BPTTResult, ElmanRNN
 from .params import PARAM_NAMES, Gradients, Params
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
+    "CELLS",
     "HEADS",
     "PARAM_NAMES",
+    "RNN",
     "Activation",
     "BPTTResult",
     "ElmanRNN",
