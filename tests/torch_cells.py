@@ -4,7 +4,8 @@ PyTorch keeps two bias vectors per layer; the equations need only their sum exce
 GRU's b_hn (the reset gate multiplies W_hn h + b_hn), so:
 
     elman   V = weight_ih   W = weight_hh   b_h = bias_ih + bias_hh
-    gru     V = weight_ih   W = weight_hh   b = bias_ih + [bias_hh_r, bias_hh_z, 0]   b_hn = bias_hh_n
+    gru     V = weight_ih   W = weight_hh   b = bias_ih + [bias_hh_r, bias_hh_z, 0]
+            b_hn = bias_hh_n
     lstm    V = weight_ih   W = weight_hh   b = bias_ih + bias_hh
 
 and the gradients map back as dV = ∂/∂weight_ih, dW = ∂/∂weight_hh, db = ∂/∂bias_ih,
