@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,8 +78,8 @@ class Optimizer(ABC):
         t = self.t + 1
         new_p: dict[str, np.ndarray] = {}
         new_slots: dict[str, dict[str, np.ndarray]] = {s: {} for s in self.slot_names}
-        for name in PARAM_NAMES:
-            p, g = getattr(params, name), getattr(grads, name)
+        for name in params:  # every parameter the model has, in its storage order
+            p, g = params[name], grads[name]
             dtype = p.dtype
             p_new, s_new = self._update(
                 p, g.astype(dtype, copy=False), self._slots_for(name, p), t, lr
@@ -116,8 +117,12 @@ class Optimizer(ABC):
                 state[f"{s}.{name}"] = arr
         return state
 
-    def load_state_dict(self, state: dict[str, StateValue]) -> None:
+    def load_state_dict(
+        self, state: dict[str, StateValue], names: Iterable[str] | None = None
+    ) -> None:
         """Restore the step count and slot arrays saved by :meth:`state_dict`.
+
+        ``names`` are the model's parameter names (default: one Elman layer's, PARAM_NAMES).
 
         Raises:
             ValueError: the state belongs to another optimizer or holds unknown entries.
@@ -128,11 +133,12 @@ class Optimizer(ABC):
             )
         slots: dict[str, dict[str, np.ndarray]] = {s: {} for s in self.slot_names}
         known = {"name", "t", *self.hyperparameters()}
+        param_names = set(PARAM_NAMES if names is None else names)
         for key, value in state.items():
             if key in known:
                 continue
             slot, _, pname = key.partition(".")
-            if slot not in slots or pname not in PARAM_NAMES:
+            if slot not in slots or pname not in param_names:
                 raise ValueError(f"optimizer state has an unknown entry {key!r}")
             slots[slot][pname] = np.array(value)
         t = state.get("t", 0)

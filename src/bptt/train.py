@@ -530,7 +530,7 @@ class Trainer:
 
     def _restore(self, ckpt: Any) -> None:
         self.model.params = ckpt.model.params
-        self.optimizer.load_state_dict(ckpt.optimizer_state)
+        self.optimizer.load_state_dict(ckpt.optimizer_state, names=self.model.params)
         self.step = ckpt.step
         if ckpt.rng_state is not None:
             self.rng.bit_generator.state = ckpt.rng_state
