@@ -53,3 +53,18 @@ def test_module_entry_point():
     )
     assert result.returncode == 0, result.stderr
     assert "PASS" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "reference"),
+    [
+        (["--cell", "gru"], "lag sum"),
+        (["--cell", "lstm", "--ids", "--output", "sigmoid"], "lag sum"),
+        (["--cell", "lstm", "--layers", "2", "--bidirectional", "--seq-len", "5"], "(none: deep)"),
+    ],
+)
+def test_gradcheck_any_cell(args, reference, capsys):
+    assert main(["gradcheck", *args]) == 0
+    out = capsys.readouterr().out
+    assert "PASS" in out and reference in out
+    assert f"cell={args[1]!r}" in out
