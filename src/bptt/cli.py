@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .activations import ACTIVATIONS
+from .export_cli import add_export_parser
 from .heads import HEADS
 from .inspect_cli import add_inspect_parser
 from .model import ElmanRNN
@@ -223,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(subparsers)
     _add_gradcheck(subparsers)
     add_inspect_parser(subparsers)
+    add_export_parser(subparsers)
     return parser
 
 
