@@ -10,6 +10,7 @@ import numpy as np
 
 from .activations import ACTIVATIONS
 from .cells import CELLS
+from .export_cli import add_export_parser
 from .heads import HEADS
 from .inspect_cli import add_inspect_parser
 from .model import build_model
@@ -232,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(subparsers)
     _add_gradcheck(subparsers)
     add_inspect_parser(subparsers)
+    add_export_parser(subparsers)
     return parser
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .params import PARAM_NAMES, Params
+from .params import Params
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
 SCHEDULES: tuple[str, ...] = ("constant", "step", "cosine")
@@ -78,8 +78,8 @@ class Optimizer(ABC):
         t = self.t + 1
         new_p: dict[str, np.ndarray] = {}
         new_slots: dict[str, dict[str, np.ndarray]] = {s: {} for s in self.slot_names}
-        for name in params:  # every parameter the model has, in its storage order
-            p, g = params[name], grads[name]
+        for name, p in params.items():
+            g = grads[name]
             dtype = p.dtype
             p_new, s_new = self._update(
                 p, g.astype(dtype, copy=False), self._slots_for(name, p), t, lr
@@ -87,14 +87,14 @@ class Optimizer(ABC):
             new_p[name] = np.asarray(p_new, dtype=dtype)
             for s, arr in s_new.items():
                 new_slots[s][name] = np.asarray(arr, dtype=dtype)
-        return Params(**new_p), new_slots
+        return Params(new_p), new_slots
 
     def commit(
         self, params: Params, new_params: Params, new_slots: dict[str, dict[str, np.ndarray]]
     ) -> None:
         """Write ``new_params`` into ``params``' arrays in place and adopt the new slots."""
         for name, arr in new_params.items():
-            getattr(params, name)[...] = arr
+            params[name][...] = arr
         self.slots = new_slots
         self.t += 1
 
@@ -122,23 +122,25 @@ class Optimizer(ABC):
     ) -> None:
         """Restore the step count and slot arrays saved by :meth:`state_dict`.
 
-        ``names`` are the model's parameter names (default: one Elman layer's, PARAM_NAMES).
+        Args:
+            state: from :meth:`state_dict`.
+            names: the parameters' names; a slot for any other name is an error (None: any).
 
         Raises:
             ValueError: the state belongs to another optimizer or holds unknown entries.
         """
+        allowed = None if names is None else set(names)
         if state.get("name") != self.name:
             raise ValueError(
                 f"optimizer state is for {state.get('name')!r}, but the optimizer is {self.name!r}"
             )
         slots: dict[str, dict[str, np.ndarray]] = {s: {} for s in self.slot_names}
         known = {"name", "t", *self.hyperparameters()}
-        param_names = set(PARAM_NAMES if names is None else names)
         for key, value in state.items():
             if key in known:
                 continue
             slot, _, pname = key.partition(".")
-            if slot not in slots or pname not in param_names:
+            if slot not in slots or not pname or (allowed is not None and pname not in allowed):
                 raise ValueError(f"optimizer state has an unknown entry {key!r}")
             slots[slot][pname] = np.array(value)
         t = state.get("t", 0)

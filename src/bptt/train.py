@@ -40,6 +40,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .init import INITS, init_params
+from .interop import initial_weights
 from .model import RNN, BPTTResult, build_model
 from .optim import OPTIMIZERS, SCHEDULES, Schedule, guarded_step, make_optimizer
 from .truncation import TruncatedBPTT
@@ -80,6 +81,9 @@ class TrainConfig:
     layers: int = _opt(1, "L, stacked recurrent layers")
     bidirectional: bool = _opt(
         False, "a forward and a reverse cell per layer (finite-sequence tasks only)"
+    )
+    init_from: str | None = _opt(
+        None, "start from these weights: a bptt run/checkpoint or a torch-named state dict"
     )
     activation: str = _opt("tanh", "hidden activation f_h", choices=tuple(sorted(ACTIVATIONS)))
     init: str = _opt("uniform", "weight initialisation", choices=INITS)
@@ -474,6 +478,8 @@ class Trainer:
             seed=config.seed,
             spectral_radius=config.spectral_radius or None,
         )
+        if config.init_from is not None and ckpt is None:
+            self.model.params = initial_weights(config.init_from, self.model)
         self.optimizer = make_optimizer(
             config.optimizer,
             config.lr,
