@@ -22,10 +22,14 @@ Backward, with dh_t = ∂L/∂h_t from above plus the carry from step t+1:
     dW = Σ_t dR_tᵀ h_{t-1}   dV = Σ_t dG_tᵀ x_t   db = Σ_t dG_t   db_hn = Σ_t dm   dx_t = dG_t V
 
 Only R_t = W h_{t-1} (forward) and dR_t W (backward) run step by step; G, dV, dW, db and dx
-are single products over all T·B rows. The cache keeps the inputs, h_0..h_T and per step the
-activated gates [r, z, m, n] (T, B, 4H): m = W_hn h_{t-1} + b_hn cannot be had from the others
-without dividing by r, and n not from h without dividing by 1 − z, so they are stored; the
-gate derivatives r(1 − r), z(1 − z), 1 − n² are recomputed from them (elementwise, cheap).
+are single products over all T·B rows. Every block of dA_t = [da_r, da_z, dm, da_n] is dh_t
+times a factor known after the forward (:func:`_backward_factors`), so the factors of all steps
+are computed at once and the loop does one multiply, the product dR_t W and the dh ⊙ z term.
+
+The cache keeps the inputs, h_0..h_T and per step the activated gates [r, z, m, n]
+(T, B, 4H): m = W_hn h_{t-1} + b_hn cannot be had from the others without dividing by r, nor n
+from h without dividing by 1 − z, so they are stored; the gate derivatives r(1 − r),
+z(1 − z), 1 − n² are recomputed from them (elementwise, cheap).
 """
 
 from __future__ import annotations
@@ -73,32 +77,40 @@ def _new_h(gates: np.ndarray, h_prev: np.ndarray, out: np.ndarray) -> np.ndarray
     return out
 
 
+def _backward_factors(gates: np.ndarray, h_prev: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """F (…, 4H) with dA = [da_r, da_z, dm, da_n] = dh ⊙ F blockwise (see the module):
+
+        F_n = (1 − z)(1 − n²)
+        F   = [F_n ⊙ m ⊙ r(1 − r),  (h_{t-1} − n) ⊙ z(1 − z),  F_n ⊙ r,  F_n]
+
+    Every block of dA is linear in dh = ∂L/∂h_t with a factor known after the forward, so the
+    backward computes F for all steps at once and multiplies by dh inside the time loop.
+    """
+    H = h_prev.shape[-1]
+    r, z, m, n = (gates[..., k * H : (k + 1) * H] for k in range(4))
+    f_r, f_z, f_m, f_n = (out[..., k * H : (k + 1) * H] for k in range(4))
+    np.multiply(n, n, out=f_n)
+    np.subtract(1.0, f_n, out=f_n)
+    np.subtract(1.0, z, out=f_m)  # scratch
+    f_n *= f_m  # (1 − z)(1 − n²)
+    np.subtract(h_prev, n, out=f_z)
+    f_z *= z
+    f_z *= f_m  # (h_{t-1} − n) z(1 − z)
+    np.multiply(f_n, r, out=f_m)  # F_n r
+    np.subtract(1.0, r, out=f_r)
+    f_r *= m
+    f_r *= f_m  # F_n r m (1 − r)
+    return out
+
+
 def _step_backward(gates: np.ndarray, h_prev: np.ndarray, dh: np.ndarray, dA: np.ndarray) -> None:
     """dA = [da_r, da_z, dm, da_n] (B, 4H) of one step from dh = ∂L/∂h_t (see the module).
 
     dR = dA[:, :3H] (matches W's rows r, z, n) and dG = [dA[:, :2H], dA[:, 3H:]].
     """
-    H = h_prev.shape[-1]
-    r, z, m, n = (gates[..., k * H : (k + 1) * H] for k in range(4))
-    da_r, da_z, dm, da_n = (dA[..., k * H : (k + 1) * H] for k in range(4))
-    # da_n = dh ⊙ (1 − z) ⊙ (1 − n²)
-    np.multiply(n, n, out=da_n)
-    np.subtract(1.0, da_n, out=da_n)
-    da_n *= dh
-    np.multiply(z, da_n, out=dm)  # scratch: z ⊙ dh ⊙ (1 − n²)
-    da_n -= dm
-    # da_z = dh ⊙ (h_{t-1} − n) ⊙ z(1 − z)
-    np.subtract(h_prev, n, out=da_z)
-    da_z *= dh
-    np.subtract(1.0, z, out=dm)
-    dm *= z
-    da_z *= dm
-    # da_r = da_n ⊙ m ⊙ r(1 − r);  dm = da_n ⊙ r
-    np.subtract(1.0, r, out=da_r)
-    da_r *= r
-    da_r *= m
-    da_r *= da_n
-    np.multiply(da_n, r, out=dm)
+    B, H = dh.shape
+    _backward_factors(gates, h_prev, dA)
+    dA.reshape(B, 4, H)[...] *= dh[:, None, :]
 
 
 class GRUCell(Cell):
@@ -148,7 +160,9 @@ class GRUCell(Cell):
         assert isinstance(cache, GRUCache)
         hs, gates = cache.hs, cache.gates
         T, B, H = dh.shape
-        dA = np.empty((T, B, 4 * H), dtype=dh.dtype)  # (T, B, 4H): da_r da_z dm da_n
+        # (T, B, 4H): the factors F_t for all steps at once, then dA_t = dh_t ⊙ F_t in place
+        dA = _backward_factors(gates, hs[:-1], np.empty((T, B, 4 * H), dtype=dh.dtype))
+        dA4 = dA.reshape(T, B, 4, H)
         carry = np.zeros((B, H), dtype=dh.dtype)  # (B, H): ∂L/∂h_t through step t+1
         if ds_last is not None:
             carry += ds_last
@@ -157,7 +171,7 @@ class GRUCell(Cell):
         with _kernels.loop_blas_threads(3 * B * H * H):
             for t in range(T - 1, -1, -1):
                 np.add(dh[t], carry, out=total)  # ∂L/∂h_t
-                _step_backward(gates[t], hs[t], total, dA[t])
+                dA4[t] *= total[:, None, :]  # [da_r, da_z, dm, da_n]
                 np.matmul(dA[t, :, : 3 * H], W, out=carry)  # dR_t W
                 total *= gates[t, :, H : 2 * H]
                 carry += total  # + dh ⊙ z

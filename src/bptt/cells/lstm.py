@@ -18,7 +18,8 @@ Backward, with dh_t = ∂L/∂h_t from above plus the carry, and dc_t the carry 
     dW = Σ_t dA_tᵀ h_{t-1}    dV = Σ_t dA_tᵀ x_t    db = Σ_t dA_t    dx_t = dA_t V
 
 Only W h_{t-1} (forward) and dA_t W (backward) run step by step; the input projection, dV, dW,
-db and dx are single products over all T·B rows. The cache keeps the inputs, h_0..h_T,
+db and dx are single products over all T·B rows, and so are the backward's gate factors
+(dA_t is dc_t or dh_t times a factor known after the forward). The cache keeps the inputs, h_0..h_T,
 c_0..c_T and the activated gates (T, B, 4H); tanh(c_t) and the gate derivatives are
 recomputed from them (elementwise, cheap).
 
@@ -130,18 +131,26 @@ class LSTMCell(Cell):
     ) -> tuple[np.ndarray, np.ndarray, Any]:
         T, B = x.shape[:2]
         H = self.hidden_size
+        # σ(a) = ½ + ½ tanh(a/2): with the σ gates' rows of V, b and W halved (exact, a power of
+        # two), one tanh over all 4H pre-activations gives tanh(A^g) and tanh(A^{i,f,o}/2).
+        half = np.where(np.arange(4 * H) // H == 2, 1.0, 0.5).astype(p["W"].dtype)  # (4H,)
         gates = project_inputs(p["V"], p["b"], x)  # (T, B, 4H): V x_t + b, then the gates
+        gates *= half
         hs = np.empty((T + 1, B, H), dtype=gates.dtype)  # (T+1, B, H)
         cs = np.empty((T + 1, B, H), dtype=gates.dtype)  # (T+1, B, H)
         hs[0], cs[0] = s0[:, :H], s0[:, H:]
-        W_T = np.ascontiguousarray(p["W"].T)  # (H, 4H)
-        R = np.empty((B, 4 * H), dtype=gates.dtype)  # (B, 4H) scratch: W h_{t-1}
+        W_T = p["W"].T * half  # (H, 4H), contiguous
+        R = np.empty((B, 4 * H), dtype=gates.dtype)  # (B, 4H) scratch: W h_{t-1}, halved
         with _kernels.loop_blas_threads(4 * B * H * H):
             for t in range(T):
                 np.matmul(hs[t], W_T, out=R)
-                gates[t] += R  # A_t
-                _activate(gates[t])
-                _new_state(gates[t], cs[t], hs[t + 1], cs[t + 1])
+                A = gates[t]
+                A += R
+                np.tanh(A, out=A)
+                for sig in (A[:, : 2 * H], A[:, 3 * H :]):  # i, f and o: ½ + ½ tanh(a/2)
+                    sig *= 0.5
+                    sig += 0.5
+                _new_state(A, cs[t], hs[t + 1], cs[t + 1])
         s_last = np.concatenate([hs[-1], cs[-1]], axis=1)  # (B, 2H)
         return hs[1:], s_last, LSTMCache(x=x, hs=hs, cs=cs, gates=gates)
 
@@ -156,7 +165,29 @@ class LSTMCell(Cell):
         assert isinstance(cache, LSTMCache)
         hs, cs, gates = cache.hs, cache.cs, cache.gates
         T, B, H = dh.shape
-        dA = np.empty((T, B, 4 * H), dtype=dh.dtype)  # (T, B, 4H)
+        i, f, g, o = (gates[..., k * H : (k + 1) * H] for k in range(4))
+        # Hoisted: dA_t = [dc ⊙ F^i, dc ⊙ F^f, dc ⊙ F^g, dh ⊙ F^o] with factors known after the
+        # forward, F = [g i(1−i), c_{t-1} f(1−f), i(1−g²), tanh(c_t) o(1−o)], and the carry onto
+        # the cell P = o (1 − tanh² c_t): computed for all steps at once into dA and P.
+        dA = np.empty((T, B, 4 * H), dtype=dh.dtype)  # (T, B, 4H): F, then dA in place
+        F_i, F_f, F_g, F_o = (dA[..., k * H : (k + 1) * H] for k in range(4))
+        np.subtract(1.0, i, out=F_i)
+        F_i *= i
+        F_i *= g
+        np.subtract(1.0, f, out=F_f)
+        F_f *= f
+        F_f *= cs[:-1]
+        np.multiply(g, g, out=F_g)
+        np.subtract(1.0, F_g, out=F_g)
+        F_g *= i
+        P = np.tanh(cs[1:])  # (T, B, H): tanh(c_t)
+        np.subtract(1.0, o, out=F_o)
+        F_o *= o
+        F_o *= P
+        P *= P
+        np.subtract(1.0, P, out=P)
+        P *= o  # o (1 − tanh² c_t)
+        dA4 = dA.reshape(T, B, 4, H)
         carry_h = np.zeros((B, H), dtype=dh.dtype)  # ∂L/∂h_t through step t+1
         dc = np.zeros((B, H), dtype=dh.dtype)  # ∂L/∂c_t through step t+1
         if ds_last is not None:
@@ -164,12 +195,16 @@ class LSTMCell(Cell):
             dc += ds_last[:, H:]
         W = p["W"]  # (4H, H)
         total = np.empty((B, H), dtype=dh.dtype)
+        scratch = np.empty((B, H), dtype=dh.dtype)
         with _kernels.loop_blas_threads(4 * B * H * H):
             for t in range(T - 1, -1, -1):
                 np.add(dh[t], carry_h, out=total)  # ∂L/∂h_t
-                _step_backward(gates[t], cs[t], cs[t + 1], total, dc, dA[t])
+                np.multiply(total, P[t], out=scratch)
+                dc += scratch  # dc_t + dh ⊙ o ⊙ (1 − tanh² c_t)
+                dA4[t, :, :3] *= dc[:, None, :]  # da_i, da_f, da_g
+                dA4[t, :, 3] *= total  # da_o
                 np.matmul(dA[t], W, out=carry_h)  # dA_t W
-                dc *= gates[t, :, H : 2 * H]  # ∂L/∂c_{t-1} = dc ⊙ f: the cell path
+                dc *= f[t]  # ∂L/∂c_{t-1} = dc ⊙ f: the cell path
         rows = T * B
         dW = dA.reshape(rows, 4 * H).T @ hs[:-1].reshape(rows, H)  # (4H, H)
         dV, db, dx = input_grads(dA, cache.x, p["V"], need_dx)
