@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _kernels
 from .cells import Cell, StepArgs
 from .model import RNN
 from .validation import check_inputs
@@ -220,13 +221,14 @@ def lag_contributions(
     L = n_exact + (0 if m is None else 1)
     parts = {name: np.zeros((L, *shape), dtype=model.dtype) for name, shape in shapes.items()}
     last = None
-    for d, block in enumerate(_lag_blocks(sw, n_exact)):
-        for name, g in _block_params(sw, block).items():
-            parts[name][d] = g
-        last = block
-    if m is not None and last is not None and T > m + 1:
-        for name, g in _block_params(sw, _remainder(sw, last)).items():
-            parts[name][-1] = g
+    with _kernels.loop_blas_threads(sw.B * sw.direct.shape[2] ** 2):  # one thread: small steps
+        for d, block in enumerate(_lag_blocks(sw, n_exact)):
+            for name, g in _block_params(sw, block).items():
+                parts[name][d] = g
+            last = block
+        if m is not None and last is not None and T > m + 1:
+            for name, g in _block_params(sw, _remainder(sw, last)).items():
+                parts[name][-1] = g
     return CellLagContributions(parts=parts, max_lag=m, seq_len=T, loss=sw.loss)
 
 
@@ -293,15 +295,18 @@ def state_jacobian_norms(
     log10[0] = 0.0
     product = np.broadcast_to(np.eye(S), (B, S, S)).copy()  # (B, S, S): P_0 = I
     scale = np.zeros(B)
-    for d in range(1, n_lags):
-        i = t - d + 1  # the step whose Jacobian is appended
-        x_i = x_arr[i - 1] if x_arr.dtype.kind in "iu" else x_arr[i - 1].astype(np.float64)
-        J = layer.cell.state_jacobian(p, StepArgs(x_i, states64[i - 1], states64[i]))
-        product = product @ J  # (B, S, S)
-        norm = np.linalg.norm(product, ord=2, axis=(1, 2))  # (B,)
-        alive = norm > 0
-        safe = np.where(alive, norm, 1.0)
-        scale = np.where(alive, scale + np.log10(safe), scale)
-        log10[d] = np.where(alive, scale, -np.inf)
-        product /= safe[:, None, None]
+    # one BLAS thread: many small (S, S) products and SVDs, which two threads on a shared
+    # machine make many times slower (see bptt._kernels.loop_blas_threads)
+    with _kernels.loop_blas_threads(1):
+        for d in range(1, n_lags):
+            i = t - d + 1  # the step whose Jacobian is appended
+            x_i = x_arr[i - 1] if x_arr.dtype.kind in "iu" else x_arr[i - 1].astype(np.float64)
+            J = layer.cell.state_jacobian(p, StepArgs(x_i, states64[i - 1], states64[i]))
+            product = product @ J  # (B, S, S)
+            norm = np.linalg.norm(product, ord=2, axis=(1, 2))  # (B,)
+            alive = norm > 0
+            safe = np.where(alive, norm, 1.0)
+            scale = np.where(alive, scale + np.log10(safe), scale)
+            log10[d] = np.where(alive, scale, -np.inf)
+            product /= safe[:, None, None]
     return StateJacobianReport(cell=model.cell, origin=int(t), log10_norms=log10)
