@@ -140,3 +140,20 @@ def test_inspect_fresh_gated_model_writes_figures(tmp_path, capsys) -> None:
     assert (out / "lag_contributions.png").stat().st_size > 0
     assert (out / "jacobian_products.png").stat().st_size > 0
     assert "cell='gru'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_profile_during_training_and_inspect(tmp_path, capsys, cell) -> None:
+    run = tmp_path / "p"
+    base = ["train", "--task", "adding", "--cell", cell, "--hidden", "5", "--seq-len", "6",
+            "--batch", "3", "--steps", "4", "--eval-every", "4", "--eval-size", "8",
+            "--profile-every", "2", "--no-progress", "--no-plot"]  # fmt: skip
+    assert main([*base, "--out", str(run)]) == 0
+    profile = json.loads((run / "profile.json").read_text())
+    assert profile["steps"][-1] == 4
+    assert all(len(row) == 6 for row in profile["norms"]["total"])
+    assert main(["inspect", str(run), "--out", str(tmp_path / "i"), "--no-plots"]) == 0
+    assert json.loads((tmp_path / "i" / "inspect.json").read_text())["profile"] is not None
+    capsys.readouterr()
+    assert main([*base, "--layers", "2", "--out", str(tmp_path / "deep")]) == 2
+    assert "one layer in one direction" in capsys.readouterr().err

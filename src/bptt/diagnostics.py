@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_write_text
-from .model import ElmanRNN
+from .model import RNN, ElmanRNN
 from .rnn import (
     input_projection_backward,
     output_backward,
@@ -628,18 +628,32 @@ class GradientProfileRecorder:
     def maybe_record(
         self,
         step: int,
-        model: ElmanRNN,
+        model: RNN,
         x: object,
         y: object,
         h0: object = None,
         mask: object = None,
     ) -> bool:
-        """Record the per-lag norms on this batch if ``step % every == 0``; say whether it did."""
+        """Record the per-lag norms on this batch if ``step % every == 0``; say whether it did.
+
+        Any one-layer, one-direction model: the Elman cell through :func:`lag_contributions`,
+        others through :func:`bptt.cell_diagnostics.lag_contributions`.
+        """
         if step % self.every != 0:
             return False
-        contrib = lag_contributions(model, x, y, h0, mask, max_lag=self.max_lag)
-        for name, norms in contrib.norms().items():
-            self.history[name].append(norms)
+        if isinstance(model, ElmanRNN) and model.simple:
+            contrib: Any = lag_contributions(model, x, y, h0, mask, max_lag=self.max_lag)
+            norms = contrib.norms()
+        else:  # another cell: its V, W, and all its biases under "b_h" (b, b_hn for the GRU)
+            from .cell_diagnostics import lag_contributions as cell_lag_contributions
+
+            contrib = cell_lag_contributions(model, x, y, h0, mask, max_lag=self.max_lag)
+            by_name = contrib.norms()
+            biases = [by_name[k] ** 2 for k in contrib.parts if k.startswith("b")]
+            norms = {"W": by_name["W"], "V": by_name["V"], "b_h": np.sqrt(sum(biases))}
+            norms["total"] = by_name["total"]
+        for name, values in norms.items():
+            self.history[name].append(values)
         self.steps.append(int(step))
         self.losses.append(contrib.loss)
         self.labels.append(contrib.labels)

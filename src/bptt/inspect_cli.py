@@ -371,7 +371,13 @@ def write_figures(ins: Inspection, out: Path) -> list[Path]:
 
 
 def run_cell_inspect(
-    model: RNN, batch: Batch, source: str, max_lag: int | None, out: Path, plots: bool
+    model: RNN,
+    batch: Batch,
+    source: str,
+    max_lag: int | None,
+    out: Path,
+    plots: bool,
+    profile: GradientProfileRecorder | None = None,
 ) -> int:
     """``bptt inspect`` for a one-layer model of any cell (GRU, LSTM, …), through the cell's
     Jacobian products (:mod:`bptt.cell_diagnostics`): per-lag contributions to the recurrent
@@ -406,6 +412,7 @@ def run_cell_inspect(
             "log10_norm_mean": _floats(jac.log10_mean),
             "log10_norm_mean_of_logs": _floats(jac.log10_norms.mean(axis=1)),
         },
+        "profile": None if profile is None else profile.to_dict(),
     }
     json_path = atomic_write_text(
         out / "inspect.json", json.dumps(report, indent=1, allow_nan=False, ensure_ascii=False)
@@ -430,6 +437,9 @@ def run_cell_inspect(
 
         written.append(dp.save_figure(dp.plot_cell_lag_profile(contrib), out / FIGURES["lags"]))
         written.append(dp.save_figure(dp.plot_state_jacobians(jac), out / FIGURES["jacobian"]))
+        if profile is not None and len(profile):
+            fig = dp.plot_profile_heatmap(profile)
+            written.append(dp.save_figure(fig, out / FIGURES["profile"]))
     print("wrote: " + ", ".join(str(p) for p in written))
     return 0
 
@@ -479,10 +489,10 @@ def run_inspect(args: argparse.Namespace) -> int:
         batch = task_batch(AddingTask(seq_len), batch_size, rng, model.dtype)
     else:
         batch = random_batch(model, seq_len, batch_size, rng, args.ids)
-    if not isinstance(model, ElmanRNN) or not model.simple:
-        return run_cell_inspect(model, batch, source, args.max_lag, out, not args.no_plots)
     profile_path = find_profile(path, None if args.profile is None else Path(args.profile))
     profile = None if profile_path is None else GradientProfileRecorder.load(profile_path)
+    if not isinstance(model, ElmanRNN) or not model.simple:
+        return run_cell_inspect(model, batch, source, args.max_lag, out, not args.no_plots, profile)
     ins = inspect_model(model, batch, source, max_lag=args.max_lag, profile=profile)
     report = report_dict(ins)
     if report["profile"] is not None:

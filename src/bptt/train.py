@@ -708,6 +708,12 @@ class Trainer:
                 "--profile-every needs bptt.diagnostics.GradientProfileRecorder, which this "
                 f"installation lacks ({err})"
             ) from None
+        if not self.model.simple:
+            raise ValueError(
+                "--profile-every takes the lag profile of one layer in one direction; this run "
+                f"has --layers {self.model.num_layers}"
+                + (" --bidirectional" if self.model.bidirectional else "")
+            )
         self.profiler = GradientProfileRecorder(every=self.config.profile_every)
 
     def _sample_text(self) -> str:
