@@ -15,6 +15,7 @@ from bptt.cli import main
 from bptt.optim import Adam
 from bptt.sample import sample_text
 from bptt.truncation import TruncatedBPTT
+from test_cli_train import _corpus
 
 CELL_NAMES = sorted(CELLS)
 
@@ -78,14 +79,6 @@ def test_sampling_runs_and_is_seed_deterministic(cell):
     a = sample_text(model, vocab, 30, prime="ab", seed=5)
     b = sample_text(model, vocab, 30, prime="ab", seed=5)
     assert a == b and len(a) == 32 and set(a) <= set("abcd")
-
-
-def _corpus(tmp_path) -> str:
-    rng = np.random.default_rng(1)
-    words = ["to ", "be ", "or ", "not ", "that ", "is\n"]
-    path = tmp_path / "c.txt"
-    path.write_text("".join(words[i] for i in rng.integers(0, 6, size=1200)), encoding="utf-8")
-    return str(path)
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])

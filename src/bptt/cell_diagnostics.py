@@ -30,6 +30,7 @@ import numpy as np
 
 from . import _kernels
 from .cells import Cell, StepArgs
+from .diagnostics import _check_max_lag
 from .model import RNN
 from .validation import check_inputs
 
@@ -182,14 +183,6 @@ class CellLagContributions:
         out = {name: _frobenius(a) for name, a in self.parts.items()}
         out["total"] = np.sqrt(sum(v**2 for v in out.values()))
         return out
-
-
-def _check_max_lag(max_lag: object) -> int | None:
-    if max_lag is None:
-        return None
-    if isinstance(max_lag, bool) or not isinstance(max_lag, (int, np.integer)) or max_lag < 0:
-        raise ValueError(f"max_lag must be None or a non-negative int, got {max_lag!r}")
-    return int(max_lag)
 
 
 def lag_contributions(

@@ -10,16 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..activations import get_activation
 from ..rnn import input_projection_backward
 
-
-def sigmoid_(a: np.ndarray) -> np.ndarray:
-    """σ(a) = ½(1 + tanh(a/2)) in place: one transcendental, no overflow for large |a|."""
-    a *= 0.5
-    np.tanh(a, out=a)
-    a += 1.0
-    a *= 0.5
-    return a
+sigmoid_ = get_activation("sigmoid").forward_inplace
+"""σ(a) = ½(1 + tanh(a/2)) in place: one transcendental, no overflow for large |a|."""
 
 
 def project_inputs(V: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -89,9 +89,14 @@ class Cell(ABC):
         roles = {"V": "input", "W": "recurrent", "b": "bias"}
         return {name: roles[name[0]] for name in self.param_shapes()}
 
-    @abstractmethod
     def init_params(self, rng: np.random.Generator, dtype: np.dtype) -> CellParams:
-        """PyTorch's default initialisation for the matching ``torch.nn`` module."""
+        """PyTorch's default initialisation for the matching ``torch.nn`` module: every array
+        ~ U(−1/√H, 1/√H), drawn in storage order (``nn.RNN``, ``nn.GRU`` and ``nn.LSTM`` alike)."""
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        return {
+            name: rng.uniform(-bound, bound, size=shape).astype(dtype)
+            for name, shape in self.param_shapes().items()
+        }
 
     # -- a whole sequence ------------------------------------------------------------------
 

@@ -122,13 +122,6 @@ class GRUCell(Cell):
         H, I = self.hidden_size, self.input_size
         return {"V": (3 * H, I), "W": (3 * H, H), "b": (3 * H,), "b_hn": (H,)}
 
-    def init_params(self, rng: np.random.Generator, dtype: np.dtype) -> CellParams:
-        bound = 1.0 / np.sqrt(self.hidden_size)
-        return {
-            name: rng.uniform(-bound, bound, size=shape).astype(dtype)
-            for name, shape in self.param_shapes().items()
-        }
-
     # -- a whole sequence ------------------------------------------------------------------
 
     def forward(

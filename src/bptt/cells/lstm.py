@@ -117,13 +117,6 @@ class LSTMCell(Cell):
         H, I = self.hidden_size, self.input_size
         return {"V": (4 * H, I), "W": (4 * H, H), "b": (4 * H,)}
 
-    def init_params(self, rng: np.random.Generator, dtype: np.dtype) -> CellParams:
-        bound = 1.0 / np.sqrt(self.hidden_size)
-        return {
-            name: rng.uniform(-bound, bound, size=shape).astype(dtype)
-            for name, shape in self.param_shapes().items()
-        }
-
     # -- a whole sequence ------------------------------------------------------------------
 
     def forward(
