@@ -73,7 +73,10 @@ class _Forward:
 
 def _check_model(model: object) -> ElmanRNN:
     if not isinstance(model, ElmanRNN):
-        raise TypeError(f"model must be a bptt.ElmanRNN, got {type(model).__name__}")
+        raise TypeError(
+            f"model must be a bptt.ElmanRNN, got {type(model).__name__} (for any cell: "
+            "bptt.cell_diagnostics.lag_contributions and state_jacobian_norms)"
+        )
     model.validated_params()
     return model
 
