@@ -40,10 +40,14 @@ def load() -> str:
 
 
 def run(cmd: list[str]) -> tuple[dict[int, float], float, str]:
-    """Run one training process; its validation losses by step, wall seconds, the loads."""
+    """Run one training process; its validation losses by step, wall seconds, the loads.
+
+    One BLAS/OpenMP thread for both frameworks (the loss curves do not depend on it; on a
+    shared machine more threads only wait for each other)."""
     before = load()
     start = time.perf_counter()
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    threads = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **threads}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
@@ -66,7 +70,7 @@ def bptt_cmd(cell: str, steps: int, every: int, out: Path) -> list[str]:
 def torch_cmd(cell: str, steps: int, every: int) -> list[str]:
     return [
         sys.executable, str(HERE / "shakespeare_torch_reference.py"), "--cell", cell,
-        "--steps", str(steps), "--eval-every", str(every),
+        "--steps", str(steps), "--eval-every", str(every), "--threads", "1",
     ]  # fmt: skip
 
 

@@ -47,7 +47,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: its default)")
     args = parser.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     STEPS = args.steps
     torch.manual_seed(args.seed)
     corpus = CharCorpus.from_file(REPO.parent / "shared" / "data" / "tinyshakespeare.txt")
