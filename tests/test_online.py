@@ -94,12 +94,13 @@ def test_online_tbptt_runs_a_two_layer_model_exactly() -> None:
     x, y, _ = _data(rng, 3, 2, 6, 2, False, "identity", False)
     loss, ref = model.loss_and_grads(x, y)
     got_loss, got = _run(online.make("tbptt", model, batch=2, k=6), x, y, None)
+    assert got_loss == pytest.approx(loss, rel=1e-12)
     assert _rel_err(got, ref) < 1e-9
 
 
 def test_online_tbptt_short_window_is_truncated() -> None:
     """k < T gives a different (truncated) gradient: the exactness test can fail."""
-    model, x, y, mask, h0, B = _random_case(5)
+    model, *_, B = _random_case(5)
     rng = np.random.default_rng(0)
     x, y, _ = _data(rng, model.input_size, model.output_size, 8, B, False, model.output, False)
     _, ref = model.loss_and_grads(x, y)
