@@ -141,10 +141,14 @@ class OnlineAlgorithm(ABC):
             self.model.mask_gradients(grads)
         return loss, grads
 
+    def state_is_finite(self) -> bool:
+        """Whether every carried array is finite (a diverging run resets the streams if not)."""
+        return all(bool(np.isfinite(v).all()) for v in self.state_dict().values())
+
     def state_dict(self) -> StateDict:
         """Everything that defines the run from here on, as named arrays (RNG included)."""
         return {
-            "t": np.array(self.t, dtype=np.int64),
+            "t": np.array([self.t], dtype=np.int64),
             "h": self.h.copy(),
             "rng": rng_to_array(self.rng),
         } | {k: np.array(v) for k, v in self._traces().items()}
@@ -165,7 +169,7 @@ class OnlineAlgorithm(ABC):
                     f"online {self.name} state {key!r} must have shape {ref.shape}, "
                     f"got {np.shape(state[key])}"
                 )
-        self.t = int(state["t"])
+        self.t = int(np.asarray(state["t"]).reshape(-1)[0])
         self.h = np.array(state["h"], dtype=self.model.dtype)
         self.rng = rng_from_array(state["rng"])
         self._load_traces({k: np.array(state[k]) for k in expected if k not in ("t", "h", "rng")})

@@ -51,14 +51,14 @@ class OnlineTBPTT(OnlineAlgorithm):
         return res.loss, grads
 
     def state_dict(self) -> StateDict:
-        return {"t": np.array(self.t, dtype=np.int64)} | {
+        return {"t": np.array([self.t], dtype=np.int64)} | {
             k.removeprefix("tbptt."): v for k, v in self.runner.state_arrays().items()
         }
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:  # type: ignore[override]
         if "t" not in state:
             raise KeyError("online tbptt state lacks ['t']")
-        self.t = int(state["t"])
+        self.t = int(np.asarray(state["t"]).reshape(-1)[0])
         self.runner.load_state_arrays({f"tbptt.{k}": v for k, v in state.items() if k != "t"})
 
     def _propagate(self, at: object, fprime: np.ndarray) -> None:  # pragma: no cover
