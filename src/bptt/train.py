@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ._kernels import loop_blas_threads
 from .activations import ACTIVATIONS
 from .atomic import atomic_write_text
 from .cells import CELLS
@@ -738,7 +739,8 @@ class Trainer:
         assert self.online is not None and self.stream is not None
         B = self.config.batch
         total_loss, total, counted = 0.0, None, 0.0
-        with np.errstate(over="ignore", invalid="ignore"):
+        H, Q = self.model.hidden_size, self.model.input_size + self.model.hidden_size + 1
+        with np.errstate(over="ignore", invalid="ignore"), loop_blas_threads(B * H * H * Q):
             for _ in range(self.config.update_every):
                 x_t, y_t, m_t, restart = self.stream.next()
                 if restart:

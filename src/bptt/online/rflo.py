@@ -7,8 +7,9 @@ J_t ≈ (1 − α)·1, so the influence keeps only the diagonal k = r, an eligib
     dΘ_t[r, q] = Σ_b c̃_tb,r e_tb[r, q]      c̃_t = dz_t B_fb  (random feedback, fixed)
 
 The Elman model here is not leaky (α = 1: e_t = f' ⊗ ĥ_t, one step of credit only); α < 1 keeps
-a longer, heuristic trace. B_fb (O, H) is drawn once from the seed with U's initial scale
-U(−1/√H, 1/√H) and saved in the state; ``feedback="symmetric"`` uses U itself (c̃ = c).
+a longer, heuristic trace. B_fb (O, H) is drawn once from the seed (its own stream) with U's
+initial scale U(−1/√H, 1/√H) and saved in the state; ``feedback="symmetric"`` uses U itself
+(c̃ = c).
 Cost O(B·H·Q) per step; biased.
 """
 
@@ -48,7 +49,9 @@ class RFLO(OnlineAlgorithm):
         self.feedback = feedback
         bound = 1.0 / np.sqrt(self.H)
         shape = (model.output_size, self.H)
-        self.B_fb = self.rng.uniform(-bound, bound, size=shape).astype(model.dtype)  # (O, H)
+        # its own stream of the seed: the model's U is drawn from default_rng(seed) first too
+        fb_rng = np.random.default_rng([seed, 0xFEED])
+        self.B_fb = fb_rng.uniform(-bound, bound, size=shape).astype(model.dtype)  # (O, H)
         self._reset_traces()
 
     def _reset_traces(self) -> None:
