@@ -31,7 +31,22 @@ def _norms(a: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("bi,bi->b", a.reshape(a.shape[0], -1), a.reshape(a.shape[0], -1)))
 
 
-class UORO(OnlineAlgorithm):
+class _RankOne(OnlineAlgorithm):
+    """A random rank-one influence estimate; ``eps`` keeps its scalings finite."""
+
+    def __init__(self, model: RNN, batch: int, seed: int = 0, eps: float = 1e-7) -> None:
+        super().__init__(model, batch, seed)
+        if not float(eps) > 0.0:
+            raise ValueError(f"{self.name} eps must be > 0, got {eps!r}")
+        self.eps = float(eps)
+        self._reset_traces()
+
+    def _signs(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Independent ±1 of the model's dtype."""
+        return self.rng.choice(np.array([-1.0, 1.0], dtype=self.model.dtype), size=shape)
+
+
+class UORO(_RankOne):
     """Unbiased online recurrent optimisation (see the module for the equations).
 
     Args:
@@ -39,11 +54,6 @@ class UORO(OnlineAlgorithm):
     """
 
     name = "uoro"
-
-    def __init__(self, model: RNN, batch: int, seed: int = 0, eps: float = 1e-7) -> None:
-        super().__init__(model, batch, seed)
-        self.eps = float(eps)
-        self._reset_traces()
 
     def _reset_traces(self) -> None:
         dt = self.model.dtype
@@ -56,8 +66,7 @@ class UORO(OnlineAlgorithm):
     def _propagate(self, at: StepArgs, fprime: np.ndarray) -> None:
         layer = self.model.layers[0]
         cell, p = layer.cell, layer.take(self.model.params)
-        dt = self.model.dtype
-        nu = self.rng.choice(np.array([-1.0, 1.0], dtype=dt), size=(self.batch, self.H))
+        nu = self._signs((self.batch, self.H))
         ja = cell.jvp_state(p, at, self.a)  # (B, H): J_t ã_{t-1}
         nu_i = (nu * fprime)[:, :, None] * self._hhat(at)[:, None, :]  # (B, H, Q): νᵀĪ_t
         eps = self.eps
@@ -71,7 +80,7 @@ class UORO(OnlineAlgorithm):
         return np.einsum("b,brq->rq", scale, self.b)  # (H, Q)
 
 
-class KFRTRL(OnlineAlgorithm):
+class KFRTRL(_RankOne):
     """Kronecker-factored RTRL (see the module for the equations).
 
     Args:
@@ -79,11 +88,6 @@ class KFRTRL(OnlineAlgorithm):
     """
 
     name = "kf-rtrl"
-
-    def __init__(self, model: RNN, batch: int, seed: int = 0, eps: float = 1e-7) -> None:
-        super().__init__(model, batch, seed)
-        self.eps = float(eps)
-        self._reset_traces()
 
     def _reset_traces(self) -> None:
         dt = self.model.dtype
@@ -94,8 +98,7 @@ class KFRTRL(OnlineAlgorithm):
         return {"u": self.u, "A": self.A}
 
     def _propagate(self, at: StepArgs, fprime: np.ndarray) -> None:
-        dt = self.model.dtype
-        signs = self.rng.choice(np.array([-1.0, 1.0], dtype=dt), size=(2, self.batch))
+        signs = self._signs((2, self.batch))
         c1, c2 = signs[0], signs[1]  # (B,) each
         ja = np.matmul(self._jacobian(at), self.A)  # (B, H, H): J_t A_{t-1}
         hhat = self._hhat(at)  # (B, Q)
