@@ -339,16 +339,19 @@ def cmd_scaling(args: argparse.Namespace) -> str:
     res = _timings(configs, args.repeats, args.min_seconds)
     lines = [
         "| algorithm | "
-        + " | ".join(f"H={H} ms/step" for H in args.hidden)
-        + " | "
-        + " | ".join(f"H={H} state MiB" for H in args.hidden)
+        + " | ".join(f"H={H}: ms/step · state MiB · step peak MiB" for H in args.hidden)
         + " |",
-        "|---|" + "---|" * (2 * len(args.hidden)),
+        "|---|" + "---|" * len(args.hidden),
     ]
     for alg in ALGS:
-        times = [f"{res[('ours', alg, H, 1)]['median'] * 1e3:.3g}" for H in args.hidden]
-        mem = [f"{res[('ours', alg, H, 1)]['state_bytes'] / 2**20:.3g}" for H in args.hidden]
-        lines.append(f"| {alg} | " + " | ".join(times + mem) + " |")
+        cells = []
+        for H in args.hidden:
+            r = res[("ours", alg, H, 1)]
+            cells.append(
+                f"{r['median'] * 1e3:.3g} · {r['state_bytes'] / 2**20:.3g} · "
+                f"{r['peak_bytes'] / 2**20:.3g}"
+            )
+        lines.append(f"| {alg} | " + " | ".join(cells) + " |")
     _save_json(args, {str(k): v for k, v in res.items()})
     if args.figure:
         _plot_scaling(res, args.hidden, FIGURES / "online_scaling.png")
@@ -370,6 +373,9 @@ def _plot_scaling(res: dict, hidden: list[int], path: Path) -> None:
     axes[0].set(xlabel="H", ylabel="ms per step (B=1, median)", title="time per step")
     axes[1].set(xlabel="H", ylabel="carried state (MiB)", title="memory carried")
     for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(hidden, [str(H) for H in hidden])
+        ax.minorticks_off()
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
@@ -604,7 +610,7 @@ def _plot_curves(results: dict, levels: dict, path: Path, batch: int, ylabel: st
         ax.plot(steps, mean, label=label)
     for name, value in levels.items():
         ax.axhline(value, color="gray", ls="--", lw=0.8)
-        ax.text(ax.get_xlim()[1] if False else 0, value, f" {name}", va="bottom", fontsize=8)
+        ax.text(1.005, value, name, transform=ax.get_yaxis_transform(), va="center", fontsize=8)
     ax.set(
         xlabel="optimizer steps (one per stream step)",
         ylabel=ylabel or "validation cross-entropy (nats/step)",
