@@ -3,6 +3,9 @@ and the lagged-dependencies task."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 
@@ -94,6 +97,28 @@ def test_rtrl_learns_both_lagged_dependencies(tmp_path) -> None:
     assert ce > levels["both"] - 0.02  # no model beats the task's entropy (up to noise)
 
 
+def test_the_readme_online_command_runs_as_written(tmp_path, monkeypatch) -> None:
+    """README's `--algorithm` command, verbatim (4-space indented, backslash-continued)."""
+    import shlex
+    from pathlib import Path
+
+    from bptt.cli import main
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"^    (bptt train [^\n]*--algorithm[^\n]*\\\n[^\n]+)$", readme, re.M)
+    assert match, "README shows no `bptt train ... --algorithm` command"
+    command = " ".join(match.group(1).replace("\\\n", " ").split())
+    monkeypatch.chdir(tmp_path)
+    assert main([*shlex.split(command)[1:], "--no-progress", "--no-plot"]) == 0
+    evals = [
+        json.loads(line)
+        for line in Path("runs/lagged-rtrl/metrics.jsonl").read_text().splitlines()
+        if '"eval"' in line
+    ]
+    levels = LaggedDependenciesTask.levels()
+    assert evals[-1]["val_cross_entropy"] < (levels["first"] + levels["both"]) / 2
+
+
 def test_lagged_task_levels_and_stream() -> None:
     levels = LaggedDependenciesTask.levels()
     assert levels["none"] == pytest.approx(0.6616, abs=1e-4)
@@ -147,5 +172,7 @@ def test_online_config_errors() -> None:
         TrainConfig(truncation=5)
     with pytest.raises(ValueError, match="--recurrent-density must lie in"):
         TrainConfig(recurrent_density=0.0)
+    with pytest.raises(ValueError, match="--profile-every records BPTT"):
+        TrainConfig(algorithm="snap-1", profile_every=10)
     with pytest.raises(ValueError, match="--algorithm must be one of"):
         TrainConfig(algorithm="magic")

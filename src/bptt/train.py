@@ -276,6 +276,11 @@ class TrainConfig:
                 f"--algorithm {self.algorithm} runs step by step on carried streams, where a "
                 "bidirectional layer's future is not available"
             )
+        if self.profile_every:
+            raise ValueError(
+                "--profile-every records BPTT's per-lag gradient profile of each window; "
+                f"it runs with --algorithm bptt, not {self.algorithm}"
+            )
         if self.k2:
             raise ValueError(
                 f"--k2 applies to --algorithm bptt; --algorithm {self.algorithm} updates every "
