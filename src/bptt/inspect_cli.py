@@ -35,6 +35,8 @@ from .diagnostics import (
     hidden_state_gradients,
     jacobian_report,
     lag_contributions,
+    layer_lag_contributions,
+    layer_name,
     truncation_bias,
 )
 from .heads import HEADS
@@ -52,6 +54,7 @@ FIGURES = {
     "jacobian": "jacobian_products.png",
     "truncation": "truncation_bias.png",
     "profile": "profile_heatmap.png",
+    "layers": "layer_lag_profile.png",
 }
 
 
@@ -151,7 +154,13 @@ def fresh_model(args: argparse.Namespace) -> ElmanRNN:
     if args.spectral_radius is not None and not args.spectral_radius > 0:
         raise ValueError(f"--spectral-radius must be > 0, got {args.spectral_radius}")
     model = ElmanRNN(
-        *sizes, hidden_activation=args.activation, output=output, seed=args.seed, dtype=np.float64
+        *sizes,
+        hidden_activation=args.activation,
+        output=output,
+        num_layers=args.layers,
+        bidirectional=args.bidirectional,
+        seed=args.seed,
+        dtype=np.float64,
     )
     return initialise(
         model, args.recurrent_init, seed=args.seed, spectral_radius=args.spectral_radius
@@ -219,6 +228,8 @@ class Inspection:
     jacobian: JacobianReport
     truncation: TruncationBias
     profile: GradientProfileRecorder | None
+    layer: str = "l0"  # the layer-direction the single-layer diagnostics look at
+    layers: dict[str, LagContributions] | None = None  # every layer's lag profile (deep)
 
 
 def inspect_model(
@@ -228,16 +239,28 @@ def inspect_model(
     max_lag: int | None = None,
     profile: GradientProfileRecorder | None = None,
 ) -> Inspection:
-    """Run every diagnostic of :mod:`bptt.diagnostics` on one batch."""
+    """Run every diagnostic of :mod:`bptt.diagnostics` on one batch.
+
+    For a deep or bidirectional model, the per-lag contributions of every layer-direction
+    (``layers``) and the other diagnostics for the top layer's forward direction.
+    """
+    top = (model.num_layers - 1) * model.num_directions  # the top layer, forward direction
+    layers = None
+    if not model.simple:
+        layers = layer_lag_contributions(model, batch.x, batch.y, mask=batch.mask, max_lag=max_lag)
     return Inspection(
         model=model,
         batch=batch,
         source=source,
-        contrib=lag_contributions(model, batch.x, batch.y, mask=batch.mask, max_lag=max_lag),
-        hidden=hidden_state_gradients(model, batch.x, batch.y, mask=batch.mask),
-        jacobian=jacobian_report(model, batch.x),
-        truncation=truncation_bias(model, batch.x, batch.y, mask=batch.mask),
+        contrib=lag_contributions(
+            model, batch.x, batch.y, mask=batch.mask, max_lag=max_lag, layer=top
+        ),
+        hidden=hidden_state_gradients(model, batch.x, batch.y, mask=batch.mask, layer=top),
+        jacobian=jacobian_report(model, batch.x, layer=top),
+        truncation=truncation_bias(model, batch.x, batch.y, mask=batch.mask, layer=top),
         profile=profile,
+        layer=layer_name(model, top),
+        layers=layers,
     )
 
 
@@ -295,6 +318,13 @@ def report_dict(ins: Inspection) -> dict[str, Any]:
             "rel_error": {k: _floats(v) for k, v in tb.rel_error.items()},
         },
         "profile": None if ins.profile is None else ins.profile.to_dict(),
+        "layer": ins.layer,
+        "layers": None
+        if ins.layers is None
+        else {
+            name: {"labels": c.labels, "norm_total": _floats(c.norms()["total"])}
+            for name, c in ins.layers.items()
+        },
     }
 
 
@@ -338,6 +368,16 @@ def summary_lines(ins: Inspection) -> list[str]:
         + (str(int(ins.truncation.k2[reach[0]])) if reach.size else "never")
         + f"; relative error at k2=1: {ins.truncation.rel_error['all'][0]:.3g}",
     ]
+    if ins.layers is not None:
+        lines.insert(3, f"gradient flow by layer (the lines below: layer {ins.layer}):")
+        for offset, (name, c) in enumerate(ins.layers.items()):
+            total = c.norms()["total"]
+            picks = sorted({0, min(1, c.n_exact - 1), min(10, c.n_exact - 1)})
+            lines.insert(
+                4 + offset,
+                f"  {name:<12} ‖dL/d(V,W,b_h)‖ {np.sqrt(np.sum(total**2)):.3g}; "
+                + ", ".join(f"lag {c.labels[i]}: {total[i]:.3g}" for i in picks),
+            )
     if ins.profile is not None:
         lines.append(f"profile: {len(ins.profile)} records from training")
     return lines
@@ -355,6 +395,8 @@ def write_figures(ins: Inspection, out: Path) -> list[Path]:
     }
     if ins.profile is not None and len(ins.profile):
         figures["profile"] = dp.plot_profile_heatmap(ins.profile)
+    if ins.layers is not None:
+        figures["layers"] = dp.plot_layer_lag_profile(ins.layers)
     return [dp.save_figure(fig, out / FIGURES[key]) for key, fig in figures.items()]
 
 
@@ -461,6 +503,10 @@ def add_inspect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     m = p.add_argument_group("fresh model (no DIR_OR_CHECKPOINT)")
     m.add_argument("--input-size", type=int, default=None, help="I (random task default 8)")
     m.add_argument("--hidden", type=int, default=32, help="H (default: %(default)s)")
+    m.add_argument("--layers", type=int, default=1, help="L, stacked layers (default: 1)")
+    m.add_argument(
+        "--bidirectional", action="store_true", help="a forward and a reverse cell per layer"
+    )
     m.add_argument("--output-size", type=int, default=None, help="O (random task default 4)")
     m.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh")
     m.add_argument("--output", choices=sorted(HEADS), default=None, help="head (softmax)")

@@ -376,8 +376,14 @@ class RNN:
         sweep: Sweep,
         dz: np.ndarray,
         ds_last: Sequence[np.ndarray | None],
+        capture: dict[int, np.ndarray] | None = None,
     ) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
-        """dL/dθ and dL/ds_0 per layer-direction from dL/dz (T, B, O)."""
+        """dL/dθ and dL/ds_0 per layer-direction from dL/dz (T, B, O).
+
+        ``capture``, if given, receives for each layer-direction k the gradient arriving on
+        its outputs from above, ∂L/∂h^k_t (T, B, H) in the cell's own time order: the
+        "direct" term of that layer's BPTT (what diagnostics decompose by lag).
+        """
         T, B, O = dz.shape
         top = sweep.top
         width = top.shape[2]
@@ -396,6 +402,8 @@ class RNN:
                 dh = d_in if D == 1 else d_in[..., (k - index * D) * H : (k - index * D + 1) * H]
                 if layer.reverse:
                     dh = dh[::-1]
+                if capture is not None:
+                    capture[k] = np.array(dh)
                 result = layer.cell.backward(
                     np.ascontiguousarray(dh),
                     sweep.caches[k],
