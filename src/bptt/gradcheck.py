@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .model import RNN, ElmanRNN
+from .model import RNN
 from .params import Params
 from .seed_formula import seed_gradients
 
@@ -105,7 +105,7 @@ def gradcheck(
             analytic.append(float(np.vdot(grad, direction)))
             numeric.append(directional_derivative(model, name, direction, x, y, h0, mask, eps))
         report.finite_differences[name] = relative_error(analytic, numeric, floor=1e-8)
-    if model.simple and isinstance(model, ElmanRNN):
+    if model.simple:
         oracle: Params = seed_gradients(model, x, y, h0, mask)
         for name in oracle:
             report.seed_formula[name] = relative_error(grads[name], oracle[name], floor=1e-10)
