@@ -145,6 +145,7 @@ class RNN:
                 suffix = "" if simple else f"_l{index}" + ("_reverse" if reverse else "")
                 names = {local: local + suffix for local in the_cell.param_shapes()}
                 self.layers.append(Layer(index, reverse, the_cell, names))
+        self._shapes = self._build_param_shapes()  # fixed by the structure
         self.params = self.init_params(np.random.default_rng(seed))
 
     # -- structure --------------------------------------------------------------------------
@@ -191,6 +192,9 @@ class RNN:
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every parameter's name and shape, in storage order: ``U``, the cells', ``b_y``."""
+        return dict(self._shapes)
+
+    def _build_param_shapes(self) -> dict[str, tuple[int, ...]]:
         shapes: dict[str, tuple[int, ...]] = {
             "U": (self.output_size, self.num_directions * self.hidden_size)
         }
@@ -264,7 +268,7 @@ class RNN:
             ValueError: a shape differs from the structure's.
             TypeError: an array is not a NumPy array, or its dtype differs from the model's.
         """
-        self._params.check_shapes(self.param_shapes(), self.dtype, "model.params")
+        self._params.check_shapes(self._shapes, self.dtype, "model.params")
         return self._params
 
     # -- states in the public layout ----------------------------------------------------------
@@ -312,6 +316,8 @@ class RNN:
     def join_state(self, states: Sequence[np.ndarray]) -> Any:
         """Inverse of :meth:`split_state`: per layer-direction (B, S) → the public layout."""
         H = self.hidden_size
+        if self.simple and self.state_parts == 1:
+            return np.ascontiguousarray(states[0])  # (B, H): no stacking for one layer
         stacked = np.stack(states)  # (L·D, B, S)
         arrays = [stacked[..., i * H : (i + 1) * H] for i in range(self.state_parts)]
         if self.simple:
@@ -420,7 +426,7 @@ class RNN:
             if index > 0:
                 assert d_below is not None
                 d_in = d_below
-        ordered = {name: grads[name] for name in self.param_shapes()}
+        ordered = {name: grads[name] for name in self._shapes}
         return ordered, ds0
 
     def _sweep(
@@ -577,7 +583,7 @@ class RNN:
             loss, grads, ds0, finals = self._sweep(params, x_arr, y_arr, weight, states, ds_last)
         return BPTTResult(
             loss=loss,
-            grads=Gradients(grads, h0=self.join_state(ds0)),
+            grads=Gradients.from_backward(grads, h0=self.join_state(ds0)),
             h_last=self.join_state(finals),
         )
 
