@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 
@@ -38,6 +39,11 @@ def _add_gradcheck(subparsers: argparse._SubParsersAction) -> None:
 def _run_gradcheck(args: argparse.Namespace) -> int:
     from .gradcheck import gradcheck
 
+    for option in ("input_size", "hidden", "output_size", "seq_len", "batch"):
+        _require(option, getattr(args, option), 1)
+    _require("seed", args.seed, 0)
+    if not (math.isfinite(args.tolerance) and args.tolerance > 0):
+        raise ValueError(f"--tolerance must be a finite number > 0, got {args.tolerance}")
     model = ElmanRNN(
         args.input_size,
         args.hidden,
@@ -66,6 +72,12 @@ def _run_gradcheck(args: argparse.Namespace) -> int:
     report = gradcheck(model, x, y, h0, tolerance=args.tolerance, seed=args.seed)
     print(report.format())
     return 0 if report.passed else 1
+
+
+def _require(option: str, value: int, low: int) -> None:
+    """Raise ValueError naming ``--option`` unless ``value >= low``."""
+    if value < low:
+        raise ValueError(f"--{option.replace('_', '-')} must be >= {low}, got {value}")
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
@@ -144,6 +156,11 @@ def _run_sample(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .sample import sample_text
 
+    _require("length", args.length, 0)
+    _require("top_k", args.top_k, 0)
+    _require("seed", args.seed, 0)
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise ValueError(f"--temperature must be a finite number >= 0, got {args.temperature}")
     ckpt = load_checkpoint(args.checkpoint)
     if ckpt.vocab is None:
         raise ValueError(

@@ -146,7 +146,11 @@ def fresh_model(args: argparse.Namespace) -> ElmanRNN:
         sizes = (2, args.hidden, 1)
         output = "identity"
     else:
-        sizes = (args.input_size or 8, args.hidden, args.output_size or 4)
+        sizes = (
+            8 if args.input_size is None else args.input_size,
+            args.hidden,
+            4 if args.output_size is None else args.output_size,
+        )
         output = args.output or "softmax"
     if args.spectral_radius is not None and not args.spectral_radius > 0:
         raise ValueError(f"--spectral-radius must be > 0, got {args.spectral_radius}")
@@ -367,9 +371,16 @@ def run_inspect(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.max_lag is not None and args.max_lag < 0:
         raise ValueError(f"--max-lag must be >= 0, got {args.max_lag}")
-    for option, value in (("--seq-len", args.seq_len), ("--batch", args.batch)):
+    for option, value in (
+        ("--seq-len", args.seq_len),
+        ("--batch", args.batch),
+        ("--input-size", args.input_size),
+        ("--output-size", args.output_size),
+    ):
         if value is not None and value < 1:
             raise ValueError(f"{option} must be >= 1, got {value}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     if not args.no_plots:
         from .diagnostic_plots import require_matplotlib
 

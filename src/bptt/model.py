@@ -133,6 +133,8 @@ class ElmanRNN:
             TypeError: a dtype differs from the model's.
         """
         params = self.params
+        if not isinstance(params, Params):
+            raise TypeError(f"model.params must be a Params, got {type(params).__name__}")
         params.validate(self.dtype)
         expected = (self.input_size, self.hidden_size, self.output_size)
         if params.sizes != expected or params.dtype != self.dtype:

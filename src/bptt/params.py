@@ -64,7 +64,8 @@ class Params:
 
     def global_norm(self) -> float:
         """sqrt(Σ ‖a‖²) over the five arrays, accumulated in float64."""
-        return float(np.sqrt(sum(float(np.vdot(a, a).real) for a in self.arrays())))
+        wide = (np.asarray(a, dtype=np.float64).ravel() for a in self.arrays())
+        return float(np.sqrt(sum(float(np.dot(a, a)) for a in wide)))
 
     def is_finite(self) -> bool:
         return all(bool(np.isfinite(a).all()) for a in self.arrays())
@@ -79,11 +80,14 @@ class Params:
             ValueError: a shape disagrees with the others.
             TypeError: an array is not floating point or the dtypes differ.
         """
+        for name, array in self.items():
+            if not isinstance(array, np.ndarray):
+                raise TypeError(f"params.{name} must be a NumPy array, got {type(array).__name__}")
         n_in, n_hidden, n_out = self.V.shape[1] if self.V.ndim == 2 else -1, -1, -1
         if self.W.ndim == 2:
             n_hidden = self.W.shape[0]
-        if self.U.ndim == 2:
-            n_out = self.U.shape[0]
+        if self.b_y.ndim == 1:  # O from the bias: a transposed U must not redefine it
+            n_out = self.b_y.shape[0]
         expected = {
             "U": (n_out, n_hidden),
             "V": (n_hidden, n_in),
@@ -92,8 +96,6 @@ class Params:
             "b_y": (n_out,),
         }
         for name, array in self.items():
-            if not isinstance(array, np.ndarray):
-                raise TypeError(f"params.{name} must be a NumPy array, got {type(array).__name__}")
             if array.shape != expected[name]:
                 raise ValueError(
                     f"params.{name} must have shape {expected[name]} (I={n_in}, H={n_hidden}, "

@@ -199,10 +199,16 @@ class TrainConfig:
             "noise",
             "spectral_radius",
             "min_lr_ratio",
+            "seed",
         )
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        # the learning rate may only fall: a step factor in (0, 1], a cosine floor in [0, 1]
+        if not 0.0 < self.lr_gamma <= 1.0:
+            raise ValueError(f"--lr-gamma must lie in (0, 1], got {self.lr_gamma}")
+        if self.min_lr_ratio > 1.0:
+            raise ValueError(f"--min-lr-ratio must lie in [0, 1], got {self.min_lr_ratio}")
         if self.k2 and self.k2 < self.seq_len:
             raise ValueError(f"--k2 must be 0 or >= --seq-len ({self.seq_len}), got {self.k2}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -355,6 +361,7 @@ def make_task(config: TrainConfig) -> Any:
             columns=config.columns,
             window=config.seq_len,
             horizon=config.horizon,
+            last_only=config.last_only,
         )
     raise ValueError(f"not a sequence task: {config.task!r}")
 
@@ -721,12 +728,12 @@ class Trainer:
         """
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.step >= cfg.steps:  # config.json keeps the --steps the run went to
+            self._say(f"{self.out}: already at step {self.step} >= --steps {cfg.steps}")
+            return TrainResult(self.step, "done", {}, checkpoint_path(self.out))
         atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
         if self.step == 0:  # a fresh run: no stale log lines from an earlier, deleted run
             (self.out / "metrics.jsonl").unlink(missing_ok=True)
-        if self.step >= cfg.steps:
-            self._say(f"{self.out}: already at step {self.step} >= --steps {cfg.steps}")
-            return TrainResult(self.step, "done", {}, checkpoint_path(self.out))
         if self.text is not None:
             c = self.text.corpus
             self._say(
