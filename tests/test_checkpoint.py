@@ -153,5 +153,5 @@ def test_metadata_is_json_in_the_header(tmp_path) -> None:
     data = path.read_bytes()
     n = int.from_bytes(data[:8], "little")
     meta = json.loads(json.loads(data[8 : 8 + n])["__metadata__"]["bptt"])
-    assert meta["format"] == "bptt-checkpoint" and meta["version"] == 1
+    assert meta["format"] == "bptt-checkpoint" and meta["version"] == ck.FORMAT_VERSION
     assert meta["model"]["dtype"] == "float32"

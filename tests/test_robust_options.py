@@ -165,7 +165,7 @@ def test_a_list_as_a_weight_is_a_type_error() -> None:
 def test_model_params_none_is_a_type_error() -> None:
     model = ElmanRNN(3, 4, 2, seed=0)
     model.params = None  # type: ignore[assignment]
-    with pytest.raises(TypeError, match="model.params must be"):
+    with pytest.raises(TypeError, match=r"model\.params must be"):
         model.hidden_states(np.zeros((2, 1, 3)))
 
 
