@@ -130,6 +130,8 @@ def _run_train(args: argparse.Namespace) -> int:
         return 1
     if result.reason == "interrupted":
         return 130
+    if result.reason == "terminated":
+        return 143  # 128 + SIGTERM, as the shell reports a process ended by it
     return 0
 
 
