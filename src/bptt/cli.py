@@ -13,6 +13,7 @@ from .activations import ACTIVATIONS
 from .heads import HEADS
 from .inspect_cli import add_inspect_parser
 from .model import ElmanRNN
+from .resources import check_memory, estimate_bytes
 
 
 def _add_gradcheck(subparsers: argparse._SubParsersAction) -> None:
@@ -169,6 +170,9 @@ def _run_sample(args: argparse.Namespace) -> int:
             f"{args.checkpoint!r} holds a model of task {ckpt.task!r}, without a vocabulary; "
             "sample needs a charlm checkpoint"
         )
+    m = ckpt.model
+    need = estimate_bytes(m.input_size, m.hidden_size, m.output_size, 1, 1, sample=args.length)
+    check_memory(need, f"--length {args.length}", "draw fewer characters")
     print(
         sample_text(
             ckpt.model,
