@@ -15,7 +15,7 @@ from bptt.cli import main
 from bptt.data.errors import DataError
 from bptt.data.tasks import CsvTask
 from bptt.model import ElmanRNN
-from bptt.optim import Schedule
+from bptt.optim import SGD, Schedule, guarded_step
 from bptt.params import Params
 from bptt.sample import next_distribution
 from bptt.train import TrainConfig, make_task
@@ -116,6 +116,21 @@ def test_global_norm_of_large_float32_entries_is_finite() -> None:
     )
     n = sum(a.size for a in p.arrays())
     assert p.global_norm() == pytest.approx(1e20 * np.sqrt(n), rel=1e-6)
+
+
+def test_a_finite_huge_float32_gradient_is_clipped_not_skipped() -> None:
+    model = ElmanRNN(3, 4, 2, dtype=np.float32, seed=0)
+    before = model.params.copy()
+    grads = model.params.map(lambda a: np.full_like(a, 1e20, dtype=np.float32))
+    info = guarded_step(SGD(0.1), model.params, grads, clip_norm=1.0)
+    assert info.applied and np.isfinite(info.grad_norm)
+    step = np.sqrt(
+        sum(
+            float(np.sum((a - b) ** 2))
+            for a, b in zip(model.params.arrays(), before.arrays(), strict=True)
+        )
+    )
+    assert step == pytest.approx(0.1, rel=1e-4)  # lr x the clipped norm 1
 
 
 # -- item 13: messages that name the option ---------------------------------------------------
