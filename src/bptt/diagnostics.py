@@ -807,4 +807,12 @@ class GradientProfileRecorder:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> GradientProfileRecorder:
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        """Read :meth:`save` output.
+
+        Raises:
+            ValueError: naming the file, when it is not a readable gradient profile.
+        """
+        try:
+            return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        except (KeyError, TypeError, ValueError, RecursionError) as err:
+            raise ValueError(f"{str(path)!r} is not a readable gradient profile: {err}") from None

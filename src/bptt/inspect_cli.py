@@ -42,6 +42,7 @@ from .diagnostics import (
 from .heads import HEADS
 from .init import INITS, initialise
 from .model import ElmanRNN
+from .resources import check_memory, estimate_bytes
 
 if TYPE_CHECKING:
     from .train import TrainConfig
@@ -149,7 +150,11 @@ def fresh_model(args: argparse.Namespace) -> ElmanRNN:
         sizes = (2, args.hidden, 1)
         output = "identity"
     else:
-        sizes = (args.input_size or 8, args.hidden, args.output_size or 4)
+        sizes = (
+            8 if args.input_size is None else args.input_size,
+            args.hidden,
+            4 if args.output_size is None else args.output_size,
+        )
         output = args.output or "softmax"
     if args.spectral_radius is not None and not args.spectral_radius > 0:
         raise ValueError(f"--spectral-radius must be > 0, got {args.spectral_radius}")
@@ -403,15 +408,35 @@ def write_figures(ins: Inspection, out: Path) -> list[Path]:
 # -- the command -------------------------------------------------------------------------
 
 
+def _check_memory(
+    n_in: int, hidden: int, n_out: int, seq_len: int, batch: int, max_lag: int | None
+) -> None:
+    """Refuse sizes whose diagnostics would not fit in memory (:mod:`bptt.resources`)."""
+    lags = seq_len + 1 if max_lag is None else min(max_lag, seq_len - 1) + 2
+    need = estimate_bytes(n_in, hidden, n_out, seq_len, batch, lags=lags)
+    check_memory(
+        need,
+        f"inspecting I={n_in}, H={hidden}, O={n_out} on T={seq_len}, B={batch}",
+        "use a smaller --hidden, --seq-len, --batch or --max-lag",
+    )
+
+
 def run_inspect(args: argparse.Namespace) -> int:
     """Build or load the model, run the diagnostics, write JSON and figures, print a summary."""
     path = None if args.path is None else Path(args.path)
     out = Path(args.out)
     if args.max_lag is not None and args.max_lag < 0:
         raise ValueError(f"--max-lag must be >= 0, got {args.max_lag}")
-    for option, value in (("--seq-len", args.seq_len), ("--batch", args.batch)):
+    for option, value in (
+        ("--seq-len", args.seq_len),
+        ("--batch", args.batch),
+        ("--input-size", args.input_size),
+        ("--output-size", args.output_size),
+    ):
         if value is not None and value < 1:
             raise ValueError(f"{option} must be >= 1, got {value}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     if not args.no_plots:
         from .diagnostic_plots import require_matplotlib
 
@@ -420,7 +445,13 @@ def run_inspect(args: argparse.Namespace) -> int:
         except ImportError as err:
             print(f"bptt inspect: error: {err} (or pass --no-plots)", file=sys.stderr)
             return 2
+    seq_len = DEFAULT_SEQ_LEN if args.seq_len is None else args.seq_len
+    batch_size = DEFAULT_BATCH if args.batch is None else args.batch
     if path is None:
+        adding = args.task == "adding"
+        n_in = 2 if adding else (8 if args.input_size is None else args.input_size)
+        n_out = 1 if adding else (4 if args.output_size is None else args.output_size)
+        _check_memory(n_in, args.hidden, n_out, seq_len, batch_size, args.max_lag)
         model = fresh_model(args)
         source = f"fresh initialisation (seed {args.seed}, W {args.recurrent_init}" + (
             f", spectral radius {args.spectral_radius})" if args.spectral_radius else ")"
@@ -430,8 +461,9 @@ def run_inspect(args: argparse.Namespace) -> int:
         run = load_run(path)
         model, config, vocab = run.model, run.config, run.vocab
         source = f"checkpoint {path}"
-    seq_len = DEFAULT_SEQ_LEN if args.seq_len is None else args.seq_len
-    batch_size = DEFAULT_BATCH if args.batch is None else args.batch
+        T = seq_len if args.seq_len is not None or config is None else config.seq_len
+        sizes = (model.input_size, model.hidden_size, model.output_size)
+        _check_memory(*sizes, T, batch_size, args.max_lag)
     rng = np.random.default_rng(args.seed + 1)
     if args.task is None and config is not None:
         batch = run_batch(model, config, vocab, args)
@@ -447,7 +479,11 @@ def run_inspect(args: argparse.Namespace) -> int:
         batch = random_batch(model, seq_len, batch_size, rng, args.ids)
     profile_path = find_profile(path, None if args.profile is None else Path(args.profile))
     profile = None if profile_path is None else GradientProfileRecorder.load(profile_path)
-    ins = inspect_model(model, batch, source, max_lag=args.max_lag, profile=profile)
+    # lags beyond T - 1 do not exist: a larger --max-lag is the same report, and must not
+    # allocate a block per lag it asks for
+    T = np.asarray(batch.x).shape[0]
+    max_lag = None if args.max_lag is None else min(args.max_lag, T - 1)
+    ins = inspect_model(model, batch, source, max_lag=max_lag, profile=profile)
     report = report_dict(ins)
     if report["profile"] is not None:
         report["profile"]["path"] = str(profile_path)

@@ -120,6 +120,32 @@ class RNN:
         seed: int | None = 0,
         dtype: DTypeLike = np.float64,
     ) -> None:
+        self._setup(
+            input_size,
+            hidden_size,
+            output_size,
+            cell,
+            num_layers,
+            bidirectional,
+            hidden_activation,
+            output,
+            dtype,
+        )
+        self.params = self.init_params(np.random.default_rng(seed))
+
+    def _setup(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        cell: str,
+        num_layers: int,
+        bidirectional: bool,
+        hidden_activation: str,
+        output: str,
+        dtype: DTypeLike,
+    ) -> None:
+        """Check the structure and build the layers; no weights are allocated here."""
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.output_size = check_positive_int("output_size", output_size)
@@ -146,7 +172,6 @@ class RNN:
                 names = {local: local + suffix for local in the_cell.param_shapes()}
                 self.layers.append(Layer(index, reverse, the_cell, names))
         self._shapes = self._build_param_shapes()  # fixed by the structure
-        self.params = self.init_params(np.random.default_rng(seed))
 
     # -- structure --------------------------------------------------------------------------
 
@@ -649,6 +674,28 @@ class ElmanRNN(RNN):
     def initial_state(self, h0: object, batch: int) -> np.ndarray:
         """h_0 (B, H) of a one-layer model: zeros when None, else checked (shape, dtype, finite)."""
         return self.join_state(self.split_state(h0, batch))
+
+
+def param_shapes_for(**structure: Any) -> dict[str, tuple[int, ...]]:
+    """The parameter shapes of ``RNN(**structure)`` without allocating its weights (to check
+    a file's declared sizes before reading them).
+
+    Raises:
+        ValueError/TypeError: as the constructor does for a bad structure.
+    """
+    args = {k: v for k, v in structure.items() if k != "seed"}
+    args = {
+        "cell": "elman",
+        "num_layers": 1,
+        "bidirectional": False,
+        "hidden_activation": "tanh",
+        "output": "softmax",
+        "dtype": np.float64,
+        **args,
+    }
+    shell = RNN.__new__(RNN)
+    shell._setup(**args)
+    return shell.param_shapes()
 
 
 def build_model(**structure: Any) -> RNN:
