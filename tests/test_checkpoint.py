@@ -154,7 +154,7 @@ def test_metadata_is_json_in_the_header(tmp_path) -> None:
     data = path.read_bytes()
     n = int.from_bytes(data[:8], "little")
     meta = json.loads(json.loads(data[8 : 8 + n])["__metadata__"]["bptt"])
-    assert meta["format"] == "bptt-checkpoint" and meta["version"] == 2
+    assert meta["format"] == "bptt-checkpoint" and meta["version"] == ck.FORMAT_VERSION == 2
     assert meta["model"]["dtype"] == "float32"
 
 

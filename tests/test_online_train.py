@@ -52,8 +52,16 @@ def _config(tmp_path, out, **kw) -> TrainConfig:
         {"task": "adding", "algorithm": "kf-rtrl", "update_every": 4},  # batches restart streams
         {"task": "charlm", "algorithm": "rtrl", "update_every": 5},
         {"task": "charlm", "algorithm": "snap-2", "recurrent_density": 0.3},
+        {"task": "charlm", "algorithm": "tbptt", "layers": 2, "truncation": 4},  # any model
     ],
-    ids=["lagged-uoro", "lagged-tbptt-sparse", "adding-kf", "charlm-rtrl", "charlm-snap2-sparse"],
+    ids=[
+        "lagged-uoro",
+        "lagged-tbptt-sparse",
+        "adding-kf",
+        "charlm-rtrl",
+        "charlm-snap2-sparse",
+        "charlm-tbptt-2-layers",
+    ],
 )
 def test_online_resume_is_bit_exact(tmp_path, extra) -> None:
     if extra["task"] == "charlm":

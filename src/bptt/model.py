@@ -120,6 +120,32 @@ class RNN:
         seed: int | None = 0,
         dtype: DTypeLike = np.float64,
     ) -> None:
+        self._setup(
+            input_size,
+            hidden_size,
+            output_size,
+            cell,
+            num_layers,
+            bidirectional,
+            hidden_activation,
+            output,
+            dtype,
+        )
+        self.params = self.init_params(np.random.default_rng(seed))
+
+    def _setup(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        cell: str,
+        num_layers: int,
+        bidirectional: bool,
+        hidden_activation: str,
+        output: str,
+        dtype: DTypeLike,
+    ) -> None:
+        """Check the structure and build the layers; no weights are allocated here."""
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.output_size = check_positive_int("output_size", output_size)
@@ -145,8 +171,8 @@ class RNN:
                 suffix = "" if simple else f"_l{index}" + ("_reverse" if reverse else "")
                 names = {local: local + suffix for local in the_cell.param_shapes()}
                 self.layers.append(Layer(index, reverse, the_cell, names))
+        self._shapes = self._build_param_shapes()  # fixed by the structure
         self.w_mask: np.ndarray | None = None  # (H, H) bools: a fixed sparsity pattern of W
-        self.params = self.init_params(np.random.default_rng(seed))
 
     # -- structure --------------------------------------------------------------------------
 
@@ -192,6 +218,9 @@ class RNN:
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every parameter's name and shape, in storage order: ``U``, the cells', ``b_y``."""
+        return dict(self._shapes)
+
+    def _build_param_shapes(self) -> dict[str, tuple[int, ...]]:
         shapes: dict[str, tuple[int, ...]] = {
             "U": (self.output_size, self.num_directions * self.hidden_size)
         }
@@ -265,7 +294,7 @@ class RNN:
             ValueError: a shape differs from the structure's.
             TypeError: an array is not a NumPy array, or its dtype differs from the model's.
         """
-        self._params.check_shapes(self.param_shapes(), self.dtype, "model.params")
+        self._params.check_shapes(self._shapes, self.dtype, "model.params")
         return self._params
 
     # -- a fixed sparsity pattern on the recurrent weights ---------------------------------------
@@ -355,6 +384,8 @@ class RNN:
     def join_state(self, states: Sequence[np.ndarray]) -> Any:
         """Inverse of :meth:`split_state`: per layer-direction (B, S) → the public layout."""
         H = self.hidden_size
+        if self.simple and self.state_parts == 1:
+            return np.ascontiguousarray(states[0])  # (B, H): no stacking for one layer
         stacked = np.stack(states)  # (L·D, B, S)
         arrays = [stacked[..., i * H : (i + 1) * H] for i in range(self.state_parts)]
         if self.simple:
@@ -419,8 +450,14 @@ class RNN:
         sweep: Sweep,
         dz: np.ndarray,
         ds_last: Sequence[np.ndarray | None],
+        capture: dict[int, np.ndarray] | None = None,
     ) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
-        """dL/dθ and dL/ds_0 per layer-direction from dL/dz (T, B, O)."""
+        """dL/dθ and dL/ds_0 per layer-direction from dL/dz (T, B, O).
+
+        ``capture``, if given, receives for each layer-direction k the gradient arriving on
+        its outputs from above, ∂L/∂h^k_t (T, B, H) in the cell's own time order: the
+        "direct" term of that layer's BPTT (what diagnostics decompose by lag).
+        """
         T, B, O = dz.shape
         top = sweep.top
         width = top.shape[2]
@@ -439,6 +476,8 @@ class RNN:
                 dh = d_in if D == 1 else d_in[..., (k - index * D) * H : (k - index * D + 1) * H]
                 if layer.reverse:
                     dh = dh[::-1]
+                if capture is not None:
+                    capture[k] = np.array(dh)
                 result = layer.cell.backward(
                     np.ascontiguousarray(dh),
                     sweep.caches[k],
@@ -455,7 +494,7 @@ class RNN:
             if index > 0:
                 assert d_below is not None
                 d_in = d_below
-        ordered = {name: grads[name] for name in self.param_shapes()}
+        ordered = {name: grads[name] for name in self._shapes}
         return ordered, ds0
 
     def _sweep(
@@ -613,7 +652,7 @@ class RNN:
         self.mask_gradients(grads)
         return BPTTResult(
             loss=loss,
-            grads=Gradients(grads, h0=self.join_state(ds0)),
+            grads=Gradients.from_backward(grads, h0=self.join_state(ds0)),
             h_last=self.join_state(finals),
         )
 
@@ -679,6 +718,28 @@ class ElmanRNN(RNN):
     def initial_state(self, h0: object, batch: int) -> np.ndarray:
         """h_0 (B, H) of a one-layer model: zeros when None, else checked (shape, dtype, finite)."""
         return self.join_state(self.split_state(h0, batch))
+
+
+def param_shapes_for(**structure: Any) -> dict[str, tuple[int, ...]]:
+    """The parameter shapes of ``RNN(**structure)`` without allocating its weights (to check
+    a file's declared sizes before reading them).
+
+    Raises:
+        ValueError/TypeError: as the constructor does for a bad structure.
+    """
+    args = {k: v for k, v in structure.items() if k != "seed"}
+    args = {
+        "cell": "elman",
+        "num_layers": 1,
+        "bidirectional": False,
+        "hidden_activation": "tanh",
+        "output": "softmax",
+        "dtype": np.float64,
+        **args,
+    }
+    shell = RNN.__new__(RNN)
+    shell._setup(**args)
+    return shell.param_shapes()
 
 
 def build_model(**structure: Any) -> RNN:

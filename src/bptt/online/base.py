@@ -38,23 +38,25 @@ StateDict = dict[str, np.ndarray]
 
 
 def rng_to_array(rng: np.random.Generator) -> np.ndarray:
-    """A PCG64 generator's full state as 6 uint64 words (for array-only checkpoints)."""
+    """A PCG64 generator's full state as 6 64-bit words, stored as int64 (checkpoints keep
+    int64, not uint64; the bits are the same)."""
     state = rng.bit_generator.state
     if state.get("bit_generator") != "PCG64":
         raise TypeError(f"only PCG64 generators are saved, got {state.get('bit_generator')}")
     mask = (1 << 64) - 1
     s, inc = state["state"]["state"], state["state"]["inc"]
-    return np.array(
-        [s >> 64, s & mask, inc >> 64, inc & mask, state["has_uint32"], state["uinteger"]],
-        dtype=np.uint64,
-    )
+    words = [s >> 64, s & mask, inc >> 64, inc & mask, state["has_uint32"], state["uinteger"]]
+    return np.array(words, dtype=np.uint64).view(np.int64)
 
 
 def rng_from_array(words: np.ndarray) -> np.random.Generator:
     """Inverse of :func:`rng_to_array`."""
-    w = [int(v) for v in np.asarray(words, dtype=np.uint64)]
-    if len(w) != 6:
-        raise ValueError(f"a saved generator state has 6 uint64 words, got {len(w)}")
+    arr = np.ascontiguousarray(words).reshape(-1)
+    if arr.size != 6 or arr.dtype.itemsize != 8 or arr.dtype.kind not in "iu":
+        raise ValueError(
+            f"a saved generator state is 6 64-bit integers, got {arr.dtype} {arr.shape}"
+        )
+    w = [int(v) for v in arr.view(np.uint64)]
     rng = np.random.Generator(np.random.PCG64())
     rng.bit_generator.state = {
         "bit_generator": "PCG64",
