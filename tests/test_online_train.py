@@ -169,6 +169,14 @@ def test_masked_w_stays_zero_under_every_optimizer(name: str) -> None:
     assert np.all(W[~mask] == 0) and np.all(W[mask] != 0)
 
 
+def test_online_memory_is_checked_before_allocating(tmp_path) -> None:
+    from bptt.resources import ResourceError
+
+    cfg = _config(tmp_path, "huge", task="adding", algorithm="rtrl", hidden=4096, batch=64)
+    with pytest.raises(ResourceError, match="--algorithm rtrl carries state per stream"):
+        Trainer(cfg, echo=None)
+
+
 def test_online_config_errors() -> None:
     with pytest.raises(ValueError, match="one Elman layer"):
         TrainConfig(algorithm="rtrl", layers=2)

@@ -719,12 +719,23 @@ class Trainer:
             sample=sample,
             layers=cfg.layers * (2 if cfg.bidirectional else 1),
         )
+        if cfg.algorithm != "bptt":
+            from .online import carried_bytes
+
+            k = cfg.truncation or cfg.seq_len
+            itemsize = np.dtype(cfg.dtype).itemsize
+            need += carried_bytes(cfg.algorithm, cfg.batch, n_in, cfg.hidden, itemsize, k)
         check_memory(
             need,
             f"this configuration (I={n_in}, H={cfg.hidden}, O={n_out}, T={window}, B={batch}"
             + (f", --sample-length {sample}" if sample else "")
             + ")",
             "use a smaller --hidden, --seq-len, --k2, --batch"
+            + (
+                f" (--algorithm {cfg.algorithm} carries state per stream)"
+                if cfg.algorithm != "bptt"
+                else ""
+            )
             + (", --sample-length" if sample else "")
             + (", --n-symbols" if cfg.task == "copy" else ""),
         )

@@ -46,6 +46,24 @@ _CLASSES: dict[str, type[OnlineAlgorithm]] = {
 }
 
 
+def carried_bytes(
+    name: str, batch: int, input_size: int, hidden: int, itemsize: int, k: int
+) -> int:
+    """The peak bytes an algorithm's carried state takes (the table above; RTRL and SnAp-n keep
+    two influences during a step), for a memory check before anything is allocated."""
+    B, I, H = int(batch), int(input_size), int(hidden)
+    Q = I + H + 1
+    per_stream = {
+        "rtrl": 2 * H * H * Q,
+        "uoro": 3 * H * Q,
+        "kf-rtrl": 3 * H * H + 2 * Q,
+        "snap-1": 3 * H * Q,
+        "rflo": 3 * H * Q,
+        "tbptt": int(k) * (Q + H) + 2 * H,
+    }.get(name, 2 * H * H * Q)  # snap-n (n >= 2) as RTRL
+    return itemsize * B * per_stream
+
+
 def make(name: str, model: RNN, batch: int = 1, seed: int = 0, **options: Any) -> OnlineAlgorithm:
     """Build the online algorithm ``name`` for ``model`` over ``batch`` streams, then reset it.
 
@@ -79,6 +97,7 @@ __all__ = [
     "OnlineTBPTT",
     "SnAp1",
     "SnApN",
+    "carried_bytes",
     "make",
     "rng_from_array",
     "rng_to_array",
