@@ -127,6 +127,25 @@ def test_the_readme_online_command_runs_as_written(tmp_path, monkeypatch) -> Non
     assert evals[-1]["val_cross_entropy"] < (levels["first"] + levels["both"]) / 2
 
 
+def test_the_docs_train_commands_start_as_written(tmp_path, monkeypatch) -> None:
+    """docs/online.md's `bptt train` commands, cut to 3 steps (appended options win)."""
+    import shlex
+    from pathlib import Path
+
+    from bptt.cli import main
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "online.md").read_text(encoding="utf-8")
+    commands = [
+        " ".join(m.replace("\\\n", " ").split())
+        for m in re.findall(r"^    (bptt train (?:[^\n]*\\\n)*[^\n]*)$", doc, re.M)
+    ]
+    assert commands, "docs/online.md shows no bptt train command"
+    monkeypatch.chdir(tmp_path)
+    short = ["--steps", "3", "--eval-every", "3", "--eval-size", "16", "--no-progress"]
+    for command in commands:
+        assert main([*shlex.split(command)[1:], *short, "--no-plot"]) == 0, command
+
+
 def test_lagged_task_levels_and_stream() -> None:
     levels = LaggedDependenciesTask.levels()
     assert levels["none"] == pytest.approx(0.6616, abs=1e-4)
