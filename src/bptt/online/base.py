@@ -68,7 +68,7 @@ def rng_from_array(words: np.ndarray) -> np.random.Generator:
 
 
 class OnlineAlgorithm(ABC):
-    """One online gradient algorithm over B parallel streams of a model.
+    """grads_t ≈ dL_t/dθ = (exact head terms, Σ_b c_tb M̂_tb): one online algorithm over B streams.
 
     Args:
         model: the RNN; its current ``params`` are read at every step (an optimizer may change

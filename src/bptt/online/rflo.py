@@ -23,7 +23,7 @@ from .base import OnlineAlgorithm, StateDict
 
 
 class RFLO(OnlineAlgorithm):
-    """RFLO (see the module).
+    """e_t = (1 − α) e_{t-1} + α f'(E_t) ⊗ ĥ_t, dΘ_t = c̃_t ⊙ e_t: RFLO (see the module).
 
     Args:
         alpha: the trace's leak α in (0, 1] (1: the model's own, memoryless).

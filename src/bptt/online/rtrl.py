@@ -19,7 +19,7 @@ from .base import OnlineAlgorithm, StateDict
 
 
 class RTRL(OnlineAlgorithm):
-    """Exact online gradient: M_t = J_t M_{t-1} + Ī_t (see the module)."""
+    """M_t = J_t M_{t-1} + Ī_t, dΘ_t = Σ_b c_tb M_tb: the exact online gradient (see the module)."""
 
     name = "rtrl"
 

@@ -35,7 +35,7 @@ def snap_pattern(w_nonzero: np.ndarray, n: int) -> np.ndarray:
 
 
 class SnAp1(OnlineAlgorithm):
-    """SnAp-1: only ∂h_r/∂Θ_r· is kept, m_t = diag(J_t) m_{t-1} + f' ⊗ ĥ (see the module)."""
+    """m_t = diag(J_t) m_{t-1} + f'(E_t) ⊗ ĥ_t: SnAp-1 keeps only ∂h_r/∂Θ_r· (see the module)."""
 
     name = "snap-1"
 
@@ -59,7 +59,7 @@ class SnAp1(OnlineAlgorithm):
 
 
 class SnApN(RTRL):
-    """SnAp-n for n ≥ 2: RTRL's update masked by P_n after every step (see the module).
+    """M_t = P_n ⊙ (J_t M_{t-1} + Ī_t): SnAp-n for n ≥ 2, RTRL's update masked (see the module).
 
     Args:
         n: the pattern's reach (``snap-2`` is n = 2).

@@ -32,7 +32,7 @@ def _norms(a: np.ndarray) -> np.ndarray:
 
 
 class _RankOne(OnlineAlgorithm):
-    """A random rank-one influence estimate; ``eps`` keeps its scalings finite."""
+    """M_t ≈ (random rank one), E[M̂_t] = M_t; ``eps`` keeps its scalings finite."""
 
     def __init__(self, model: RNN, batch: int, seed: int = 0, eps: float = 1e-7) -> None:
         super().__init__(model, batch, seed)
@@ -47,7 +47,7 @@ class _RankOne(OnlineAlgorithm):
 
 
 class UORO(_RankOne):
-    """Unbiased online recurrent optimisation (see the module for the equations).
+    """M_t ≈ ã_t b̃_tᵀ, ã_t = ρ₀ J_t ã_{t-1} + ρ₁ ν, b̃_t = b̃_{t-1}/ρ₀ + νᵀĪ_t/ρ₁: UORO.
 
     Args:
         eps: added to numerator and denominator of ρ₀ and ρ₁.
@@ -81,7 +81,8 @@ class UORO(_RankOne):
 
 
 class KFRTRL(_RankOne):
-    """Kronecker-factored RTRL (see the module for the equations).
+    """M_t ≈ u_t ⊗ A_t, u_t = c₁p₁u_{t-1} + c₂p₂ĥ_t, A_t = (c₁/p₁) J_t A_{t-1} + (c₂/p₂) D_t:
+    Kronecker-factored RTRL (see the module).
 
     Args:
         eps: added to numerator and denominator of p₁ and p₂.

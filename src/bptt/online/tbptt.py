@@ -30,7 +30,7 @@ from .base import OnlineAlgorithm, StateDict
 
 
 class OnlineTBPTT(OnlineAlgorithm):
-    """Online TBPTT(1, k) (see the module).
+    """grads_t = ∂L_t/∂θ with h_{t−k} held constant: online TBPTT(1, k) (see the module).
 
     Args:
         k: steps to backpropagate each step's loss through (k ≥ 1).
