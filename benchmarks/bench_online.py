@@ -597,7 +597,14 @@ def cmd_curves(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def _plot_curves(results: dict, levels: dict, path: Path, batch: int, ylabel: str = "") -> None:
+def _plot_curves(
+    results: dict,
+    levels: dict,
+    path: Path,
+    batch: int,
+    ylabel: str = "",
+    xlabel: str = "optimizer steps (one per stream step)",
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -612,7 +619,7 @@ def _plot_curves(results: dict, levels: dict, path: Path, batch: int, ylabel: st
         ax.axhline(value, color="gray", ls="--", lw=0.8)
         ax.text(1.005, value, name, transform=ax.get_yaxis_transform(), va="center", fontsize=8)
     ax.set(
-        xlabel="optimizer steps (one per stream step)",
+        xlabel=xlabel,
         ylabel=ylabel or "validation cross-entropy (nats/step)",
         title=f"online learning, B={batch} streams",
     )
@@ -668,6 +675,7 @@ def cmd_shakespeare(args: argparse.Namespace) -> str:
             FIGURES / "online_shakespeare.png",
             args.batch,
             ylabel="validation loss (nats/char)",
+            xlabel="characters per stream (online: an update each; bptt: one per --seq-len)",
         )
     return "\n".join(lines)
 
