@@ -238,8 +238,9 @@ class OnlineAlgorithm(ABC):
     def _hhat(self, at: StepArgs) -> np.ndarray:
         """ĥ_t = [x_t; h_{t-1}; 1] (B, Q); token ids become one-hot rows."""
         B, I, H = self.batch, self.I, self.H
-        out = np.zeros((B, self.Q), dtype=self.model.dtype)
+        out = np.empty((B, self.Q), dtype=self.model.dtype)
         if at.x.ndim == 1:
+            out[:, :I] = 0.0
             out[np.arange(B), at.x] = 1.0
         else:
             out[:, :I] = at.x

@@ -28,7 +28,8 @@ from .base import OnlineAlgorithm, StateDict
 
 def _norms(a: np.ndarray) -> np.ndarray:
     """‖a_b‖₂ over all but the first axis: (B, …) → (B,)."""
-    return np.sqrt(np.einsum("bi,bi->b", a.reshape(a.shape[0], -1), a.reshape(a.shape[0], -1)))
+    flat = a.reshape(a.shape[0], -1)
+    return np.sqrt(np.einsum("bi,bi->b", flat, flat))
 
 
 class _RankOne(OnlineAlgorithm):
