@@ -46,8 +46,10 @@ def estimate_bytes(
     """
     I, H, O, T, B = (int(v) for v in (input_size, hidden, output_size, seq_len, batch))
     n = max(1, int(layers))
-    params = n * (H * max(I, 2 * H) + H * H + H) + O * 2 * H + O if n > 1 else (
-        H * I + H * H + O * H + H + O
+    params = (
+        n * (H * max(I, 2 * H) + H * H + H) + O * 2 * H + O
+        if n > 1
+        else (H * I + H * H + O * H + H + O)
     )
     window = T * B * (4 * H * n + 3 * O + (I if dense_input else 1))
     per_lag = H * H + H * I + H

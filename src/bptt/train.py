@@ -646,8 +646,7 @@ class Trainer:
     def _restore(self, ckpt: Any) -> None:
         if ckpt.model.structure() != self.model.structure():
             raise ValueError(
-                f"the checkpoint's model is {ckpt.model!r}, the configuration gives "
-                f"{self.model!r}"
+                f"the checkpoint's model is {ckpt.model!r}, the configuration gives {self.model!r}"
             )
         self.model.params = ckpt.model.params
         self.optimizer.load_state_dict(ckpt.optimizer_state, names=self.model.params)
