@@ -441,7 +441,9 @@ def add_inspect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         help="a run folder or checkpoint to load; its profile.json is drawn as a heat map",
     )
     p.add_argument("--out", default="bptt-inspect", help="output folder (default: %(default)s)")
-    p.add_argument("--max-lag", type=int, default=None, help="lags kept apart (rest summed)")
+    p.add_argument(
+        "--max-lag", type=int, default=None, help="lags kept apart, the rest summed (default: all)"
+    )
     p.add_argument("--profile", default=None, help="a profile.json to draw (default: DIR's)")
     p.add_argument("--no-plots", action="store_true", help="only the summary and the JSON")
     g = p.add_argument_group("sample batch")
@@ -459,11 +461,13 @@ def add_inspect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     g.add_argument("--ids", action="store_true", help="random task: integer token ids")
     g.add_argument("--seed", type=int, default=0, help="model and batch seed (default: 0)")
     m = p.add_argument_group("fresh model (no DIR_OR_CHECKPOINT)")
-    m.add_argument("--input-size", type=int, default=None, help="I (random task default 8)")
+    m.add_argument("--input-size", type=int, default=None, help="I (default: 8 for the random task)")
     m.add_argument("--hidden", type=int, default=32, help="H (default: %(default)s)")
-    m.add_argument("--output-size", type=int, default=None, help="O (random task default 4)")
-    m.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh")
-    m.add_argument("--output", choices=sorted(HEADS), default=None, help="head (softmax)")
+    m.add_argument("--output-size", type=int, default=None, help="O (default: 4 for the random task)")
+    m.add_argument(
+        "--activation", choices=sorted(ACTIVATIONS), default="tanh", help="hidden activation"
+    )
+    m.add_argument("--output", choices=sorted(HEADS), default=None, help="head (default: softmax)")
     m.add_argument(
         "--recurrent-init",
         "--init",
@@ -474,7 +478,7 @@ def add_inspect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         "orthogonal W, or identity (IRNN: W = I, b = 0, U, V ~ N(0, 0.001²))",
     )
     m.add_argument(
-        "--spectral-radius", type=float, default=None, help="rescale W to this spectral radius"
+        "--spectral-radius", type=float, default=None, help="rescale W to this spectral radius (default: as drawn)"
     )
     p.set_defaults(func=run_inspect)
     return p
