@@ -313,6 +313,7 @@ def summary_lines(ins: Inspection) -> list[str]:
     jac = ins.jacobian
     jac_mean = jac.norm_mean
     cos = ins.truncation.cosine["all"]
+    err = ins.truncation.rel_error["all"]
     reach = np.nonzero(np.nan_to_num(cos, nan=-1.0) >= 0.99)[0]
     lines = [
         f"model: {ins.model!r}",
@@ -334,9 +335,16 @@ def summary_lines(ins: Inspection) -> list[str]:
         f"lag 10: {_pick(jac_mean, 10)}, lag {jac.lags[-1]}: {_pick(jac_mean, len(jac_mean) - 1)}; "
         f"fitted factor per step {jac.rate():.3g}",
         "Pascanu et al. 2013: " + jac.statement(),
-        "truncation: cos∠(g(k2), g) ≥ 0.99 from k2 = "
-        + (str(int(ins.truncation.k2[reach[0]])) if reach.size else "never")
-        + f"; relative error at k2=1: {ins.truncation.rel_error['all'][0]:.3g}",
+        "truncation (g(k2): lags < k2 kept; g: the full gradient of W, V, b_h): k2 = 1: "
+        f"cos∠(g(k2), g) {cos[0]:.3g}, relative error ‖g(k2) − g‖/‖g‖ {err[0]:.3g}; "
+        + (
+            f"cos ≥ 0.99 from k2 = {int(ins.truncation.k2[reach[0]])} "
+            f"(relative error there {err[reach[0]]:.3g})"
+            if reach.size
+            else "cos stays below 0.99 until k2 = T"
+        ),
+        "  (the cosine compares directions only, the relative error lengths too: a truncated "
+        "gradient that points the same way but is shorter has cos ≈ 1 and a large error)",
     ]
     if ins.profile is not None:
         lines.append(f"profile: {len(ins.profile)} records from training")

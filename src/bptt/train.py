@@ -617,7 +617,7 @@ class Trainer:
         self.best = m.get("best")
         self.evals_since_best = int(m.get("evals_since_best", 0))
         self.best_step = m.get("best_step")
-        if self.best_step is not None and (self.out / "best").is_dir():
+        if self.keeps_best and self.best_step is not None and (self.out / "best").is_dir():
             self.best_params = load_checkpoint(self.out / "best").model.params
         self._truncate_log(self.step)
 
@@ -835,6 +835,7 @@ class Trainer:
         better = self.best is None or (score > self.best if higher else score < self.best)
         if better:
             self.best, self.evals_since_best = float(score), 0
+            self.best_step = self.step
             if self.keeps_best:
                 self._save_best()
         else:
@@ -963,7 +964,7 @@ class Trainer:
             self.model.params = self.best_params.copy()
         self._emit("end", {"reason": reason})
         plot = self._plot() if cfg.plot else None
-        best = None if self.best_step is None else checkpoint_path(self.out / "best")
+        best = checkpoint_path(self.out / "best") if self.best_params is not None else None
         self._say(
             self._summary(reason, self.step - start_step, time.perf_counter() - t0, last, plot)
         )
@@ -991,7 +992,7 @@ class Trainer:
                 line += f" (memoryless baseline {base:.4f})"
             lines.append(line)
         if self.best is not None:
-            where = f" (weights in {self.out / 'best'})" if self.best_step is not None else ""
+            where = f" (weights in {self.out / 'best'})" if self.best_params is not None else ""
             at = f" at step {self.best_step}" if self.best_step is not None else ""
             lines.append(f"  best {name}: {self.best:.4f}{at}{where}")
         lines.append(f"  checkpoint: {checkpoint_path(self.out)}")
