@@ -22,10 +22,10 @@ class HelpFormatter(argparse.HelpFormatter):
         text = action.help or ""
         if "default" in text.lower() or "%(default)" in text:
             return text
+        if isinstance(action, argparse.BooleanOptionalAction) and action.default is not None:
+            return text + (" (default: on)" if action.default else " (default: off)")
         if action.default in (None, argparse.SUPPRESS) or action.nargs == 0:
             return text
-        if isinstance(action, argparse.BooleanOptionalAction):
-            return text + (" (default: on)" if action.default else " (default: off)")
         if action.default == "":
             return text + " (default: '')"
         return text + " (default: %(default)s)"

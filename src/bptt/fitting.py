@@ -85,7 +85,9 @@ def fit(
         X, Y, mask = to_time_major(X, Y, mask, batch_first=batch_first)
         xv, yv, mv = to_time_major(xv, yv, mv, batch_first=batch_first)
         if (mask is None) != (mv is None):
-            raise ValueError("give a mask for both the training and the validation arrays, or neither")
+            raise ValueError(
+                "give a mask for both the training and the validation arrays, or neither"
+            )
         if X.shape[0] != xv.shape[0] or X.shape[2:] != xv.shape[2:] or Y.shape[2:] != yv.shape[2:]:
             raise ValueError(
                 f"validation arrays X {xv.shape}, Y {yv.shape} do not match the training "

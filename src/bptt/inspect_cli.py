@@ -469,9 +469,13 @@ def add_inspect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     g.add_argument("--ids", action="store_true", help="random task: integer token ids")
     g.add_argument("--seed", type=int, default=0, help="model and batch seed (default: 0)")
     m = p.add_argument_group("fresh model (no DIR_OR_CHECKPOINT)")
-    m.add_argument("--input-size", type=int, default=None, help="I (default: 8 for the random task)")
+    m.add_argument(
+        "--input-size", type=int, default=None, help="I (default: 8 for the random task)"
+    )
     m.add_argument("--hidden", type=int, default=32, help="H (default: %(default)s)")
-    m.add_argument("--output-size", type=int, default=None, help="O (default: 4 for the random task)")
+    m.add_argument(
+        "--output-size", type=int, default=None, help="O (default: 4 for the random task)"
+    )
     m.add_argument(
         "--activation", choices=sorted(ACTIVATIONS), default="tanh", help="hidden activation"
     )
@@ -486,7 +490,10 @@ def add_inspect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         "orthogonal W, or identity (IRNN: W = I, b = 0, U, V ~ N(0, 0.001²))",
     )
     m.add_argument(
-        "--spectral-radius", type=float, default=None, help="rescale W to this spectral radius (default: as drawn)"
+        "--spectral-radius",
+        type=float,
+        default=None,
+        help="rescale W to this spectral radius (default: as drawn)",
     )
     p.set_defaults(func=run_inspect)
     return p

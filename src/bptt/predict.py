@@ -1,8 +1,8 @@
 """``bptt predict``: a regression run's forecasts for new data (as ``sample`` is for text).
 
-    CSV:  z̃_r = (z_r − μ_train) / σ_train  →  ŷ_r = model(z̃_0 … z̃_r)  →  ŷ_r σ_train + μ_train,
-          the forecast of row r + h from rows 0 … r (one sequence, h_0 = 0)
-    .npz: Ŷ = model.predict(X) for X in the run's layout (ids or floats), saved as ``Y_hat``
+CSV:  z̃_r = (z_r − μ_train) / σ_train  →  ŷ_r = model(z̃_0 … z̃_r)  →  ŷ_r σ_train + μ_train,
+      the forecast of row r + h from rows 0 … r (one sequence, h_0 = 0)
+.npz: Ŷ = model.predict(X) for X in the run's layout (ids or floats), saved as ``Y_hat``
 """
 
 from __future__ import annotations

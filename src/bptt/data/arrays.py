@@ -46,12 +46,8 @@ OUTPUTS = ("identity", "softmax", "sigmoid")
 def _layout_error(X: np.ndarray, others: dict[str, np.ndarray]) -> str:
     """Both readings of the shapes, for an error message."""
     shapes = ", ".join(f"{k} {v.shape}" for k, v in others.items())
-    tm = "; ".join(
-        f"{k}: T={v.shape[0]}, N={v.shape[1]}" for k, v in {"X": X, **others}.items()
-    )
-    bf = "; ".join(
-        f"{k}: N={v.shape[0]}, T={v.shape[1]}" for k, v in {"X": X, **others}.items()
-    )
+    tm = "; ".join(f"{k}: T={v.shape[0]}, N={v.shape[1]}" for k, v in {"X": X, **others}.items())
+    bf = "; ".join(f"{k}: N={v.shape[0]}, T={v.shape[1]}" for k, v in {"X": X, **others}.items())
     return (
         f"X {X.shape} and {shapes} fit neither layout: time-major (batch_first=False) reads "
         f"{tm}; batch-first (batch_first=True) reads {bf}. X, Y and mask must share their "
@@ -218,15 +214,22 @@ class ArrayTask(SequenceTask):
             raise ValueError("the mask selects no step of the training sequences")
         y_tr = y[:, : self.n_train]
         if output == "softmax":
-            freq = np.bincount(
-                y_tr[train_w > 0].ravel(), minlength=self.output_size
-            ).astype(np.float64)
+            freq = np.bincount(y_tr[train_w > 0].ravel(), minlength=self.output_size).astype(
+                np.float64
+            )
             self._prior = freq / freq.sum()  # (O,) class frequencies
         else:
             self._prior = (y_tr * train_w[..., None]).sum(axis=(0, 1)) / train_w.sum()  # (O,)
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "output": self.output, "val_fraction": self.val_fraction}
+
+    def __repr__(self) -> str:
+        kind = "ids" if self.x.ndim == 2 else f"{self.x.shape[2]} floats"
+        return (
+            f"arrays: {self.n_train} training + {self.n_val} validation sequences of T = "
+            f"{self.seq_len} steps ({kind} in, {self.output} head, metric {self.metric})"
+        )
 
     def _take(self, idx: np.ndarray, dtype: np.dtype) -> Batch:
         x = self.x[:, idx]

@@ -598,13 +598,9 @@ def read_csv_columns(
                     "fill or drop the row first"
                 )
             if value is None:
-                raise DataError(
-                    f"{where}, line {line}, column {name!r}: non-numeric cell {cell!r}"
-                )
+                raise DataError(f"{where}, line {line}, column {name!r}: non-numeric cell {cell!r}")
             if not math.isfinite(value):
-                raise DataError(
-                    f"{where}, line {line}, column {name!r}: infinite value {cell!r}"
-                )
+                raise DataError(f"{where}, line {line}, column {name!r}: infinite value {cell!r}")
             data[r, c] = value
     return tuple(names), data
 
