@@ -877,8 +877,8 @@ class Trainer:
         say = bar.write if bar is not None else self._say
         if self.echo is None:
             say = self._say
-        # without a bar, a line of training loss between evaluations (about 10 per interval)
-        loss_every = 0 if bar is not None else max(cfg.log_every, cfg.eval_every // 10)
+        # without a bar, a line of training loss between evaluations (about 5 per interval)
+        loss_every = 0 if bar is not None else max(cfg.log_every, cfg.eval_every // 5)
         start_step, window_losses = self.step, []
         interrupted = False
         previous = _install_sigint(lambda: setattr(self, "_stop_reason", "interrupted"))
@@ -909,8 +909,8 @@ class Trainer:
                         )
                 if rec["applied"]:
                     window_losses.append(rec["loss"])
-                if loss_every and self.step % loss_every == 0 and self.step % cfg.eval_every:
-                    if window_losses:
+                if loss_every and self.step % loss_every == 0:
+                    if window_losses and self.step % cfg.eval_every:
                         say(
                             f"step {self.step}: train loss {np.mean(window_losses):.4f} "
                             f"(mean of {len(window_losses)}), {rate:,.0f} tok/s"
