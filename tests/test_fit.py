@@ -282,16 +282,13 @@ def test_version_and_help_defaults(capsys) -> None:
                 continue
             text = fmt._get_help_string(action) % {"default": action.default}
             count = text.lower().count("default")
-            has_default = action.default not in (None, False, "") or (
-                isinstance(action, argparse.BooleanOptionalAction)
+            is_switch = isinstance(action, argparse.BooleanOptionalAction)
+            has_default = is_switch or (
+                action.nargs != 0 and action.default not in (None, False, "")
             )
             where = f"bptt {name} {action.option_strings[0]}: {text!r}"
             assert count <= 1, where
-            if (
-                has_default
-                and action.nargs != 0
-                or isinstance(action, argparse.BooleanOptionalAction)
-            ):
+            if has_default:
                 assert count == 1, where
             checked += 1
     assert checked > 80
