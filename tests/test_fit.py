@@ -300,3 +300,28 @@ def test_copy_refuses_a_seq_len_it_cannot_honour(tmp_path, capsys) -> None:
     assert "the copy task's length is fixed, T = --delay + 2 * --copy-len = 40" in (
         capsys.readouterr().err
     )
+
+
+def test_import_bptt_exposes_the_documented_submodules() -> None:
+    """In a fresh interpreter: ``import bptt`` alone reaches the submodules the docs use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import bptt; "
+        "print(bptt.seed_formula.seed_terms.__name__, bptt.optim.Adam.__name__, "
+        "bptt.train.TrainConfig.__name__, bptt.data.get_task.__name__, bptt.fit.__name__, "
+        "bptt.checkpoint.load_checkpoint.__name__, bptt.truncation.__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [
+        "seed_terms",
+        "Adam",
+        "TrainConfig",
+        "get_task",
+        "fit",
+        "load_checkpoint",
+        "bptt.truncation",
+    ]
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        bptt.nonexistent  # noqa: B018
