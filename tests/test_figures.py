@@ -55,13 +55,14 @@ def _inside(fig) -> None:
     renderer = FigureCanvasAgg(fig).get_renderer()
     fig.draw(renderer)
     width, height = fig.bbox.width, fig.bbox.height
-    texts = [ax.title for ax in fig.axes] + ([fig._suptitle] if fig._suptitle else [])
+    texts = [t for ax in fig.axes for t in (ax.title, ax.xaxis.label, ax.yaxis.label)]
+    texts += [fig._suptitle] if fig._suptitle else []
     for text in texts:
         if not text.get_text():
             continue
         box = text.get_window_extent(renderer)
         assert box.x0 >= -0.5 and box.x1 <= width + 0.5, text.get_text()
-        assert box.y1 <= height + 0.5, text.get_text()
+        assert box.y0 >= -0.5 and box.y1 <= height + 0.5, text.get_text()
 
 
 def test_titles_fit_in_their_figures(tmp_path) -> None:
@@ -97,6 +98,7 @@ def test_regression_loss_png_plots_the_headline_metric_and_baseline(tmp_path) ->
     fig = metrics_figure(tmp_path / "run")
     (ax,) = fig.axes
     assert ax.get_ylabel().startswith("MSE")
+    _inside(fig)
     assert "adding" in fig._suptitle.get_text() and "H = 8" in fig._suptitle.get_text()
     lines = {line.get_label(): line for line in ax.lines}
     val = lines["validation MSE"]

@@ -325,3 +325,31 @@ def test_import_bptt_exposes_the_documented_submodules() -> None:
     ]
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         bptt.nonexistent  # noqa: B018
+
+
+def test_without_a_bar_training_loss_lines_come_between_evaluations(tmp_path) -> None:
+    from bptt.train import TrainConfig, Trainer
+
+    lines: list[str] = []
+    cfg = TrainConfig(
+        task="adding",
+        seq_len=8,
+        hidden=4,
+        steps=20,
+        eval_every=10,
+        log_every=1,
+        eval_size=16,
+        out=str(tmp_path / "run"),
+        progress=False,
+        plot=False,
+    )
+    Trainer(cfg, echo=lines.append).train()
+    loss_lines = [s.split(":")[0] for s in lines if "train loss" in s]
+    assert loss_lines == [f"step {s}" for s in (2, 4, 6, 8, 12, 14, 16, 18)]
+    assert (
+        sum(s.startswith("step 10: val_mse") or s.startswith("step 20: val_mse") for s in lines)
+        == 2
+    )
+    summary = lines[-1]
+    assert summary.startswith("done: 20 steps in ") and "final validation mse" in summary
+    assert "memoryless baseline" in summary and "checkpoint: " in summary

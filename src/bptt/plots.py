@@ -58,7 +58,7 @@ def _output_size(run_dir: Path, task: str) -> int | None:
 
 
 MSE_UNITS = {
-    "csv": "standardised units²; 1 = predicting the training mean",
+    "csv": "standardised units²",
     "adding": "squared units of the sum",
     "sine": "squared signal units",
     "arrays": "squared units of Y",
@@ -106,7 +106,14 @@ def metrics_figure(run_dir: str | os.PathLike[str]) -> Any:
         if train and out:
             steps, loss = zip(*train, strict=True)
             mse = [2.0 * v / out for v in loss]
-            ax.plot(steps, mse, lw=1, alpha=0.7, label="training MSE (2 · loss / O)")
+            ax.plot(
+                steps,
+                mse,
+                lw=1,
+                alpha=0.7,
+                marker="." if len(mse) < 5 else None,
+                label="training MSE (2 · loss / O)",
+            )
             curves.append(mse)
         val = [(r["step"], r["val_mse"]) for r in evals if "val_mse" in r]
         if val:
@@ -137,7 +144,13 @@ def metrics_figure(run_dir: str | os.PathLike[str]) -> Any:
         ax = axes[0]
         unit = "nats per character" if task == "charlm" else "nats per counted step"
         if train:
-            ax.plot(*zip(*train, strict=True), lw=1, alpha=0.7, label="training loss")
+            ax.plot(
+                *zip(*train, strict=True),
+                lw=1,
+                alpha=0.7,
+                marker="." if len(train) < 5 else None,
+                label="training loss",
+            )
         val = [(r["step"], r["val_loss"]) for r in evals if "val_loss" in r]
         if val:
             ax.plot(*zip(*val, strict=True), "o-", lw=1.5, label="validation loss")
