@@ -108,8 +108,12 @@ META_SCHEMA = Obj(
                 "epoch": _COUNT,
                 "window": _COUNT,
                 "source": Obj({"sha256": _SHA256, "bytes": _COUNT}),
+                # csv runs: what bptt predict needs to standardise new rows as training did
+                "columns": ListOf(Str(max_len=1024), max_len=4096),
+                "mean": ListOf(Float(), max_len=4096),
+                "std": ListOf(Float(), max_len=4096),
             },
-            frozenset({"epoch", "window", "source"}),
+            frozenset({"epoch", "window", "source", "columns", "mean", "std"}),
             Scalar(),
         ),
         "metrics": Obj(
