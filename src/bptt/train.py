@@ -488,9 +488,7 @@ class TrainingDiverged(RuntimeError):
 Callback = Callable[[TrainEvent], None]
 
 
-def _check_model_fits(
-    model: RNN, n_in: int, n_out: int, output: str, config: TrainConfig
-) -> None:
+def _check_model_fits(model: RNN, n_in: int, n_out: int, output: str, config: TrainConfig) -> None:
     """A model handed to the trainer must match the task and the configuration it records."""
     want = {
         "input_size": n_in,
