@@ -442,9 +442,14 @@ class Trainer:
             call :meth:`request_stop` to end the run after the current step.
         echo: where progress text goes (samples, evaluations); None silences it.
 
+    The run directory ``config.out`` is locked (:mod:`bptt.rundir`) from construction until
+    :meth:`train` returns; a Trainer that is never trained holds it until it is collected.
+
     Raises:
         CheckpointError: ``resume`` without a checkpoint, a checkpoint from another task or
-            configuration, or a fresh run into a directory that already holds one.
+            configuration or data, or a fresh run into a directory that already holds one.
+        RunDirBusyError: another process (or Trainer) holds ``config.out``.
+        ResourceError: the configuration needs more memory than the machine has.
     """
 
     def __init__(
