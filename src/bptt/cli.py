@@ -341,6 +341,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, OSError, ImportError) as err:
         print(f"bptt {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except MemoryError as err:  # beyond the up-front estimates (bptt.resources)
+        print(
+            f"bptt {args.command}: error: out of memory ({err or 'allocation failed'}); "
+            "use smaller sizes",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print(f"bptt {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -532,14 +532,19 @@ class Trainer:
         echo: where progress text goes (samples, evaluations); None silences it.
         task: a ready :class:`~bptt.data.tasks.SequenceTask` to train on instead of the one
             ``config.task`` names (``bptt.fit`` passes its in-memory arrays this way).
-        model: train this model (its own weights, sizes, activation and head) instead of
-            building one from the configuration; its sizes must fit the task.
+        model: train this model (its own weights and structure) instead of building one from
+            the configuration; its structure must fit the task and the configuration.
+
+    The run directory ``config.out`` is locked (:mod:`bptt.rundir`) from construction until
+    :meth:`train` returns; a Trainer that is never trained holds it until it is collected.
 
     Raises:
         CheckpointError: ``resume`` without a checkpoint, a checkpoint from another task or
-            configuration, or a fresh run into a directory that already holds one.
-        ValueError: a ``model`` whose sizes or head do not fit the task; a ``--seq-len``
-            that the task cannot honour.
+            configuration or data, or a fresh run into a directory that already holds one.
+        ValueError: a ``model`` that does not fit the task; a ``--seq-len`` that the task
+            cannot honour.
+        RunDirBusyError: another process (or Trainer) holds ``config.out``.
+        ResourceError: the configuration needs more memory than the machine has.
     """
 
     def __init__(
