@@ -108,8 +108,12 @@ META_SCHEMA = Obj(
                 "epoch": _COUNT,
                 "window": _COUNT,
                 "source": Obj({"sha256": _SHA256, "bytes": _COUNT}),
+                # csv runs: what bptt predict needs to standardise new rows as training did
+                "columns": ListOf(Str(max_len=1024), max_len=4096),
+                "mean": ListOf(Float(), max_len=4096),
+                "std": ListOf(Float(), max_len=4096),
             },
-            frozenset({"epoch", "window", "source"}),
+            frozenset({"epoch", "window", "source", "columns", "mean", "std"}),
             Scalar(),
         ),
         "metrics": Obj(
@@ -468,6 +472,17 @@ def _parse_meta(meta_text: str, where: str) -> dict[str, Any]:
     return meta
 
 
+def _has_version_2_fields(meta: Mapping[str, Any]) -> bool:
+    """Whether metadata holds a field only version 2 writes (the structure, the data source)."""
+    model = meta.get("model")
+    data = meta.get("data")
+    in_model = isinstance(model, dict) and bool(
+        {"cell", "num_layers", "bidirectional"} & set(model)
+    )
+    in_data = isinstance(data, dict) and bool({"source", "columns", "mean", "std"} & set(data))
+    return in_model or in_data
+
+
 def _structure(model_meta: Mapping[str, Any]) -> dict[str, Any]:
     """The constructor arguments of the metadata's model (version 1: one Elman layer)."""
     return {"cell": "elman", "num_layers": 1, "bidirectional": False, **model_meta}
@@ -553,6 +568,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         tensors = _read_safetensors(data, where)
     if set(tensors) != set(declared):
         raise _fail(where, "is corrupted: its arrays differ from its header")
+    if meta.get("version") == 1 and _has_version_2_fields(meta):
+        # a version-1 digest covers the arrays only: a version flipped to 1 must not switch
+        # off the metadata check of a version-2 file, whose fields a real v1 file never has
+        raise _fail(where, "is corrupted: version 1 with version-2 fields")
     if _digest(meta, tensors) != meta.get("sha256"):
         raise _fail(where, "is corrupted: checksum mismatch (metadata or arrays changed)")
     try:

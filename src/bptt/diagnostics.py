@@ -526,10 +526,11 @@ class JacobianReport:
                 "f'(E_t) along the sequence."
             )
         return head + (
-            f"σ_max > 1/γ: the sufficient condition for vanishing does not hold, so vanishing "
-            f"is not ruled out by W alone (it depends on the activations f'(E_t) along the "
-            f"sequence); σ_max > 1/γ is also the necessary condition for exploding gradients. "
-            f"Products can grow by at most γ·σ_max = {self.step_bound:.4g} per step."
+            f"σ_max > 1/γ: the sufficient condition for vanishing does not hold, so "
+            f"vanishing is not guaranteed by W alone; whether the products shrink depends on "
+            f"the activations f'(E_t) along the sequence (the measured norms say). σ_max > 1/γ "
+            f"is also the necessary condition for exploding gradients: products can grow by "
+            f"at most γ·σ_max = {self.step_bound:.4g} per step."
         )
 
 

@@ -348,6 +348,7 @@ def summary_lines(ins: Inspection) -> list[str]:
     jac = ins.jacobian
     jac_mean = jac.norm_mean
     cos = ins.truncation.cosine["all"]
+    err = ins.truncation.rel_error["all"]
     reach = np.nonzero(np.nan_to_num(cos, nan=-1.0) >= 0.99)[0]
     lines = [
         f"model: {ins.model!r}",
@@ -369,9 +370,16 @@ def summary_lines(ins: Inspection) -> list[str]:
         f"lag 10: {_pick(jac_mean, 10)}, lag {jac.lags[-1]}: {_pick(jac_mean, len(jac_mean) - 1)}; "
         f"fitted factor per step {jac.rate():.3g}",
         "Pascanu et al. 2013: " + jac.statement(),
-        "truncation: cos∠(g(k2), g) ≥ 0.99 from k2 = "
-        + (str(int(ins.truncation.k2[reach[0]])) if reach.size else "never")
-        + f"; relative error at k2=1: {ins.truncation.rel_error['all'][0]:.3g}",
+        "truncation (g(k2): lags < k2 kept; g: the full gradient of W, V, b_h): k2 = 1: "
+        f"cos∠(g(k2), g) {cos[0]:.3g}, relative error ‖g(k2) − g‖/‖g‖ {err[0]:.3g}; "
+        + (
+            f"cos ≥ 0.99 from k2 = {int(ins.truncation.k2[reach[0]])} "
+            f"(relative error there {err[reach[0]]:.3g})"
+            if reach.size
+            else "cos stays below 0.99 until k2 = T"
+        ),
+        "  (the cosine compares directions only, the relative error lengths too: a truncated "
+        "gradient that points the same way but is shorter has cos ≈ 1 and a large error)",
     ]
     if ins.layers is not None:
         lines.insert(3, f"gradient flow by layer (the lines below: layer {ins.layer}):")
@@ -519,7 +527,9 @@ def add_inspect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         help="a run folder or checkpoint to load; its profile.json is drawn as a heat map",
     )
     p.add_argument("--out", default="bptt-inspect", help="output folder (default: %(default)s)")
-    p.add_argument("--max-lag", type=int, default=None, help="lags kept apart (rest summed)")
+    p.add_argument(
+        "--max-lag", type=int, default=None, help="lags kept apart, the rest summed (default: all)"
+    )
     p.add_argument("--profile", default=None, help="a profile.json to draw (default: DIR's)")
     p.add_argument("--no-plots", action="store_true", help="only the summary and the JSON")
     g = p.add_argument_group("sample batch")
@@ -537,15 +547,21 @@ def add_inspect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     g.add_argument("--ids", action="store_true", help="random task: integer token ids")
     g.add_argument("--seed", type=int, default=0, help="model and batch seed (default: 0)")
     m = p.add_argument_group("fresh model (no DIR_OR_CHECKPOINT)")
-    m.add_argument("--input-size", type=int, default=None, help="I (random task default 8)")
+    m.add_argument(
+        "--input-size", type=int, default=None, help="I (default: 8 for the random task)"
+    )
     m.add_argument("--hidden", type=int, default=32, help="H (default: %(default)s)")
-    m.add_argument("--layers", type=int, default=1, help="L, stacked layers (default: 1)")
+    m.add_argument("--layers", type=int, default=1, help="L, stacked layers")
     m.add_argument(
         "--bidirectional", action="store_true", help="a forward and a reverse cell per layer"
     )
-    m.add_argument("--output-size", type=int, default=None, help="O (random task default 4)")
-    m.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh")
-    m.add_argument("--output", choices=sorted(HEADS), default=None, help="head (softmax)")
+    m.add_argument(
+        "--output-size", type=int, default=None, help="O (default: 4 for the random task)"
+    )
+    m.add_argument(
+        "--activation", choices=sorted(ACTIVATIONS), default="tanh", help="hidden activation"
+    )
+    m.add_argument("--output", choices=sorted(HEADS), default=None, help="head (default: softmax)")
     m.add_argument(
         "--recurrent-init",
         "--init",
@@ -556,7 +572,10 @@ def add_inspect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         "orthogonal W, or identity (IRNN: W = I, b = 0, U, V ~ N(0, 0.001²))",
     )
     m.add_argument(
-        "--spectral-radius", type=float, default=None, help="rescale W to this spectral radius"
+        "--spectral-radius",
+        type=float,
+        default=None,
+        help="rescale W to this spectral radius (default: as drawn)",
     )
     p.set_defaults(func=run_inspect)
     return p

@@ -49,7 +49,17 @@ from .resources import check_memory, estimate_bytes
 from .rundir import RunDirLock
 from .truncation import TruncatedBPTT
 
-TASK_NAMES: tuple[str, ...] = ("charlm", "adding", "copy", "sine", "order", "csv", "lagged")
+TASK_NAMES: tuple[str, ...] = (
+    "charlm",
+    "adding",
+    "copy",
+    "sine",
+    "order",
+    "csv",
+    "arrays",
+    "lagged",
+)
+DEFAULT_SEQ_LEN = 50
 TRAIN_ALGORITHMS: tuple[str, ...] = (
     "bptt",
     "tbptt",
@@ -85,7 +95,9 @@ class TrainConfig:
         "charlm: a UTF-8 text file (default: the built-in Python-stdlib corpus)",
         content=True,
     )
-    val_fraction: float = _opt(0.1, "charlm: share of the text, at the end, held out")
+    val_fraction: float = _opt(
+        0.1, "charlm/arrays: share of the text (of the sequences), at the end, held out"
+    )
     csv: str | None = _opt(None, "csv: the CSV file with a header row", content=True)
     columns: str | None = _opt(None, "csv: comma-separated column names (default: numeric ones)")
     horizon: int = _opt(1, "csv/sine: forecast this many steps ahead")
@@ -96,6 +108,13 @@ class TrainConfig:
     last_only: bool = _opt(False, "sine/csv: many-to-one, only the last step's forecast counts")
     lag1: int = _opt(3, "lagged: P(y_t = 1) rises by 1/2 when x at t - lag1 is 1")
     lag2: int = _opt(8, "lagged: and falls by 1/4 when x at t - lag2 is 1")
+    data: str | None = _opt(None, "arrays: an .npz file with X, Y and optionally mask")
+    batch_first: bool = _opt(False, "arrays: X, Y, mask are (N, T, ...) instead of (T, N, ...)")
+    output: str = _opt(
+        "auto",
+        "arrays: the head (auto: softmax for integer Y, identity for float Y)",
+        choices=("auto", "identity", "softmax", "sigmoid"),
+    )
     # -- the model
     hidden: int = _opt(256, "H, hidden units (per layer and direction)")
     cell: str = _opt("elman", "recurrent cell", choices=tuple(CELLS))
@@ -115,7 +134,9 @@ class TrainConfig:
     dtype: str = _opt("float32", "floating dtype", choices=("float32", "float64"))
     # -- truncation
     seq_len: int = _opt(
-        50, "T: window length (charlm: k1, steps per update; tasks: sequence length)"
+        DEFAULT_SEQ_LEN,
+        "T: window length (charlm: k1, steps per update; tasks: sequence length; copy and "
+        "arrays: fixed by the task)",
     )
     k2: int = _opt(0, "charlm: backpropagate through the last k2 >= seq_len steps (0: = seq_len)")
     batch: int = _opt(32, "B, sequences per batch (parallel streams for charlm)")
@@ -163,6 +184,11 @@ class TrainConfig:
         resumable=True,
     )
     checkpoint_every: int = _opt(500, "save a checkpoint every this many steps", resumable=True)
+    keep_best: bool = _opt(
+        False,
+        "also keep the best evaluation's weights in OUT/best (on with --patience)",
+        resumable=True,
+    )
     log_every: int = _opt(
         10, "append training loss to metrics.jsonl every this many steps", resumable=True
     )
@@ -273,6 +299,21 @@ class TrainConfig:
             raise ValueError(
                 "--bidirectional needs whole sequences, but --task charlm trains on carried "
                 "streams with truncated BPTT, where the future is not available"
+            )
+        if self.task != "arrays":
+            for name in ("data", "batch_first"):
+                if getattr(self, name):
+                    raise ValueError(f"--{_flag(name)} applies to --task arrays only")
+            if self.output != "auto":
+                raise ValueError("--output applies to --task arrays only")
+        if self.task == "copy" and self.seq_len not in (
+            DEFAULT_SEQ_LEN,
+            self.delay + 2 * self.copy_len,
+        ):
+            raise ValueError(
+                f"--seq-len {self.seq_len}: the copy task's length is fixed, T = --delay + "
+                f"2 * --copy-len = {self.delay + 2 * self.copy_len}; set --delay and "
+                "--copy-len instead"
             )
         if self.task != "charlm":
             for name in ("text", "k2"):
@@ -533,6 +574,20 @@ def make_task(config: TrainConfig) -> Any:
             horizon=config.horizon,
             last_only=config.last_only,
         )
+    if config.task == "arrays":
+        from .data.arrays import array_task_from_npz
+
+        if config.data is None:
+            raise ValueError(
+                "--task arrays needs --data FILE.npz (np.savez(FILE, X=..., Y=...)); "
+                "from Python, bptt.fit(model, X, Y) takes the arrays themselves"
+            )
+        return array_task_from_npz(
+            config.data,
+            batch_first=config.batch_first,
+            output=config.output,
+            val_fraction=config.val_fraction,
+        )
     raise ValueError(f"not a sequence task: {config.task!r}")
 
 
@@ -560,6 +615,7 @@ class TrainResult:
     reason: str
     metrics: dict[str, Any]
     checkpoint: Path | None
+    best_checkpoint: Path | None = None  # OUT/best: the best evaluation's weights, if kept
 
 
 class TrainingDiverged(RuntimeError):
@@ -567,6 +623,33 @@ class TrainingDiverged(RuntimeError):
 
 
 Callback = Callable[[TrainEvent], None]
+
+
+def _check_model_fits(model: RNN, n_in: int, n_out: int, output: str, config: TrainConfig) -> None:
+    """A model handed to the trainer must match the task and the configuration it records."""
+    want = {
+        "input_size": n_in,
+        "output_size": n_out,
+        "output": output,
+        "hidden_size": config.hidden,
+        "hidden_activation": config.activation,
+        "dtype": np.dtype(config.dtype),
+        "cell": config.cell,
+        "num_layers": config.layers,
+        "bidirectional": config.bidirectional,
+    }
+    wrong = [
+        f"{k} {getattr(model, k)!r} (task/config: {v!r})"
+        for k, v in want.items()
+        if getattr(model, k) != v
+    ]
+    if wrong:
+        raise ValueError("the model does not fit the data: " + "; ".join(wrong))
+
+
+def parameter_count(model: RNN) -> int:
+    """Σ over every parameter of its size."""
+    return sum(int(arr.size) for _, arr in model.params.items())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -584,10 +667,21 @@ class Trainer:
         callbacks: called with a :class:`TrainEvent` after each step, evaluation and checkpoint;
             call :meth:`request_stop` to end the run after the current step.
         echo: where progress text goes (samples, evaluations); None silences it.
+        task: a ready :class:`~bptt.data.tasks.SequenceTask` to train on instead of the one
+            ``config.task`` names (``bptt.fit`` passes its in-memory arrays this way).
+        model: train this model (its own weights and structure) instead of building one from
+            the configuration; its structure must fit the task and the configuration.
+
+    The run directory ``config.out`` is locked (:mod:`bptt.rundir`) from construction until
+    :meth:`train` returns; a Trainer that is never trained holds it until it is collected.
 
     Raises:
         CheckpointError: ``resume`` without a checkpoint, a checkpoint from another task or
-            configuration, or a fresh run into a directory that already holds one.
+            configuration or data, or a fresh run into a directory that already holds one.
+        ValueError: a ``model`` that does not fit the task; a ``--seq-len`` that the task
+            cannot honour.
+        RunDirBusyError: another process (or Trainer) holds ``config.out``.
+        ResourceError: the configuration needs more memory than the machine has.
     """
 
     def __init__(
@@ -597,6 +691,8 @@ class Trainer:
         resume: bool = False,
         callbacks: Sequence[Callback] = (),
         echo: Callable[[str], None] | None = print,
+        task: Any = None,
+        model: RNN | None = None,
     ) -> None:
         config.validate()
         self.config = config
@@ -611,17 +707,19 @@ class Trainer:
         self.evals_since_best = 0
         self.history: list[dict[str, Any]] = []
         self.profiler: Any = None
+        self.best_step: int | None = None
+        self.best_params: Any = None
         self._consistent = True  # False while a step is half done (data drawn, not applied)
         # the run directory is ours until train() ends (or this constructor fails)
         self._lock = RunDirLock(self.out)
         self._lock.acquire()
         try:
-            self._setup(resume)
+            self._setup(resume, task, model)
         except BaseException:
             self._lock.release(discard=True)  # a refused run leaves no folder behind
             raise
 
-    def _setup(self, resume: bool) -> None:
+    def _setup(self, resume: bool, task: Any, model: RNN | None) -> None:
         config = self.config
         ckpt = self._existing_checkpoint(resume)
         dtype = np.dtype(config.dtype)
@@ -632,34 +730,44 @@ class Trainer:
             n_in = n_out = self.text.vocab.size
             output = "softmax"
         else:
-            self.task = make_task(config)
+            self.task = make_task(config) if task is None else task
             n_in, n_out, output = self.task.input_size, self.task.output_size, self.task.output
+            fixed = config.task in ("copy", "arrays")
+            if fixed and config.seq_len not in (DEFAULT_SEQ_LEN, self.task.seq_len):
+                raise ValueError(
+                    f"--seq-len {config.seq_len}: the {config.task} task's sequences have "
+                    f"T = {self.task.seq_len} steps, fixed by the task; leave --seq-len out"
+                )
         self._check_memory(n_in, n_out)
         self.source = self._source_fingerprint()
         if ckpt is not None:
             self._check_source(ckpt)
-        self.model = build_model(
-            input_size=n_in,
-            hidden_size=config.hidden,
-            output_size=n_out,
-            cell=config.cell,
-            num_layers=config.layers,
-            bidirectional=config.bidirectional,
-            hidden_activation=config.activation,
-            output=output,
-            seed=config.seed,
-            dtype=dtype,
-        )
-        self.model.params = init_params(
-            self.model,
-            config.init,
-            seed=config.seed,
-            spectral_radius=config.spectral_radius or None,
-        )
-        if config.init_from is not None and ckpt is None:
-            self.model.params = initial_weights(config.init_from, self.model)
+        if model is not None:
+            _check_model_fits(model, n_in, n_out, output, config)
+            self.model = model
+        else:
+            self.model = build_model(
+                input_size=n_in,
+                hidden_size=config.hidden,
+                output_size=n_out,
+                cell=config.cell,
+                num_layers=config.layers,
+                bidirectional=config.bidirectional,
+                hidden_activation=config.activation,
+                output=output,
+                seed=config.seed,
+                dtype=dtype,
+            )
+            self.model.params = init_params(
+                self.model,
+                config.init,
+                seed=config.seed,
+                spectral_radius=config.spectral_radius or None,
+            )
+            if config.init_from is not None and ckpt is None:
+                self.model.params = initial_weights(config.init_from, self.model)
         if config.recurrent_density < 1.0:
-            H = config.hidden
+            H = self.model.hidden_size
             mask_rng = np.random.default_rng([config.seed, 104729])  # fixed by the seed
             self.model.set_recurrent_mask(mask_rng.uniform(size=(H, H)) < config.recurrent_density)
         self.optimizer = make_optimizer(
@@ -828,6 +936,9 @@ class Trainer:
         self.consecutive_bad = int(m.get("consecutive_bad", 0))
         self.best = m.get("best")
         self.evals_since_best = int(m.get("evals_since_best", 0))
+        self.best_step = m.get("best_step")
+        if self.keeps_best and self.best_step is not None and (self.out / "best").is_dir():
+            self.best_params = load_checkpoint(self.out / "best").model.params
         self._truncate_log(self.step)
 
     def _truncate_log(self, step: int) -> None:
@@ -980,17 +1091,14 @@ class Trainer:
             optimizer_state=self.optimizer.state_dict(),
             vocab_json=None if self.text is None else self.text.vocab.to_json(),
             rng=self.rng,
-            data_state=(
-                ({} if self.source is None else {"source": self.source})
-                if self.text is None
-                else self.text.state()
-            ),
+            data_state=self._data_state(),
             arrays=self._state_arrays(),
             metrics={
                 "bad_steps": self.bad_steps,
                 "consecutive_bad": self.consecutive_bad,
                 "best": self.best,
                 "evals_since_best": self.evals_since_best,
+                "best_step": self.best_step,
             },
             task=self.config.task,
         )
@@ -1006,6 +1114,40 @@ class Trainer:
         assert self.stream is not None
         online = {f"online.{k}": v for k, v in self.online.state_dict().items()}
         return online | self.stream.state_arrays()
+
+    def _data_state(self) -> dict[str, Any]:
+        """charlm: the stream position and the text's fingerprint; csv: the file's fingerprint,
+        the columns and the training rows' μ, σ (so ``bptt predict`` standardises new rows as
+        training did)."""
+        if self.text is not None:
+            return self.text.state()
+        state: dict[str, Any] = {} if self.source is None else {"source": self.source}
+        if self.config.task == "csv":
+            state |= {
+                "columns": list(self.task.columns),
+                "mean": [float(v) for v in self.task.mean],
+                "std": [float(v) for v in self.task.std],
+            }
+        return state
+
+    def _save_best(self) -> None:
+        """Keep the current weights as the best: in memory, and in ``out/best`` on disk."""
+        self.best_params = self.model.params.copy()
+        self.best_step = self.step
+        save_checkpoint(
+            self.out / "best",
+            model=self.model,
+            step=self.step,
+            config=self.config.to_dict(),
+            vocab_json=None if self.text is None else self.text.vocab.to_json(),
+            metrics={"best": self.best},
+            task=self.config.task,
+        )
+
+    @property
+    def keeps_best(self) -> bool:
+        """``--keep-best``, or early stopping (which returns the best weights)."""
+        return self.config.keep_best or self.config.patience > 0
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -1081,6 +1223,9 @@ class Trainer:
         better = self.best is None or (score > self.best if higher else score < self.best)
         if better:
             self.best, self.evals_since_best = float(score), 0
+            self.best_step = self.step
+            if self.keeps_best:
+                self._save_best()
         else:
             self.evals_since_best += 1
         return self.config.patience > 0 and self.evals_since_best >= self.config.patience
@@ -1121,13 +1266,17 @@ class Trainer:
         else:
             self._say(f"task {self.task!r}")
         self._say(
-            f"{self.model}, {self.model.params.global_norm():.3g} weight norm; "
+            f"{self.model}: {parameter_count(self.model):,} parameters, "
+            f"{self.model.params.global_norm():.3g} weight norm; "
             f"{cfg.optimizer} lr {cfg.lr}, {cfg.steps} steps -> {self.out}"
         )
         bar = self._progress_bar()
         say = bar.write if bar is not None else self._say
         if self.echo is None:
             say = self._say
+        # without a bar, a line of training loss between evaluations (about 5 per interval)
+        loss_every = 0 if bar is not None else max(cfg.log_every, cfg.eval_every // 5)
+        start_step, window_losses = self.step, []
         interrupted = False
         previous = _install_sigint(lambda reason: setattr(self, "_stop_reason", reason))
         reason = "done"
@@ -1157,6 +1306,15 @@ class Trainer:
                             f"The last finite weights are saved in {path}. Try a lower --lr, "
                             "a --clip, or --dtype float64."
                         )
+                if rec["applied"]:
+                    window_losses.append(rec["loss"])
+                if loss_every and self.step % loss_every == 0:
+                    if window_losses and self.step % cfg.eval_every:
+                        say(
+                            f"step {self.step}: train loss {np.mean(window_losses):.4f} "
+                            f"(mean of {len(window_losses)}), {rate:,.0f} tok/s"
+                        )
+                    window_losses = []
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     self._log(
                         {k: rec[k] for k in ("step", "kind", "loss", "lr", "grad_norm")}
@@ -1181,7 +1339,8 @@ class Trainer:
                     reason = "early_stop"
                     say(
                         f"early stopping at step {self.step}: no improvement in "
-                        f"{cfg.patience} evaluations (best {self.best:.4f})"
+                        f"{cfg.patience} evaluations (best {self.best:.4f} at step "
+                        f"{self.best_step})"
                     )
                     break
                 if self._stop_reason:
@@ -1206,10 +1365,47 @@ class Trainer:
                 f"{reason} at step {self.step}; checkpoint saved to {path}; continue "
                 f"with the same options and --resume"
             )
+        if reason == "early_stop" and self.best_params is not None:
+            # the model handed back (bptt.fit) holds the best weights; the checkpoint in
+            # OUT keeps the last ones, so that --resume continues where the run stopped
+            self.model.params = self.best_params.copy()
         self._emit("end", {"reason": reason})
-        if cfg.plot:
-            self._plot()
-        return TrainResult(self.step, reason, last, path)
+        plot = self._plot() if cfg.plot else None
+        best = checkpoint_path(self.out / "best") if self.best_params is not None else None
+        self._say(
+            self._summary(reason, self.step - start_step, time.perf_counter() - t0, last, plot)
+        )
+        return TrainResult(self.step, reason, last, path, best)
+
+    def _summary(
+        self, reason: str, steps: int, seconds: float, last: dict[str, Any], plot: Path | None
+    ) -> str:
+        """The end-of-run lines: steps and time, the final and best metric, the files."""
+        how = {
+            "done": "done",
+            "early_stop": "stopped early",
+            "interrupted": "interrupted",
+            "stopped": "stopped by a callback",
+        }.get(reason, reason)
+        lines = [f"{how}: {steps:,} steps in {seconds:.1f} s (step {self.step} of the run)"]
+        if self.text is not None:
+            key, name = "val_loss", "validation loss (nats/char)"
+        else:
+            key, name = f"val_{self.task.metric}", f"validation {self.task.metric}"
+        if key in last:
+            line = f"  final {name}: {last[key]:.4f} at step {last['step']}"
+            base = last.get(key.replace("val_", "baseline_"))
+            if base is not None:
+                line += f" (memoryless baseline {base:.4f})"
+            lines.append(line)
+        if self.best is not None:
+            where = f" (weights in {self.out / 'best'})" if self.best_params is not None else ""
+            at = f" at step {self.best_step}" if self.best_step is not None else ""
+            lines.append(f"  best {name}: {self.best:.4f}{at}{where}")
+        lines.append(f"  checkpoint: {checkpoint_path(self.out)}")
+        files = ["config.json", "metrics.jsonl"] + (["loss.png"] if plot else [])
+        lines.append(f"  run directory {self.out}: " + ", ".join(files))
+        return "\n".join(lines)
 
     def _rollback_for_divergence(self) -> None:
         """Weights are never made non-finite by a skipped step, so nothing to undo here;
@@ -1235,13 +1431,14 @@ class Trainer:
             file=sys.stderr,
         )
 
-    def _plot(self) -> None:
+    def _plot(self) -> Path | None:
         try:
             from .plots import plot_metrics
 
-            plot_metrics(self.out)
+            return plot_metrics(self.out)
         except ImportError as err:
             self._say(f"(no loss.png: {err})")
+            return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1285,13 +1482,23 @@ def evaluate_text(
 
 def evaluate_task(model: RNN, task: Any, size: int, batch: int, seed: int) -> dict[str, Any]:
     """The task's metrics and loss on ``size`` validation sequences (the same ones every time:
-    drawn from a generator seeded with ``seed``), with the baseline's beside them."""
+    drawn from a generator seeded with ``seed``), with the baseline's beside them. A task with
+    a fixed validation set (``val_batches``: your own arrays) is scored on each of its
+    sequences once instead."""
     rng = np.random.default_rng([seed, 7919])
     sums: dict[str, float] = {}
     n = 0
-    while n < size:
-        b = min(max(batch, 256), size - n)
-        data = task.sample(rng, b, model.dtype, split="val")
+    fixed = getattr(task, "val_batches", None)
+    batches = None if fixed is None else iter(fixed(max(batch, 256), model.dtype))
+    while batches is not None or n < size:
+        if batches is not None:
+            data = next(batches, None)
+            if data is None:
+                break
+            b = data.y.shape[1]
+        else:
+            b = min(max(batch, 256), size - n)
+            data = task.sample(rng, b, model.dtype, split="val")
         y_hat, _ = model.predict(data.x)
         scores = {f"val_{k}": v for k, v in task.evaluate(y_hat, data).items()}
         scores |= {f"baseline_{k}": v for k, v in task.baseline(data).items()}

@@ -661,6 +661,80 @@ def _parse_number(cell: str) -> float | None:
         return None
 
 
+def read_csv_columns(
+    path: str | os.PathLike[str], wanted: Sequence[str] | None = None, delimiter: str = ","
+) -> tuple[tuple[str, ...], np.ndarray]:
+    """The named columns (default: those numeric in the first data row) as (R, C) float64.
+
+    Raises:
+        CorpusNotFoundError, DataError: as :class:`CsvTask` (file, line and column named).
+    """
+    text = read_text_file(str(path))
+    rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    where = f"CSV file {str(path)!r}"
+    try:
+        header = next(rows)
+    except StopIteration:
+        raise DataError(f"{where} has no header row") from None
+    except csv.Error as err:
+        raise DataError(f"{where}, line 1: {err}") from None
+    header = [h.strip() for h in header]
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise DataError(f"{where} repeats column name(s) {dupes} in its header")
+    body: list[tuple[int, list[str]]] = []
+    try:
+        for fields in rows:
+            if not fields or all(not f.strip() for f in fields):
+                continue  # blank line
+            if len(fields) != len(header):
+                raise DataError(
+                    f"{where}, line {rows.line_num}: {len(fields)} fields, but the header "
+                    f"has {len(header)}"
+                )
+            body.append((rows.line_num, fields))
+    except csv.Error as err:
+        raise DataError(f"{where}, line {rows.line_num}: {err}") from None
+    if not body:
+        raise DataError(f"{where} has a header but no data rows")
+    if wanted is None:
+        first = body[0][1]
+        names = [
+            h for h, cell in zip(header, first, strict=True) if _parse_number(cell) is not None
+        ]
+        if not names:
+            raise DataError(
+                f"{where}: no column holds a number in its first data row "
+                f"(line {body[0][0]}); columns: {header}"
+            )
+    else:
+        names = list(wanted)
+        if not names:
+            raise DataError(f"{where}: columns is empty; choose from {header}")
+        unknown = [c for c in names if c not in header]
+        if unknown:
+            raise DataError(f"{where} has no column(s) {unknown}; its columns are {header}")
+        if len(set(names)) != len(names):
+            raise DataError(f"{where}: columns {names} repeat a name")
+    index = [header.index(c) for c in names]
+    data = np.empty((len(body), len(names)))  # (R, C)
+    for r, (line, fields) in enumerate(body):
+        for c, (name, j) in enumerate(zip(names, index, strict=True)):
+            cell = fields[j].strip()
+            value = _parse_number(cell)
+            if cell.lower() in MISSING_MARKERS or (value is not None and math.isnan(value)):
+                raise DataError(
+                    f"{where}, line {line}, column {name!r}: missing value {cell!r}; "
+                    "fill or drop the row first"
+                )
+            if value is None:
+                raise DataError(f"{where}, line {line}, column {name!r}: non-numeric cell {cell!r}")
+            if not math.isfinite(value):
+                raise DataError(f"{where}, line {line}, column {name!r}: infinite value {cell!r}")
+            data[r, c] = value
+    return tuple(names), data
+
+
 class CsvTask(SequenceTask):
     """Forecast column(s) of a CSV time series h steps ahead from a window of T rows.
 
@@ -765,74 +839,7 @@ class CsvTask(SequenceTask):
         return mu * peak, sd * peak, series
 
     def _read(self, wanted: Sequence[str] | None) -> tuple[tuple[str, ...], np.ndarray]:
-        text = read_text_file(self.path)
-        rows = csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter)
-        where = f"CSV file {self.path!r}"
-        try:
-            header = next(rows)
-        except StopIteration:
-            raise DataError(f"{where} has no header row") from None
-        except csv.Error as err:
-            raise DataError(f"{where}, line 1: {err}") from None
-        header = [h.strip() for h in header]
-        dupes = sorted({h for h in header if header.count(h) > 1})
-        if dupes:
-            raise DataError(f"{where} repeats column name(s) {dupes} in its header")
-        body: list[tuple[int, list[str]]] = []
-        try:
-            for fields in rows:
-                if not fields or all(not f.strip() for f in fields):
-                    continue  # blank line
-                if len(fields) != len(header):
-                    raise DataError(
-                        f"{where}, line {rows.line_num}: {len(fields)} fields, but the header "
-                        f"has {len(header)}"
-                    )
-                body.append((rows.line_num, fields))
-        except csv.Error as err:
-            raise DataError(f"{where}, line {rows.line_num}: {err}") from None
-        if not body:
-            raise DataError(f"{where} has a header but no data rows")
-        if wanted is None:
-            first = body[0][1]
-            names = [
-                h for h, cell in zip(header, first, strict=True) if _parse_number(cell) is not None
-            ]
-            if not names:
-                raise DataError(
-                    f"{where}: no column holds a number in its first data row "
-                    f"(line {body[0][0]}); columns: {header}"
-                )
-        else:
-            names = list(wanted)
-            if not names:
-                raise DataError(f"{where}: columns is empty; choose from {header}")
-            unknown = [c for c in names if c not in header]
-            if unknown:
-                raise DataError(f"{where} has no column(s) {unknown}; its columns are {header}")
-            if len(set(names)) != len(names):
-                raise DataError(f"{where}: columns {names} repeat a name")
-        index = [header.index(c) for c in names]
-        data = np.empty((len(body), len(names)))  # (R, C)
-        for r, (line, fields) in enumerate(body):
-            for c, (name, j) in enumerate(zip(names, index, strict=True)):
-                cell = fields[j].strip()
-                value = _parse_number(cell)
-                if cell.lower() in MISSING_MARKERS or (value is not None and math.isnan(value)):
-                    raise DataError(
-                        f"{where}, line {line}, column {name!r}: missing value {cell!r}; "
-                        "fill or drop the row first"
-                    )
-                if value is None:
-                    raise DataError(
-                        f"{where}, line {line}, column {name!r}: non-numeric cell {cell!r}"
-                    )
-                if not math.isfinite(value):
-                    raise DataError(
-                        f"{where}, line {line}, column {name!r}: infinite value {cell!r}"
-                    )
-                data[r, c] = value
-        return tuple(names), data
+        return read_csv_columns(self.path, wanted, self.delimiter)
 
     def config(self) -> dict[str, Any]:
         return {
