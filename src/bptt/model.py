@@ -172,6 +172,7 @@ class RNN:
                 names = {local: local + suffix for local in the_cell.param_shapes()}
                 self.layers.append(Layer(index, reverse, the_cell, names))
         self._shapes = self._build_param_shapes()  # fixed by the structure
+        self.w_mask: np.ndarray | None = None  # (H, H) bools: a fixed sparsity pattern of W
 
     # -- structure --------------------------------------------------------------------------
 
@@ -295,6 +296,48 @@ class RNN:
         """
         self._params.check_shapes(self._shapes, self.dtype, "model.params")
         return self._params
+
+    # -- a fixed sparsity pattern on the recurrent weights ---------------------------------------
+
+    def set_recurrent_mask(self, mask: object) -> None:
+        """Fix W's sparsity: W ← W ⊙ M now, and dL/dW ← dL/dW ⊙ M in every gradient after.
+
+        M (H, H) of bools or 0/1 applies to every (H, H) recurrent parameter (each layer's W);
+        None removes it. Because every optimizer's update of an entry with θ = 0 and g = 0 is
+        0, masked entries stay exactly zero through training. Assigning ``model.params`` later
+        does not re-zero them: call this again.
+
+        Raises:
+            ValueError: not (H, H), not 0/1, or the cell has no (H, H) recurrent matrix.
+        """
+        if mask is None:
+            self.w_mask = None
+            return
+        H = self.hidden_size
+        m = np.asarray(mask)
+        if m.shape != (H, H) or m.dtype.kind not in "biuf" or not np.isin(m, (0, 1)).all():
+            raise ValueError(
+                f"mask must be (H, H) = ({H}, {H}) of bools or 0/1, got shape {m.shape} "
+                f"dtype {m.dtype}"
+            )
+        names = self._recurrent_names()
+        if not names:
+            raise ValueError(f"the {self.cell} cell has no (H, H) recurrent matrix to mask")
+        self.w_mask = m.astype(bool)
+        for name in names:
+            self.params[name] *= self.w_mask
+
+    def _recurrent_names(self) -> list[str]:
+        roles, shapes = self.param_roles(), self.param_shapes()
+        H = self.hidden_size
+        return [n for n, r in roles.items() if r == "recurrent" and shapes[n] == (H, H)]
+
+    def mask_gradients(self, grads: Mapping[str, np.ndarray]) -> None:
+        """dL/dW ← dL/dW ⊙ M in place for every masked matrix (no-op without a mask)."""
+        if self.w_mask is None:
+            return
+        for name in self._recurrent_names():
+            grads[name][~self.w_mask] = 0.0
 
     # -- states in the public layout ----------------------------------------------------------
 
@@ -606,6 +649,7 @@ class RNN:
             )
         else:
             loss, grads, ds0, finals = self._sweep(params, x_arr, y_arr, weight, states, ds_last)
+        self.mask_gradients(grads)
         return BPTTResult(
             loss=loss,
             grads=Gradients.from_backward(grads, h0=self.join_state(ds0)),

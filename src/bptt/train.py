@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ._kernels import loop_blas_threads
 from .activations import ACTIVATIONS
 from .atomic import atomic_write_text
 from .cells import CELLS
@@ -48,8 +49,28 @@ from .resources import check_memory, estimate_bytes
 from .rundir import RunDirLock
 from .truncation import TruncatedBPTT
 
-TASK_NAMES: tuple[str, ...] = ("charlm", "adding", "copy", "sine", "order", "csv", "arrays")
+TASK_NAMES: tuple[str, ...] = (
+    "charlm",
+    "adding",
+    "copy",
+    "sine",
+    "order",
+    "csv",
+    "arrays",
+    "lagged",
+)
 DEFAULT_SEQ_LEN = 50
+TRAIN_ALGORITHMS: tuple[str, ...] = (
+    "bptt",
+    "tbptt",
+    "rtrl",
+    "uoro",
+    "kf-rtrl",
+    "snap-1",
+    "snap-2",
+    "rflo",
+)
+"""``bptt``: BPTT on windows (TBPTT(k1, k2) for charlm); the others run :mod:`bptt.online`."""
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -85,6 +106,8 @@ class TrainConfig:
     delay: int = _opt(20, "copy: steps between the sequence and the recall marker")
     noise: float = _opt(0.1, "sine: observation noise σ")
     last_only: bool = _opt(False, "sine/csv: many-to-one, only the last step's forecast counts")
+    lag1: int = _opt(3, "lagged: P(y_t = 1) rises by 1/2 when x at t - lag1 is 1")
+    lag2: int = _opt(8, "lagged: and falls by 1/4 when x at t - lag2 is 1")
     data: str | None = _opt(None, "arrays: an .npz file with X, Y and optionally mask")
     batch_first: bool = _opt(False, "arrays: X, Y, mask are (N, T, ...) instead of (T, N, ...)")
     output: str = _opt(
@@ -105,6 +128,9 @@ class TrainConfig:
     activation: str = _opt("tanh", "hidden activation f_h", choices=tuple(sorted(ACTIVATIONS)))
     init: str = _opt("uniform", "weight initialisation", choices=INITS)
     spectral_radius: float = _opt(0.0, "if > 0, scale W to this spectral radius at init")
+    recurrent_density: float = _opt(
+        1.0, "keep this fraction of W's entries (a fixed random sparsity mask; 1: dense)"
+    )
     dtype: str = _opt("float32", "floating dtype", choices=("float32", "float64"))
     # -- truncation
     seq_len: int = _opt(
@@ -114,6 +140,17 @@ class TrainConfig:
     )
     k2: int = _opt(0, "charlm: backpropagate through the last k2 >= seq_len steps (0: = seq_len)")
     batch: int = _opt(32, "B, sequences per batch (parallel streams for charlm)")
+    # -- the gradient algorithm
+    algorithm: str = _opt(
+        "bptt",
+        "bptt: BPTT on windows; the others are online (bptt.online), step by step on carried "
+        "streams",
+        choices=TRAIN_ALGORITHMS,
+    )
+    update_every: int = _opt(1, "online algorithms: an optimizer step every N stream steps")
+    truncation: int = _opt(
+        0, "--algorithm tbptt: each step's loss backpropagated through k steps (0: = seq-len)"
+    )
     # -- optimisation
     steps: int = _opt(4000, "total optimizer steps of the run", resumable=True)
     optimizer: str = _opt("adam", "optimizer", choices=OPTIMIZERS)
@@ -214,6 +251,9 @@ class TrainConfig:
             "delay",
             "lr_step_size",
             "layers",
+            "update_every",
+            "lag1",
+            "lag2",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -234,6 +274,7 @@ class TrainConfig:
             "spectral_radius",
             "min_lr_ratio",
             "seed",
+            "truncation",
         )
         for name in nonneg:
             if getattr(self, name) < 0:
@@ -245,6 +286,11 @@ class TrainConfig:
             raise ValueError(f"--min-lr-ratio must lie in [0, 1], got {self.min_lr_ratio}")
         if self.k2 and self.k2 < self.seq_len:
             raise ValueError(f"--k2 must be 0 or >= --seq-len ({self.seq_len}), got {self.k2}")
+        if not 0.0 < self.recurrent_density <= 1.0:
+            raise ValueError(
+                f"--recurrent-density must lie in (0, 1], got {self.recurrent_density}"
+            )
+        self._validate_algorithm()
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"--val-fraction must lie in (0, 1), got {self.val_fraction}")
         if self.task == "csv" and self.csv is None:
@@ -276,6 +322,33 @@ class TrainConfig:
                         f"--{_flag(name)} applies to --task charlm, not --task {self.task} "
                         "(finite sequences are trained by full BPTT)"
                     )
+
+    def _validate_algorithm(self) -> None:
+        if self.algorithm == "bptt":
+            for name in ("truncation",):
+                if getattr(self, name):
+                    raise ValueError(f"--{_flag(name)} applies to --algorithm tbptt")
+            return
+        if self.bidirectional:
+            raise ValueError(
+                f"--algorithm {self.algorithm} runs step by step on carried streams, where a "
+                "bidirectional layer's future is not available"
+            )
+        if self.profile_every:
+            raise ValueError(
+                "--profile-every records BPTT's per-lag gradient profile of each window; "
+                f"it runs with --algorithm bptt, not {self.algorithm}"
+            )
+        if self.k2:
+            raise ValueError(
+                f"--k2 applies to --algorithm bptt; --algorithm {self.algorithm} updates every "
+                "--update-every steps (tbptt: through --truncation steps)"
+            )
+        if self.algorithm != "tbptt" and (self.cell != "elman" or self.layers != 1):
+            raise ValueError(
+                f"--algorithm {self.algorithm} is implemented for one Elman layer, got --cell "
+                f"{self.cell} --layers {self.layers} (--algorithm tbptt runs any cell and depth)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -408,6 +481,68 @@ class TextData:
         return x, y, new_epoch
 
 
+class StepStream:
+    """What an online algorithm trains on: B streams, one step at a time, in chunks of T steps.
+
+    charlm: the text's windows (a new epoch restarts the streams); a task with ``stream``
+    (lagged): its continuing streams; any other task: one batch of sequences after another,
+    the streams restarted (h = 0, influence 0) at the start of each batch.
+    """
+
+    def __init__(
+        self, text: TextData | None, task: Any, rng: np.random.Generator, batch: int, dtype: Any
+    ) -> None:
+        self.text, self.task, self.rng = text, task, rng
+        self.batch, self.dtype = batch, np.dtype(dtype)
+        self.x: np.ndarray | None = None
+        self.y: np.ndarray | None = None
+        self.mask: np.ndarray | None = None
+        self.carry: np.ndarray | None = None
+        self.pos = 0
+        self.restart = False  # the chunk starts new streams
+
+    def _fetch(self) -> None:
+        if self.text is not None:
+            self.x, self.y, self.restart = self.text.next()
+            self.mask = None
+        elif hasattr(self.task, "stream"):
+            batch, self.carry = self.task.stream(self.rng, self.batch, self.dtype, self.carry)
+            self.x, self.y, self.mask = batch
+            self.restart = False
+        else:
+            self.x, self.y, self.mask = self.task.sample(self.rng, self.batch, self.dtype)
+            self.restart = True
+        self.pos = 0
+
+    def next(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, bool]:
+        """(x_t, y_t, mask_t, restart): one step; restart means reset the algorithm first."""
+        if self.x is None or self.pos >= self.x.shape[0]:
+            self._fetch()
+        assert self.x is not None and self.y is not None
+        t = self.pos
+        self.pos += 1
+        restart = self.restart and t == 0
+        return self.x[t], self.y[t], None if self.mask is None else self.mask[t], restart
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        out = {
+            "stream.pos": np.array([self.pos], dtype=np.int64),
+            "stream.restart": np.array([self.restart], dtype=np.int64),
+        }
+        for key in ("x", "y", "mask", "carry"):
+            value = getattr(self, key)
+            if value is not None:
+                out[f"stream.{key}"] = np.ascontiguousarray(value)
+        return out
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        for key in ("x", "y", "mask", "carry"):
+            value = arrays.get(f"stream.{key}")
+            setattr(self, key, None if value is None else np.array(value))
+        self.pos = int(np.asarray(arrays.get("stream.pos", 0)).reshape(-1)[0])
+        self.restart = bool(np.asarray(arrays.get("stream.restart", 0)).reshape(-1)[0])
+
+
 def make_task(config: TrainConfig) -> Any:
     """The :class:`~bptt.data.tasks.SequenceTask` named by ``config.task``."""
     from .data.tasks import get_task
@@ -428,6 +563,8 @@ def make_task(config: TrainConfig) -> Any:
         )
     if config.task == "order":
         return get_task("order", seq_len=config.seq_len)
+    if config.task == "lagged":
+        return get_task("lagged", seq_len=config.seq_len, lag1=config.lag1, lag2=config.lag2)
     if config.task == "csv":
         return get_task(
             "csv",
@@ -629,6 +766,10 @@ class Trainer:
             )
             if config.init_from is not None and ckpt is None:
                 self.model.params = initial_weights(config.init_from, self.model)
+        if config.recurrent_density < 1.0:
+            H = self.model.hidden_size
+            mask_rng = np.random.default_rng([config.seed, 104729])  # fixed by the seed
+            self.model.set_recurrent_mask(mask_rng.uniform(size=(H, H)) < config.recurrent_density)
         self.optimizer = make_optimizer(
             config.optimizer,
             config.lr,
@@ -648,6 +789,18 @@ class Trainer:
         )
         self.runner = TruncatedBPTT(self.model, config.seq_len, config.k2 or config.seq_len)
         self.rng = np.random.default_rng(config.seed)  # task batches
+        self.online: Any = None
+        self.stream: StepStream | None = None
+        if config.algorithm != "bptt":
+            from .online import make
+
+            options = (
+                {"k": config.truncation or config.seq_len} if config.algorithm == "tbptt" else {}
+            )
+            self.online = make(
+                config.algorithm, self.model, batch=config.batch, seed=config.seed, **options
+            )
+            self.stream = StepStream(self.text, self.task, self.rng, config.batch, dtype)
         if ckpt is not None:
             try:
                 self._restore(ckpt)
@@ -674,12 +827,23 @@ class Trainer:
             sample=sample,
             layers=cfg.layers * (2 if cfg.bidirectional else 1),
         )
+        if cfg.algorithm != "bptt":
+            from .online import carried_bytes
+
+            k = cfg.truncation or cfg.seq_len
+            itemsize = np.dtype(cfg.dtype).itemsize
+            need += carried_bytes(cfg.algorithm, cfg.batch, n_in, cfg.hidden, itemsize, k)
         check_memory(
             need,
             f"this configuration (I={n_in}, H={cfg.hidden}, O={n_out}, T={window}, B={batch}"
             + (f", --sample-length {sample}" if sample else "")
             + ")",
             "use a smaller --hidden, --seq-len, --k2, --batch"
+            + (
+                f" (--algorithm {cfg.algorithm} carries state per stream)"
+                if cfg.algorithm != "bptt"
+                else ""
+            )
             + (", --sample-length" if sample else "")
             + (", --n-symbols" if cfg.task == "copy" else ""),
         )
@@ -758,6 +922,15 @@ class Trainer:
         h = self.runner.h_start
         if h is not None:  # shaped as the model's states, (B, H) or (L, B, H), or a tuple
             self.model.split_state(h, self.config.batch, "the checkpoint's carried state")
+        if self.model.w_mask is not None:
+            self.model.set_recurrent_mask(self.model.w_mask)
+        if self.online is not None:
+            assert self.stream is not None
+            prefix = "online."
+            self.online.load_state_dict(
+                {k[len(prefix) :]: v for k, v in ckpt.arrays.items() if k.startswith(prefix)}
+            )
+            self.stream.load_state_arrays(ckpt.arrays)
         m = ckpt.metrics
         self.bad_steps = int(m.get("bad_steps", 0))
         self.consecutive_bad = int(m.get("consecutive_bad", 0))
@@ -809,15 +982,50 @@ class Trainer:
         with np.errstate(over="ignore", invalid="ignore"):
             return self.model.forward_backward(x, y, None, mask)
 
+    def _online_step(self) -> tuple[BPTTResult, int, float]:
+        """``update_every`` steps of the online algorithm: summed loss and gradient estimate,
+        the number of stream steps and the number of counted (unmasked) ones."""
+        assert self.online is not None and self.stream is not None
+        B = self.config.batch
+        total_loss, total, counted = 0.0, None, 0.0
+        H, Q = self.model.hidden_size, self.model.input_size + self.model.hidden_size + 1
+        with np.errstate(over="ignore", invalid="ignore"), loop_blas_threads(B * H * H * Q):
+            for _ in range(self.config.update_every):
+                x_t, y_t, m_t, restart = self.stream.next()
+                if restart:
+                    self.online.reset()
+                loss, g = self.online.step(x_t, y_t, m_t)
+                total_loss += loss
+                counted += B if m_t is None else float(np.sum(m_t, dtype=np.float64))
+                if total is None:
+                    total = g
+                else:
+                    for name, arr in total.items():
+                        arr += g[name]
+        if not self.online.state_is_finite():
+            self.online.reset()
+        assert total is not None
+        res = BPTTResult(loss=total_loss, grads=total, h_last=None)
+        return res, self.config.update_every * B, counted
+
     def train_step(self) -> dict[str, Any]:
         """One optimizer step; returns its metrics (loss per step/char, lr, grad norm, …)."""
+        if self.online is not None:
+            return self._apply(*self._online_step(), profile=None)
         x, y, mask, h0 = self._next_batch()
         res = self._forward_backward(x, y, mask)
+        T, B = x.shape[:2]
+        counted = T * B if mask is None else float(np.sum(mask, dtype=np.float64))
+        return self._apply(res, T * B, counted, profile=(x, y, h0, mask))
+
+    def _apply(
+        self, res: BPTTResult, tokens: int, counted: float, profile: tuple[Any, ...] | None
+    ) -> dict[str, Any]:
+        """Scale to the mean loss per counted step, clip, update; the step's metrics."""
         # The objective is the mean loss per counted step (per character for charlm), as in
         # PyTorch's mean-reduced losses, so --lr and --clip mean what they mean there:
         # L̄ = L · B / Σ mask  (L sums over steps and averages over the batch).
-        T, B = x.shape[:2]
-        counted = T * B if mask is None else float(np.sum(mask, dtype=np.float64))
+        B = self.config.batch
         scale = B / max(counted, 1.0)
         for _, arr in res.grads.items():
             arr *= arr.dtype.type(scale)
@@ -838,7 +1046,8 @@ class Trainer:
             self.bad_steps += 1
             self.consecutive_bad += 1
         loss = res.loss * scale
-        if self.profiler is not None:
+        if self.profiler is not None and profile is not None:
+            x, y, h0, mask = profile
             self.profiler.maybe_record(self.step, self.model, x, y, h0=h0, mask=mask)
         return {
             "step": self.step,
@@ -848,7 +1057,7 @@ class Trainer:
             "grad_norm": info.grad_norm,
             "applied": info.applied,
             "reason": info.reason,
-            "tokens": int(x.shape[0] * x.shape[1]),
+            "tokens": tokens,
         }
 
     # -- evaluation ------------------------------------------------------------------------
@@ -883,7 +1092,7 @@ class Trainer:
             vocab_json=None if self.text is None else self.text.vocab.to_json(),
             rng=self.rng,
             data_state=self._data_state(),
-            arrays=self.runner.state_arrays(),
+            arrays=self._state_arrays(),
             metrics={
                 "bad_steps": self.bad_steps,
                 "consecutive_bad": self.consecutive_bad,
@@ -897,6 +1106,14 @@ class Trainer:
             self.profiler.save(self.out / "profile.json")
         self._emit("checkpoint", {"path": str(path)})
         return path
+
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        """The carried state: TBPTT's buffer, or the online algorithm's state and its stream."""
+        if self.online is None:
+            return self.runner.state_arrays()
+        assert self.stream is not None
+        online = {f"online.{k}": v for k, v in self.online.state_dict().items()}
+        return online | self.stream.state_arrays()
 
     def _data_state(self) -> dict[str, Any]:
         """charlm: the stream position and the text's fingerprint; csv: the file's fingerprint,
@@ -1193,6 +1410,8 @@ class Trainer:
     def _rollback_for_divergence(self) -> None:
         """Weights are never made non-finite by a skipped step, so nothing to undo here;
         the hidden state carried by the truncation runner is reset if it went non-finite."""
+        if self.online is not None and not self.online.state_is_finite():
+            self.online.reset()
         if self.runner.h_start is not None and not np.isfinite(self.runner.h_start).all():
             self.runner.reset()
 

@@ -1,4 +1,5 @@
-"""Sequence tasks with a metric and an honest baseline: adding, copy, sine, order, CSV series.
+"""Sequence tasks with a metric and an honest baseline: adding, copy, sine, order, CSV series,
+lagged dependencies.
 
 Every task draws time-major batches ready for ``ElmanRNN.loss_and_grads(x, y, mask=mask)``:
 
@@ -518,6 +519,135 @@ class TemporalOrderTask(SequenceTask):
 
 
 # ---------------------------------------------------------------------------------------------
+# Lagged dependencies (a binary stream)
+# ---------------------------------------------------------------------------------------------
+
+
+def _binary_entropy(p: np.ndarray) -> np.ndarray:
+    """H(p) = −p log p − (1 − p) log(1 − p) in nats, with 0 log 0 = 0."""
+    p = np.asarray(p, dtype=np.float64)
+    out = np.zeros_like(p)
+    inside = (p > 0) & (p < 1)
+    q = p[inside]
+    out[inside] = -q * np.log(q) - (1 - q) * np.log1p(-q)
+    return out
+
+
+class LaggedDependenciesTask(SequenceTask):
+    """The binary lagged-dependencies stream (Pitis 2016; Marschall, Cho & Savin 2020).
+
+        x_t ~ Bernoulli(½) i.i.d.        P(y_t = 1) = ½ + ½ x_{t−t1} − ¼ x_{t−t2}
+
+    ids x ∈ {0, 1}, softmax head over {0, 1}, every step scored. Its three cross-entropy
+    levels (nats per step, from the joint law of (x_{t−t1}, x_{t−t2}); see :meth:`levels`):
+
+        none   H(E p) = H(0.625)                                      ≈ 0.6616
+        first  E_{x_{t−t1}} H(E[p | x_{t−t1}])  = ½H(0.875) + ½H(0.375) ≈ 0.5192
+        both   E H(p) = ¼ (H(1) + H(.75) + H(.5) + H(.25))             ≈ 0.4545
+
+    A model at ``first`` has learned the t1 dependency only; ``both`` is the lowest reachable.
+    :meth:`sample` draws finite sequences whose first t2 steps (which depend on inputs before
+    the sequence) are masked out; :meth:`stream` continues B unbroken streams chunk by chunk.
+    Baseline: the memoryless prediction P(y = 1) = 0.625 (the ``none`` level).
+
+    Args:
+        seq_len: T > t2, steps per sample or chunk.
+        lag1: t1 ≥ 1.   lag2: t2 > t1.
+    """
+
+    name = "lagged"
+    output = "softmax"
+    metric = "cross_entropy"
+
+    def __init__(self, seq_len: int = 50, lag1: int = 3, lag2: int = 8) -> None:
+        self.seq_len = check_positive_int("seq_len", seq_len)
+        self.lag1 = check_positive_int("lag1", lag1)
+        self.lag2 = check_positive_int("lag2", lag2)
+        if self.lag2 <= self.lag1:
+            raise ValueError(f"lag2 must exceed lag1, got lag1={lag1}, lag2={lag2}")
+        if self.seq_len <= self.lag2:
+            raise ValueError(f"seq_len must exceed lag2={self.lag2}, got {seq_len}")
+        self.input_size = 2
+        self.output_size = 2
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "seq_len": self.seq_len, "lag1": self.lag1, "lag2": self.lag2}
+
+    @staticmethod
+    def levels() -> dict[str, float]:
+        """The three cross-entropy levels (nats/step): ``none``, ``first``, ``both``."""
+        x1, x2 = np.meshgrid([0.0, 1.0], [0.0, 1.0], indexing="ij")  # (2, 2): x_{t−t1}, x_{t−t2}
+        p = 0.5 + 0.5 * x1 - 0.25 * x2
+        return {
+            "none": float(_binary_entropy(p.mean())),
+            "first": float(_binary_entropy(p.mean(axis=1)).mean()),
+            "both": float(_binary_entropy(p).mean()),
+        }
+
+    def _targets(self, rng: np.random.Generator, full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x (T, B) and y (T, B) from ``full`` = t2 earlier inputs then the T new ones."""
+        t2 = self.lag2
+        x = full[t2:]
+        p = 0.5 + 0.5 * full[t2 - self.lag1 : -self.lag1] - 0.25 * full[:-t2]  # (T, B)
+        y = (rng.uniform(size=p.shape) < p).astype(np.int64)
+        return x, y
+
+    def sample(
+        self,
+        rng: np.random.Generator,
+        batch: int,
+        dtype: DTypeLike = np.float32,
+        *,
+        split: str = "train",
+    ) -> Batch:
+        dt = _check_sample_args(rng, batch, dtype, split)
+        full = rng.integers(0, 2, size=(self.seq_len + self.lag2, batch))  # (t2 + T, B)
+        x, y = self._targets(rng, full)
+        mask = np.ones(x.shape, dtype=dt)
+        mask[: self.lag2] = 0  # their targets depend on inputs the model never saw
+        return Batch(x.astype(np.int64), y, mask)
+
+    def stream(
+        self,
+        rng: np.random.Generator,
+        batch: int,
+        dtype: DTypeLike,
+        carry: np.ndarray | None,
+    ) -> tuple[Batch, np.ndarray]:
+        """The next T steps of B continuing streams.
+
+        Args:
+            carry: (t2, B) the streams' last t2 inputs, or None to start them (the first t2
+                targets, which depend on unseen inputs, are then masked).
+
+        Returns:
+            The chunk and the new carry.
+        """
+        dt = _check_sample_args(rng, batch, dtype, "train")
+        new = rng.integers(0, 2, size=(self.seq_len, batch))  # (T, B)
+        mask = None
+        if carry is None:
+            carry = rng.integers(0, 2, size=(self.lag2, batch))
+            mask = np.ones(new.shape, dtype=dt)
+            mask[: self.lag2] = 0
+        full = np.concatenate([np.asarray(carry, dtype=np.int64), new])
+        x, y = self._targets(rng, full)
+        return Batch(x.astype(np.int64), y, mask), full[-self.lag2 :].copy()
+
+    def evaluate(self, y_hat: np.ndarray, batch: Batch) -> dict[str, float]:
+        T, B = batch.y.shape
+        probs = _check_prediction(y_hat, (T, B, self.output_size))
+        return classification_metrics(probs, batch.y, _step_weights(batch))
+
+    def baseline(self, batch: Batch) -> dict[str, float]:
+        """Scores of the memoryless P(y = 1) = 0.625 (expected cross-entropy: ``none``)."""
+        probs = np.empty((*batch.y.shape, 2))
+        probs[..., 1] = 0.625
+        probs[..., 0] = 0.375
+        return classification_metrics(probs, batch.y, _step_weights(batch))
+
+
+# ---------------------------------------------------------------------------------------------
 # CSV time series
 # ---------------------------------------------------------------------------------------------
 
@@ -785,6 +915,7 @@ TASKS: dict[str, type[SequenceTask]] = {
     "sine": SineTask,
     "order": TemporalOrderTask,
     "csv": CsvTask,
+    "lagged": LaggedDependenciesTask,
 }
 
 
