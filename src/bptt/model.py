@@ -715,10 +715,6 @@ class ElmanRNN(RNN):
             dtype=dtype,
         )
 
-    def initial_state(self, h0: object, batch: int) -> np.ndarray:
-        """h_0 (B, H) of a one-layer model: zeros when None, else checked (shape, dtype, finite)."""
-        return self.join_state(self.split_state(h0, batch))
-
 
 def param_shapes_for(**structure: Any) -> dict[str, tuple[int, ...]]:
     """The parameter shapes of ``RNN(**structure)`` without allocating its weights (to check
