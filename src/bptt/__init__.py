@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 SUBMODULES = (
     "activations",
     "atomic",
+    "cells",
     "checkpoint",
     "checkpointing",
     "data",
@@ -32,7 +33,9 @@ SUBMODULES = (
     "gradcheck",
     "heads",
     "init",
+    "interop",
     "model",
+    "online",
     "optim",
     "params",
     "plots",

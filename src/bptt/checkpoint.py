@@ -34,6 +34,7 @@ import numpy as np
 from .activations import ACTIVATIONS
 from .atomic import atomic_write_bytes
 from .cells import CELLS
+from .data.text import CharVocab
 from .heads import HEADS
 from .model import RNN, build_model, param_shapes_for
 from .params import Params
@@ -197,8 +198,6 @@ class Checkpoint:
         """The :class:`~bptt.data.text.CharVocab`, or None when the task has no vocabulary."""
         if self.vocab_json is None:
             return None
-        from .data.text import CharVocab
-
         return CharVocab.from_json(self.vocab_json)
 
 
@@ -591,8 +590,6 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             raise _fail(where, f"holds non-finite weights (NaN or inf) in params.{name}")
     vocab = meta["vocab"]
     if vocab is not None:
-        from .data.text import CharVocab
-
         try:
             size = CharVocab.from_json(vocab).size
         except (TypeError, ValueError) as err:

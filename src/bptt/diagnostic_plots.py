@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from .atomic import atomic_write_bytes
 from .diagnostics import (
     GradientProfileRecorder,
     HiddenStateGradients,
@@ -108,8 +109,6 @@ def _limits_from(ax: Axes, *arrays: np.ndarray) -> tuple[float, float]:
 
 def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 100) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically (temporary file in the folder + os.replace)."""
-    from .atomic import atomic_write_bytes
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return atomic_write_bytes(path, buf.getvalue())

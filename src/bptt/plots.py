@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_path
+from .checkpoint import load_checkpoint
 
 
 def _pyplot() -> Any:
@@ -50,8 +51,6 @@ def _output_size(run_dir: Path, task: str) -> int | None:
     if task in ("adding", "sine"):
         return 1
     try:
-        from .checkpoint import load_checkpoint
-
         return int(load_checkpoint(run_dir).model.output_size)
     except (OSError, ValueError, ImportError):
         return None

@@ -16,6 +16,9 @@ import numpy as np
 
 from .atomic import atomic_path, atomic_write_text
 from .checkpoint import Checkpoint
+from .data.arrays import load_npz_arrays, to_time_major
+from .data.errors import DataError
+from .data.tasks import read_csv_columns
 
 
 def predict_csv(
@@ -31,8 +34,6 @@ def predict_csv(
         ValueError: a run whose inputs are token ids, or a column count that does not fit.
         CorpusNotFoundError, DataError: an unreadable CSV (file, line and column named).
     """
-    from .data.tasks import read_csv_columns
-
     model = ckpt.model
     if ckpt.task in ("charlm", "copy", "order") or ckpt.vocab is not None:
         raise ValueError(
@@ -81,9 +82,6 @@ def predict_npz(
     Raises:
         DataError: an unreadable file or one without X; shapes that do not fit the model.
     """
-    from .data.arrays import load_npz_arrays, to_time_major
-    from .data.errors import DataError
-
     data = load_npz_arrays(path, need=("X",))
     X = data["X"]
     if X.dtype.kind == "f":

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..resources import available_memory, format_bytes
 from ..validation import check_positive_int
 from .errors import CorpusNotFoundError, DataError
 
@@ -212,8 +213,6 @@ def _read_bounded(p: Path, chunk: int = 1 << 20) -> bytes:
     """The bytes of ``p`` read a chunk at a time: a NUL byte (binary data, ``/dev/zero``)
     stops the read at once, and so does a size beyond what memory can hold as text and ids
     (about 16 bytes per character: the bytes, the str, the int64 ids)."""
-    from ..resources import available_memory, format_bytes
-
     avail = available_memory()
     limit = None if avail is None else avail // 16
     parts: list[bytes] = []
