@@ -154,7 +154,7 @@ def test_metadata_is_json_in_the_header(tmp_path) -> None:
     data = path.read_bytes()
     n = int.from_bytes(data[:8], "little")
     meta = json.loads(json.loads(data[8 : 8 + n])["__metadata__"]["bptt"])
-    assert meta["format"] == "bptt-checkpoint" and meta["version"] == 2
+    assert meta["format"] == "bptt-checkpoint" and meta["version"] == ck.FORMAT_VERSION == 2
     assert meta["model"]["dtype"] == "float32"
 
 
@@ -179,3 +179,22 @@ def test_version_1_checkpoint_still_loads() -> None:
     for t in range(8):  # the seed's equations, written out: the names map to the right arrays
         h = np.tanh(x[t] @ p["V"].T + h @ p["W"].T + p["b_h"])
         np.testing.assert_allclose(y_hat[t], h @ p["U"].T + p["b_y"], rtol=1e-4, atol=1e-5)
+
+
+def test_a_version_flipped_to_1_does_not_switch_off_the_metadata_digest(tmp_path) -> None:
+    """Version 1's digest covers the arrays only; a version-2 file whose version field flips
+    to 1 (one bit) and whose step is then changed must still be refused."""
+    path, *_ = _save(tmp_path, "safetensors")
+    data = bytearray(path.read_bytes())
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    meta = json.loads(header["__metadata__"]["bptt"])
+    meta["version"] = 1
+    meta["step"] += 1
+    header["__metadata__"]["bptt"] = json.dumps(meta, sort_keys=True)
+    text = json.dumps(header).encode()
+    text += b" " * (n - len(text)) if len(text) <= n else b""
+    forged = tmp_path / "forged.safetensors"
+    forged.write_bytes(len(text).to_bytes(8, "little") + text + bytes(data[8 + n :]))
+    with pytest.raises(CheckpointError, match="version 1 with version-2 fields"):
+        load_checkpoint(forged)

@@ -17,6 +17,7 @@ from bptt.data import (
     CorpusNotFoundError,
     CsvTask,
     DataError,
+    LaggedDependenciesTask,
     SequenceTask,
     SineTask,
     TemporalOrderTask,
@@ -54,6 +55,7 @@ def _all_tasks(tmp_path: Path) -> list[SequenceTask]:
         TemporalOrderTask(seq_len=20),
         CsvTask(path, window=8),
         CsvTask(path, window=8, last_only=True),
+        LaggedDependenciesTask(seq_len=12, lag1=2, lag2=4),
     ]
 
 
@@ -121,7 +123,7 @@ def test_evaluate_rejects_wrong_prediction_shape() -> None:
 
 
 def test_registry_builds_each_task_and_roundtrips_its_config(tmp_path: Path) -> None:
-    assert set(TASKS) == {"adding", "copy", "sine", "order", "csv"}
+    assert set(TASKS) == {"adding", "copy", "sine", "order", "csv", "lagged"}
     for task in _all_tasks(tmp_path):
         rebuilt = get_task(**task.config())
         assert type(rebuilt) is type(task)
@@ -134,7 +136,7 @@ def test_registry_builds_each_task_and_roundtrips_its_config(tmp_path: Path) -> 
 
 def test_registry_rejects_unknown_names_and_arguments() -> None:
     with pytest.raises(
-        ValueError, match=r"\['adding', 'copy', 'csv', 'order', 'sine'\], got 'add'"
+        ValueError, match=r"\['adding', 'copy', 'csv', 'lagged', 'order', 'sine'\], got 'add'"
     ):
         get_task("add")
     with pytest.raises(TypeError, match=r"takes arguments \['seq_len'\], got unexpected \['T'\]"):

@@ -118,3 +118,75 @@ def test_parameter_names_follow_layers_and_directions():
     with pytest.raises(KeyError, match="missing"):
         model.params = {k: v for k, v in model.params.items() if k != "W_l1"}
         model.loss_and_grads(np.zeros((2, 1, 3)), np.zeros((2, 1), dtype=int))
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_each_layers_lag_parts_sum_to_its_gradient(bidirectional, rng):
+    from bptt.diagnostics import lag_contributions, layer_lag_contributions
+
+    model, x, y, h0, mask = deep_problem(
+        rng, layers=2, bidirectional=bidirectional, head="softmax", ids=True, T=9
+    )
+    _, grads = model.loss_and_grads(x, y, h0, mask)
+    for max_lag in (None, 2):
+        parts = layer_lag_contributions(model, x, y, h0, mask, max_lag=max_lag)
+        assert list(parts) == [
+            layer_name
+            for layer_name in (
+                ["l0", "l0_reverse", "l1", "l1_reverse"] if bidirectional else ["l0", "l1"]
+            )
+        ]
+        for name, contrib in parts.items():
+            for local in ("V", "W", "b_h"):
+                total = getattr(contrib, local).sum(axis=0)
+                assert max_relative_error(total, grads[f"{local}_{name}"]) < 1e-12, (name, local)
+    one = lag_contributions(model, x, y, h0, mask, layer=1)
+    np.testing.assert_array_equal(
+        one.W,
+        layer_lag_contributions(model, x, y, h0, mask)["l0_reverse" if bidirectional else "l1"].W,
+    )
+    with pytest.raises(ValueError, match="pass layer=k"):
+        lag_contributions(model, x, y, h0, mask)
+
+
+def test_inspect_a_deep_run_shows_flow_by_layer(tmp_path, capsys):
+    from bptt.cli import main
+
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "adding",
+                "--seq-len",
+                "8",
+                "--hidden",
+                "6",
+                "--layers",
+                "2",
+                "--steps",
+                "4",
+                "--batch",
+                "4",
+                "--eval-every",
+                "4",
+                "--eval-size",
+                "8",
+                "--out",
+                str(run),
+                "--no-plot",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    out = tmp_path / "inspect"
+    assert main(["inspect", str(run), "--out", str(out), "--no-plots", "--batch", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "gradient flow by layer" in text and "  l0 " in text and "  l1 " in text
+    import json
+
+    report = json.loads((out / "inspect.json").read_text())
+    assert report["layer"] == "l1" and set(report["layers"]) == {"l0", "l1"}

@@ -30,9 +30,8 @@ import numpy as np
 
 from . import _kernels
 from .cells import Cell, StepArgs
-from .diagnostics import _check_max_lag
 from .model import RNN
-from .validation import check_inputs
+from .validation import check_inputs, check_max_lag
 
 
 @dataclass(frozen=True)
@@ -206,7 +205,7 @@ def lag_contributions(
     Raises:
         ValueError: a deeper or bidirectional model, bad inputs or max_lag.
     """
-    m = _check_max_lag(max_lag)
+    m = check_max_lag(max_lag)
     sw = _sweep(_one_layer(model), x, y, h0, mask)
     T = sw.T
     n_exact = T if m is None else m + 1
@@ -278,7 +277,7 @@ def state_jacobian_norms(
     t = T if origin is None else origin
     if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 1 <= t <= T:
         raise ValueError(f"origin must be an int step in 1..T={T}, got {origin!r}")
-    m = _check_max_lag(max_lag)
+    m = check_max_lag(max_lag)
     n_lags = t + 1 if m is None else min(t, m) + 1
     layer = model.layers[0]
     p = {k: v.astype(np.float64) for k, v in layer.take(model.params).items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 
@@ -14,6 +15,24 @@ from .export_cli import add_export_parser
 from .heads import HEADS
 from .inspect_cli import add_inspect_parser
 from .model import build_model
+from .resources import check_memory, estimate_bytes
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Each option's default shown once: appended as ``(default: X)`` unless the help text
+    already says what the default is; flags and options without a default get none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or "%(default)" in text:
+            return text
+        if isinstance(action, argparse.BooleanOptionalAction) and action.default is not None:
+            return text + (" (default: on)" if action.default else " (default: off)")
+        if action.default in (None, argparse.SUPPRESS) or action.nargs == 0:
+            return text
+        if action.default == "":
+            return text + " (default: '')"
+        return text + " (default: %(default)s)"
 
 
 def _add_gradcheck(subparsers: argparse._SubParsersAction) -> None:
@@ -22,28 +41,38 @@ def _add_gradcheck(subparsers: argparse._SubParsersAction) -> None:
         help="verify the hand-written BPTT gradients (finite differences, seed formula)",
         description="Build a random float64 model and batch, and report the largest relative "
         "error of each parameter's gradient against central finite differences and against "
-        "the literal seed formula (Elman) or its lag-by-lag sum through the cell's Jacobian "
-        "products (other cells, one layer). Exits 1 if any error is above --tolerance.",
+        "the literal seed formula (any cell of one layer and one direction: the sum over lags of "
+        "products of the cell's state Jacobians). Exits 1 if any error is above --tolerance.",
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--cell", choices=sorted(CELLS), default="elman", help="recurrent cell")
-    p.add_argument("--layers", type=int, default=1, help="L (default: %(default)s)")
+    p.add_argument("--layers", type=int, default=1, help="L")
     p.add_argument("--bidirectional", action="store_true", help="two directions per layer")
-    p.add_argument("--input-size", type=int, default=5, help="I (default: %(default)s)")
-    p.add_argument("--hidden", type=int, default=8, help="H (default: %(default)s)")
-    p.add_argument("--output-size", type=int, default=4, help="O (default: %(default)s)")
-    p.add_argument("--seq-len", type=int, default=12, help="T (default: %(default)s)")
-    p.add_argument("--batch", type=int, default=3, help="B (default: %(default)s)")
-    p.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh")
-    p.add_argument("--output", choices=sorted(HEADS), default="softmax")
+    p.add_argument("--input-size", type=int, default=5, help="I")
+    p.add_argument("--hidden", type=int, default=8, help="H")
+    p.add_argument("--output-size", type=int, default=4, help="O")
+    p.add_argument("--seq-len", type=int, default=12, help="T")
+    p.add_argument("--batch", type=int, default=3, help="B")
+    p.add_argument(
+        "--activation", choices=sorted(ACTIVATIONS), default="tanh", help="hidden activation f_h"
+    )
+    p.add_argument("--output", choices=sorted(HEADS), default="softmax", help="the head")
     p.add_argument("--ids", action="store_true", help="feed integer token ids instead of floats")
-    p.add_argument("--tolerance", type=float, default=1e-5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--tolerance", type=float, default=1e-5, help="largest relative error that passes"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seeds the model and the batch")
     p.set_defaults(func=_run_gradcheck)
 
 
 def _run_gradcheck(args: argparse.Namespace) -> int:
     from .gradcheck import gradcheck
 
+    for option in ("input_size", "hidden", "output_size", "seq_len", "batch", "layers"):
+        _require(option, getattr(args, option), 1)
+    _require("seed", args.seed, 0)
+    if not (math.isfinite(args.tolerance) and args.tolerance > 0):
+        raise ValueError(f"--tolerance must be a finite number > 0, got {args.tolerance}")
     model = build_model(
         input_size=args.input_size,
         hidden_size=args.hidden,
@@ -78,6 +107,12 @@ def _run_gradcheck(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+def _require(option: str, value: int, low: int) -> None:
+    """Raise ValueError naming ``--option`` unless ``value >= low``."""
+    if value < low:
+        raise ValueError(f"--{option.replace('_', '-')} must be >= {low}, got {value}")
+
+
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
     from .train import TrainConfig, config_fields
 
@@ -89,7 +124,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         "standard library's own source, printing samples as it learns. Every option is a "
         "field of bptt.train.TrainConfig; the run writes config.json, metrics.jsonl, "
         "checkpoint.safetensors and loss.png into --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     for name, kind, default, _optional, meta in config_fields():
         flag = "--" + name.replace("_", "-")
@@ -128,6 +163,8 @@ def _run_train(args: argparse.Namespace) -> int:
         return 1
     if result.reason == "interrupted":
         return 130
+    if result.reason == "terminated":
+        return 143  # 128 + SIGTERM, as the shell reports a process ended by it
     return 0
 
 
@@ -135,18 +172,19 @@ def _add_sample(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "sample",
         help="sample text from a trained character model",
-        description="Print text drawn from a character model's checkpoint (a run directory or "
-        "a checkpoint file). The same --seed gives the same text.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Print text drawn from a character model's checkpoint (a run directory, "
+        "its best/ folder kept by --keep-best, or a checkpoint file). The same --seed gives "
+        "the same text.",
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("checkpoint", metavar="DIR_OR_CHECKPOINT")
+    p.add_argument("checkpoint", metavar="DIR_OR_CHECKPOINT", help="RUN, RUN/best or a file")
     p.add_argument("--length", type=int, default=500, help="characters to draw")
     p.add_argument(
         "--temperature", type=float, default=0.8, help="divide the logits by this (0: greedy)"
     )
     p.add_argument("--top-k", type=int, default=0, help="draw among the k likeliest (0: all)")
     p.add_argument("--prime", default="", help="text to start from (printed first)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the draws")
     p.set_defaults(func=_run_sample)
 
 
@@ -154,12 +192,20 @@ def _run_sample(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .sample import sample_text
 
+    _require("length", args.length, 0)
+    _require("top_k", args.top_k, 0)
+    _require("seed", args.seed, 0)
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise ValueError(f"--temperature must be a finite number >= 0, got {args.temperature}")
     ckpt = load_checkpoint(args.checkpoint)
     if ckpt.vocab is None:
         raise ValueError(
             f"{args.checkpoint!r} holds a model of task {ckpt.task!r}, without a vocabulary; "
             "sample needs a charlm checkpoint"
         )
+    m = ckpt.model
+    need = estimate_bytes(m.input_size, m.hidden_size, m.output_size, 1, 1, sample=args.length)
+    check_memory(need, f"--length {args.length}", "draw fewer characters")
     print(
         sample_text(
             ckpt.model,
@@ -180,9 +226,10 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
         help="evaluate a checkpoint on held-out data",
         description="Evaluate a checkpoint on its run's validation data, or (charlm) on the "
         "whole of --text FILE: loss, bits per character, perplexity; tasks: their metric "
-        "beside the memoryless baseline.",
+        "beside the memoryless baseline. RUN/best evaluates the weights kept by --keep-best.",
+        formatter_class=HelpFormatter,
     )
-    p.add_argument("checkpoint", metavar="DIR_OR_CHECKPOINT")
+    p.add_argument("checkpoint", metavar="DIR_OR_CHECKPOINT", help="RUN, RUN/best or a file")
     p.add_argument("--text", default=None, help="charlm: evaluate on this UTF-8 file instead")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run_eval)
@@ -222,18 +269,77 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_predict(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="forecasts of a regression run for new data (CSV or .npz)",
+        description="Run a trained model over new data. --csv FILE: the file's rows as one "
+        "sequence (a csv run reads its own columns and standardisation), printing each row "
+        "with the forecast made at it. --data FILE.npz: X in the run's layout; writes Y_hat "
+        "to --out and, if the file holds Y, prints the score against it.",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("checkpoint", metavar="DIR_OR_CHECKPOINT", help="RUN, RUN/best or a file")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--csv", default=None, help="a CSV file with a header row")
+    src.add_argument("--data", default=None, help="an .npz file with X (and optionally Y)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="write here (default: --csv prints to stdout; --data needs an .npz path)",
+    )
+    p.add_argument(
+        "--batch-first",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="--data: X is (N, T, ...) (default: the run's own --batch-first)",
+    )
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from .checkpoint import load_checkpoint
+    from .predict import format_csv, predict_csv, predict_npz, write_npz, write_text
+
+    ckpt = load_checkpoint(args.checkpoint)
+    if args.csv is not None:
+        names, raw, pred = predict_csv(ckpt, args.csv)
+        text = format_csv(names, raw, pred, int(ckpt.config.get("horizon", 1)))
+        if args.out is None:
+            sys.stdout.write(text)
+        else:
+            write_text(args.out, text)
+            print(f"{len(raw)} forecasts -> {args.out}")
+        return 0
+    if args.out is None:
+        raise ValueError("--data needs --out FILE.npz for the predictions")
+    batch_first = args.batch_first
+    if batch_first is None:
+        batch_first = bool(ckpt.config.get("batch_first", False))
+    y_hat, scores = predict_npz(ckpt, args.data, batch_first)
+    write_npz(args.out, y_hat)
+    print(f"Y_hat {y_hat.shape} -> {args.out}" + (f"; {json.dumps(scores)}" if scores else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="bptt",
         description="Train and inspect Elman RNNs with explicit backpropagation through time.",
     )
+    parser.add_argument("--version", action="version", version=f"bptt {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_train(subparsers)
     _add_sample(subparsers)
     _add_eval(subparsers)
+    _add_predict(subparsers)
     _add_gradcheck(subparsers)
-    add_inspect_parser(subparsers)
-    add_export_parser(subparsers)
+    add_inspect_parser(subparsers).formatter_class = HelpFormatter
+    add_export_parser(subparsers).formatter_class = HelpFormatter
     return parser
 
 
@@ -243,6 +349,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except (ValueError, TypeError, OSError, ImportError) as err:
         print(f"bptt {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except MemoryError as err:  # beyond the up-front estimates (bptt.resources)
+        print(
+            f"bptt {args.command}: error: out of memory ({err or 'allocation failed'}); "
+            "use smaller sizes",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"bptt {args.command}: interrupted", file=sys.stderr)

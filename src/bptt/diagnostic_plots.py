@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from .atomic import atomic_write_bytes
 from .cell_diagnostics import CellLagContributions, StateJacobianReport
 from .diagnostics import (
     GradientProfileRecorder,
@@ -84,10 +85,31 @@ def _maybe_log_y(ax: Axes, *arrays: np.ndarray) -> None:
         ax.set_yscale("log")
 
 
+def _limits_from(ax: Axes, *arrays: np.ndarray) -> tuple[float, float]:
+    """Y-limits that hold every finite value of ``arrays`` with a margin (log or linear axis).
+
+    Only measured data set the limits: guide lines drawn afterwards (bounds, levels) are
+    clipped to them instead of stretching the axis.
+    """
+    if ax.get_yscale() == "log":
+        vals = np.concatenate([_positive(a).ravel() for a in arrays])
+        vals = vals[np.isfinite(vals)]
+        if not vals.size:
+            return cast("tuple[float, float]", ax.get_ylim())
+        lo, hi = np.log10(vals.min()), np.log10(vals.max())
+        pad = max(0.05 * (hi - lo), 0.15)
+        return float(10 ** (lo - pad)), float(10 ** (hi + pad))
+    vals = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in arrays])
+    vals = vals[np.isfinite(vals)]
+    if not vals.size:
+        return cast("tuple[float, float]", ax.get_ylim())
+    lo, hi = float(min(vals.min(), 0.0)), float(vals.max())
+    pad = 0.06 * (hi - lo) if hi > lo else max(abs(hi), 1.0) * 0.1
+    return lo - (pad if lo < 0 else 0.0), hi + pad
+
+
 def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 100) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically (temporary file in the folder + os.replace)."""
-    from .atomic import atomic_write_bytes
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return atomic_write_bytes(path, buf.getvalue())
@@ -153,7 +175,7 @@ def plot_hidden_gradients(
     _maybe_log_y(ax, mean, top)
     ax.set_xlabel("time step t (0 = initial state)")
     ax.set_ylabel("‖dL/dh_t‖₂ (loss / state unit)")
-    ax.set_title("Hidden-state gradient over the sequence (batch mean and max)")
+    ax.set_title("Hidden-state gradient ‖dL/dh_t‖ (batch mean, max)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     return fig
@@ -173,17 +195,28 @@ def plot_jacobian_products(
     ax.plot(
         lags, _positive(top), linestyle="--", color=line.get_color(), label=prefix + "batch max"
     )
+    _maybe_log_y(ax, mean, top)
+    # The axes follow the measured products; the bound is a guide, clipped to them (it can
+    # reach 1e37 where the products stay near 1, which would flatten the curves).
+    low, high = _limits_from(ax, mean, top)
+    if ax.get_yscale() == "log" or low <= 1.0 <= high:
+        low, high = min(low, 0.9 if ax.get_yscale() == "log" else low), max(high, 1.1)
+    if len(ax.lines) > 2:  # overlaying another model: keep its range too
+        old_low, old_high = ax.get_ylim()
+        low, high = min(low, old_low), max(high, old_high)
     with np.errstate(over="ignore", under="ignore"):
         bound = jac.step_bound ** lags.astype(np.float64)
+    outside = np.nonzero((bound > high) | (bound < low))[0]
+    note = f", off the axes from d = {int(lags[outside[0]])}" if outside.size else ""
     ax.plot(
         lags,
         _positive(bound),
         linestyle=":",
         color=line.get_color(),
-        label=f"{prefix}bound (γ·σ_max)^d = {jac.step_bound:.3g}^d",
+        label=f"{prefix}bound (γ·σ_max)^d = {jac.step_bound:.3g}^d{note}",
     )
     ax.axhline(1.0, color="0.5", linewidth=0.8)
-    _maybe_log_y(ax, mean, top)
+    ax.set_ylim(low, high)
     ax.set_xlabel(f"lag d (steps back from t = {jac.origin})")
     ax.set_ylabel("‖∂h_t / ∂h_(t−d)‖₂ (gain, dimensionless)")
     ax.set_title(
@@ -269,7 +302,39 @@ def plot_profile_heatmap(
     ax.set_xlim(x_edges[0], x_edges[-1])
     ax.set_xlabel("lag d = t − k (steps)")
     ax.set_ylabel("training step (updates)")
-    ax.set_title(f"Per-lag gradient profile over training ({what}); grey = zero or no data")
+    ax.set_title(f"Per-lag gradient profile over training ({what})\ngrey: zero or no data")
+    return fig
+
+
+def plot_layer_lag_profile(layers: dict[str, LagContributions], ax: Axes | None = None) -> Figure:
+    """‖lag-d part of dL/d(V, W, b_h)‖ of each layer-direction against the lag, on one axes.
+
+    Each layer's lags are steps of its own recurrence; the origin of a lag is the gradient
+    arriving on that layer's state from above (the head, or the layer above).
+    """
+    fig, ax = _axes_or_new(ax)
+    totals = []
+    for name, contrib in layers.items():
+        total = contrib.norms()["total"]
+        n = contrib.n_exact
+        (line,) = ax.plot(np.arange(n), _positive(total[:n]), marker="o", markersize=3, label=name)
+        if contrib.has_remainder:
+            ax.plot(
+                [n],
+                _positive(total[n:]),
+                marker="o",
+                markersize=7,
+                linestyle="none",
+                markerfacecolor="none",
+                color=line.get_color(),
+            )
+        totals.append(total)
+    _maybe_log_y(ax, *totals)
+    ax.set_xlabel("lag d within the layer's own recurrence")
+    ax.set_ylabel("‖lag-d part of dL/d(V, W, b_h)‖_F")
+    ax.set_title("Gradient flow by layer and by lag", fontsize="medium")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small", title="layer")
     return fig
 
 

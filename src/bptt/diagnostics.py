@@ -32,15 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from . import cell_diagnostics
 from .atomic import atomic_write_text
 from .model import RNN, ElmanRNN
-from .rnn import (
-    input_projection_backward,
-    output_backward,
-    output_forward,
-    recurrent_forward,
-)
-from .validation import check_inputs
+from .rnn import input_projection_backward
+from .validation import check_inputs, check_max_lag
 
 RECURRENT_NAMES: tuple[str, ...] = ("W", "V", "b_h")
 
@@ -50,14 +46,21 @@ RECURRENT_NAMES: tuple[str, ...] = ("W", "V", "b_h")
 
 @dataclass(frozen=True)
 class _Forward:
-    """One validated forward pass.
+    """One validated forward pass, seen from one Elman layer (in one direction).
+
+    For a one-layer model the layer's input is x and its direct gradient is U^T dL/dz_t. For
+    a deep or bidirectional model, layer k = l·D + d reads the states of the layer below and
+    its direct gradient is what arrives from above at each step; a reverse direction is seen
+    in its own time order (its step 1 is the sequence's last).
 
     Attributes:
-        x: (T, B, I) dense inputs or (T, B) ids, validated.
+        x: (T, B, I) dense inputs or (T, B) ids: the layer's input sequence.
         hs: (T+1, B, H) hidden states, ``hs[0] = h_0``.
         fprime: (T, B, H) f_h'(E_t) for t = 1..T.
-        direct: (T, B, H) ∂L_t/∂h_t through ŷ_t only (U^T dL/dz_t), t = 1..T.
+        direct: (T, B, H) ∂L/∂h_t arriving from above at step t only (no carry), t = 1..T.
         loss: L, a float.
+        W: (H, H) the layer's recurrent weights.
+        n_in: I of the layer (the vocabulary size for ids).
     """
 
     x: np.ndarray
@@ -65,6 +68,8 @@ class _Forward:
     fprime: np.ndarray
     direct: np.ndarray
     loss: float
+    W: np.ndarray
+    n_in: int
 
     @property
     def T(self) -> int:
@@ -81,38 +86,74 @@ def _check_model(model: object) -> ElmanRNN:
     return model
 
 
-def _check_max_lag(max_lag: object) -> int | None:
-    if max_lag is None:
-        return None
-    if isinstance(max_lag, bool) or not isinstance(max_lag, (int, np.integer)):
-        raise TypeError(
-            f"max_lag must be None or a non-negative int, got {type(max_lag).__name__} {max_lag!r}"
+def _check_layer(model: ElmanRNN, layer: object) -> int:
+    """The layer-direction index k = l·D + d (0 for a one-layer, one-direction model)."""
+    n = len(model.layers)
+    if layer is None:
+        if n == 1:
+            return 0
+        raise ValueError(
+            f"this model has {n} layer-directions; pass layer=k with k = l·D + d in 0..{n - 1} "
+            "(layer l, direction d: 0 forward, 1 reverse), or use layer_lag_contributions"
         )
-    if max_lag < 0:
-        raise ValueError(f"max_lag must be None or a non-negative int, got {max_lag}")
-    return int(max_lag)
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer < n:
+        raise ValueError(f"layer must be an int in 0..{n - 1}, got {layer!r}")
+    return int(layer)
 
 
-def _forward_states(model: ElmanRNN, x: object, h0: object) -> tuple[np.ndarray, np.ndarray]:
-    """Validated inputs and hidden states (T+1, B, H)."""
+def layer_name(model: ElmanRNN, k: int) -> str:
+    """``l0``, ``l1_reverse``, …: the suffix of layer-direction k's parameters."""
+    layer = model.layers[k]
+    return f"l{layer.index}" + ("_reverse" if layer.reverse else "")
+
+
+def _forward_states(
+    model: ElmanRNN, x: object, h0: object, layer: object = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated layer inputs, hidden states (T+1, B, H) and W of layer-direction ``layer``."""
+    model = _check_model(model)
+    k = _check_layer(model, layer)
+    x_arr = check_inputs(x, model.input_size, model.dtype)
+    sweep = model._forward(model.params, x_arr, model.split_state(h0, x_arr.shape[1]))
+    cache = sweep.caches[k]  # the Elman cell's cache: the inputs it read and its states
+    return cache.x, cache.hs, model.layers[k].take(model.params)["W"]
+
+
+def _forwards(model: ElmanRNN, x: object, y: object, h0: object, mask: object) -> list[_Forward]:
+    """Forward pass, loss and the direct gradients ∂L/∂h_t (no carry) of every layer."""
     model = _check_model(model)
     x_arr = check_inputs(x, model.input_size, model.dtype)
-    h0_arr = model.initial_state(h0, x_arr.shape[1])
-    hs, _ = recurrent_forward(model.params, x_arr, h0_arr, model.activation)
-    return x_arr, hs
-
-
-def _forward(model: ElmanRNN, x: object, y: object, h0: object, mask: object) -> _Forward:
-    """Forward pass, loss and the direct output gradients ∂L_t/∂h_t (no carry)."""
-    x_arr, hs = _forward_states(model, x, h0)
     T, B = x_arr.shape[:2]
     y_arr = model.head.check_targets(y, (T, B), model.output_size, model.dtype)
     weight = model.loss_weights(mask, (T, B))  # (T, B): w_tb = mask_tb / B
-    z = output_forward(model.params, hs)  # (T, B, O)
-    loss, dz = model.head.loss_and_dz(z, y_arr, weight)
-    _, _, direct = output_backward(dz, hs, model.params)  # (T, B, H)
-    fprime = model.activation.grad_from_output(hs[1:])  # (T, B, H)
-    return _Forward(x=x_arr, hs=hs, fprime=fprime, direct=direct, loss=loss)
+    params = model.params
+    sweep = model._forward(params, x_arr, model.split_state(h0, B))
+    loss, dz = model.head.loss_and_dz(model._head(params, sweep.top), y_arr, weight)
+    direct: dict[int, np.ndarray] = {}
+    model._backward(params, sweep, dz, [None] * len(model.layers), capture=direct)
+    views = []
+    for k, layer in enumerate(model.layers):
+        cache = sweep.caches[k]  # the Elman cell's cache: the inputs it read and its states
+        views.append(
+            _Forward(
+                x=cache.x,
+                hs=cache.hs,
+                fprime=model.activation.grad_from_output(cache.hs[1:]),  # (T, B, H)
+                direct=direct[k],
+                loss=loss,
+                W=layer.take(params)["W"],
+                n_in=layer.cell.input_size,
+            )
+        )
+    return views
+
+
+def _forward(
+    model: ElmanRNN, x: object, y: object, h0: object, mask: object, layer: object = None
+) -> _Forward:
+    """:func:`_forwards` of one layer-direction (checked first, before any work)."""
+    k = _check_layer(_check_model(model), layer)
+    return _forwards(model, x, y, h0, mask)[k]
 
 
 # -- per-lag contributions ---------------------------------------------------------------
@@ -231,6 +272,7 @@ def lag_contributions(
     h0: object = None,
     mask: object = None,
     max_lag: int | None = None,
+    layer: int | None = None,
 ) -> LagContributions:
     """C[d] = Σ_k δ^{(k+d)}_k (h_{k−1}, x_k, 1)^T: the lag-d parts of dL/dW, dL/dV, dL/db_h.
 
@@ -253,6 +295,9 @@ def lag_contributions(
             mask: (T, B) 0/1 or None — all as :meth:`ElmanRNN.loss_and_grads`.
         max_lag: None for every lag 0..T−1; an int m ≥ 0 for lags 0..m plus a final entry
             holding the sum of all lags ≥ m + 1 (see :class:`LagContributions`).
+        layer: for a deep or bidirectional model, the layer-direction k = l·D + d whose
+            recurrence is taken apart (lags within that layer, the gradient arriving from
+            above at each step as the origin); None for a one-layer model.
 
     Returns:
         :class:`LagContributions`; ``.W.sum(0)`` equals ``model.loss_and_grads(...)[1].W``
@@ -261,17 +306,41 @@ def lag_contributions(
     Raises:
         ValueError, TypeError: bad inputs (as :meth:`ElmanRNN.loss_and_grads`) or max_lag.
     """
-    m = _check_max_lag(max_lag)
-    fwd = _forward(model, x, y, h0, mask)
+    m = check_max_lag(max_lag)
+    return _lag_parts(_forward(model, x, y, h0, mask, layer), m)
+
+
+def layer_lag_contributions(
+    model: ElmanRNN,
+    x: object,
+    y: object,
+    h0: object = None,
+    mask: object = None,
+    max_lag: int | None = None,
+) -> dict[str, LagContributions]:
+    """:func:`lag_contributions` of every layer-direction from one forward and backward.
+
+    Returns:
+        ``{"l0": …, "l0_reverse": …, "l1": …}`` (:func:`layer_name`), bottom layer first; for
+        a one-layer, one-direction model the single entry ``"l0"``. Each entry's sums over
+        lags are that layer's parameter gradients (``V_l1``, ``W_l1``, ``b_h_l1``, …).
+    """
+    m = check_max_lag(max_lag)
+    views = _forwards(model, x, y, h0, mask)
+    return {layer_name(model, k): _lag_parts(fwd, m) for k, fwd in enumerate(views)}
+
+
+def _lag_parts(fwd: _Forward, m: int | None) -> LagContributions:
+    """The lag-by-lag parts of one layer's dL/dW, dL/dV, dL/db_h (see lag_contributions)."""
     T = fwd.T
-    H, I = model.hidden_size, model.input_size
+    H, I = fwd.W.shape[0], fwd.n_in
     n_exact = T if m is None else m + 1
     L = n_exact + (0 if m is None else 1)
-    dtype = model.dtype
+    dtype = fwd.W.dtype
     out_W = np.zeros((L, H, H), dtype=dtype)  # (L, H, H)
     out_V = np.zeros((L, H, I), dtype=dtype)  # (L, H, I)
     out_b = np.zeros((L, H), dtype=dtype)  # (L, H)
-    W = model.params.W
+    W = fwd.W
     last = None
     for d, block in enumerate(_lag_blocks(fwd, W, n_exact)):
         out_W[d], out_V[d], out_b[d] = _block_grads(block, fwd, I)
@@ -331,14 +400,20 @@ def _hidden_backward(fwd: _Forward, W: np.ndarray) -> HiddenStateGradients:
 
 
 def hidden_state_gradients(
-    model: ElmanRNN, x: object, y: object, h0: object = None, mask: object = None
+    model: ElmanRNN,
+    x: object,
+    y: object,
+    h0: object = None,
+    mask: object = None,
+    layer: int | None = None,
 ) -> HiddenStateGradients:
     """dL/dh_t = U^T dL/dz_t + W^T δ_{t+1} for t = 0..T (no output term at t = 0).
 
-    One backward sweep, O(T·B·H²). Arguments as :meth:`ElmanRNN.loss_and_grads`.
+    One backward sweep, O(T·B·H²). Arguments as :meth:`ElmanRNN.loss_and_grads`; ``layer``
+    as for :func:`lag_contributions` (the direct term is then what arrives from above).
     """
-    fwd = _forward(model, x, y, h0, mask)
-    return _hidden_backward(fwd, model.params.W)
+    fwd = _forward(model, x, y, h0, mask, layer)
+    return _hidden_backward(fwd, fwd.W)
 
 
 # -- Jacobian products and the spectrum of W ---------------------------------------------
@@ -443,10 +518,11 @@ class JacobianReport:
                 "f'(E_t) along the sequence."
             )
         return head + (
-            f"σ_max > 1/γ: the sufficient condition for vanishing does not hold, so vanishing "
-            f"is not ruled out by W alone (it depends on the activations f'(E_t) along the "
-            f"sequence); σ_max > 1/γ is also the necessary condition for exploding gradients. "
-            f"Products can grow by at most γ·σ_max = {self.step_bound:.4g} per step."
+            f"σ_max > 1/γ: the sufficient condition for vanishing does not hold, so "
+            f"vanishing is not guaranteed by W alone; whether the products shrink depends on "
+            f"the activations f'(E_t) along the sequence (the measured norms say). σ_max > 1/γ "
+            f"is also the necessary condition for exploding gradients: products can grow by "
+            f"at most γ·σ_max = {self.step_bound:.4g} per step."
         )
 
 
@@ -457,6 +533,7 @@ def jacobian_report(
     *,
     origin: int | None = None,
     max_lag: int | None = None,
+    layer: int | None = None,
 ) -> JacobianReport:
     """‖J_t J_{t−1} ⋯ J_{t−d+1}‖₂ for d = 0..min(t, max_lag), J_i = diag(f_h'(E_i)) W.
 
@@ -469,19 +546,20 @@ def jacobian_report(
         model: the RNN; x: (T, B, I) or ids (T, B); h0: (B, H) or None.
         origin: t in 1..T, the step whose gradient is carried back (default T, the last).
         max_lag: the largest lag (default t, i.e. back to h_0).
+        layer: the layer-direction k = l·D + d of a deep or bidirectional model.
 
     Raises:
         ValueError, TypeError: bad inputs, origin or max_lag.
     """
-    _, hs = _forward_states(model, x, h0)
+    _, hs, W_layer = _forward_states(model, x, h0, layer)
     T = hs.shape[0] - 1
     t = T if origin is None else origin
     if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 1 <= t <= T:
         raise ValueError(f"origin must be an int step in 1..T={T}, got {origin!r}")
-    m = _check_max_lag(max_lag)
+    m = check_max_lag(max_lag)
     n_lags = t + 1 if m is None else min(t, m) + 1
     fprime = model.activation.grad_from_output(hs[1:]).astype(np.float64)  # (T, B, H)
-    W = model.params.W.astype(np.float64)
+    W = W_layer.astype(np.float64)
     B, H = fprime.shape[1:]
     log10 = np.empty((n_lags, B))  # (L, B)
     log10[0] = 0.0
@@ -533,7 +611,12 @@ class TruncationBias:
 
 
 def truncation_bias(
-    model: ElmanRNN, x: object, y: object, h0: object = None, mask: object = None
+    model: ElmanRNN,
+    x: object,
+    y: object,
+    h0: object = None,
+    mask: object = None,
+    layer: int | None = None,
 ) -> TruncationBias:
     """cos∠(g(k2), g) and ‖g(k2) − g‖/‖g‖ with g(k2) = Σ_{d<k2} C[d], for k2 = 1..T.
 
@@ -541,10 +624,10 @@ def truncation_bias(
     lag by lag as in :func:`lag_contributions` without storing them (O(T²·B·H²) time,
     O(T·B·H + H² + H·I) memory). Arguments as :meth:`ElmanRNN.loss_and_grads`.
     """
-    fwd = _forward(model, x, y, h0, mask)
+    fwd = _forward(model, x, y, h0, mask, layer)
     T = fwd.T
-    I = model.input_size
-    W = model.params.W
+    I = fwd.n_in
+    W = fwd.W
     full_delta = _hidden_backward(fwd, W).delta  # (T, B, H)
     full = dict(zip(RECURRENT_NAMES, _block_grads(full_delta, fwd, I), strict=True))
     partial = {name: np.zeros_like(full[name]) for name in RECURRENT_NAMES}
@@ -617,7 +700,7 @@ class GradientProfileRecorder:
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"every must be a positive int, got {every!r}")
         self.every = int(every)
-        self.max_lag = _check_max_lag(max_lag)
+        self.max_lag = check_max_lag(max_lag)
         self.steps: list[int] = []
         self.losses: list[float] = []
         self.labels: list[list[str]] = []
@@ -648,9 +731,9 @@ class GradientProfileRecorder:
             contrib: Any = lag_contributions(model, x, y, h0, mask, max_lag=self.max_lag)
             norms = contrib.norms()
         else:  # another cell: its V, W, and all its biases under "b_h" (b, b_hn for the GRU)
-            from .cell_diagnostics import lag_contributions as cell_lag_contributions
-
-            contrib = cell_lag_contributions(model, x, y, h0, mask, max_lag=self.max_lag)
+            contrib = cell_diagnostics.lag_contributions(
+                model, x, y, h0, mask, max_lag=self.max_lag
+            )
             by_name = contrib.norms()
             biases = [by_name[k] ** 2 for k in contrib.parts if k.startswith("b")]
             norms = {"W": by_name["W"], "V": by_name["V"], "b_h": np.sqrt(sum(biases))}
@@ -731,4 +814,12 @@ class GradientProfileRecorder:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> GradientProfileRecorder:
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        """Read :meth:`save` output.
+
+        Raises:
+            ValueError: naming the file, when it is not a readable gradient profile.
+        """
+        try:
+            return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        except (KeyError, TypeError, ValueError, RecursionError) as err:
+            raise ValueError(f"{str(path)!r} is not a readable gradient profile: {err}") from None

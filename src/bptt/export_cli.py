@@ -9,7 +9,7 @@ from .checkpoint import load_checkpoint
 from .interop import export_onnx, save_torch_state
 
 
-def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "export",
         help="export a trained model for PyTorch or ONNX",
@@ -17,7 +17,6 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
         "torch.nn.RNN/GRU/LSTM + nn.Linear names, the constructor arguments in its header; "
         "weights only) or as an ONNX graph of predict (the standard ONNX RNN/GRU/LSTM "
         "operator per layer; inputs x and, with --initial-state, h0; outputs y_hat, h_last).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
     p.add_argument("--format", choices=("onnx", "torch"), required=True, dest="fmt")
@@ -32,6 +31,7 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
         "--initial-state", action="store_true", help="onnx: add the input h0 (else zeros)"
     )
     p.set_defaults(func=run_export)
+    return p
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -120,6 +120,32 @@ class RNN:
         seed: int | None = 0,
         dtype: DTypeLike = np.float64,
     ) -> None:
+        self._setup(
+            input_size,
+            hidden_size,
+            output_size,
+            cell,
+            num_layers,
+            bidirectional,
+            hidden_activation,
+            output,
+            dtype,
+        )
+        self.params = self.init_params(np.random.default_rng(seed))
+
+    def _setup(
+        self,
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        cell: str,
+        num_layers: int,
+        bidirectional: bool,
+        hidden_activation: str,
+        output: str,
+        dtype: DTypeLike,
+    ) -> None:
+        """Check the structure and build the layers; no weights are allocated here."""
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.output_size = check_positive_int("output_size", output_size)
@@ -145,7 +171,8 @@ class RNN:
                 suffix = "" if simple else f"_l{index}" + ("_reverse" if reverse else "")
                 names = {local: local + suffix for local in the_cell.param_shapes()}
                 self.layers.append(Layer(index, reverse, the_cell, names))
-        self.params = self.init_params(np.random.default_rng(seed))
+        self._shapes = self._build_param_shapes()  # fixed by the structure
+        self.w_mask: np.ndarray | None = None  # (H, H) bools: a fixed sparsity pattern of W
 
     # -- structure --------------------------------------------------------------------------
 
@@ -191,6 +218,9 @@ class RNN:
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every parameter's name and shape, in storage order: ``U``, the cells', ``b_y``."""
+        return dict(self._shapes)
+
+    def _build_param_shapes(self) -> dict[str, tuple[int, ...]]:
         shapes: dict[str, tuple[int, ...]] = {
             "U": (self.output_size, self.num_directions * self.hidden_size)
         }
@@ -266,8 +296,50 @@ class RNN:
             ValueError: a shape differs from the structure's.
             TypeError: an array is not a NumPy array, or its dtype differs from the model's.
         """
-        self._params.check_shapes(self.param_shapes(), self.dtype, "model.params")
+        self._params.check_shapes(self._shapes, self.dtype, "model.params")
         return self._params
+
+    # -- a fixed sparsity pattern on the recurrent weights ---------------------------------------
+
+    def set_recurrent_mask(self, mask: object) -> None:
+        """Fix W's sparsity: W ← W ⊙ M now, and dL/dW ← dL/dW ⊙ M in every gradient after.
+
+        M (H, H) of bools or 0/1 applies to every (H, H) recurrent parameter (each layer's W);
+        None removes it. Because every optimizer's update of an entry with θ = 0 and g = 0 is
+        0, masked entries stay exactly zero through training. Assigning ``model.params`` later
+        does not re-zero them: call this again.
+
+        Raises:
+            ValueError: not (H, H), not 0/1, or the cell has no (H, H) recurrent matrix.
+        """
+        if mask is None:
+            self.w_mask = None
+            return
+        H = self.hidden_size
+        m = np.asarray(mask)
+        if m.shape != (H, H) or m.dtype.kind not in "biuf" or not np.isin(m, (0, 1)).all():
+            raise ValueError(
+                f"mask must be (H, H) = ({H}, {H}) of bools or 0/1, got shape {m.shape} "
+                f"dtype {m.dtype}"
+            )
+        names = self._recurrent_names()
+        if not names:
+            raise ValueError(f"the {self.cell} cell has no (H, H) recurrent matrix to mask")
+        self.w_mask = m.astype(bool)
+        for name in names:
+            self.params[name] *= self.w_mask
+
+    def _recurrent_names(self) -> list[str]:
+        roles, shapes = self.param_roles(), self.param_shapes()
+        H = self.hidden_size
+        return [n for n, r in roles.items() if r == "recurrent" and shapes[n] == (H, H)]
+
+    def mask_gradients(self, grads: Mapping[str, np.ndarray]) -> None:
+        """dL/dW ← dL/dW ⊙ M in place for every masked matrix (no-op without a mask)."""
+        if self.w_mask is None:
+            return
+        for name in self._recurrent_names():
+            grads[name][~self.w_mask] = 0.0
 
     # -- states in the public layout ----------------------------------------------------------
 
@@ -314,6 +386,8 @@ class RNN:
     def join_state(self, states: Sequence[np.ndarray]) -> Any:
         """Inverse of :meth:`split_state`: per layer-direction (B, S) → the public layout."""
         H = self.hidden_size
+        if self.simple and self.state_parts == 1:
+            return np.ascontiguousarray(states[0])  # (B, H): no stacking for one layer
         stacked = np.stack(states)  # (L·D, B, S)
         arrays = [stacked[..., i * H : (i + 1) * H] for i in range(self.state_parts)]
         if self.simple:
@@ -378,8 +452,14 @@ class RNN:
         sweep: Sweep,
         dz: np.ndarray,
         ds_last: Sequence[np.ndarray | None],
+        capture: dict[int, np.ndarray] | None = None,
     ) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
-        """dL/dθ and dL/ds_0 per layer-direction from dL/dz (T, B, O)."""
+        """dL/dθ and dL/ds_0 per layer-direction from dL/dz (T, B, O).
+
+        ``capture``, if given, receives for each layer-direction k the gradient arriving on
+        its outputs from above, ∂L/∂h^k_t (T, B, H) in the cell's own time order: the
+        "direct" term of that layer's BPTT (what diagnostics decompose by lag).
+        """
         T, B, O = dz.shape
         top = sweep.top
         width = top.shape[2]
@@ -398,6 +478,8 @@ class RNN:
                 dh = d_in if D == 1 else d_in[..., (k - index * D) * H : (k - index * D + 1) * H]
                 if layer.reverse:
                     dh = dh[::-1]
+                if capture is not None:
+                    capture[k] = np.array(dh)
                 result = layer.cell.backward(
                     np.ascontiguousarray(dh),
                     sweep.caches[k],
@@ -414,7 +496,7 @@ class RNN:
             if index > 0:
                 assert d_below is not None
                 d_in = d_below
-        ordered = {name: grads[name] for name in self.param_shapes()}
+        ordered = {name: grads[name] for name in self._shapes}
         return ordered, ds0
 
     def _sweep(
@@ -569,9 +651,10 @@ class RNN:
             )
         else:
             loss, grads, ds0, finals = self._sweep(params, x_arr, y_arr, weight, states, ds_last)
+        self.mask_gradients(grads)
         return BPTTResult(
             loss=loss,
-            grads=Gradients(grads, h0=self.join_state(ds0)),
+            grads=Gradients.from_backward(grads, h0=self.join_state(ds0)),
             h_last=self.join_state(finals),
         )
 
@@ -634,9 +717,27 @@ class ElmanRNN(RNN):
             dtype=dtype,
         )
 
-    def initial_state(self, h0: object, batch: int) -> np.ndarray:
-        """h_0 (B, H) of a one-layer model: zeros when None, else checked (shape, dtype, finite)."""
-        return self.join_state(self.split_state(h0, batch))
+
+def param_shapes_for(**structure: Any) -> dict[str, tuple[int, ...]]:
+    """The parameter shapes of ``RNN(**structure)`` without allocating its weights (to check
+    a file's declared sizes before reading them).
+
+    Raises:
+        ValueError/TypeError: as the constructor does for a bad structure.
+    """
+    args = {k: v for k, v in structure.items() if k != "seed"}
+    args = {
+        "cell": "elman",
+        "num_layers": 1,
+        "bidirectional": False,
+        "hidden_activation": "tanh",
+        "output": "softmax",
+        "dtype": np.float64,
+        **args,
+    }
+    shell = RNN.__new__(RNN)
+    shell._setup(**args)
+    return shell.param_shapes()
 
 
 def build_model(**structure: Any) -> RNN:

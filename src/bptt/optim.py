@@ -388,6 +388,10 @@ class Schedule:
                 "schedule needs warmup >= 0, step_size >= 1 and total_steps >= 1, got "
                 f"{self.warmup}, {self.step_size}, {self.total_steps}"
             )
+        if not 0.0 < self.gamma <= 1.0:
+            raise ValueError(f"schedule gamma must lie in (0, 1], got {self.gamma}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"schedule min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
 
     def __call__(self, s: int) -> float:
         if s < self.warmup:

@@ -39,8 +39,11 @@ class Params(MutableMapping[str, np.ndarray]):
         **named: np.ndarray,
     ) -> None:
         object.__setattr__(self, "_arrays", {})
-        self.update(arrays)
-        self.update(named)
+        pairs = arrays.items() if isinstance(arrays, Mapping) else arrays
+        for name, array in pairs:  # a plain loop: MutableMapping.update is slow per call
+            self[name] = array
+        for name, array in named.items():
+            self[name] = array
 
     # -- mapping ----------------------------------------------------------------------------
 
@@ -180,3 +183,12 @@ class Gradients(Params):
 
     def map(self, fn: Callable[[np.ndarray], np.ndarray]) -> Gradients:
         return Gradients({name: fn(a) for name, a in self.items()}, h0=self.h0)
+
+    @classmethod
+    def from_backward(cls, arrays: dict[str, np.ndarray], h0: Any) -> Gradients:
+        """Adopt ``arrays`` (name → NumPy array, as a backward produced them) without the
+        per-entry checks of the constructor: the model's hot path, once per step."""
+        grads = cls.__new__(cls)
+        object.__setattr__(grads, "_arrays", arrays)
+        object.__setattr__(grads, "h0", h0)
+        return grads

@@ -1,4 +1,4 @@
-"""Figures (optional dependency: ``pip install 'bptt[plot]'`` for matplotlib)."""
+"""Learning curves of a run (``loss.png``), drawn with matplotlib."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_path
+from .checkpoint import load_checkpoint
 
 
 def _pyplot() -> Any:
@@ -37,13 +38,153 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return out
 
 
+def _run_facts(run_dir: Path) -> dict[str, Any]:
+    """config.json of the run, or {} (a bare metrics log)."""
+    try:
+        return dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return {}
+
+
+def _output_size(run_dir: Path, task: str) -> int | None:
+    """O of the run's model (1 for adding and sine), from the checkpoint when needed."""
+    if task in ("adding", "sine"):
+        return 1
+    try:
+        return int(load_checkpoint(run_dir).model.output_size)
+    except (OSError, ValueError, ImportError):
+        return None
+
+
+MSE_UNITS = {
+    "csv": "standardised units²",
+    "adding": "squared units of the sum",
+    "sine": "squared signal units",
+    "arrays": "squared units of Y",
+}
+
+
+def _title(config: dict[str, Any], run_dir: Path) -> str:
+    if not config:
+        return str(run_dir.name)
+    task = config.get("task", "?")
+    what = {"charlm": "charlm on " + Path(str(config.get("text") or "built-in corpus")).name}
+    return (
+        f"{what.get(task, task)}: {config.get('activation', '?')} RNN, "
+        f"H = {config.get('hidden', '?')}, B = {config.get('batch', '?')} ({run_dir.name})"
+    )
+
+
+def metrics_figure(run_dir: str | os.PathLike[str]) -> Any:
+    """The figure of :func:`plot_metrics` (a matplotlib Figure), without saving it.
+
+    charlm (and runs without a task metric): training and validation loss, nats per
+    character. Regression tasks (metric ``mse``): training MSE (= 2 · loss / O, the loss being
+    ½‖ŷ − y‖² per step), validation MSE, the memoryless baseline as a horizontal line; log
+    scale when the curves span more than a decade. Classification tasks: the losses, and the
+    metric (accuracy) beside its baseline on a second panel.
+    """
+    plt = _pyplot()
+    run_dir = Path(run_dir)
+    records = read_metrics(run_dir)
+    config = _run_facts(run_dir)
+    task = str(config.get("task", "charlm"))
+    train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train"]
+    evals = [r for r in records if r.get("kind") == "eval"]
+    metric = next(
+        (k[4:] for r in evals for k in r if k.startswith("val_") and k[4:] in ("mse", "accuracy")),
+        None,
+    )
+    if task == "charlm":
+        metric = None  # the loss is the headline: nats (and bits) per character
+    title = _title(config, run_dir)
+    if metric == "mse":
+        fig, ax = plt.subplots(figsize=(7, 4), dpi=100, layout="constrained")
+        out = _output_size(run_dir, task)
+        curves = []
+        if train and out:
+            steps, loss = zip(*train, strict=True)
+            mse = [2.0 * v / out for v in loss]
+            ax.plot(
+                steps,
+                mse,
+                lw=1,
+                alpha=0.7,
+                marker="." if len(mse) < 5 else None,
+                label="training MSE (2 · loss / O)",
+            )
+            curves.append(mse)
+        val = [(r["step"], r["val_mse"]) for r in evals if "val_mse" in r]
+        if val:
+            ax.plot(*zip(*val, strict=True), "o-", lw=1.5, label="validation MSE")
+            curves.append([v for _, v in val])
+        base = [r["baseline_mse"] for r in evals if "baseline_mse" in r]
+        if base:
+            ax.axhline(
+                base[-1], color="0.3", ls="--", lw=1, label=f"memoryless baseline {base[-1]:.3g}"
+            )
+            curves.append([base[-1]])
+        flat = [v for c in curves for v in c if v > 0]
+        if flat and max(flat) / min(flat) > 10:
+            ax.set_yscale("log")
+        ax.set_ylabel(f"MSE ({MSE_UNITS.get(task, 'squared target units')})")
+        axes = [ax]
+    else:
+        ncols = 2 if metric == "accuracy" else 1
+        fig, axs = plt.subplots(
+            1,
+            ncols,
+            figsize=(7 * ncols * 0.8 + 1.4, 4),
+            dpi=100,
+            layout="constrained",
+            squeeze=False,
+        )
+        axes = list(axs[0])
+        ax = axes[0]
+        unit = "nats per character" if task == "charlm" else "nats per counted step"
+        if train:
+            ax.plot(
+                *zip(*train, strict=True),
+                lw=1,
+                alpha=0.7,
+                marker="." if len(train) < 5 else None,
+                label="training loss",
+            )
+        val = [(r["step"], r["val_loss"]) for r in evals if "val_loss" in r]
+        if val:
+            ax.plot(*zip(*val, strict=True), "o-", lw=1.5, label="validation loss")
+        ax.set_ylabel(f"cross-entropy ({unit})")
+        if metric == "accuracy":
+            acc = axes[1]
+            points = [(r["step"], r["val_accuracy"]) for r in evals if "val_accuracy" in r]
+            acc.plot(*zip(*points, strict=True), "o-", lw=1.5, label="validation accuracy")
+            base = [r["baseline_accuracy"] for r in evals if "baseline_accuracy" in r]
+            if base:
+                acc.axhline(
+                    base[-1],
+                    color="0.3",
+                    ls="--",
+                    lw=1,
+                    label=f"memoryless baseline {base[-1]:.3g}",
+                )
+            acc.set_ylabel("accuracy (fraction correct)")
+            acc.set_ylim(0, 1.02)
+    for a in axes:
+        a.set_xlabel("step")
+        a.grid(alpha=0.3, which="both")
+        if a.lines:
+            a.legend(fontsize="small")
+    fig.suptitle(title, fontsize="medium")
+    return fig
+
+
 def plot_metrics(
     run_dir: str | os.PathLike[str], path: str | os.PathLike[str] | None = None
 ) -> Path:
-    """Training loss and validation loss against step, written atomically as a PNG.
+    """The run's learning curves (:func:`metrics_figure`), written atomically as a PNG.
 
     Args:
-        run_dir: a run directory with ``metrics.jsonl``.
+        run_dir: a run directory with ``metrics.jsonl`` (and ``config.json``).
         path: the PNG (default ``run_dir/loss.png``).
 
     Raises:
@@ -51,20 +192,7 @@ def plot_metrics(
         FileNotFoundError: no metrics log.
     """
     plt = _pyplot()
-    records = read_metrics(run_dir)
-    train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train"]
-    val = [(r["step"], r["val_loss"]) for r in records if r.get("kind") == "eval"]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    if train:
-        ax.plot(*zip(*train, strict=True), lw=1, alpha=0.7, label="train loss")
-    if val:
-        ax.plot(*zip(*val, strict=True), "o-", lw=1.5, label="validation loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats per step / char)")
-    ax.set_title(str(Path(run_dir).name))
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
+    fig = metrics_figure(run_dir)
     target = Path(run_dir) / "loss.png" if path is None else Path(path)
     try:
         with atomic_path(target) as tmp:

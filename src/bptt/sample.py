@@ -27,8 +27,8 @@ def next_distribution(z: np.ndarray, temperature: float, top_k: int = 0) -> np.n
         p = np.zeros_like(z)
         p[int(np.argmax(z))] = 1.0
         return p
-    z = (z - z.max()) / temperature
-    with np.errstate(under="ignore"):
+    with np.errstate(over="ignore", under="ignore"):  # a tiny τ: (z - max)/τ → -inf, exp → 0
+        z = (z - z.max()) / temperature
         p = np.exp(z)
     return p / p.sum()
 

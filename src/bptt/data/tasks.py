@@ -1,4 +1,5 @@
-"""Sequence tasks with a metric and an honest baseline: adding, copy, sine, order, CSV series.
+"""Sequence tasks with a metric and an honest baseline: adding, copy, sine, order, CSV series,
+lagged dependencies.
 
 Every task draws time-major batches ready for ``ElmanRNN.loss_and_grads(x, y, mask=mask)``:
 
@@ -518,6 +519,135 @@ class TemporalOrderTask(SequenceTask):
 
 
 # ---------------------------------------------------------------------------------------------
+# Lagged dependencies (a binary stream)
+# ---------------------------------------------------------------------------------------------
+
+
+def _binary_entropy(p: np.ndarray) -> np.ndarray:
+    """H(p) = −p log p − (1 − p) log(1 − p) in nats, with 0 log 0 = 0."""
+    p = np.asarray(p, dtype=np.float64)
+    out = np.zeros_like(p)
+    inside = (p > 0) & (p < 1)
+    q = p[inside]
+    out[inside] = -q * np.log(q) - (1 - q) * np.log1p(-q)
+    return out
+
+
+class LaggedDependenciesTask(SequenceTask):
+    """The binary lagged-dependencies stream (Pitis 2016; Marschall, Cho & Savin 2020).
+
+        x_t ~ Bernoulli(½) i.i.d.        P(y_t = 1) = ½ + ½ x_{t−t1} − ¼ x_{t−t2}
+
+    ids x ∈ {0, 1}, softmax head over {0, 1}, every step scored. Its three cross-entropy
+    levels (nats per step, from the joint law of (x_{t−t1}, x_{t−t2}); see :meth:`levels`):
+
+        none   H(E p) = H(0.625)                                      ≈ 0.6616
+        first  E_{x_{t−t1}} H(E[p | x_{t−t1}])  = ½H(0.875) + ½H(0.375) ≈ 0.5192
+        both   E H(p) = ¼ (H(1) + H(.75) + H(.5) + H(.25))             ≈ 0.4545
+
+    A model at ``first`` has learned the t1 dependency only; ``both`` is the lowest reachable.
+    :meth:`sample` draws finite sequences whose first t2 steps (which depend on inputs before
+    the sequence) are masked out; :meth:`stream` continues B unbroken streams chunk by chunk.
+    Baseline: the memoryless prediction P(y = 1) = 0.625 (the ``none`` level).
+
+    Args:
+        seq_len: T > t2, steps per sample or chunk.
+        lag1: t1 ≥ 1.   lag2: t2 > t1.
+    """
+
+    name = "lagged"
+    output = "softmax"
+    metric = "cross_entropy"
+
+    def __init__(self, seq_len: int = 50, lag1: int = 3, lag2: int = 8) -> None:
+        self.seq_len = check_positive_int("seq_len", seq_len)
+        self.lag1 = check_positive_int("lag1", lag1)
+        self.lag2 = check_positive_int("lag2", lag2)
+        if self.lag2 <= self.lag1:
+            raise ValueError(f"lag2 must exceed lag1, got lag1={lag1}, lag2={lag2}")
+        if self.seq_len <= self.lag2:
+            raise ValueError(f"seq_len must exceed lag2={self.lag2}, got {seq_len}")
+        self.input_size = 2
+        self.output_size = 2
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "seq_len": self.seq_len, "lag1": self.lag1, "lag2": self.lag2}
+
+    @staticmethod
+    def levels() -> dict[str, float]:
+        """The three cross-entropy levels (nats/step): ``none``, ``first``, ``both``."""
+        x1, x2 = np.meshgrid([0.0, 1.0], [0.0, 1.0], indexing="ij")  # (2, 2): x_{t−t1}, x_{t−t2}
+        p = 0.5 + 0.5 * x1 - 0.25 * x2
+        return {
+            "none": float(_binary_entropy(p.mean())),
+            "first": float(_binary_entropy(p.mean(axis=1)).mean()),
+            "both": float(_binary_entropy(p).mean()),
+        }
+
+    def _targets(self, rng: np.random.Generator, full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x (T, B) and y (T, B) from ``full`` = t2 earlier inputs then the T new ones."""
+        t2 = self.lag2
+        x = full[t2:]
+        p = 0.5 + 0.5 * full[t2 - self.lag1 : -self.lag1] - 0.25 * full[:-t2]  # (T, B)
+        y = (rng.uniform(size=p.shape) < p).astype(np.int64)
+        return x, y
+
+    def sample(
+        self,
+        rng: np.random.Generator,
+        batch: int,
+        dtype: DTypeLike = np.float32,
+        *,
+        split: str = "train",
+    ) -> Batch:
+        dt = _check_sample_args(rng, batch, dtype, split)
+        full = rng.integers(0, 2, size=(self.seq_len + self.lag2, batch))  # (t2 + T, B)
+        x, y = self._targets(rng, full)
+        mask = np.ones(x.shape, dtype=dt)
+        mask[: self.lag2] = 0  # their targets depend on inputs the model never saw
+        return Batch(x.astype(np.int64), y, mask)
+
+    def stream(
+        self,
+        rng: np.random.Generator,
+        batch: int,
+        dtype: DTypeLike,
+        carry: np.ndarray | None,
+    ) -> tuple[Batch, np.ndarray]:
+        """The next T steps of B continuing streams.
+
+        Args:
+            carry: (t2, B) the streams' last t2 inputs, or None to start them (the first t2
+                targets, which depend on unseen inputs, are then masked).
+
+        Returns:
+            The chunk and the new carry.
+        """
+        dt = _check_sample_args(rng, batch, dtype, "train")
+        new = rng.integers(0, 2, size=(self.seq_len, batch))  # (T, B)
+        mask = None
+        if carry is None:
+            carry = rng.integers(0, 2, size=(self.lag2, batch))
+            mask = np.ones(new.shape, dtype=dt)
+            mask[: self.lag2] = 0
+        full = np.concatenate([np.asarray(carry, dtype=np.int64), new])
+        x, y = self._targets(rng, full)
+        return Batch(x.astype(np.int64), y, mask), full[-self.lag2 :].copy()
+
+    def evaluate(self, y_hat: np.ndarray, batch: Batch) -> dict[str, float]:
+        T, B = batch.y.shape
+        probs = _check_prediction(y_hat, (T, B, self.output_size))
+        return classification_metrics(probs, batch.y, _step_weights(batch))
+
+    def baseline(self, batch: Batch) -> dict[str, float]:
+        """Scores of the memoryless P(y = 1) = 0.625 (expected cross-entropy: ``none``)."""
+        probs = np.empty((*batch.y.shape, 2))
+        probs[..., 1] = 0.625
+        probs[..., 0] = 0.375
+        return classification_metrics(probs, batch.y, _step_weights(batch))
+
+
+# ---------------------------------------------------------------------------------------------
 # CSV time series
 # ---------------------------------------------------------------------------------------------
 
@@ -529,6 +659,80 @@ def _parse_number(cell: str) -> float | None:
         return float(cell)
     except ValueError:
         return None
+
+
+def read_csv_columns(
+    path: str | os.PathLike[str], wanted: Sequence[str] | None = None, delimiter: str = ","
+) -> tuple[tuple[str, ...], np.ndarray]:
+    """The named columns (default: those numeric in the first data row) as (R, C) float64.
+
+    Raises:
+        CorpusNotFoundError, DataError: as :class:`CsvTask` (file, line and column named).
+    """
+    text = read_text_file(str(path))
+    rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    where = f"CSV file {str(path)!r}"
+    try:
+        header = next(rows)
+    except StopIteration:
+        raise DataError(f"{where} has no header row") from None
+    except csv.Error as err:
+        raise DataError(f"{where}, line 1: {err}") from None
+    header = [h.strip() for h in header]
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        raise DataError(f"{where} repeats column name(s) {dupes} in its header")
+    body: list[tuple[int, list[str]]] = []
+    try:
+        for fields in rows:
+            if not fields or all(not f.strip() for f in fields):
+                continue  # blank line
+            if len(fields) != len(header):
+                raise DataError(
+                    f"{where}, line {rows.line_num}: {len(fields)} fields, but the header "
+                    f"has {len(header)}"
+                )
+            body.append((rows.line_num, fields))
+    except csv.Error as err:
+        raise DataError(f"{where}, line {rows.line_num}: {err}") from None
+    if not body:
+        raise DataError(f"{where} has a header but no data rows")
+    if wanted is None:
+        first = body[0][1]
+        names = [
+            h for h, cell in zip(header, first, strict=True) if _parse_number(cell) is not None
+        ]
+        if not names:
+            raise DataError(
+                f"{where}: no column holds a number in its first data row "
+                f"(line {body[0][0]}); columns: {header}"
+            )
+    else:
+        names = list(wanted)
+        if not names:
+            raise DataError(f"{where}: columns is empty; choose from {header}")
+        unknown = [c for c in names if c not in header]
+        if unknown:
+            raise DataError(f"{where} has no column(s) {unknown}; its columns are {header}")
+        if len(set(names)) != len(names):
+            raise DataError(f"{where}: columns {names} repeat a name")
+    index = [header.index(c) for c in names]
+    data = np.empty((len(body), len(names)))  # (R, C)
+    for r, (line, fields) in enumerate(body):
+        for c, (name, j) in enumerate(zip(names, index, strict=True)):
+            cell = fields[j].strip()
+            value = _parse_number(cell)
+            if cell.lower() in MISSING_MARKERS or (value is not None and math.isnan(value)):
+                raise DataError(
+                    f"{where}, line {line}, column {name!r}: missing value {cell!r}; "
+                    "fill or drop the row first"
+                )
+            if value is None:
+                raise DataError(f"{where}, line {line}, column {name!r}: non-numeric cell {cell!r}")
+            if not math.isfinite(value):
+                raise DataError(f"{where}, line {line}, column {name!r}: infinite value {cell!r}")
+            data[r, c] = value
+    return tuple(names), data
 
 
 class CsvTask(SequenceTask):
@@ -601,83 +805,41 @@ class CsvTask(SequenceTask):
                     f"{self.seq_len} + horizon {self.horizon} = {need}; use a shorter --seq-len "
                     f"or a longer series"
                 )
-        train = raw[: self.n_train]  # (R_train, C)
-        self.mean = train.mean(axis=0)  # (C,)
-        std = train.std(axis=0)  # (C,)
-        # A column constant over the training rows keeps its scale (σ := 1) instead of ∞.
-        self.std = np.where(std > 0, std, 1.0)  # (C,)
-        self.series = (raw - self.mean) / self.std  # (R, C) standardised
+        self.mean, self.std, self.series = self._standardise(raw)
         self.input_size = self.output_size = len(self.columns)
 
-    def _read(self, wanted: Sequence[str] | None) -> tuple[tuple[str, ...], np.ndarray]:
-        text = read_text_file(self.path)
-        rows = csv.reader(io.StringIO(text, newline=""), delimiter=self.delimiter)
+    def _standardise(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(μ, σ, z̃) of the training rows, computed on raw / max|train| so that values near
+        the float64 limit neither overflow σ nor vanish: z̃ = (x/m − μ/m) / (σ/m).
+
+        Raises:
+            DataError: a column constant over the training rows, or one whose validation rows
+                lie too far outside the training range to standardise in float64.
+        """
         where = f"CSV file {self.path!r}"
-        try:
-            header = next(rows)
-        except StopIteration:
-            raise DataError(f"{where} has no header row") from None
-        except csv.Error as err:
-            raise DataError(f"{where}, line 1: {err}") from None
-        header = [h.strip() for h in header]
-        dupes = sorted({h for h in header if header.count(h) > 1})
-        if dupes:
-            raise DataError(f"{where} repeats column name(s) {dupes} in its header")
-        body: list[tuple[int, list[str]]] = []
-        try:
-            for fields in rows:
-                if not fields or all(not f.strip() for f in fields):
-                    continue  # blank line
-                if len(fields) != len(header):
-                    raise DataError(
-                        f"{where}, line {rows.line_num}: {len(fields)} fields, but the header "
-                        f"has {len(header)}"
-                    )
-                body.append((rows.line_num, fields))
-        except csv.Error as err:
-            raise DataError(f"{where}, line {rows.line_num}: {err}") from None
-        if not body:
-            raise DataError(f"{where} has a header but no data rows")
-        if wanted is None:
-            first = body[0][1]
-            names = [
-                h for h, cell in zip(header, first, strict=True) if _parse_number(cell) is not None
-            ]
-            if not names:
+        train = raw[: self.n_train]  # (R_train, C)
+        peak = np.abs(train).max(axis=0)  # (C,)
+        with np.errstate(over="ignore", under="ignore"):
+            scaled = raw / np.where(peak > 0, peak, 1.0)  # (R, C), |training rows| <= 1
+            mu = scaled[: self.n_train].mean(axis=0)  # (C,)
+            sd = scaled[: self.n_train].std(axis=0)  # (C,)
+            series = (scaled - mu) / np.where(sd > 0, sd, 1.0)  # (R, C) standardised
+        for c, name in enumerate(self.columns):
+            if not sd[c] > 0:
                 raise DataError(
-                    f"{where}: no column holds a number in its first data row "
-                    f"(line {body[0][0]}); columns: {header}"
+                    f"{where}, column {name!r} is constant ({train[0, c]!r}) over the "
+                    f"{self.n_train} training rows, so it cannot be standardised; leave it out "
+                    "with --columns"
                 )
-        else:
-            names = list(wanted)
-            if not names:
-                raise DataError(f"{where}: columns is empty; choose from {header}")
-            unknown = [c for c in names if c not in header]
-            if unknown:
-                raise DataError(f"{where} has no column(s) {unknown}; its columns are {header}")
-            if len(set(names)) != len(names):
-                raise DataError(f"{where}: columns {names} repeat a name")
-        index = [header.index(c) for c in names]
-        data = np.empty((len(body), len(names)))  # (R, C)
-        for r, (line, fields) in enumerate(body):
-            for c, (name, j) in enumerate(zip(names, index, strict=True)):
-                cell = fields[j].strip()
-                value = _parse_number(cell)
-                if cell.lower() in MISSING_MARKERS or (value is not None and math.isnan(value)):
-                    raise DataError(
-                        f"{where}, line {line}, column {name!r}: missing value {cell!r}; "
-                        "fill or drop the row first"
-                    )
-                if value is None:
-                    raise DataError(
-                        f"{where}, line {line}, column {name!r}: non-numeric cell {cell!r}"
-                    )
-                if not math.isfinite(value):
-                    raise DataError(
-                        f"{where}, line {line}, column {name!r}: infinite value {cell!r}"
-                    )
-                data[r, c] = value
-        return tuple(names), data
+            if not np.isfinite(series[:, c]).all():
+                raise DataError(
+                    f"{where}, column {name!r}: its validation rows lie too far outside the "
+                    "training range to standardise in float64"
+                )
+        return mu * peak, sd * peak, series
+
+    def _read(self, wanted: Sequence[str] | None) -> tuple[tuple[str, ...], np.ndarray]:
+        return read_csv_columns(self.path, wanted, self.delimiter)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -753,6 +915,7 @@ TASKS: dict[str, type[SequenceTask]] = {
     "sine": SineTask,
     "order": TemporalOrderTask,
     "csv": CsvTask,
+    "lagged": LaggedDependenciesTask,
 }
 
 

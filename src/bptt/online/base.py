@@ -1,0 +1,275 @@
+"""The common interface of the online algorithms, and the one step they share.
+
+At step t, for B parallel streams (b = 1..B) and the model's weights θ held fixed:
+
+    s_t = F(x_t, s_{t-1})                 (the cell's own step)
+    z_t = U h_t + b_y                     L_t = (1/B) Σ_b m_tb ℓ(z_tb, y_tb)
+    dU_t = dz_tᵀ h_t    db_y,t = Σ_b dz_tb    c_t = ∂L_t/∂h_t = dz_t U          (exact)
+    dθ_rec,t ≈ Σ_b c_tb M_tb,   M_t = ∂s_t/∂θ_rec  (the influence; each algorithm's estimate)
+
+so Σ_t grads_t is the algorithm's estimate of the gradient of the whole stream's loss. The head
+gradients are exact for every algorithm; algorithms differ only in how they carry M_t.
+
+For the one-layer Elman cell, E_t = V x_t + W h_{t-1} + b_h is linear in Θ = [V | W | b_h]
+(H, Q), Q = I + H + 1, through ĥ_t = [x_t; h_{t-1}; 1] (ids: x_t one-hot):
+
+    ∂h_t/∂h_{t-1} = J_t = diag(f'(E_t)) W          (the cell's ``state_jacobian``)
+    ∂h_{t,k}/∂Θ_{rq} (immediate) = Ī_t[k, (r, q)] = δ_kr f'_k(E_t) ĥ_{t,q}
+
+J_t comes from the cell protocol; Ī_t is this Elman closed form (the fast path: it is a
+diagonal in k = r, so it is added, never stored). Other cells and deeper models are refused by
+every algorithm except ``tbptt``, which runs any unidirectional model.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import ClassVar
+
+import numpy as np
+
+from ..cells import ElmanCell, StepArgs
+from ..model import RNN
+from ..params import Gradients
+from ..validation import check_inputs, check_mask, check_positive_int
+
+StateDict = dict[str, np.ndarray]
+
+
+def rng_to_array(rng: np.random.Generator) -> np.ndarray:
+    """A PCG64 generator's full state as 6 64-bit words, stored as int64 (checkpoints keep
+    int64, not uint64; the bits are the same)."""
+    state = rng.bit_generator.state
+    if state.get("bit_generator") != "PCG64":
+        raise TypeError(f"only PCG64 generators are saved, got {state.get('bit_generator')}")
+    mask = (1 << 64) - 1
+    s, inc = state["state"]["state"], state["state"]["inc"]
+    words = [s >> 64, s & mask, inc >> 64, inc & mask, state["has_uint32"], state["uinteger"]]
+    return np.array(words, dtype=np.uint64).view(np.int64)
+
+
+def rng_from_array(words: np.ndarray) -> np.random.Generator:
+    """Inverse of :func:`rng_to_array`."""
+    arr = np.ascontiguousarray(words).reshape(-1)
+    if arr.size != 6 or arr.dtype.itemsize != 8 or arr.dtype.kind not in "iu":
+        raise ValueError(
+            f"a saved generator state is 6 64-bit integers, got {arr.dtype} {arr.shape}"
+        )
+    w = [int(v) for v in arr.view(np.uint64)]
+    rng = np.random.Generator(np.random.PCG64())
+    rng.bit_generator.state = {
+        "bit_generator": "PCG64",
+        "state": {"state": (w[0] << 64) | w[1], "inc": (w[2] << 64) | w[3]},
+        "has_uint32": w[4],
+        "uinteger": w[5],
+    }
+    return rng
+
+
+class OnlineAlgorithm(ABC):
+    """grads_t ≈ dL_t/dθ = (exact head terms, Σ_b c_tb M̂_tb): one online algorithm over B streams.
+
+    Args:
+        model: the RNN; its current ``params`` are read at every step (an optimizer may change
+            them between steps; the carried influence is then, as in every online method, an
+            approximation built with the older weights).
+        batch: B, the number of streams.
+        seed: seeds the algorithm's random generator (stochastic algorithms and RFLO's
+            feedback matrix).
+
+    Use: ``reset(h0)`` once, then ``loss_t, grads_t = step(x_t, y_t, mask_t)`` per step.
+    """
+
+    name: str  # the registry name (an instance may refine it: snap-3)
+    needs_elman: ClassVar[bool] = True
+
+    def __init__(self, model: RNN, batch: int, seed: int = 0) -> None:
+        if not isinstance(model, RNN):
+            raise TypeError(f"model must be a bptt RNN, got {type(model).__name__}")
+        self.model = model
+        self.batch = check_positive_int("batch", batch)
+        self.rng = np.random.default_rng(seed)
+        model.require_unidirectional(f"online {self.name}")
+        if self.needs_elman and not (model.simple and isinstance(model.layers[0].cell, ElmanCell)):
+            raise ValueError(
+                f"online {self.name} is implemented for a one-layer, one-direction Elman model; "
+                f"got cell={model.cell!r}, num_layers={model.num_layers} "
+                "(use 'tbptt', which runs any unidirectional model)"
+            )
+        self.t = 0
+        self.h = np.zeros((self.batch, model.hidden_size), dtype=model.dtype)
+
+    # -- sizes ---------------------------------------------------------------------------------
+
+    @property
+    def H(self) -> int:
+        return self.model.hidden_size
+
+    @property
+    def I(self) -> int:  # noqa: E743 (the papers' name for the input size)
+        return self.model.input_size
+
+    @property
+    def Q(self) -> int:
+        """Columns of Θ = [V | W | b_h]: I + H + 1."""
+        return self.I + self.H + 1
+
+    # -- the public interface ------------------------------------------------------------------
+
+    def reset(self, h0: object = None) -> None:
+        """Start every stream at h_0 (B, H) (zeros when None) with a zero influence (M_0 = 0)."""
+        self.t = 0
+        self.h = np.array(self.model.split_state(h0, self.batch)[0])
+        self._reset_traces()
+
+    def step(self, x_t: object, y_t: object, mask_t: object = None) -> tuple[float, Gradients]:
+        """Advance every stream one step and estimate dL_t/dθ.
+
+        Args:
+            x_t: (B, I) dense inputs of the model's dtype, or (B,) integer ids.
+            y_t: (B,) class ids (softmax head) or (B, O) targets.
+            mask_t: (B,) of 0/1 or bool, or None (every stream counts).
+
+        Returns:
+            ``(loss_t, grads_t)``: L_t = (1/B) Σ_b m_tb ℓ_tb and the estimate of dL_t/dθ under
+            the model's parameter names; ``grads_t.h0`` (B, H) estimates dL_t/dh_0 (exact for
+            ``rtrl`` and, while its window reaches h_0, ``tbptt``; zeros for the others).
+        """
+        x, y, mask = self._check_step(x_t, y_t, mask_t)
+        loss, grads = self._step(x, y, mask)
+        self.t += 1
+        if self.model.w_mask is not None:
+            self.model.mask_gradients(grads)
+        return loss, grads
+
+    def state_is_finite(self) -> bool:
+        """Whether every carried array is finite (a diverging run resets the streams if not)."""
+        return all(bool(np.isfinite(v).all()) for v in self.state_dict().values())
+
+    def state_dict(self) -> StateDict:
+        """Everything that defines the run from here on, as named arrays (RNG included)."""
+        return {
+            "t": np.array([self.t], dtype=np.int64),
+            "h": self.h.copy(),
+            "rng": rng_to_array(self.rng),
+        } | {k: np.array(v) for k, v in self._traces().items()}
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        """Restore :meth:`state_dict`'s arrays; the run then continues bit for bit.
+
+        Raises:
+            KeyError: an array is missing. ValueError: a shape differs from this algorithm's.
+        """
+        expected = self.state_dict()
+        missing = sorted(set(expected) - set(state))
+        if missing:
+            raise KeyError(f"online {self.name} state lacks {missing}")
+        for key, ref in expected.items():
+            if np.shape(state[key]) != ref.shape:
+                raise ValueError(
+                    f"online {self.name} state {key!r} must have shape {ref.shape}, "
+                    f"got {np.shape(state[key])}"
+                )
+        self.t = int(np.asarray(state["t"]).reshape(-1)[0])
+        self.h = np.array(state["h"], dtype=self.model.dtype)
+        self.rng = rng_from_array(state["rng"])
+        self._load_traces({k: np.array(state[k]) for k in expected if k not in ("t", "h", "rng")})
+
+    # -- what each algorithm supplies ------------------------------------------------------
+
+    def _reset_traces(self) -> None:  # noqa: B027 (tbptt carries no influence)
+        """Zero the algorithm's carried state (called by :meth:`reset`)."""
+
+    def _traces(self) -> StateDict:
+        """The algorithm's carried arrays (influence, traces, fixed random matrices)."""
+        return {}
+
+    def _load_traces(self, arrays: StateDict) -> None:
+        for key, value in arrays.items():
+            setattr(self, key, value)
+
+    def _step(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tuple[float, Gradients]:
+        """The Elman step shared by the influence-carrying algorithms (see the module)."""
+        model = self.model
+        weight = mask / model.dtype.type(self.batch)  # (B,): w_b = m_b / B
+        p = model.layers[0].take(model.params)
+        cell = model.layers[0].cell
+        assert isinstance(cell, ElmanCell)
+        h_prev = self.h
+        h = cell.step(p, x, h_prev)  # (B, H)
+        at = StepArgs(x=x, s_prev=h_prev, s=h)
+        fprime = cell.activation.grad_from_output(h)  # (B, H): f'(E_t)
+        self._propagate(at, fprime)  # M_{t-1} → M_t
+        U = model.params["U"]
+        z = h @ U.T
+        z += model.params["b_y"]
+        loss, dz = model.head.loss_and_dz(z[None], y[None], weight[None])
+        dz = dz[0]  # (B, O)
+        c = dz @ U  # (B, H): ∂L_t/∂h_t
+        theta = self._theta_grad(c, dz)  # (H, Q)
+        I, H = self.I, self.H
+        grads = Gradients(
+            {
+                "U": dz.T @ h,
+                "V": np.ascontiguousarray(theta[:, :I]),
+                "W": np.ascontiguousarray(theta[:, I : I + H]),
+                "b_h": np.ascontiguousarray(theta[:, I + H]),
+                "b_y": dz.sum(axis=0),
+            },
+            h0=self._h0_grad(c),
+        )
+        self.h = h
+        return loss, grads
+
+    @abstractmethod
+    def _propagate(self, at: StepArgs, fprime: np.ndarray) -> None:
+        """Carry the influence estimate from step t−1 to t."""
+
+    @abstractmethod
+    def _theta_grad(self, c: np.ndarray, dz: np.ndarray) -> np.ndarray:
+        """Σ_b c_b M_b as Θ's gradient (H, Q), given c = ∂L_t/∂h_t (B, H)."""
+
+    def _h0_grad(self, c: np.ndarray) -> np.ndarray:
+        return np.zeros_like(self.h)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _hhat(self, at: StepArgs) -> np.ndarray:
+        """ĥ_t = [x_t; h_{t-1}; 1] (B, Q); token ids become one-hot rows."""
+        B, I, H = self.batch, self.I, self.H
+        out = np.empty((B, self.Q), dtype=self.model.dtype)
+        if at.x.ndim == 1:
+            out[:, :I] = 0.0
+            out[np.arange(B), at.x] = 1.0
+        else:
+            out[:, :I] = at.x
+        out[:, I : I + H] = at.s_prev
+        out[:, I + H] = 1.0
+        return out
+
+    def _jacobian(self, at: StepArgs) -> np.ndarray:
+        """J_t = ∂h_t/∂h_{t-1} (B, H, H) from the cell protocol."""
+        cell = self.model.layers[0].cell
+        return cell.state_jacobian(self.model.layers[0].take(self.model.params), at)
+
+    def _check_step(
+        self, x_t: object, y_t: object, mask_t: object
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Validate one step; returns x (B, I)/(B,), y (B,)/(B, O) and the mask m (B,)."""
+        model, B = self.model, self.batch
+        x_arr = np.asarray(x_t)
+        if x_arr.ndim not in (1, 2) or x_arr.shape[0] != B:
+            raise ValueError(
+                f"x_t must be one step for B={B} streams: (B, I) dense or (B,) ids, "
+                f"got shape {x_arr.shape}"
+            )
+        x = check_inputs(x_arr[None], model.input_size, model.dtype)[0]
+        y_arr = np.asarray(y_t)
+        y = model.head.check_targets(y_arr[None], (1, B), model.output_size, model.dtype)[0]
+        if mask_t is None:
+            return x, y, np.ones(B, dtype=model.dtype)
+        return x, y, check_mask(np.asarray(mask_t)[None], (1, B), model.dtype)[0]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(batch={self.batch}, t={self.t}, model={self.model!r})"

@@ -1,0 +1,70 @@
+"""Random-feedback local online learning (RFLO, Murray 2019), in Marschall et al.'s (2020) form.
+
+RFLO drops the recurrent term of J_t: for a leaky network h_t = (1 − α) h_{t-1} + α f(E_t),
+J_t ≈ (1 − α)·1, so the influence keeps only the diagonal k = r, an eligibility trace:
+
+    e_t[r, q] = (1 − α) e_{t-1}[r, q] + α f'_r(E_t) ĥ_{t,q}          e (B, H, Q)
+    dΘ_t[r, q] = Σ_b c̃_tb,r e_tb[r, q]      c̃_t = dz_t B_fb  (random feedback, fixed)
+
+The Elman model here is not leaky (α = 1: e_t = f' ⊗ ĥ_t, one step of credit only); α < 1 keeps
+a longer, heuristic trace. B_fb (O, H) is drawn once from the seed (its own stream) with U's
+initial scale U(−1/√H, 1/√H) and saved in the state; ``feedback="symmetric"`` uses U itself
+(c̃ = c).
+Cost O(B·H·Q) per step; biased.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..cells import StepArgs
+from ..model import RNN
+from .base import OnlineAlgorithm, StateDict
+
+
+class RFLO(OnlineAlgorithm):
+    """e_t = (1 − α) e_{t-1} + α f'(E_t) ⊗ ĥ_t, dΘ_t = c̃_t ⊙ e_t: RFLO (see the module).
+
+    Args:
+        alpha: the trace's leak α in (0, 1] (1: the model's own, memoryless).
+        feedback: ``random`` (Murray's fixed B_fb) or ``symmetric`` (Uᵀ, the true c_t).
+    """
+
+    name = "rflo"
+
+    def __init__(
+        self,
+        model: RNN,
+        batch: int,
+        seed: int = 0,
+        alpha: float = 1.0,
+        feedback: str = "random",
+    ) -> None:
+        super().__init__(model, batch, seed)
+        if not 0.0 < float(alpha) <= 1.0:
+            raise ValueError(f"rflo alpha must lie in (0, 1], got {alpha!r}")
+        if feedback not in ("random", "symmetric"):
+            raise ValueError(f"rflo feedback must be 'random' or 'symmetric', got {feedback!r}")
+        self.alpha = float(alpha)
+        self.feedback = feedback
+        bound = 1.0 / np.sqrt(self.H)
+        shape = (model.output_size, self.H)
+        # its own stream of the seed: the model's U is drawn from default_rng(seed) first too
+        fb_rng = np.random.default_rng([seed, 0xFEED])
+        self.B_fb = fb_rng.uniform(-bound, bound, size=shape).astype(model.dtype)  # (O, H)
+        self._reset_traces()
+
+    def _reset_traces(self) -> None:
+        self.e = np.zeros((self.batch, self.H, self.Q), dtype=self.model.dtype)  # (B, H, Q)
+
+    def _traces(self) -> StateDict:
+        return {"e": self.e, "B_fb": self.B_fb}
+
+    def _propagate(self, at: StepArgs, fprime: np.ndarray) -> None:
+        a = self.model.dtype.type(self.alpha)
+        self.e *= 1 - a
+        self.e += (a * fprime)[:, :, None] * self._hhat(at)[:, None, :]
+
+    def _theta_grad(self, c: np.ndarray, dz: np.ndarray) -> np.ndarray:
+        c_tilde = c if self.feedback == "symmetric" else dz @ self.B_fb  # (B, H)
+        return np.einsum("br,brq->rq", c_tilde, self.e)  # (H, Q)

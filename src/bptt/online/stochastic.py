@@ -1,0 +1,118 @@
+"""Unbiased rank-one estimates of the influence: UORO and KF-RTRL.
+
+UORO (Tallec & Ollivier 2018), M_t ≈ ã_t b̃_tᵀ with ã (B, H), b̃ (B, H, Q) = Θ's shape:
+
+    ν ~ {±1}^H                    ρ₀ = √(‖b̃_{t-1}‖ / ‖J_t ã_{t-1}‖)    ρ₁ = √(‖νᵀĪ_t‖ / ‖ν‖)
+    ã_t = ρ₀ J_t ã_{t-1} + ρ₁ ν   b̃_t = b̃_{t-1} / ρ₀ + νᵀĪ_t / ρ₁      dΘ_t = Σ_b (c_tb·ã_tb) b̃_tb
+
+KF-RTRL (Mujika, Meier & Steger 2018), M_t ≈ u_t ⊗ A_t, i.e. M[k, (r, q)] = A[k, r] u[q], with
+u (B, Q) and A (B, H, H), using Ī_t = ĥ_tᵀ ⊗ diag(f'(E_t)):
+
+    c₁, c₂ ~ {±1}                 p₁ = √(‖J_t A_{t-1}‖ / ‖u_{t-1}‖)      p₂ = √(‖f'‖ / ‖ĥ_t‖)
+    u_t = c₁ p₁ u_{t-1} + c₂ p₂ ĥ_t          A_t = (c₁/p₁) J_t A_{t-1} + (c₂/p₂) diag(f')
+    dΘ_t[r, q] = Σ_b (c_tb A_tb)_r u_tb,q
+
+Both are unbiased, E[M̂_t] = M_t (the cross terms carry an independent sign of mean zero; the
+scalings ρ, p only change variance), so E[Σ_t grads_t] is the BPTT gradient with fixed weights.
+ε = 1e-7·(dtype scale) keeps ρ and p finite when a factor is zero (at t = 1).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..cells import StepArgs
+from ..model import RNN
+from .base import OnlineAlgorithm, StateDict
+
+
+def _norms(a: np.ndarray) -> np.ndarray:
+    """‖a_b‖₂ over all but the first axis: (B, …) → (B,)."""
+    flat = a.reshape(a.shape[0], -1)
+    return np.sqrt(np.einsum("bi,bi->b", flat, flat))
+
+
+class _RankOne(OnlineAlgorithm):
+    """M_t ≈ (random rank one), E[M̂_t] = M_t; ``eps`` keeps its scalings finite."""
+
+    def __init__(self, model: RNN, batch: int, seed: int = 0, eps: float = 1e-7) -> None:
+        super().__init__(model, batch, seed)
+        if not float(eps) > 0.0:
+            raise ValueError(f"{self.name} eps must be > 0, got {eps!r}")
+        self.eps = float(eps)
+        self._reset_traces()
+
+    def _signs(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Independent ±1 of the model's dtype."""
+        return self.rng.choice(np.array([-1.0, 1.0], dtype=self.model.dtype), size=shape)
+
+
+class UORO(_RankOne):
+    """M_t ≈ ã_t b̃_tᵀ, ã_t = ρ₀ J_t ã_{t-1} + ρ₁ ν, b̃_t = b̃_{t-1}/ρ₀ + νᵀĪ_t/ρ₁: UORO.
+
+    Args:
+        eps: added to numerator and denominator of ρ₀ and ρ₁.
+    """
+
+    name = "uoro"
+
+    def _reset_traces(self) -> None:
+        dt = self.model.dtype
+        self.a = np.zeros((self.batch, self.H), dtype=dt)  # (B, H): ã
+        self.b = np.zeros((self.batch, self.H, self.Q), dtype=dt)  # (B, H, Q): b̃ (Θ-shaped)
+
+    def _traces(self) -> StateDict:
+        return {"a": self.a, "b": self.b}
+
+    def _propagate(self, at: StepArgs, fprime: np.ndarray) -> None:
+        layer = self.model.layers[0]
+        cell, p = layer.cell, layer.take(self.model.params)
+        nu = self._signs((self.batch, self.H))
+        ja = cell.jvp_state(p, at, self.a)  # (B, H): J_t ã_{t-1}
+        nu_i = (nu * fprime)[:, :, None] * self._hhat(at)[:, None, :]  # (B, H, Q): νᵀĪ_t
+        eps = self.eps
+        rho0 = np.sqrt((_norms(self.b) + eps) / (_norms(ja) + eps))  # (B,)
+        rho1 = np.sqrt((_norms(nu_i) + eps) / (_norms(nu) + eps))  # (B,)
+        self.a = rho0[:, None] * ja + rho1[:, None] * nu
+        self.b = self.b / rho0[:, None, None] + nu_i / rho1[:, None, None]
+
+    def _theta_grad(self, c: np.ndarray, dz: np.ndarray) -> np.ndarray:
+        scale = np.einsum("bk,bk->b", c, self.a)  # (B,): c_t·ã_t
+        return np.einsum("b,brq->rq", scale, self.b)  # (H, Q)
+
+
+class KFRTRL(_RankOne):
+    """M_t ≈ u_t ⊗ A_t, u_t = c₁p₁u_{t-1} + c₂p₂ĥ_t, A_t = (c₁/p₁) J_t A_{t-1} + (c₂/p₂) D_t:
+    Kronecker-factored RTRL (see the module).
+
+    Args:
+        eps: added to numerator and denominator of p₁ and p₂.
+    """
+
+    name = "kf-rtrl"
+
+    def _reset_traces(self) -> None:
+        dt = self.model.dtype
+        self.u = np.zeros((self.batch, self.Q), dtype=dt)  # (B, Q)
+        self.A = np.zeros((self.batch, self.H, self.H), dtype=dt)  # (B, H, H)
+
+    def _traces(self) -> StateDict:
+        return {"u": self.u, "A": self.A}
+
+    def _propagate(self, at: StepArgs, fprime: np.ndarray) -> None:
+        signs = self._signs((2, self.batch))
+        c1, c2 = signs[0], signs[1]  # (B,) each
+        ja = np.matmul(self._jacobian(at), self.A)  # (B, H, H): J_t A_{t-1}
+        hhat = self._hhat(at)  # (B, Q)
+        eps = self.eps
+        p1 = np.sqrt((_norms(ja) + eps) / (_norms(self.u) + eps))  # (B,)
+        p2 = np.sqrt((_norms(fprime) + eps) / (_norms(hhat) + eps))  # (B,)
+        self.u = (c1 * p1)[:, None] * self.u + (c2 * p2)[:, None] * hhat
+        A = (c1 / p1)[:, None, None] * ja
+        diag = np.arange(self.H)
+        A[:, diag, diag] += (c2 / p2)[:, None] * fprime
+        self.A = A
+
+    def _theta_grad(self, c: np.ndarray, dz: np.ndarray) -> np.ndarray:
+        ca = np.einsum("bk,bkr->br", c, self.A)  # (B, H): c_t A_t
+        return ca.T @ self.u  # (H, Q)

@@ -1,0 +1,116 @@
+"""``bptt predict``: a regression run's forecasts for new data (as ``sample`` is for text).
+
+CSV:  z̃_r = (z_r − μ_train) / σ_train  →  ŷ_r = model(z̃_0 … z̃_r)  →  ŷ_r σ_train + μ_train,
+      the forecast of row r + h from rows 0 … r (one sequence, h_0 = 0)
+.npz: Ŷ = model.predict(X) for X in the run's layout (ids or floats), saved as ``Y_hat``
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import atomic_path, atomic_write_text
+from .checkpoint import Checkpoint
+from .data.arrays import load_npz_arrays, to_time_major
+from .data.errors import DataError
+from .data.tasks import read_csv_columns
+
+
+def predict_csv(
+    ckpt: Checkpoint, path: str | os.PathLike[str]
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(column names, inputs (R, C), forecasts (R, O)) in the units of the file.
+
+    A ``csv`` run reads its own columns and standardises with its training statistics (kept in
+    the checkpoint); another run with dense inputs (``sine``, ``arrays``) reads the file's
+    numeric columns as they are, which must number ``input_size``.
+
+    Raises:
+        ValueError: a run whose inputs are token ids, or a column count that does not fit.
+        CorpusNotFoundError, DataError: an unreadable CSV (file, line and column named).
+    """
+    model = ckpt.model
+    if ckpt.task in ("charlm", "copy", "order") or ckpt.vocab is not None:
+        raise ValueError(
+            f"the run's task {ckpt.task!r} reads token ids, not CSV columns; "
+            "predict --csv is for regression runs (csv, sine, adding, arrays)"
+        )
+    state = ckpt.data_state
+    if ckpt.task == "csv":
+        if "mean" not in state:
+            raise ValueError("the checkpoint lacks the training statistics (an older bptt run)")
+        names, raw = read_csv_columns(path, state["columns"])
+        mean, std = np.asarray(state["mean"]), np.asarray(state["std"])  # (C,)
+    else:
+        names, raw = read_csv_columns(path, None)
+        mean, std = np.zeros(raw.shape[1]), np.ones(raw.shape[1])
+    if raw.shape[1] != model.input_size:
+        raise ValueError(
+            f"{str(path)!r} has {raw.shape[1]} numeric column(s) {list(names)}; the model "
+            f"takes {model.input_size} input(s) per step"
+        )
+    x = ((raw - mean) / std).astype(model.dtype)[:, None, :]  # (R, 1, C)
+    y_hat, _ = model.predict(x)  # (R, 1, O)
+    out = np.asarray(y_hat[:, 0, :], dtype=np.float64)  # (R, O)
+    if ckpt.task == "csv":
+        out = out * std + mean
+    return list(names), raw, out
+
+
+def format_csv(names: list[str], raw: np.ndarray, pred: np.ndarray, horizon: int) -> str:
+    """The inputs and, beside them, each row's forecast ``<name>_pred+h``."""
+    out_names = names if pred.shape[1] == len(names) else [f"y{j}" for j in range(pred.shape[1])]
+    header = [*names, *(f"{n}_pred+{horizon}" for n in out_names)]
+    buf = io.StringIO()
+    buf.write(",".join(header) + "\n")
+    for r in range(raw.shape[0]):
+        cells = [f"{v:.6g}" for v in raw[r]] + [f"{v:.6g}" for v in pred[r]]
+        buf.write(",".join(cells) + "\n")
+    return buf.getvalue()
+
+
+def predict_npz(
+    ckpt: Checkpoint, path: str | os.PathLike[str], batch_first: bool
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """(Ŷ in the file's layout, scores against the file's Y when it has one).
+
+    Raises:
+        DataError: an unreadable file or one without X; shapes that do not fit the model.
+    """
+    data = load_npz_arrays(path, need=("X",))
+    X = data["X"]
+    if X.dtype.kind == "f":
+        X = X.astype(ckpt.model.dtype)
+    x, _, _ = to_time_major(X, X, None, batch_first=batch_first)
+    try:
+        y_hat, _ = ckpt.model.predict(x)  # (T, N, O)
+    except (ValueError, TypeError) as err:
+        raise DataError(f"{str(path)!r}: X {X.shape} does not fit the model: {err}") from None
+    scores: dict[str, Any] = {}
+    if "Y" in data:
+        y = data["Y"]
+        y = np.swapaxes(y, 0, 1) if batch_first else y
+        if ckpt.model.output == "softmax":
+            scores["accuracy"] = float(np.mean(y_hat.argmax(axis=-1) == y))
+        else:
+            y = y[..., None] if y.ndim == 2 else y
+            scores["mse"] = float(np.mean((y_hat - y) ** 2))
+    out = np.swapaxes(y_hat, 0, 1) if batch_first else y_hat
+    return np.ascontiguousarray(out), scores
+
+
+def write_npz(path: str | os.PathLike[str], y_hat: np.ndarray) -> Path:
+    """``np.savez(path, Y_hat=y_hat)``, atomically."""
+    target = Path(path)
+    with atomic_path(target) as tmp, open(tmp, "wb") as f:
+        np.savez(f, Y_hat=y_hat)
+    return target
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    atomic_write_text(Path(path), text)

@@ -1,0 +1,279 @@
+"""bptt.online: each algorithm against the exact BPTT gradient of the same model and data.
+
+The reference is ``model.loss_and_grads`` (itself checked against torch autograd and finite
+differences elsewhere): with the weights fixed, Σ_t grads_t of RTRL (and of SnAp or online
+TBPTT where they are exact) must equal it, and UORO / KF-RTRL must equal it in expectation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bptt import online
+from bptt.model import RNN, ElmanRNN
+from bptt.params import Gradients
+
+ACTIVATIONS = ("tanh", "sigmoid", "relu", "identity")
+HEADS = ("softmax", "sigmoid", "identity")
+
+
+def _data(rng, I, O, T, B, ids, head, masked):
+    x = rng.integers(0, I, size=(T, B)) if ids else rng.normal(size=(T, B, I))
+    if head == "softmax":
+        y = rng.integers(0, O, size=(T, B))
+    elif head == "sigmoid":
+        y = rng.uniform(size=(T, B, O))
+    else:
+        y = rng.normal(size=(T, B, O))
+    mask = (rng.uniform(size=(T, B)) > 0.3).astype(np.float64) if masked else None
+    return x, y, mask
+
+
+def _run(alg, x, y, mask, h0=None):
+    """Σ_t loss_t and Σ_t grads_t (h0 included) over a sequence."""
+    alg.reset(h0)
+    total_loss, total = 0.0, None
+    for t in range(x.shape[0]):
+        loss, g = alg.step(x[t], y[t], None if mask is None else mask[t])
+        total_loss += loss
+        if total is None:
+            total = Gradients({k: v.copy() for k, v in g.items()}, h0=np.array(g.h0))
+        else:
+            for k in total:
+                total[k] += g[k]
+            total.h0 += g.h0
+    return total_loss, total
+
+
+def _rel_err(a, b):
+    return max(float(np.abs(a[k] - b[k]).max() / max(np.abs(b[k]).max(), 1e-300)) for k in b)
+
+
+def _random_case(seed):
+    rng = np.random.default_rng(seed)
+    H, I, O = (int(v) for v in rng.integers(2, 6, size=3))
+    T, B = int(rng.integers(1, 8)), int(rng.integers(1, 4))
+    act = ACTIVATIONS[seed % 4]
+    head = HEADS[(seed // 4) % 3]
+    ids, masked, with_h0 = bool(rng.integers(2)), bool(rng.integers(2)), bool(rng.integers(2))
+    model = ElmanRNN(I, H, O, hidden_activation=act, output=head, seed=seed)
+    if act == "relu":  # keep some units active with a positive bias
+        model.params["b_h"] += 0.3
+    x, y, mask = _data(rng, I, O, T, B, ids, head, masked)
+    h0 = rng.normal(size=(B, H)) * 0.5 if with_h0 else None
+    return model, x, y, mask, h0, B
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_rtrl_sum_equals_bptt(seed: int) -> None:
+    """Every activation × head, ids/dense, h0, masks: Σ_t grads_t = BPTT to 1e-9 relative."""
+    model, x, y, mask, h0, B = _random_case(seed)
+    loss, ref = model.loss_and_grads(x, y, h0, mask)
+    got_loss, got = _run(online.make("rtrl", model, batch=B), x, y, mask, h0)
+    assert got_loss == pytest.approx(loss, rel=1e-12, abs=1e-14)
+    assert list(got) == list(ref)
+    assert _rel_err(got, ref) < 1e-9
+    np.testing.assert_allclose(got.h0, ref.h0, rtol=1e-9, atol=1e-13)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_online_tbptt_with_k_at_least_T_equals_bptt(seed: int) -> None:
+    model, x, y, mask, h0, B = _random_case(seed)
+    T = x.shape[0]
+    loss, ref = model.loss_and_grads(x, y, h0, mask)
+    got_loss, got = _run(online.make("tbptt", model, batch=B, k=T + seed % 2), x, y, mask, h0)
+    assert got_loss == pytest.approx(loss, rel=1e-12, abs=1e-14)
+    assert _rel_err(got, ref) < 1e-9
+    np.testing.assert_allclose(got.h0, ref.h0, rtol=1e-9, atol=1e-13)
+
+
+def test_online_tbptt_runs_a_two_layer_model_exactly() -> None:
+    rng = np.random.default_rng(3)
+    model = RNN(3, 4, 2, num_layers=2, output="identity", seed=1)
+    x, y, _ = _data(rng, 3, 2, 6, 2, False, "identity", False)
+    loss, ref = model.loss_and_grads(x, y)
+    got_loss, got = _run(online.make("tbptt", model, batch=2, k=6), x, y, None)
+    assert got_loss == pytest.approx(loss, rel=1e-12)
+    assert _rel_err(got, ref) < 1e-9
+
+
+def test_online_tbptt_short_window_is_truncated() -> None:
+    """k < T gives a different (truncated) gradient: the exactness test can fail."""
+    model, *_, B = _random_case(5)
+    rng = np.random.default_rng(0)
+    x, y, _ = _data(rng, model.input_size, model.output_size, 8, B, False, model.output, False)
+    _, ref = model.loss_and_grads(x, y)
+    _, got = _run(online.make("tbptt", model, batch=B, k=2), x, y, None)
+    assert _rel_err(got, ref) > 1e-3
+
+
+def test_snap1_with_diagonal_w_equals_rtrl() -> None:
+    rng = np.random.default_rng(1)
+    model = ElmanRNN(3, 5, 2, output="softmax", seed=2)
+    model.set_recurrent_mask(np.eye(5, dtype=bool))
+    x, y, mask = _data(rng, 3, 2, 9, 3, False, "softmax", True)
+    _, ref = _run(online.make("rtrl", model, batch=3), x, y, mask)
+    _, got = _run(online.make("snap-1", model, batch=3), x, y, mask)
+    _, bptt = model.loss_and_grads(x, y, None, mask)
+    assert _rel_err(got, ref) < 1e-12
+    assert _rel_err(got, bptt) < 1e-9
+
+
+def test_snap1_with_dense_w_is_an_approximation() -> None:
+    rng = np.random.default_rng(1)
+    model = ElmanRNN(3, 5, 2, output="softmax", seed=2)
+    x, y, _ = _data(rng, 3, 2, 9, 3, False, "softmax", False)
+    _, ref = _run(online.make("rtrl", model, batch=3), x, y, None)
+    _, got = _run(online.make("snap-1", model, batch=3), x, y, None)
+    assert _rel_err(got, ref) > 1e-3
+
+
+def test_snap_n_equals_rtrl_when_its_pattern_covers_the_influence() -> None:
+    """Dense W: SnAp-2 covers everything. A ring W (k ← k−1): SnAp-H covers everything, while
+    SnAp-2 does not (and differs)."""
+    rng = np.random.default_rng(4)
+    H = 5
+    model = ElmanRNN(2, H, 3, output="identity", seed=3)
+    x, y, _ = _data(rng, 2, 3, 8, 2, False, "identity", False)
+    _, ref = _run(online.make("rtrl", model, batch=2), x, y, None)
+    _, got = _run(online.make("snap-2", model, batch=2), x, y, None)
+    assert _rel_err(got, ref) < 1e-12
+
+    ring = np.roll(np.eye(H, dtype=bool), 1, axis=0)  # W_{k, k−1} ≠ 0 only
+    model.set_recurrent_mask(ring)
+    assert online.snap_pattern(ring, H).all() and not online.snap_pattern(ring, 2).all()
+    _, ref = _run(online.make("rtrl", model, batch=2), x, y, None)
+    _, full = _run(online.make(f"snap-{H}", model, batch=2), x, y, None)
+    _, part = _run(online.make("snap-2", model, batch=2), x, y, None)
+    assert _rel_err(full, ref) < 1e-12
+    assert _rel_err(part, ref) > 1e-3
+
+
+def _estimates(name: str, model, x, y, runs: int, per_run: int) -> np.ndarray:
+    """`runs` independent means of `per_run` estimates each: (runs, P) flat vectors.
+
+    All `per_run` streams see the same sequence, so grads_t (which averages over streams) is
+    the mean of `per_run` independent estimates of the one-stream gradient."""
+    xs = np.repeat(x, per_run, axis=1)
+    ys = np.repeat(y, per_run, axis=1)
+    out = []
+    for seed in range(runs):
+        _, g = _run(online.make(name, model, batch=per_run, seed=seed), xs, ys, None)
+        out.append(np.concatenate([g[k].ravel() for k in g]))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("name", ["uoro", "kf-rtrl"])
+def test_stochastic_estimates_are_unbiased(name: str) -> None:
+    rng = np.random.default_rng(7)
+    model = ElmanRNN(2, 3, 2, output="softmax", seed=5)
+    x, y, _ = _data(rng, 2, 2, 5, 1, False, "softmax", False)
+    _, ref = model.loss_and_grads(x, y)
+    exact = np.concatenate([ref[k].ravel() for k in ref])
+    means = _estimates(name, model, x, y, runs=64, per_run=64)  # N = 4096 estimates
+    mean = means.mean(axis=0)
+    se = means.std(axis=0, ddof=1) / np.sqrt(len(means))
+    z = np.abs(mean - exact) / np.maximum(se, 1e-15)
+    assert z.max() < 4.5, f"largest |z| = {z.max():.2f}"
+    # not a trivially exact estimator: single estimates scatter around the truth
+    assert se.max() > 1e-6
+    # the error of the mean shrinks as 1/√N: 16x the samples, about 1/4 of the error
+    small = np.linalg.norm(means[:4].mean(axis=0) - exact)  # N = 256
+    large = np.linalg.norm(mean - exact)  # N = 4096
+    spread = np.sqrt(np.sum(means.var(axis=0, ddof=1)))  # E‖error‖ at one run's N = 64
+    assert small == pytest.approx(spread / 2, rel=0.75)
+    assert large == pytest.approx(spread / 8, rel=0.75)
+
+
+def test_rflo_symmetric_memoryless_is_one_step_truncation() -> None:
+    """RFLO with α = 1 and symmetric feedback is TBPTT with k = 1 (one step of credit)."""
+    rng = np.random.default_rng(2)
+    model = ElmanRNN(3, 4, 2, output="softmax", seed=1)
+    x, y, mask = _data(rng, 3, 2, 6, 2, True, "softmax", True)
+    _, ref = _run(online.make("tbptt", model, batch=2, k=1), x, y, mask)
+    _, got = _run(online.make("rflo", model, batch=2, feedback="symmetric"), x, y, mask)
+    assert _rel_err(got, ref) < 1e-12
+
+
+@pytest.mark.parametrize("name", online.ALGORITHMS)
+def test_state_dict_resumes_bit_for_bit(name: str) -> None:
+    rng = np.random.default_rng(9)
+    model = ElmanRNN(3, 4, 2, output="softmax", seed=1, dtype=np.float32)
+    x, y, _ = _data(rng, 3, 2, 10, 2, True, "softmax", False)
+    opts = {"k": 3} if name == "tbptt" else {}
+    a = online.make(name, model, batch=2, seed=11, **opts)
+    for t in range(5):
+        a.step(x[t], y[t])
+    saved = {k: np.array(v) for k, v in a.state_dict().items()}
+    rest = [a.step(x[t], y[t]) for t in range(5, 10)]
+    b = online.make(name, model, batch=2, seed=999, **opts)
+    b.load_state_dict(saved)
+    again = [b.step(x[t], y[t]) for t in range(5, 10)]
+    for (la, ga), (lb, gb) in zip(rest, again, strict=True):
+        assert la == lb
+        for k in ga:
+            assert np.array_equal(ga[k], gb[k]), k
+
+
+def test_generic_tbptt_state_dict_resumes_bit_for_bit() -> None:
+    """The window-rerunning path (any cell and depth) saves its buffer and carried state."""
+    rng = np.random.default_rng(9)
+    model = RNN(3, 4, 2, num_layers=2, output="softmax", seed=1)
+    x, y, _ = _data(rng, 3, 2, 10, 2, True, "softmax", False)
+    a = online.make("tbptt", model, batch=2, k=3)
+    for t in range(5):
+        a.step(x[t], y[t])
+    saved = {k: np.array(v) for k, v in a.state_dict().items()}
+    rest = [a.step(x[t], y[t]) for t in range(5, 10)]
+    b = online.make("tbptt", model, batch=2, k=3)
+    b.load_state_dict(saved)
+    for t, (la, ga) in zip(range(5, 10), rest, strict=True):
+        lb, gb = b.step(x[t], y[t])
+        assert la == lb and all(np.array_equal(ga[k], gb[k]) for k in ga)
+
+
+def test_rng_state_round_trip() -> None:
+    rng = np.random.default_rng(123)
+    rng.random(7)
+    copy = online.rng_from_array(online.rng_to_array(rng))
+    assert np.array_equal(rng.random(5), copy.random(5))
+
+
+def test_bad_input_names_the_argument() -> None:
+    model = ElmanRNN(3, 4, 2)
+    with pytest.raises(ValueError, match="online algorithm must be one of"):
+        online.make("bogus", model)
+    with pytest.raises(ValueError, match="one-layer, one-direction Elman"):
+        online.make("rtrl", RNN(3, 4, 2, num_layers=2))
+    with pytest.raises(ValueError, match="unidirectional"):
+        online.make("tbptt", RNN(3, 4, 2, bidirectional=True))
+    alg = online.make("rtrl", model, batch=2)
+    with pytest.raises(ValueError, match="x_t must be one step for B=2"):
+        alg.step(np.zeros((3, 3)), np.zeros(2, dtype=int))
+    with pytest.raises(ValueError, match="mask must have shape"):
+        alg.step(np.zeros((2, 3)), np.zeros(2, dtype=int), np.ones(3))
+    with pytest.raises(ValueError, match="y must have shape"):
+        alg.step(np.zeros((2, 3)), np.zeros(3, dtype=int))
+    with pytest.raises(ValueError, match="rflo alpha"):
+        online.make("rflo", model, alpha=0.0)
+    with pytest.raises(KeyError, match="lacks"):
+        alg.load_state_dict({"t": np.array(0)})
+
+
+def test_recurrent_mask_is_respected_by_bptt_and_online() -> None:
+    rng = np.random.default_rng(0)
+    model = ElmanRNN(3, 6, 2, output="softmax", seed=0)
+    mask = rng.uniform(size=(6, 6)) < 0.4
+    model.set_recurrent_mask(mask)
+    assert np.all(model.params["W"][~mask] == 0)
+    x, y, _ = _data(rng, 3, 2, 7, 2, False, "softmax", False)
+    _, ref = model.loss_and_grads(x, y)
+    assert np.all(ref["W"][~mask] == 0) and np.any(ref["W"][mask] != 0)
+    for name in ("rtrl", "uoro", "snap-1", "snap-2", "kf-rtrl", "rflo"):
+        _, got = _run(online.make(name, model, batch=2), x, y, None)
+        assert np.all(got["W"][~mask] == 0), name
+    _, exact = _run(online.make("rtrl", model, batch=2), x, y, None)
+    assert _rel_err(exact, ref) < 1e-9
+    with pytest.raises(ValueError, match="mask must be"):
+        model.set_recurrent_mask(np.ones((5, 5)))
