@@ -53,3 +53,19 @@ def test_module_entry_point():
     )
     assert result.returncode == 0, result.stderr
     assert "PASS" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "seed_formula"),
+    [
+        (["--cell", "gru"], True),
+        (["--cell", "lstm", "--ids", "--output", "sigmoid"], True),
+        (["--cell", "lstm", "--layers", "2", "--bidirectional", "--seq-len", "5"], False),
+    ],
+)
+def test_gradcheck_any_cell(args, seed_formula, capsys):
+    assert main(["gradcheck", *args]) == 0
+    out = capsys.readouterr().out
+    assert "PASS" in out and f"cell={args[1]!r}" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith(("W", "b "))]
+    assert rows and all((row[-1] != "nan") == seed_formula for row in rows)

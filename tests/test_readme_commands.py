@@ -75,14 +75,19 @@ def test_the_task_table_commands_each_write_their_own_run(tmp_path, monkeypatch,
 def test_reference_runs_start_as_written(tmp_path, monkeypatch) -> None:
     """The adding and tiny-Shakespeare reference commands, cut to a few steps."""
     commands = [c for c in shell_commands(README) if c.startswith("bptt train --")]
-    adding = next(c for c in commands if "--task adding" in c)
-    assert run(adding, *SHORT, "--eval-size", "16", "--out", str(tmp_path / "adding")) == 0
-    shakespeare = next(c for c in commands if "tinyshakespeare" in c)
+    adding = [c for c in commands if "--task adding" in c]
+    assert adding
+    for k, command in enumerate(adding):
+        out = str(tmp_path / f"adding{k}")
+        assert run(command, *SHORT, "--eval-size", "16", "--out", out) == 0, command
+    shakespeare = [c for c in commands if "tinyshakespeare" in c]
+    assert shakespeare
     if not (ROOT.parent / "shared" / "data" / "tinyshakespeare.txt").is_file():
         pytest.skip("../shared/data/tinyshakespeare.txt is not beside this checkout")
     monkeypatch.chdir(ROOT)  # the command's path is relative to the repository root
-    extra = [*SHORT, "--eval-windows", "2", "--out", str(tmp_path / "shakespeare")]
-    assert run(shakespeare, *extra) == 0
+    for k, command in enumerate(shakespeare):
+        extra = [*SHORT, "--eval-windows", "2", "--out", str(tmp_path / f"shakespeare{k}")]
+        assert run(command, *extra) == 0, command
 
 
 def test_main_job_then_sample(tmp_path, monkeypatch, capsys) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import diagnostics
 from .activations import ACTIVATIONS, Activation, get_activation
+from .cells import CELLS
 from .heads import HEADS, Head, get_head
 from .model import RNN, BPTTResult, ElmanRNN
 from .params import PARAM_NAMES, Gradients, Params
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 SUBMODULES = (
     "activations",
     "atomic",
+    "cell_diagnostics",
     "cells",
     "checkpoint",
     "checkpointing",
@@ -64,6 +66,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "ACTIVATIONS",
+    "CELLS",
     "HEADS",
     "PARAM_NAMES",
     "RNN",

@@ -10,10 +10,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from .activations import ACTIVATIONS
+from .cells import CELLS
 from .export_cli import add_export_parser
 from .heads import HEADS
 from .inspect_cli import add_inspect_parser
-from .model import ElmanRNN
+from .model import build_model
 from .resources import check_memory, estimate_bytes
 
 
@@ -40,9 +41,13 @@ def _add_gradcheck(subparsers: argparse._SubParsersAction) -> None:
         help="verify the hand-written BPTT gradients (finite differences, seed formula)",
         description="Build a random float64 model and batch, and report the largest relative "
         "error of each parameter's gradient against central finite differences and against "
-        "the literal seed formula. Exits 1 if any error is above --tolerance.",
+        "the literal seed formula (any cell of one layer and one direction: the sum over lags of "
+        "products of the cell's state Jacobians). Exits 1 if any error is above --tolerance.",
         formatter_class=HelpFormatter,
     )
+    p.add_argument("--cell", choices=sorted(CELLS), default="elman", help="recurrent cell")
+    p.add_argument("--layers", type=int, default=1, help="L")
+    p.add_argument("--bidirectional", action="store_true", help="two directions per layer")
     p.add_argument("--input-size", type=int, default=5, help="I")
     p.add_argument("--hidden", type=int, default=8, help="H")
     p.add_argument("--output-size", type=int, default=4, help="O")
@@ -63,15 +68,18 @@ def _add_gradcheck(subparsers: argparse._SubParsersAction) -> None:
 def _run_gradcheck(args: argparse.Namespace) -> int:
     from .gradcheck import gradcheck
 
-    for option in ("input_size", "hidden", "output_size", "seq_len", "batch"):
+    for option in ("input_size", "hidden", "output_size", "seq_len", "batch", "layers"):
         _require(option, getattr(args, option), 1)
     _require("seed", args.seed, 0)
     if not (math.isfinite(args.tolerance) and args.tolerance > 0):
         raise ValueError(f"--tolerance must be a finite number > 0, got {args.tolerance}")
-    model = ElmanRNN(
-        args.input_size,
-        args.hidden,
-        args.output_size,
+    model = build_model(
+        input_size=args.input_size,
+        hidden_size=args.hidden,
+        output_size=args.output_size,
+        cell=args.cell,
+        num_layers=args.layers,
+        bidirectional=args.bidirectional,
         hidden_activation=args.activation,
         output=args.output,
         seed=args.seed,
@@ -90,7 +98,8 @@ def _run_gradcheck(args: argparse.Namespace) -> int:
         y = (rng.random((*shape_tb, args.output_size)) < 0.5).astype(np.float64)
     else:
         y = rng.standard_normal((*shape_tb, args.output_size))
-    h0 = 0.5 * rng.standard_normal((args.batch, args.hidden))
+    S = model.state_parts * args.hidden
+    h0 = model.join_state([0.5 * rng.standard_normal((args.batch, S)) for _ in model.layers])
     print(model)
     print(f"T={args.seq_len} B={args.batch} inputs={'ids' if args.ids else 'dense'}")
     report = gradcheck(model, x, y, h0, tolerance=args.tolerance, seed=args.seed)

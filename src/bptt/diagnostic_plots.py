@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from .atomic import atomic_write_bytes
+from .cell_diagnostics import CellLagContributions, StateJacobianReport
 from .diagnostics import (
     GradientProfileRecorder,
     HiddenStateGradients,
@@ -334,4 +335,66 @@ def plot_layer_lag_profile(layers: dict[str, LagContributions], ax: Axes | None 
     ax.set_title("Gradient flow by layer and by lag", fontsize="medium")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small", title="layer")
+    return fig
+
+
+# -- any cell (bptt.cell_diagnostics) ---------------------------------------------------------
+
+
+def plot_cell_lag_profile(
+    contrib: CellLagContributions,
+    ax: Axes | None = None,
+    label: str | None = None,
+    relative: bool = False,
+) -> Figure:
+    """‖C[d]‖_F over all the recurrent layer's parameters against the lag d, for any cell.
+
+    ``relative`` divides by the norm of the whole recurrent gradient ‖Σ_d C[d]‖, so cells with
+    differently sized parameters share one axis. Overlay cells by passing the same ``ax``.
+    """
+    fig, ax = _axes_or_new(ax)
+    norms = contrib.norms()["total"]
+    if relative:
+        full = np.sqrt(sum(float(np.sum(a.sum(axis=0) ** 2)) for a in contrib.parts.values()))
+        norms = norms / full if full > 0 else norms
+    n = contrib.n_exact
+    (line,) = ax.plot(np.arange(n), _positive(norms[:n]), marker="o", markersize=2, label=label)
+    if contrib.max_lag is not None:
+        ax.plot(
+            [n],
+            _positive(norms[n:]),
+            marker="o",
+            markersize=7,
+            linestyle="none",
+            markerfacecolor="none",
+            color=line.get_color(),
+        )
+    _maybe_log_y(ax, norms)
+    ax.set_xlabel("lag d = t − k (steps between loss and weight use)")
+    ax.set_ylabel(
+        "‖C[d]‖ / ‖dL/dθ_rec‖" if relative else "‖lag-d part of dL/dθ_rec‖_F (loss / weight unit)"
+    )
+    ax.set_title(f"BPTT contributions by lag (T = {contrib.seq_len})")
+    ax.grid(True, which="both", alpha=0.3)
+    if label:
+        ax.legend(fontsize="small")
+    return fig
+
+
+def plot_state_jacobians(
+    report: StateJacobianReport, ax: Axes | None = None, label: str | None = None
+) -> Figure:
+    """‖∂s_t/∂s_{t−d}‖₂ (batch mean) against the lag d, for any cell (LSTM: s = [h ‖ c])."""
+    fig, ax = _axes_or_new(ax)
+    with np.errstate(over="ignore", under="ignore"):
+        mean = np.power(10.0, report.log10_mean)
+    ax.plot(report.lags, _positive(mean), marker="o", markersize=2, label=label)
+    ax.axhline(1.0, color="0.5", linewidth=0.8)
+    _maybe_log_y(ax, mean)
+    ax.set_xlabel(f"lag d (steps back from t = {report.origin})")
+    ax.set_ylabel("‖∂s_t / ∂s_(t−d)‖₂, batch mean (gain)")
+    ax.set_title("State-Jacobian products")
+    ax.grid(True, which="both", alpha=0.3)
+    if label:
+        ax.legend(fontsize="small")
     return fig

@@ -32,10 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from . import cell_diagnostics
 from .atomic import atomic_write_text
-from .model import ElmanRNN
+from .model import RNN, ElmanRNN
 from .rnn import input_projection_backward
-from .validation import check_inputs
+from .validation import check_inputs, check_max_lag
 
 RECURRENT_NAMES: tuple[str, ...] = ("W", "V", "b_h")
 
@@ -77,7 +78,10 @@ class _Forward:
 
 def _check_model(model: object) -> ElmanRNN:
     if not isinstance(model, ElmanRNN):
-        raise TypeError(f"model must be a bptt.ElmanRNN, got {type(model).__name__}")
+        raise TypeError(
+            f"model must be a bptt.ElmanRNN, got {type(model).__name__} (for any cell: "
+            "bptt.cell_diagnostics.lag_contributions and state_jacobian_norms)"
+        )
     model.validated_params()
     return model
 
@@ -101,18 +105,6 @@ def layer_name(model: ElmanRNN, k: int) -> str:
     """``l0``, ``l1_reverse``, …: the suffix of layer-direction k's parameters."""
     layer = model.layers[k]
     return f"l{layer.index}" + ("_reverse" if layer.reverse else "")
-
-
-def _check_max_lag(max_lag: object) -> int | None:
-    if max_lag is None:
-        return None
-    if isinstance(max_lag, bool) or not isinstance(max_lag, (int, np.integer)):
-        raise TypeError(
-            f"max_lag must be None or a non-negative int, got {type(max_lag).__name__} {max_lag!r}"
-        )
-    if max_lag < 0:
-        raise ValueError(f"max_lag must be None or a non-negative int, got {max_lag}")
-    return int(max_lag)
 
 
 def _forward_states(
@@ -314,7 +306,7 @@ def lag_contributions(
     Raises:
         ValueError, TypeError: bad inputs (as :meth:`ElmanRNN.loss_and_grads`) or max_lag.
     """
-    m = _check_max_lag(max_lag)
+    m = check_max_lag(max_lag)
     return _lag_parts(_forward(model, x, y, h0, mask, layer), m)
 
 
@@ -333,7 +325,7 @@ def layer_lag_contributions(
         a one-layer, one-direction model the single entry ``"l0"``. Each entry's sums over
         lags are that layer's parameter gradients (``V_l1``, ``W_l1``, ``b_h_l1``, …).
     """
-    m = _check_max_lag(max_lag)
+    m = check_max_lag(max_lag)
     views = _forwards(model, x, y, h0, mask)
     return {layer_name(model, k): _lag_parts(fwd, m) for k, fwd in enumerate(views)}
 
@@ -564,7 +556,7 @@ def jacobian_report(
     t = T if origin is None else origin
     if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 1 <= t <= T:
         raise ValueError(f"origin must be an int step in 1..T={T}, got {origin!r}")
-    m = _check_max_lag(max_lag)
+    m = check_max_lag(max_lag)
     n_lags = t + 1 if m is None else min(t, m) + 1
     fprime = model.activation.grad_from_output(hs[1:]).astype(np.float64)  # (T, B, H)
     W = W_layer.astype(np.float64)
@@ -708,7 +700,7 @@ class GradientProfileRecorder:
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"every must be a positive int, got {every!r}")
         self.every = int(every)
-        self.max_lag = _check_max_lag(max_lag)
+        self.max_lag = check_max_lag(max_lag)
         self.steps: list[int] = []
         self.losses: list[float] = []
         self.labels: list[list[str]] = []
@@ -722,18 +714,32 @@ class GradientProfileRecorder:
     def maybe_record(
         self,
         step: int,
-        model: ElmanRNN,
+        model: RNN,
         x: object,
         y: object,
         h0: object = None,
         mask: object = None,
     ) -> bool:
-        """Record the per-lag norms on this batch if ``step % every == 0``; say whether it did."""
+        """Record the per-lag norms on this batch if ``step % every == 0``; say whether it did.
+
+        Any one-layer, one-direction model: the Elman cell through :func:`lag_contributions`,
+        others through :func:`bptt.cell_diagnostics.lag_contributions`.
+        """
         if step % self.every != 0:
             return False
-        contrib = lag_contributions(model, x, y, h0, mask, max_lag=self.max_lag)
-        for name, norms in contrib.norms().items():
-            self.history[name].append(norms)
+        if isinstance(model, ElmanRNN) and model.simple:
+            contrib: Any = lag_contributions(model, x, y, h0, mask, max_lag=self.max_lag)
+            norms = contrib.norms()
+        else:  # another cell: its V, W, and all its biases under "b_h" (b, b_hn for the GRU)
+            contrib = cell_diagnostics.lag_contributions(
+                model, x, y, h0, mask, max_lag=self.max_lag
+            )
+            by_name = contrib.norms()
+            biases = [by_name[k] ** 2 for k in contrib.parts if k.startswith("b")]
+            norms = {"W": by_name["W"], "V": by_name["V"], "b_h": np.sqrt(sum(biases))}
+            norms["total"] = by_name["total"]
+        for name, values in norms.items():
+            self.history[name].append(values)
         self.steps.append(int(step))
         self.losses.append(contrib.loss)
         self.labels.append(contrib.labels)

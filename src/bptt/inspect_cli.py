@@ -25,6 +25,7 @@ import numpy as np
 
 from .activations import ACTIVATIONS
 from .atomic import atomic_write_text
+from .cells import CELLS
 from .data.tasks import AddingTask, SequenceTask
 from .diagnostics import (
     GradientProfileRecorder,
@@ -41,7 +42,7 @@ from .diagnostics import (
 )
 from .heads import HEADS
 from .init import INITS, initialise
-from .model import ElmanRNN
+from .model import RNN, ElmanRNN, build_model
 from .resources import check_memory, estimate_bytes
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def charlm_batch(config: TrainConfig, vocab: Any, seq_len: int, batch: int) -> B
 
 
 def random_batch(
-    model: ElmanRNN, seq_len: int, batch: int, rng: np.random.Generator, ids: bool
+    model: RNN, seq_len: int, batch: int, rng: np.random.Generator, ids: bool
 ) -> Batch:
     """Standard-normal inputs (or uniform token ids) and random targets for the model's head."""
     shape_tb = (seq_len, batch)
@@ -114,7 +115,7 @@ def random_batch(
     return Batch(x=x, y=y, mask=None, task="random")
 
 
-def run_batch(model: ElmanRNN, config: TrainConfig, vocab: Any, args: argparse.Namespace) -> Batch:
+def run_batch(model: RNN, config: TrainConfig, vocab: Any, args: argparse.Namespace) -> Batch:
     """A validation batch of the run's own task (``config.task``), T and B from the options
     when given, else T from the run and B = 16."""
     from .train import make_task
@@ -136,7 +137,7 @@ def run_batch(model: ElmanRNN, config: TrainConfig, vocab: Any, args: argparse.N
 # -- models ------------------------------------------------------------------------------
 
 
-def fresh_model(args: argparse.Namespace) -> ElmanRNN:
+def fresh_model(args: argparse.Namespace) -> RNN:
     """The model the options describe, with the adding task fixing I = 2, O = 1, identity;
     weights drawn by :func:`bptt.init.init_params` (``--recurrent-init``, seed ``--seed``)."""
     if args.task == "adding":
@@ -158,8 +159,11 @@ def fresh_model(args: argparse.Namespace) -> ElmanRNN:
         output = args.output or "softmax"
     if args.spectral_radius is not None and not args.spectral_radius > 0:
         raise ValueError(f"--spectral-radius must be > 0, got {args.spectral_radius}")
-    model = ElmanRNN(
-        *sizes,
+    model = build_model(
+        input_size=sizes[0],
+        hidden_size=sizes[1],
+        output_size=sizes[2],
+        cell=args.cell,
         hidden_activation=args.activation,
         output=output,
         num_layers=args.layers,
@@ -176,7 +180,7 @@ def fresh_model(args: argparse.Namespace) -> ElmanRNN:
 class LoadedRun:
     """A checkpoint's model, its training configuration (None if it has none) and vocabulary."""
 
-    model: ElmanRNN
+    model: RNN
     config: TrainConfig | None
     vocab: Any
 
@@ -195,8 +199,8 @@ def load_run(path: Path) -> LoadedRun:
         raise ValueError(f"DIR_OR_CHECKPOINT {path} does not exist")
     ckpt = load_checkpoint(path)
     model = ckpt.model
-    if not isinstance(model, ElmanRNN):
-        raise TypeError(f"checkpoint {path} did not give an ElmanRNN, got {type(model).__name__}")
+    if not isinstance(model, RNN):
+        raise TypeError(f"checkpoint {path} did not give a bptt.RNN, got {type(model).__name__}")
     config = None
     if ckpt.config:  # written by the trainer; a bare save_checkpoint may carry none
         from .train import TrainConfig
@@ -413,6 +417,83 @@ def write_figures(ins: Inspection, out: Path) -> list[Path]:
     return [dp.save_figure(fig, out / FIGURES[key]) for key, fig in figures.items()]
 
 
+# -- any other cell: the lag profile and the state-Jacobian products -----------------------
+
+
+def run_cell_inspect(
+    model: RNN,
+    batch: Batch,
+    source: str,
+    max_lag: int | None,
+    out: Path,
+    plots: bool,
+    profile: GradientProfileRecorder | None = None,
+) -> int:
+    """``bptt inspect`` for a one-layer model of any cell (GRU, LSTM, …), through the cell's
+    Jacobian products (:mod:`bptt.cell_diagnostics`): per-lag contributions to the recurrent
+    layer's gradient and ‖∂s_t/∂s_{t−d}‖₂ (the LSTM's state s = [h ‖ c])."""
+    from .cell_diagnostics import lag_contributions as cell_lags
+    from .cell_diagnostics import state_jacobian_norms
+
+    contrib = cell_lags(model, batch.x, batch.y, mask=batch.mask, max_lag=max_lag)
+    jac = state_jacobian_norms(model, batch.x)
+    T, B = batch.x.shape[:2]
+    norms = contrib.norms()
+    report = {
+        "model": {
+            "repr": repr(model),
+            "cell": model.cell,
+            "input_size": model.input_size,
+            "hidden_size": model.hidden_size,
+            "output_size": model.output_size,
+            "output": model.output,
+            "source": source,
+        },
+        "batch": {"task": batch.task, "seq_len": T, "batch": B, "loss": contrib.loss},
+        "lag_contributions": {
+            "labels": contrib.labels,
+            "max_lag": contrib.max_lag,
+            "norms": {k: _floats(v) for k, v in norms.items()},
+            "sum_over_lags": {k: v.sum(axis=0).tolist() for k, v in contrib.parts.items()},
+        },
+        "state_jacobian": {
+            "origin": jac.origin,
+            "lags": jac.lags.tolist(),
+            "log10_norm_mean": _floats(jac.log10_mean),
+            "log10_norm_mean_of_logs": _floats(jac.log10_norms.mean(axis=1)),
+        },
+        "profile": None if profile is None else profile.to_dict(),
+    }
+    json_path = atomic_write_text(
+        out / "inspect.json", json.dumps(report, indent=1, allow_nan=False, ensure_ascii=False)
+    )
+    total = norms["total"]
+    n = contrib.n_exact
+    far = min(10, n - 1)
+    mean = jac.log10_mean
+    for line in (
+        f"model: {model!r}",
+        f"source: {source}",
+        f"batch: task={batch.task} T={T} B={B} loss={contrib.loss:.4g}",
+        f"per-lag ‖part of dL/dθ_rec‖_F: lag 0: {total[0]:.3g}, lag {far}: {total[far]:.3g}, "
+        f"lag {contrib.labels[-1]}: {total[-1]:.3g}",
+        f"‖∂s_t/∂s_(t−d)‖₂ from t={jac.origin} (batch mean): lag 1: 10^{mean[min(1, T)]:.2f}, "
+        f"lag {jac.lags[-1]}: 10^{mean[-1]:.2f}",
+    ):
+        print(line)
+    written = [json_path]
+    if plots:
+        from . import diagnostic_plots as dp
+
+        written.append(dp.save_figure(dp.plot_cell_lag_profile(contrib), out / FIGURES["lags"]))
+        written.append(dp.save_figure(dp.plot_state_jacobians(jac), out / FIGURES["jacobian"]))
+        if profile is not None and len(profile):
+            fig = dp.plot_profile_heatmap(profile)
+            written.append(dp.save_figure(fig, out / FIGURES["profile"]))
+    print("wrote: " + ", ".join(str(p) for p in written))
+    return 0
+
+
 # -- the command -------------------------------------------------------------------------
 
 
@@ -487,6 +568,8 @@ def run_inspect(args: argparse.Namespace) -> int:
         batch = random_batch(model, seq_len, batch_size, rng, args.ids)
     profile_path = find_profile(path, None if args.profile is None else Path(args.profile))
     profile = None if profile_path is None else GradientProfileRecorder.load(profile_path)
+    if not isinstance(model, ElmanRNN):  # another cell: through its Jacobian products
+        return run_cell_inspect(model, batch, source, args.max_lag, out, not args.no_plots, profile)
     # lags beyond T - 1 do not exist: a larger --max-lag is the same report, and must not
     # allocate a block per lag it asks for
     T = np.asarray(batch.x).shape[0]
@@ -558,6 +641,7 @@ def add_inspect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     m.add_argument(
         "--output-size", type=int, default=None, help="O (default: 4 for the random task)"
     )
+    m.add_argument("--cell", choices=sorted(CELLS), default="elman", help="recurrent cell")
     m.add_argument(
         "--activation", choices=sorted(ACTIVATIONS), default="tanh", help="hidden activation"
     )

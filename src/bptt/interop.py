@@ -1,6 +1,7 @@
 """PyTorch and ONNX interop: the same function under PyTorch's names and operators.
 
-A bptt model with cell ``elman`` is ``torch.nn.RNN`` followed by ``torch.nn.Linear``:
+A bptt model with cell ``elman`` is ``torch.nn.RNN`` followed by ``torch.nn.Linear``
+(``gru``: ``torch.nn.GRU``, ``lstm``: ``torch.nn.LSTM``, mapped as their sections below say):
 
     bptt                      PyTorch (layer l, suffix "" or "_reverse")
     V_l{l}                    rnn.weight_ih_l{l}
@@ -85,8 +86,68 @@ def _elman_onnx(p: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np
     return p["V"], p["W"], np.concatenate([p["b_h"], np.zeros_like(p["b_h"])])
 
 
+def _blocks(a: np.ndarray, order: tuple[int, ...]) -> np.ndarray:
+    """The gate blocks of a stacked (kH, …) array, reordered: ``order[j]`` is our block j'."""
+    parts = np.split(a, len(order), axis=0)
+    return np.concatenate([parts[k] for k in order], axis=0)
+
+
+# GRU (bptt.cells.gru): gates r, z, n as nn.GRU; b = b_ih + b_hh for r, z and b_in for n, b_hn
+# apart (the reset gate multiplies W_hn h + b_hn). ONNX GRU: gates z, r, h, B = [Wb ‖ Rb], and
+# linear_before_reset = 1 is PyTorch's r ⊙ (W_hn h + b_hn).
+_GRU_TO_ONNX = (1, 0, 2)
+
+
+def _gru_to_torch(p: Mapping[str, np.ndarray], kind: str) -> dict[str, np.ndarray]:
+    H = p["b_hn"].shape[0]
+    if kind == "gradients":  # dL/dbias_ih = db; dL/dbias_hh = [db_r, db_z, db_hn]
+        bias_hh = np.concatenate([p["b"][: 2 * H], p["b_hn"]])
+    else:
+        bias_hh = np.concatenate([np.zeros(2 * H, dtype=p["b"].dtype), p["b_hn"]])
+    return {"weight_ih": p["V"], "weight_hh": p["W"], "bias_ih": p["b"], "bias_hh": bias_hh}
+
+
+def _gru_from_torch(t: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    H = t["weight_hh"].shape[1]
+    b = np.array(t["bias_ih"], copy=True)
+    b[: 2 * H] += t["bias_hh"][: 2 * H]
+    return {"V": t["weight_ih"], "W": t["weight_hh"], "b": b, "b_hn": t["bias_hh"][2 * H :]}
+
+
+def _gru_onnx(p: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    H = p["b_hn"].shape[0]
+    Rb = np.concatenate([np.zeros(2 * H, dtype=p["b"].dtype), p["b_hn"]])  # z, r: 0; h: b_hn
+    Wb = _blocks(p["b"], _GRU_TO_ONNX)
+    return _blocks(p["V"], _GRU_TO_ONNX), _blocks(p["W"], _GRU_TO_ONNX), np.concatenate([Wb, Rb])
+
+
+# LSTM (bptt.cells.lstm): gates i, f, g, o as nn.LSTM; b = b_ih + b_hh. ONNX LSTM: gates
+# i, o, f, c, B = [Wb ‖ Rb], no peepholes.
+_LSTM_TO_ONNX = (0, 3, 1, 2)
+
+
+def _lstm_to_torch(p: Mapping[str, np.ndarray], kind: str) -> dict[str, np.ndarray]:
+    bias_hh = p["b"] if kind == "gradients" else np.zeros_like(p["b"])
+    return {"weight_ih": p["V"], "weight_hh": p["W"], "bias_ih": p["b"], "bias_hh": bias_hh}
+
+
+def _lstm_from_torch(t: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"V": t["weight_ih"], "W": t["weight_hh"], "b": t["bias_ih"] + t["bias_hh"]}
+
+
+def _lstm_onnx(p: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    Wb = _blocks(p["b"], _LSTM_TO_ONNX)
+    return (
+        _blocks(p["V"], _LSTM_TO_ONNX),
+        _blocks(p["W"], _LSTM_TO_ONNX),
+        np.concatenate([Wb, np.zeros_like(Wb)]),
+    )
+
+
 TORCH_CELLS: dict[str, TorchCellMap] = {
     "elman": TorchCellMap("RNN", _elman_to_torch, _elman_from_torch, "RNN", _elman_onnx),
+    "gru": TorchCellMap("GRU", _gru_to_torch, _gru_from_torch, "GRU", _gru_onnx),
+    "lstm": TorchCellMap("LSTM", _lstm_to_torch, _lstm_from_torch, "LSTM", _lstm_onnx),
 }
 
 TORCH_STEMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")

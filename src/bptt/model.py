@@ -265,9 +265,11 @@ class RNN:
         if self.bidirectional:
             extra += ", bidirectional=True"
         name = "ElmanRNN" if type(self) is ElmanRNN else "RNN"
+        if self.layers[0].cell.takes_activation:
+            extra += f", hidden_activation={self.hidden_activation!r}"
         return (
             f"{name}(input_size={self.input_size}, hidden_size={self.hidden_size}, "
-            f"output_size={self.output_size}{extra}, hidden_activation={self.hidden_activation!r}, "
+            f"output_size={self.output_size}{extra}, "
             f"output={self.output!r}, dtype={self.dtype.name})"
         )
 

@@ -1185,6 +1185,12 @@ class Trainer:
                 "--profile-every needs bptt.diagnostics.GradientProfileRecorder, which this "
                 f"installation lacks ({err})"
             ) from None
+        if not self.model.simple:
+            raise ValueError(
+                "--profile-every takes the lag profile of one layer in one direction; this run "
+                f"has --layers {self.model.num_layers}"
+                + (" --bidirectional" if self.model.bidirectional else "")
+            )
         path = self.out / "profile.json"
         if not (resume and path.is_file()):
             self.profiler = GradientProfileRecorder(every=self.config.profile_every)

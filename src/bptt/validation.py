@@ -112,3 +112,20 @@ def check_mask(mask: object, shape_tb: tuple[int, int], dtype: np.dtype) -> np.n
     if array.dtype.kind != "b" and not np.isin(array, (0, 1)).all():
         raise ValueError("mask must hold only 0 and 1 (or bools)")
     return array.astype(dtype)
+
+
+def check_max_lag(max_lag: object) -> int | None:
+    """``max_lag`` of the lag diagnostics: None or an int ≥ 0.
+
+    Raises:
+        TypeError: not None and not an int. ValueError: negative.
+    """
+    if max_lag is None:
+        return None
+    if isinstance(max_lag, bool) or not isinstance(max_lag, (int, np.integer)):
+        raise TypeError(
+            f"max_lag must be None or a non-negative int, got {type(max_lag).__name__} {max_lag!r}"
+        )
+    if max_lag < 0:
+        raise ValueError(f"max_lag must be None or a non-negative int, got {max_lag}")
+    return int(max_lag)

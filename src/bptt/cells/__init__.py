@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from .base import Cell, CellGrads, StepArgs
 from .elman import ElmanCell
+from .gru import GRUCell
+from .lstm import LSTMCell
 
 CELLS: dict[str, type[Cell]] = {}
 
@@ -41,5 +43,17 @@ def get_cell(name: str) -> type[Cell]:
 
 
 register(ElmanCell)
+register(GRUCell)
+register(LSTMCell)
 
-__all__ = ["CELLS", "Cell", "CellGrads", "ElmanCell", "StepArgs", "get_cell", "register"]
+__all__ = [
+    "CELLS",
+    "Cell",
+    "CellGrads",
+    "ElmanCell",
+    "GRUCell",
+    "LSTMCell",
+    "StepArgs",
+    "get_cell",
+    "register",
+]

@@ -89,9 +89,14 @@ class Cell(ABC):
         roles = {"V": "input", "W": "recurrent", "b": "bias"}
         return {name: roles[name[0]] for name in self.param_shapes()}
 
-    @abstractmethod
     def init_params(self, rng: np.random.Generator, dtype: np.dtype) -> CellParams:
-        """PyTorch's default initialisation for the matching ``torch.nn`` module."""
+        """PyTorch's default initialisation for the matching ``torch.nn`` module: every array
+        ~ U(−1/√H, 1/√H), drawn in storage order (``nn.RNN``, ``nn.GRU`` and ``nn.LSTM`` alike)."""
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        return {
+            name: rng.uniform(-bound, bound, size=shape).astype(dtype)
+            for name, shape in self.param_shapes().items()
+        }
 
     # -- a whole sequence ------------------------------------------------------------------
 
@@ -153,15 +158,18 @@ class Cell(ABC):
         """Σ_b u_bᵀ · ∂s_{t,b}/∂θ: the parameter gradient of ⟨u, s_t⟩ through this step only."""
 
     def state_jacobian(self, p: CellParams, at: StepArgs) -> np.ndarray:
-        """The full (B, S, S) Jacobian ∂s_t/∂s_{t-1}, column by column from :meth:`jvp_state`.
+        """The full (B, S, S) Jacobian ∂s_t/∂s_{t-1} from :meth:`jvp_state`.
 
-        Cells with a closed form (Elman: diag(f'(E_t)) W) override this.
+        All S columns in one call: the operating point of each stream is repeated S times and
+        pushed forward along the S unit vectors. Cells with a closed form (Elman:
+        diag(f'(E_t)) W) override this.
         """
         B, S = at.s_prev.shape
-        jac = np.empty((B, S, S), dtype=at.s.dtype)
-        basis = np.zeros((B, S), dtype=at.s.dtype)
-        for j in range(S):
-            basis[:, j] = 1.0
-            jac[:, :, j] = self.jvp_state(p, at, basis)
-            basis[:, j] = 0.0
-        return jac
+        tiled = StepArgs(
+            x=np.repeat(at.x, S, axis=0),
+            s_prev=np.repeat(at.s_prev, S, axis=0),
+            s=np.repeat(at.s, S, axis=0),
+        )
+        basis = np.tile(np.eye(S, dtype=at.s.dtype), (B, 1))  # (B·S, S): e_j for row b·S + j
+        columns = self.jvp_state(p, tiled, basis).reshape(B, S, S)  # [b, j] = J_b e_j
+        return np.ascontiguousarray(columns.transpose(0, 2, 1))

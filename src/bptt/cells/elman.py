@@ -45,13 +45,6 @@ class ElmanCell(Cell):
         H, I = self.hidden_size, self.input_size
         return {"V": (H, I), "W": (H, H), "b_h": (H,)}
 
-    def init_params(self, rng: np.random.Generator, dtype: np.dtype) -> CellParams:
-        bound = 1.0 / np.sqrt(self.hidden_size)
-        return {
-            name: rng.uniform(-bound, bound, size=shape).astype(dtype)
-            for name, shape in self.param_shapes().items()
-        }
-
     # -- a whole sequence ------------------------------------------------------------------
 
     def forward(

@@ -1,0 +1,53 @@
+"""Pieces the gated cells share: the hoisted input projection, its backward, the gates' σ.
+
+G_t = V x_t + b          for every step at once: one (T·B, I) × (I, kH) product, or a row
+                         gather of Vᵀ for token ids
+dV  = Σ_t dG_tᵀ x_t      one (kH, T·B) × (T·B, I) product (ids: a scatter-add of rows)
+db  = Σ_t dG_t           dx_t = dG_t V
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..activations import get_activation
+from ..rnn import input_projection_backward
+
+sigmoid_ = get_activation("sigmoid").forward_inplace
+"""σ(a) = ½(1 + tanh(a/2)) in place: one transcendental, no overflow for large |a|."""
+
+
+def project_inputs(V: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """G = V x + b for every leading index of x: (…, I) dense or (…,) ids → (…, kH)."""
+    if x.dtype.kind in "iu":  # token ids: a row gather of Vᵀ
+        out = np.take(V.T, x, axis=0)
+    else:
+        lead = x.shape[:-1]
+        out = (x.reshape(-1, x.shape[-1]) @ V.T).reshape(*lead, V.shape[0])
+    out += b
+    return out
+
+
+def input_grads(
+    dG: np.ndarray, x: np.ndarray, V: np.ndarray, need_dx: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """dV = Σ dGᵀ x, db = Σ dG over all T·B rows at once, and dx = dG V (dense inputs only).
+
+    Args:
+        dG: (T, B, kH) gradient on the input projection G_t = V x_t + b.
+        x: (T, B, I) dense inputs or (T, B) ids.
+        V: (kH, I).
+        need_dx: whether to form dx.
+    """
+    dV, db = input_projection_backward(dG, x, V.shape[1])  # (kH, I), (kH,)
+    dx = None
+    if need_dx and x.dtype.kind not in "iu":
+        T, B, G = dG.shape
+        dx = (dG.reshape(T * B, G) @ V).reshape(T, B, -1)  # (T, B, I)
+    return dV, db, dx
+
+
+def step_input_grads(dG: np.ndarray, x_t: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, ...]:
+    """dV and db of one step: dG (B, kH), x_t (B, I) or ids (B,)."""
+    dV, db, _ = input_grads(dG[None], x_t[None], V, need_dx=False)
+    return dV, db
