@@ -12,6 +12,7 @@ from .activations import ACTIVATIONS
 from .heads import HEADS
 from .inspect_cli import add_inspect_parser
 from .model import ElmanRNN
+from .sweep import add_sweep_parser
 
 
 def _add_gradcheck(subparsers: argparse._SubParsersAction) -> None:
@@ -223,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(subparsers)
     _add_gradcheck(subparsers)
     add_inspect_parser(subparsers)
+    add_sweep_parser(subparsers)
     return parser
 
 

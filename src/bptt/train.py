@@ -33,6 +33,7 @@ import numpy as np
 from .activations import ACTIVATIONS
 from .atomic import atomic_write_text
 from .checkpoint import (
+    Checkpoint,
     CheckpointError,
     checkpoint_path,
     load_checkpoint,
@@ -407,6 +408,11 @@ class Trainer:
         callbacks: called with a :class:`TrainEvent` after each step, evaluation and checkpoint;
             call :meth:`request_stop` to end the run after the current step.
         echo: where progress text goes (samples, evaluations); None silences it.
+        start_from: begin from this checkpoint's state (weights, optimizer, step, data
+            position, RNG) under ``config``, which may differ from the checkpoint's in any
+            field that keeps the model's shape (population-based training's exploit step,
+            ``bptt.sweep``). The run directory's own checkpoint, if any, is replaced at the
+            next save.
 
     Raises:
         CheckpointError: ``resume`` without a checkpoint, a checkpoint from another task or
@@ -420,6 +426,7 @@ class Trainer:
         resume: bool = False,
         callbacks: Sequence[Callback] = (),
         echo: Callable[[str], None] | None = print,
+        start_from: Checkpoint | None = None,
     ) -> None:
         config.validate()
         self.config = config
@@ -434,7 +441,7 @@ class Trainer:
         self.evals_since_best = 0
         self.history: list[dict[str, Any]] = []
         self.profiler: Any = None
-        ckpt = self._existing_checkpoint(resume)
+        ckpt = self._existing_checkpoint(resume) if start_from is None else start_from
         dtype = np.dtype(config.dtype)
         self.text: TextData | None = None
         self.task: Any = None
@@ -474,6 +481,7 @@ class Trainer:
         self.runner = TruncatedBPTT(self.model, config.seq_len, config.k2 or config.seq_len)
         self.rng = np.random.default_rng(config.seed)  # task batches
         if ckpt is not None:
+            _check_same_shapes(ckpt.model, self.model)
             self._restore(ckpt)
         self._init_profiler()
 
@@ -907,6 +915,16 @@ def evaluate_task(model: ElmanRNN, task: Any, size: int, batch: int, seed: int) 
             sums[k] = sums.get(k, 0.0) + v * b
         n += b
     return {k: v / n for k, v in sums.items()} | {"val_sequences": n}
+
+
+def _check_same_shapes(saved: ElmanRNN, model: ElmanRNN) -> None:
+    """Raise CheckpointError unless the saved model's parameters fit ``model`` exactly."""
+    want = {name: (arr.shape, arr.dtype) for name, arr in model.params.items()}
+    got = {name: (arr.shape, arr.dtype) for name, arr in saved.params.items()}
+    if want != got:
+        raise CheckpointError(
+            f"the checkpoint's parameters {got} do not fit this configuration's model {want}"
+        )
 
 
 def _format_eval(m: dict[str, Any]) -> str:
