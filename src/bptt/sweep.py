@@ -44,6 +44,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -597,10 +598,23 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     record["trainings"] += 1
     record["status"] = "running"
     _write_json(record_path, record)
+    owner = uuid.uuid4().hex
+    atomic_write_text(run / ".owner", owner)
+
+    def superseded() -> bool:
+        # a later start of this trial (PBT, resume) owns the run directory now
+        try:
+            return (run / ".owner").read_text(encoding="utf-8") != owner
+        except OSError:
+            return True
+
     t0 = time.perf_counter() - elapsed
 
     def on_event(event: Any) -> None:
         if event.kind != "eval":
+            return
+        if superseded():
+            trainer.request_stop("superseded")
             return
         trainer.save()
         now = time.perf_counter() - t0
@@ -620,11 +634,13 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     try:
         result = trainer.train()
     except Exception as err:
-        record |= {"status": "error", "error": f"{type(err).__name__}: {err}"}
-        _write_json(record_path, record)
+        if not superseded():
+            record |= {"status": "error", "error": f"{type(err).__name__}: {err}"}
+            _write_json(record_path, record)
         raise
-    record |= {"status": result.reason, "steps": result.step}
-    _write_json(record_path, record)
+    if not superseded():
+        record |= {"status": result.reason, "steps": result.step}
+        _write_json(record_path, record)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -806,18 +822,7 @@ def run(
     _write_json(out / "sweep.json", {"version": SPEC_VERSION, "spec": spec.to_dict()})
     started = not ray.is_initialized()
     if started:
-        package_root = str(Path(__file__).resolve().parents[1])
-        pythonpath = os.pathsep.join(
-            p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p
-        )
-        ray.init(
-            address=address,
-            num_cpus=None if address else num_cpus,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level="WARNING",
-            runtime_env=None if address else {"env_vars": {"PYTHONPATH": pythonpath}},
-        )
+        start_ray(address=address, num_cpus=num_cpus)
     try:
         results = _fit(spec, out, resume, verbose)
     finally:
@@ -826,6 +831,31 @@ def run(
     _finalize(out, results, spec.fields)
     result = report(out, verbose=verbose)
     return result
+
+
+def start_ray(*, address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to the Ray cluster at ``address``, or start Ray on this machine's cores.
+
+    A local Ray's workers import bptt from the same place as this process (the package's
+    folder is put first on their PYTHONPATH). :func:`run` calls this unless Ray is already
+    initialised, and then shuts Ray down at the end.
+    """
+    ray = _require_ray()
+    runtime_env = None
+    if address is None:
+        package_root = str(Path(__file__).resolve().parents[1])
+        pythonpath = os.pathsep.join(
+            p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p
+        )
+        runtime_env = {"env_vars": {"PYTHONPATH": pythonpath}}
+    ray.init(
+        address=address,
+        num_cpus=None if address else num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="WARNING",
+        runtime_env=runtime_env,
+    )
 
 
 def _fit(spec: SweepSpec, out: Path, resume: bool, verbose: bool) -> Any:
