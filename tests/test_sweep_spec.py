@@ -145,3 +145,32 @@ def test_missing_extra_names_it_and_starts_nothing(tmp_path: Path) -> None:
 def test_report_of_a_directory_without_a_sweep_exits_2(tmp_path: Path, capsys) -> None:
     assert main(["sweep", "--report", str(tmp_path)]) == 2
     assert "no sweep" in capsys.readouterr().err
+
+
+DOCS = Path(__file__).parents[1] / "docs"
+
+
+def _toml_blocks(markdown: str) -> list[str]:
+    blocks, inside, current = [], False, []
+    for line in markdown.splitlines():
+        if line.strip() == "```toml":
+            inside, current = True, []
+        elif inside and line.strip() == "```":
+            inside = False
+            blocks.append("\n".join(current) + "\n")
+        elif inside:
+            current.append(line)
+    return blocks
+
+
+def test_the_specs_in_docs_are_the_files_and_load() -> None:
+    """docs/sweeps.md shows its example specs as they are in docs/sweeps/*.toml, and each
+    (and the format example at the top) passes every check a sweep makes before it starts."""
+    blocks = _toml_blocks((DOCS / "sweeps.md").read_text(encoding="utf-8"))
+    assert len(blocks) == 3
+    tomllib = pytest.importorskip("tomllib")
+    assert tomllib.loads(blocks[0]) == tomllib.loads(GOOD)
+    for block, name in zip(blocks[1:], ("adding_grid.toml", "charlm_pbt.toml"), strict=True):
+        text = (DOCS / "sweeps" / name).read_text(encoding="utf-8")
+        assert tomllib.loads(block) == tomllib.loads(text), name
+        load_spec(DOCS / "sweeps" / name)
