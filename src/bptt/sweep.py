@@ -33,7 +33,6 @@ Files under OUT::
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import itertools
 import json
@@ -493,13 +492,11 @@ def reported_metrics(config: Any) -> list[str]:
 
 
 def params_digest(params: Any) -> str:
-    """SHA-256 over (name, dtype, shape, bytes) of each parameter array, in name order."""
-    h = hashlib.sha256()
-    for name, arr in sorted(params.items()):
-        a = np.ascontiguousarray(arr)
-        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+    """SHA-256 over (name, dtype, shape, bytes) of each parameter array, in name order (the
+    checkpoint format's own digest)."""
+    from .checkpoint import _digest
+
+    return _digest(dict(params.items()))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -525,6 +522,10 @@ def _numbers(metrics: Mapping[str, Any]) -> dict[str, float | int]:
         for k, v in metrics.items()
         if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "kind"
     }
+
+
+class _Superseded(Exception):
+    """A later start of the same trial owns its run directory; this one stops writing."""
 
 
 def _new_record(name: str, searched: dict[str, Any], seed: Any) -> dict[str, Any]:
@@ -595,6 +596,8 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
             | donor
             | {"config": record["current"], "params_sha256": params_digest(trainer.model.params)}
         )
+    elif start_from is not None:  # its own state: forget evaluations after that step
+        record["history"] = [h for h in record["history"] if h["step"] <= trainer.step]
     record["trainings"] += 1
     record["status"] = "running"
     _write_json(record_path, record)
@@ -614,8 +617,7 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
         if event.kind != "eval":
             return
         if superseded():
-            trainer.request_stop("superseded")
-            return
+            raise _Superseded  # leave at once: no checkpoint, no report, no trial.json
         trainer.save()
         now = time.perf_counter() - t0
         report = _numbers(event.metrics) | {"step": event.step, "time_s": now}
@@ -633,6 +635,8 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     trainer.callbacks.append(on_event)
     try:
         result = trainer.train()
+    except _Superseded:
+        return
     except Exception as err:
         if not superseded():
             record |= {"status": "error", "error": f"{type(err).__name__}: {err}"}
@@ -1096,7 +1100,7 @@ def plot_sweep(
             label = None
             if not labelled:
                 cfg = ", ".join(f"{k}={_format_value(r['config'].get(k))}" for k in fields)
-                label = f"best: {cfg or 'base'}"
+                label = f"best by mean final {metric}: {cfg or 'base'}"
                 labelled = True
             ax.plot(t, v, "o-", color="C3", lw=2.2, ms=3, zorder=3, label=label)
         else:
@@ -1126,7 +1130,6 @@ def plot_sweep(
 
 def add_sweep_parser(subparsers: Any) -> None:
     """Register ``bptt sweep``."""
-    import argparse
 
     p = subparsers.add_parser(
         "sweep",
@@ -1136,10 +1139,9 @@ def add_sweep_parser(subparsers: Any) -> None:
         "under --out, on this machine's cores or an existing Ray cluster (--address), and "
         "write sweep.csv, summary.md and sweep.png. Needs the extra: pip install "
         "'bptt[sweep]'. See docs/sweeps.md.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("spec", nargs="?", metavar="SPEC.toml", help="the sweep spec")
-    p.add_argument("--out", default="runs/sweep", help="the sweep directory")
+    p.add_argument("--out", default="runs/sweep", help="the sweep directory (default: %(default)s)")
     p.add_argument(
         "--address", default=None, help="a running Ray cluster (default: start Ray locally)"
     )
