@@ -580,6 +580,14 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
                 start_from = load_checkpoint(d)
                 origin = _read_json(Path(d) / "trial.json") or {}
             if origin.get("trial", name) != name:  # PBT exploit: another trial's state
+                own_last = record["history"][-1] if record["history"] else {"step": -1}
+                if own_last["step"] >= train_config.steps:
+                    # PBT's perturbation point was the trial's last step: nothing is left to
+                    # train with the donor's weights, so the trial ends as it was
+                    record["status"] = "done"
+                    _write_json(record_path, record)
+                    tune.report(dict(own_last))
+                    return
                 donor = {"donor": origin.get("trial"), "donor_checkpoint": tune_ckpt.path}
         elif any((run / n).is_file() for n in ("checkpoint.safetensors", "checkpoint.npz")):
             start_from = load_checkpoint(run)  # interrupted before Tune kept a checkpoint
