@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,5 +154,28 @@ def test_metadata_is_json_in_the_header(tmp_path) -> None:
     data = path.read_bytes()
     n = int.from_bytes(data[:8], "little")
     meta = json.loads(json.loads(data[8 : 8 + n])["__metadata__"]["bptt"])
-    assert meta["format"] == "bptt-checkpoint" and meta["version"] == 1
+    assert meta["format"] == "bptt-checkpoint" and meta["version"] == ck.FORMAT_VERSION == 2
     assert meta["model"]["dtype"] == "float32"
+
+
+V1_CHECKPOINT = Path(__file__).parent / "data" / "checkpoint_v1_adding.safetensors"
+
+
+def test_version_1_checkpoint_still_loads() -> None:
+    """A checkpoint written by the first version (format 1, five fixed arrays) loads as an
+    Elman model and its weights compute the same function as when it was written."""
+    c = load_checkpoint(V1_CHECKPOINT)
+    assert c.step == 3 and c.task == "adding"
+    model = c.model
+    assert (model.cell, model.num_layers, model.bidirectional) == ("elman", 1, False)
+    assert list(model.params) == ["U", "V", "W", "b_h", "b_y"]
+    assert model.params.W.shape == (6, 6) and model.dtype == np.float32
+    # the trainer's Adam moments come back under the same names
+    assert any(k.endswith(".W") for k in c.optimizer_state)
+    x = np.random.default_rng(0).standard_normal((8, 3, 2)).astype(np.float32)
+    y_hat, _ = model.predict(x)
+    p = {k: v.astype(np.float64) for k, v in model.params.items()}
+    h = np.zeros((3, 6))
+    for t in range(8):  # the seed's equations, written out: the names map to the right arrays
+        h = np.tanh(x[t] @ p["V"].T + h @ p["W"].T + p["b_h"])
+        np.testing.assert_allclose(y_hat[t], h @ p["U"].T + p["b_y"], rtol=1e-4, atol=1e-5)

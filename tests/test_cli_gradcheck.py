@@ -35,7 +35,7 @@ def test_gradcheck_fails_on_an_impossible_tolerance(capsys):
 
 def test_gradcheck_reports_bad_sizes_clearly(capsys):
     assert main(["gradcheck", "--hidden", "0"]) == 2
-    assert "hidden_size must be a positive int, got 0" in capsys.readouterr().err
+    assert "--hidden must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_module_entry_point():

@@ -61,8 +61,8 @@ def test_gradcheck_report_passes_and_catches_a_wrong_gradient(rng, monkeypatch):
         dW = dh.reshape(-1, H).T @ cache.hs[:-1].reshape(-1, H)
         return dV, dW, db_h, dh[0] @ params.W
 
-    monkeypatch.setattr("bptt.model.recurrent_backward", truncated)
+    monkeypatch.setattr("bptt.cells.elman.recurrent_backward", truncated)
     broken = gradcheck(prob.model, prob.x, prob.y, prob.h0, prob.mask)
     assert not broken.passed
     assert broken.finite_differences["W"] > 1e-3
-    monkeypatch.setattr("bptt.model.recurrent_backward", original)
+    monkeypatch.setattr("bptt.cells.elman.recurrent_backward", original)

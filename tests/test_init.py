@@ -16,7 +16,7 @@ def test_shapes_and_dtype(scheme, dtype) -> None:
     params = init_params(model, scheme, seed=1)
     for name, arr in params.items():
         assert arr.shape == getattr(model.params, name).shape and arr.dtype == dtype
-    params.validate()
+    params.check_shapes(model.param_shapes(), np.dtype(dtype))
 
 
 def test_uniform_reproduces_the_model_default() -> None:

@@ -172,14 +172,15 @@ def test_pbt_exploit_loads_the_donor_checkpoint_bit_exactly(local_ray, tmp_path)
     out = tmp_path / "pbt"
     run(spec, out=out, verbose=False)
     exploits = []
-    for row in _rows(out):
+    rows = _rows(out)
+    for row in rows:
         record = json.loads((_trial(out, row) / "trial.json").read_text())
-        assert row["status"] == "done"
+        assert row["status"] == "done", rows
         exploits += [(row["trial"], e) for e in record["exploits"]]
         if record["exploits"]:  # the run continues under the perturbed configuration
             config = json.loads((_trial(out, row) / "config.json").read_text())
             assert config["lr"] == record["exploits"][-1]["config"]["lr"]
-    assert exploits, "PBT recorded no exploit step"
+    assert exploits, f"PBT recorded no exploit step: {rows}"
     for name, e in exploits:
         assert e["donor"] != name
         donor = load_checkpoint(e["donor_checkpoint"])

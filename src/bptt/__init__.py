@@ -3,7 +3,7 @@
 from . import diagnostics
 from .activations import ACTIVATIONS, Activation, get_activation
 from .heads import HEADS, Head, get_head
-from .model import BPTTResult, ElmanRNN
+from .model import RNN, BPTTResult, ElmanRNN
 from .params import PARAM_NAMES, Gradients, Params
 
 __version__ = "0.1.0"
@@ -12,6 +12,7 @@ __all__ = [
     "ACTIVATIONS",
     "HEADS",
     "PARAM_NAMES",
+    "RNN",
     "Activation",
     "BPTTResult",
     "ElmanRNN",

@@ -44,8 +44,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     temporary file is removed and ``path`` is left as it was.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _naming(err, target) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -56,8 +59,18 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.chmod(tmp, _mode_for(target))  # mkstemp makes 0600; keep the usual permissions
         os.replace(tmp, target)
+    except OSError as err:  # "No space left on device" says which file it was writing
+        raise _naming(err, target) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _naming(err: OSError, target: Path) -> OSError:
+    """``err`` (same type) with ``target`` in its message; unchanged when it names a file."""
+    if err.filename is not None or str(target.parent) in str(err):
+        return err
+    text = f"cannot write {str(target)!r}: {err.strerror or err}"
+    return type(err)(err.errno, text) if err.errno is not None else type(err)(text)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -5,14 +5,15 @@ buffers: memory ∝ T·B·(H + O). This schedule cuts the sequence into segments
 
     [0, K), [K, 2K), …, [(S−1)K, T)          S = ⌈T / K⌉
 
-and runs the same forward/backward of :mod:`bptt.rnn` on each segment:
+and runs the model's one forward/backward sweep (:meth:`bptt.model.RNN._sweep`) on each
+segment, every layer at once:
 
-1. forward sweep: h_{sK} for s = 0..S is all that is kept, (S+1, B, H);
-2. backward sweep, s = S−1 down to 0: recompute the segment's hidden states from h_{sK},
+1. forward sweep: each layer's state at sK for s = 0..S is all that is kept, (S+1, L, B, H);
+2. backward sweep, s = S−1 down to 0: recompute the segment's states from those at sK,
    its logits, loss and dL/dz (the head, per segment), then backpropagate through the segment
-   with the carry dL/dh_{(s+1)K} arriving from the segment after it (``dh_last``), and add the
-   segment's dU, dV, dW, db_h, db_y to the totals. The carry it returns, dL/dh_{sK}, goes on
-   to the segment before; the last one is dL/dh_0.
+   with the carries dL/ds_{(s+1)K} arriving from the segment after it (``ds_last``), and add
+   the segment's parameter gradients to the totals. The carries it returns, dL/ds_{sK}, go on
+   to the segment before; the last ones are dL/ds_0.
 
 The gradients are those of full BPTT (the same sums, regrouped by segment; tested to 1e-10
 in float64). Memory: (S+1)·B·H for the boundaries plus one segment's work, about
@@ -26,13 +27,13 @@ The word "checkpoint" here is the recompute schedule; saving a training run to d
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from .activations import Activation
-from .heads import Head
-from .params import Gradients, Params
-from .rnn import output_backward, output_forward, recurrent_backward, recurrent_forward
+SweepFn = Callable[..., tuple[float, dict[str, np.ndarray], list[np.ndarray], list[np.ndarray]]]
+ForwardFn = Callable[..., Any]
 
 
 def segment_length(n_steps: int, checkpoint: object) -> int | None:
@@ -105,67 +106,54 @@ def segment_for_memory_budget(
     return best
 
 
-def checkpointed_forward_backward(
-    params: Params,
-    activation: Activation,
-    head: Head,
+def recompute_forward_backward(
+    sweep: SweepFn,
+    forward: ForwardFn,
+    params: Mapping[str, np.ndarray],
     x: np.ndarray,
     y: np.ndarray,
-    h0: np.ndarray,
     weight: np.ndarray,
+    states: Sequence[np.ndarray],
+    ds_last: Sequence[np.ndarray | None],
     segment: int,
-    dh_last: np.ndarray | None = None,
-) -> tuple[float, Gradients, np.ndarray]:
-    """L and dL/dθ by BPTT that stores only segment-boundary hidden states.
+) -> tuple[float, dict[str, np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """L and dL/dθ by BPTT that stores only the states at segment boundaries.
 
     Args:
+        sweep: the model's forward → head → backward over one segment
+            (:meth:`bptt.model.RNN._sweep`): ``(params, x, y, weight, states, ds_last) →
+            (loss, grads, ds0, finals)``.
+        forward: the model's forward without a cache (``keep=False``), for the first sweep.
         params: the weights.
-        activation: f_h.
-        head: the output head with its loss.
         x: (T, B, I) dense inputs or (T, B) integer ids, already validated.
         y: targets, already validated by ``head.check_targets``.
-        h0: (B, H) initial hidden state.
         weight: (T, B) per-step loss weights mask_tb / B.
+        states: the initial state of each layer, (B, S) each.
+        ds_last: gradient arriving on each layer's s_T, or None.
         segment: K, the steps per segment (≥ 1).
-        dh_last: (B, H) gradient arriving on h_T, or None.
 
     Returns:
-        ``(loss, grads, h_T)`` exactly as full BPTT gives them (grads.h0 = dL/dh_0).
+        ``(loss, grads, ds0, finals)`` exactly as full BPTT gives them.
     """
-    T, B = x.shape[:2]
-    H = params.W.shape[0]
+    T = x.shape[0]
     starts = list(range(0, T, segment))
-    # 1. forward sweep: keep h at each segment start and h_T, nothing else.
-    boundaries = np.empty((len(starts) + 1, B, H), dtype=params.W.dtype)  # (S+1, B, H)
-    boundaries[0] = h0
-    for s, a in enumerate(starts):
-        hs, _ = recurrent_forward(params, x[a : a + segment], boundaries[s], activation)
-        boundaries[s + 1] = hs[-1]
-        del hs  # freed before the next segment: one segment alive at a time
+    # 1. forward sweep: keep every layer's state at each segment start, nothing else.
+    boundaries: list[list[np.ndarray]] = [list(states)]  # (S+1) × layers × (B, S)
+    for a in starts:
+        boundaries.append(forward(params, x[a : a + segment], boundaries[-1], False).finals)
 
     # 2. backward sweep: recompute a segment, its head and loss, backpropagate, accumulate.
-    zeros = params.zeros_like()
-    grads = Gradients(
-        U=zeros.U, V=zeros.V, W=zeros.W, b_h=zeros.b_h, b_y=zeros.b_y, h0=np.zeros_like(h0)
-    )
-    carry = dh_last  # dL/dh at the end of the current segment, (B, H) or None
+    carry: Sequence[np.ndarray | None] = ds_last  # dL/ds at the end of the current segment
     loss = 0.0
+    totals: dict[str, np.ndarray] | None = None
     for s in range(len(starts) - 1, -1, -1):
-        a = starts[s]
-        seg = slice(a, a + segment)
-        hs, cache = recurrent_forward(params, x[seg], boundaries[s], activation)  # (K+1, B, H)
-        z = output_forward(params, hs)  # (K, B, O)
-        seg_loss, dz = head.loss_and_dz(z, y[seg], weight[seg])
-        dU, db_y, dh = output_backward(dz, hs, params)
-        del z, dz
-        dV, dW, db_h, carry = recurrent_backward(dh, cache, params, activation, carry)
-        del hs, cache, dh
+        seg = slice(starts[s], starts[s] + segment)
+        seg_loss, grads, carry, _ = sweep(params, x[seg], y[seg], weight[seg], boundaries[s], carry)
         loss += seg_loss
-        grads.U += dU
-        grads.V += dV
-        grads.W += dW
-        grads.b_h += db_h
-        grads.b_y += db_y
-    assert carry is not None  # at least one segment ran (T ≥ 1)
-    grads.h0 = carry
-    return loss, grads, boundaries[-1].copy()
+        if totals is None:
+            totals = grads
+        else:
+            for name, g in grads.items():
+                totals[name] += g
+    assert totals is not None  # at least one segment ran (T ≥ 1)
+    return loss, totals, list(carry), boundaries[-1]  # type: ignore[arg-type]

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 
 import numpy as np
 
 from .activations import ACTIVATIONS
+from .export_cli import add_export_parser
 from .heads import HEADS
 from .inspect_cli import add_inspect_parser
 from .model import ElmanRNN
+from .resources import check_memory, estimate_bytes
 from .sweep import add_sweep_parser
 
 
@@ -39,6 +42,11 @@ def _add_gradcheck(subparsers: argparse._SubParsersAction) -> None:
 def _run_gradcheck(args: argparse.Namespace) -> int:
     from .gradcheck import gradcheck
 
+    for option in ("input_size", "hidden", "output_size", "seq_len", "batch"):
+        _require(option, getattr(args, option), 1)
+    _require("seed", args.seed, 0)
+    if not (math.isfinite(args.tolerance) and args.tolerance > 0):
+        raise ValueError(f"--tolerance must be a finite number > 0, got {args.tolerance}")
     model = ElmanRNN(
         args.input_size,
         args.hidden,
@@ -67,6 +75,12 @@ def _run_gradcheck(args: argparse.Namespace) -> int:
     report = gradcheck(model, x, y, h0, tolerance=args.tolerance, seed=args.seed)
     print(report.format())
     return 0 if report.passed else 1
+
+
+def _require(option: str, value: int, low: int) -> None:
+    """Raise ValueError naming ``--option`` unless ``value >= low``."""
+    if value < low:
+        raise ValueError(f"--{option.replace('_', '-')} must be >= {low}, got {value}")
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
@@ -119,6 +133,8 @@ def _run_train(args: argparse.Namespace) -> int:
         return 1
     if result.reason == "interrupted":
         return 130
+    if result.reason == "terminated":
+        return 143  # 128 + SIGTERM, as the shell reports a process ended by it
     return 0
 
 
@@ -145,12 +161,20 @@ def _run_sample(args: argparse.Namespace) -> int:
     from .checkpoint import load_checkpoint
     from .sample import sample_text
 
+    _require("length", args.length, 0)
+    _require("top_k", args.top_k, 0)
+    _require("seed", args.seed, 0)
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise ValueError(f"--temperature must be a finite number >= 0, got {args.temperature}")
     ckpt = load_checkpoint(args.checkpoint)
     if ckpt.vocab is None:
         raise ValueError(
             f"{args.checkpoint!r} holds a model of task {ckpt.task!r}, without a vocabulary; "
             "sample needs a charlm checkpoint"
         )
+    m = ckpt.model
+    need = estimate_bytes(m.input_size, m.hidden_size, m.output_size, 1, 1, sample=args.length)
+    check_memory(need, f"--length {args.length}", "draw fewer characters")
     print(
         sample_text(
             ckpt.model,
@@ -224,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(subparsers)
     _add_gradcheck(subparsers)
     add_inspect_parser(subparsers)
+    add_export_parser(subparsers)
     add_sweep_parser(subparsers)
     return parser
 

@@ -270,3 +270,35 @@ def plot_profile_heatmap(
     ax.set_ylabel("training step (updates)")
     ax.set_title(f"Per-lag gradient profile over training ({what}); grey = zero or no data")
     return fig
+
+
+def plot_layer_lag_profile(layers: dict[str, LagContributions], ax: Axes | None = None) -> Figure:
+    """‖lag-d part of dL/d(V, W, b_h)‖ of each layer-direction against the lag, on one axes.
+
+    Each layer's lags are steps of its own recurrence; the origin of a lag is the gradient
+    arriving on that layer's state from above (the head, or the layer above).
+    """
+    fig, ax = _axes_or_new(ax)
+    totals = []
+    for name, contrib in layers.items():
+        total = contrib.norms()["total"]
+        n = contrib.n_exact
+        (line,) = ax.plot(np.arange(n), _positive(total[:n]), marker="o", markersize=3, label=name)
+        if contrib.has_remainder:
+            ax.plot(
+                [n],
+                _positive(total[n:]),
+                marker="o",
+                markersize=7,
+                linestyle="none",
+                markerfacecolor="none",
+                color=line.get_color(),
+            )
+        totals.append(total)
+    _maybe_log_y(ax, *totals)
+    ax.set_xlabel("lag d within the layer's own recurrence")
+    ax.set_ylabel("‖lag-d part of dL/d(V, W, b_h)‖_F")
+    ax.set_title("Gradient flow by layer and by lag", fontsize="medium")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small", title="layer")
+    return fig

@@ -34,12 +34,7 @@ import numpy as np
 
 from .atomic import atomic_write_text
 from .model import ElmanRNN
-from .rnn import (
-    input_projection_backward,
-    output_backward,
-    output_forward,
-    recurrent_forward,
-)
+from .rnn import input_projection_backward
 from .validation import check_inputs
 
 RECURRENT_NAMES: tuple[str, ...] = ("W", "V", "b_h")
@@ -50,14 +45,21 @@ RECURRENT_NAMES: tuple[str, ...] = ("W", "V", "b_h")
 
 @dataclass(frozen=True)
 class _Forward:
-    """One validated forward pass.
+    """One validated forward pass, seen from one Elman layer (in one direction).
+
+    For a one-layer model the layer's input is x and its direct gradient is U^T dL/dz_t. For
+    a deep or bidirectional model, layer k = l·D + d reads the states of the layer below and
+    its direct gradient is what arrives from above at each step; a reverse direction is seen
+    in its own time order (its step 1 is the sequence's last).
 
     Attributes:
-        x: (T, B, I) dense inputs or (T, B) ids, validated.
+        x: (T, B, I) dense inputs or (T, B) ids: the layer's input sequence.
         hs: (T+1, B, H) hidden states, ``hs[0] = h_0``.
         fprime: (T, B, H) f_h'(E_t) for t = 1..T.
-        direct: (T, B, H) ∂L_t/∂h_t through ŷ_t only (U^T dL/dz_t), t = 1..T.
+        direct: (T, B, H) ∂L/∂h_t arriving from above at step t only (no carry), t = 1..T.
         loss: L, a float.
+        W: (H, H) the layer's recurrent weights.
+        n_in: I of the layer (the vocabulary size for ids).
     """
 
     x: np.ndarray
@@ -65,6 +67,8 @@ class _Forward:
     fprime: np.ndarray
     direct: np.ndarray
     loss: float
+    W: np.ndarray
+    n_in: int
 
     @property
     def T(self) -> int:
@@ -76,6 +80,27 @@ def _check_model(model: object) -> ElmanRNN:
         raise TypeError(f"model must be a bptt.ElmanRNN, got {type(model).__name__}")
     model.validated_params()
     return model
+
+
+def _check_layer(model: ElmanRNN, layer: object) -> int:
+    """The layer-direction index k = l·D + d (0 for a one-layer, one-direction model)."""
+    n = len(model.layers)
+    if layer is None:
+        if n == 1:
+            return 0
+        raise ValueError(
+            f"this model has {n} layer-directions; pass layer=k with k = l·D + d in 0..{n - 1} "
+            "(layer l, direction d: 0 forward, 1 reverse), or use layer_lag_contributions"
+        )
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer < n:
+        raise ValueError(f"layer must be an int in 0..{n - 1}, got {layer!r}")
+    return int(layer)
+
+
+def layer_name(model: ElmanRNN, k: int) -> str:
+    """``l0``, ``l1_reverse``, …: the suffix of layer-direction k's parameters."""
+    layer = model.layers[k]
+    return f"l{layer.index}" + ("_reverse" if layer.reverse else "")
 
 
 def _check_max_lag(max_lag: object) -> int | None:
@@ -90,26 +115,53 @@ def _check_max_lag(max_lag: object) -> int | None:
     return int(max_lag)
 
 
-def _forward_states(model: ElmanRNN, x: object, h0: object) -> tuple[np.ndarray, np.ndarray]:
-    """Validated inputs and hidden states (T+1, B, H)."""
+def _forward_states(
+    model: ElmanRNN, x: object, h0: object, layer: object = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated layer inputs, hidden states (T+1, B, H) and W of layer-direction ``layer``."""
+    model = _check_model(model)
+    k = _check_layer(model, layer)
+    x_arr = check_inputs(x, model.input_size, model.dtype)
+    sweep = model._forward(model.params, x_arr, model.split_state(h0, x_arr.shape[1]))
+    cache = sweep.caches[k]  # the Elman cell's cache: the inputs it read and its states
+    return cache.x, cache.hs, model.layers[k].take(model.params)["W"]
+
+
+def _forwards(model: ElmanRNN, x: object, y: object, h0: object, mask: object) -> list[_Forward]:
+    """Forward pass, loss and the direct gradients ∂L/∂h_t (no carry) of every layer."""
     model = _check_model(model)
     x_arr = check_inputs(x, model.input_size, model.dtype)
-    h0_arr = model.initial_state(h0, x_arr.shape[1])
-    hs, _ = recurrent_forward(model.params, x_arr, h0_arr, model.activation)
-    return x_arr, hs
-
-
-def _forward(model: ElmanRNN, x: object, y: object, h0: object, mask: object) -> _Forward:
-    """Forward pass, loss and the direct output gradients ∂L_t/∂h_t (no carry)."""
-    x_arr, hs = _forward_states(model, x, h0)
     T, B = x_arr.shape[:2]
     y_arr = model.head.check_targets(y, (T, B), model.output_size, model.dtype)
     weight = model.loss_weights(mask, (T, B))  # (T, B): w_tb = mask_tb / B
-    z = output_forward(model.params, hs)  # (T, B, O)
-    loss, dz = model.head.loss_and_dz(z, y_arr, weight)
-    _, _, direct = output_backward(dz, hs, model.params)  # (T, B, H)
-    fprime = model.activation.grad_from_output(hs[1:])  # (T, B, H)
-    return _Forward(x=x_arr, hs=hs, fprime=fprime, direct=direct, loss=loss)
+    params = model.params
+    sweep = model._forward(params, x_arr, model.split_state(h0, B))
+    loss, dz = model.head.loss_and_dz(model._head(params, sweep.top), y_arr, weight)
+    direct: dict[int, np.ndarray] = {}
+    model._backward(params, sweep, dz, [None] * len(model.layers), capture=direct)
+    views = []
+    for k, layer in enumerate(model.layers):
+        cache = sweep.caches[k]  # the Elman cell's cache: the inputs it read and its states
+        views.append(
+            _Forward(
+                x=cache.x,
+                hs=cache.hs,
+                fprime=model.activation.grad_from_output(cache.hs[1:]),  # (T, B, H)
+                direct=direct[k],
+                loss=loss,
+                W=layer.take(params)["W"],
+                n_in=layer.cell.input_size,
+            )
+        )
+    return views
+
+
+def _forward(
+    model: ElmanRNN, x: object, y: object, h0: object, mask: object, layer: object = None
+) -> _Forward:
+    """:func:`_forwards` of one layer-direction (checked first, before any work)."""
+    k = _check_layer(_check_model(model), layer)
+    return _forwards(model, x, y, h0, mask)[k]
 
 
 # -- per-lag contributions ---------------------------------------------------------------
@@ -228,6 +280,7 @@ def lag_contributions(
     h0: object = None,
     mask: object = None,
     max_lag: int | None = None,
+    layer: int | None = None,
 ) -> LagContributions:
     """C[d] = Σ_k δ^{(k+d)}_k (h_{k−1}, x_k, 1)^T: the lag-d parts of dL/dW, dL/dV, dL/db_h.
 
@@ -250,6 +303,9 @@ def lag_contributions(
             mask: (T, B) 0/1 or None — all as :meth:`ElmanRNN.loss_and_grads`.
         max_lag: None for every lag 0..T−1; an int m ≥ 0 for lags 0..m plus a final entry
             holding the sum of all lags ≥ m + 1 (see :class:`LagContributions`).
+        layer: for a deep or bidirectional model, the layer-direction k = l·D + d whose
+            recurrence is taken apart (lags within that layer, the gradient arriving from
+            above at each step as the origin); None for a one-layer model.
 
     Returns:
         :class:`LagContributions`; ``.W.sum(0)`` equals ``model.loss_and_grads(...)[1].W``
@@ -259,16 +315,40 @@ def lag_contributions(
         ValueError, TypeError: bad inputs (as :meth:`ElmanRNN.loss_and_grads`) or max_lag.
     """
     m = _check_max_lag(max_lag)
-    fwd = _forward(model, x, y, h0, mask)
+    return _lag_parts(_forward(model, x, y, h0, mask, layer), m)
+
+
+def layer_lag_contributions(
+    model: ElmanRNN,
+    x: object,
+    y: object,
+    h0: object = None,
+    mask: object = None,
+    max_lag: int | None = None,
+) -> dict[str, LagContributions]:
+    """:func:`lag_contributions` of every layer-direction from one forward and backward.
+
+    Returns:
+        ``{"l0": …, "l0_reverse": …, "l1": …}`` (:func:`layer_name`), bottom layer first; for
+        a one-layer, one-direction model the single entry ``"l0"``. Each entry's sums over
+        lags are that layer's parameter gradients (``V_l1``, ``W_l1``, ``b_h_l1``, …).
+    """
+    m = _check_max_lag(max_lag)
+    views = _forwards(model, x, y, h0, mask)
+    return {layer_name(model, k): _lag_parts(fwd, m) for k, fwd in enumerate(views)}
+
+
+def _lag_parts(fwd: _Forward, m: int | None) -> LagContributions:
+    """The lag-by-lag parts of one layer's dL/dW, dL/dV, dL/db_h (see lag_contributions)."""
     T = fwd.T
-    H, I = model.hidden_size, model.input_size
+    H, I = fwd.W.shape[0], fwd.n_in
     n_exact = T if m is None else m + 1
     L = n_exact + (0 if m is None else 1)
-    dtype = model.dtype
+    dtype = fwd.W.dtype
     out_W = np.zeros((L, H, H), dtype=dtype)  # (L, H, H)
     out_V = np.zeros((L, H, I), dtype=dtype)  # (L, H, I)
     out_b = np.zeros((L, H), dtype=dtype)  # (L, H)
-    W = model.params.W
+    W = fwd.W
     last = None
     for d, block in enumerate(_lag_blocks(fwd, W, n_exact)):
         out_W[d], out_V[d], out_b[d] = _block_grads(block, fwd, I)
@@ -328,14 +408,20 @@ def _hidden_backward(fwd: _Forward, W: np.ndarray) -> HiddenStateGradients:
 
 
 def hidden_state_gradients(
-    model: ElmanRNN, x: object, y: object, h0: object = None, mask: object = None
+    model: ElmanRNN,
+    x: object,
+    y: object,
+    h0: object = None,
+    mask: object = None,
+    layer: int | None = None,
 ) -> HiddenStateGradients:
     """dL/dh_t = U^T dL/dz_t + W^T δ_{t+1} for t = 0..T (no output term at t = 0).
 
-    One backward sweep, O(T·B·H²). Arguments as :meth:`ElmanRNN.loss_and_grads`.
+    One backward sweep, O(T·B·H²). Arguments as :meth:`ElmanRNN.loss_and_grads`; ``layer``
+    as for :func:`lag_contributions` (the direct term is then what arrives from above).
     """
-    fwd = _forward(model, x, y, h0, mask)
-    return _hidden_backward(fwd, model.params.W)
+    fwd = _forward(model, x, y, h0, mask, layer)
+    return _hidden_backward(fwd, fwd.W)
 
 
 # -- Jacobian products and the spectrum of W ---------------------------------------------
@@ -454,6 +540,7 @@ def jacobian_report(
     *,
     origin: int | None = None,
     max_lag: int | None = None,
+    layer: int | None = None,
 ) -> JacobianReport:
     """‖J_t J_{t−1} ⋯ J_{t−d+1}‖₂ for d = 0..min(t, max_lag), J_i = diag(f_h'(E_i)) W.
 
@@ -466,11 +553,12 @@ def jacobian_report(
         model: the RNN; x: (T, B, I) or ids (T, B); h0: (B, H) or None.
         origin: t in 1..T, the step whose gradient is carried back (default T, the last).
         max_lag: the largest lag (default t, i.e. back to h_0).
+        layer: the layer-direction k = l·D + d of a deep or bidirectional model.
 
     Raises:
         ValueError, TypeError: bad inputs, origin or max_lag.
     """
-    _, hs = _forward_states(model, x, h0)
+    _, hs, W_layer = _forward_states(model, x, h0, layer)
     T = hs.shape[0] - 1
     t = T if origin is None else origin
     if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 1 <= t <= T:
@@ -478,7 +566,7 @@ def jacobian_report(
     m = _check_max_lag(max_lag)
     n_lags = t + 1 if m is None else min(t, m) + 1
     fprime = model.activation.grad_from_output(hs[1:]).astype(np.float64)  # (T, B, H)
-    W = model.params.W.astype(np.float64)
+    W = W_layer.astype(np.float64)
     B, H = fprime.shape[1:]
     log10 = np.empty((n_lags, B))  # (L, B)
     log10[0] = 0.0
@@ -530,7 +618,12 @@ class TruncationBias:
 
 
 def truncation_bias(
-    model: ElmanRNN, x: object, y: object, h0: object = None, mask: object = None
+    model: ElmanRNN,
+    x: object,
+    y: object,
+    h0: object = None,
+    mask: object = None,
+    layer: int | None = None,
 ) -> TruncationBias:
     """cos∠(g(k2), g) and ‖g(k2) − g‖/‖g‖ with g(k2) = Σ_{d<k2} C[d], for k2 = 1..T.
 
@@ -538,10 +631,10 @@ def truncation_bias(
     lag by lag as in :func:`lag_contributions` without storing them (O(T²·B·H²) time,
     O(T·B·H + H² + H·I) memory). Arguments as :meth:`ElmanRNN.loss_and_grads`.
     """
-    fwd = _forward(model, x, y, h0, mask)
+    fwd = _forward(model, x, y, h0, mask, layer)
     T = fwd.T
-    I = model.input_size
-    W = model.params.W
+    I = fwd.n_in
+    W = fwd.W
     full_delta = _hidden_backward(fwd, W).delta  # (T, B, H)
     full = dict(zip(RECURRENT_NAMES, _block_grads(full_delta, fwd, I), strict=True))
     partial = {name: np.zeros_like(full[name]) for name in RECURRENT_NAMES}
@@ -714,4 +807,12 @@ class GradientProfileRecorder:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> GradientProfileRecorder:
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        """Read :meth:`save` output.
+
+        Raises:
+            ValueError: naming the file, when it is not a readable gradient profile.
+        """
+        try:
+            return cls.from_json(Path(path).read_text(encoding="utf-8"))
+        except (KeyError, TypeError, ValueError, RecursionError) as err:
+            raise ValueError(f"{str(path)!r} is not a readable gradient profile: {err}") from None

@@ -1,4 +1,4 @@
-"""Weight initialisations for the Elman RNN.
+"""Weight initialisations, by each parameter's role (output U, input V…, recurrent W…, bias).
 
     uniform       every array ~ U(−1/√H, 1/√H)                (PyTorch's nn.RNN default)
     glorot        U, V, W ~ U(−a, a),  a = √(6 / (fan_in + fan_out)),  biases 0
@@ -6,17 +6,20 @@
     identity      W = I (IRNN, Le, Jaitly & Hinton 2015), V, U ~ N(0, 0.001²), biases 0
     W ← W · ρ / max|eig(W)|                                      (scale to spectral radius ρ)
 
+A gated cell's recurrent matrix stacks one (H, H) block per gate; orthogonal, identity and the
+spectral radius act on each block.
+
 Each function returns a new :class:`~bptt.params.Params`; assign it with
 ``model.params = init_params(model, "orthogonal", seed=0)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 
-from .model import ElmanRNN, init_uniform
+from .model import RNN
 from .params import Params
 
 INITS: tuple[str, ...] = ("uniform", "glorot", "orthogonal", "identity")
@@ -44,62 +47,79 @@ def spectral_radius(W: np.ndarray) -> float:
     return float(np.max(np.abs(np.linalg.eigvals(np.asarray(W, dtype=np.float64)))))
 
 
-def scale_spectral_radius(params: Params, radius: float) -> Params:
-    """A copy of ``params`` with W ← W · radius / ρ(W), so that ρ(W) = radius.
+def _blocks(W: np.ndarray) -> list[np.ndarray]:
+    """The (H, H) blocks of a recurrent matrix (kH, H): one per gate, views into W."""
+    H = W.shape[1]
+    return [W[g * H : (g + 1) * H] for g in range(W.shape[0] // H)]
+
+
+def _recurrent_names(params: Params, roles: dict[str, str]) -> list[str]:
+    return [name for name in params if roles.get(name) == "recurrent"]
+
+
+def scale_spectral_radius(
+    params: Params, radius: float, roles: dict[str, str] | None = None
+) -> Params:
+    """A copy of ``params`` with each recurrent (H, H) block W ← W · radius / ρ(W).
+
+    Args:
+        params: the weights.
+        radius: the spectral radius ρ each block gets.
+        roles: parameter name → role (``model.param_roles()``); None means the one Elman
+            layer's ``W``.
 
     Raises:
-        ValueError: radius is not a positive finite number, or ρ(W) = 0.
+        ValueError: radius is not a positive finite number, or a block has ρ(W) = 0.
     """
     if not (isinstance(radius, (int, float)) and np.isfinite(radius) and radius > 0):
         raise ValueError(f"spectral radius must be a positive finite number, got {radius!r}")
-    rho = spectral_radius(params.W)
-    if rho == 0.0:
-        raise ValueError("cannot scale W to a spectral radius: W has spectral radius 0")
     out = params.copy()
-    out.W = (params.W.astype(np.float64) * (radius / rho)).astype(params.dtype)
+    for name in _recurrent_names(out, roles or {"W": "recurrent"}):
+        scaled = out[name].astype(np.float64)
+        for block in _blocks(scaled):
+            rho = spectral_radius(block)
+            if rho == 0.0:
+                raise ValueError(
+                    f"cannot scale {name} to a spectral radius: it has spectral radius 0"
+                )
+            block *= radius / rho
+        out[name] = scaled.astype(params.dtype)
     return out
 
 
-def _glorot_params(I: int, H: int, O: int, rng: np.random.Generator, W: np.ndarray) -> Params:
-    return Params(
-        U=glorot_uniform((O, H), rng),
-        V=glorot_uniform((H, I), rng),
-        W=W,
-        b_h=np.zeros(H),
-        b_y=np.zeros(O),
-    )
+def _draw(scheme: str, model: RNN, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """float64 arrays for every parameter by ``scheme`` (not ``uniform``).
 
-
-def _init_glorot(I: int, H: int, O: int, rng: np.random.Generator) -> Params:
-    W = glorot_uniform((H, H), rng)
-    return _glorot_params(I, H, O, rng, W)
-
-
-def _init_orthogonal(I: int, H: int, O: int, rng: np.random.Generator) -> Params:
-    W = orthogonal(H, rng)
-    return _glorot_params(I, H, O, rng, W)
-
-
-def _init_identity(I: int, H: int, O: int, rng: np.random.Generator) -> Params:
-    """IRNN: W = I, b = 0, input and output weights ~ N(0, 0.001²) (Le et al. 2015, §3)."""
-    return Params(
-        U=0.001 * rng.standard_normal((O, H)),
-        V=0.001 * rng.standard_normal((H, I)),
-        W=np.eye(H),
-        b_h=np.zeros(H),
-        b_y=np.zeros(O),
-    )
-
-
-_FACTORIES: dict[str, Callable[[int, int, int, np.random.Generator], Params]] = {
-    "glorot": _init_glorot,
-    "orthogonal": _init_orthogonal,
-    "identity": _init_identity,
-}
+    Recurrent matrices are drawn first, then U, then the input matrices (the first version's
+    order for one Elman layer, so a seed gives the weights it always gave).
+    """
+    shapes = model.param_shapes()
+    roles = model.param_roles()
+    out: dict[str, np.ndarray] = {}
+    H = model.hidden_size
+    if scheme == "identity":  # IRNN (Le et al. 2015, §3): W = I, weights ~ N(0, 0.001²), b = 0
+        for name in [n for n in shapes if roles[n] == "recurrent"]:
+            out[name] = np.tile(np.eye(H), (shapes[name][0] // H, 1))
+        for name in [n for n in shapes if roles[n] in ("output", "input")]:
+            out[name] = 0.001 * rng.standard_normal(shapes[name])
+    else:
+        for name in [n for n in shapes if roles[n] == "recurrent"]:
+            W = np.empty(shapes[name])
+            for block in _blocks(W):
+                block[...] = (
+                    orthogonal(H, rng) if scheme == "orthogonal" else glorot_uniform((H, H), rng)
+                )
+            out[name] = W
+        for name in [n for n in shapes if roles[n] in ("output", "input")]:
+            out[name] = glorot_uniform(shapes[name], rng)  # type: ignore[arg-type]
+    for name in shapes:
+        if roles[name] == "bias":
+            out[name] = np.zeros(shapes[name])
+    return {name: out[name] for name in shapes}
 
 
 def init_params(
-    model: ElmanRNN,
+    model: RNN,
     scheme: str = "uniform",
     *,
     seed: int | None = 0,
@@ -121,23 +141,25 @@ def init_params(
     if scheme not in INITS:
         raise ValueError(f"init must be one of {', '.join(INITS)}, got {scheme!r}")
     rng = np.random.default_rng(seed)
-    I, H, O = model.input_size, model.hidden_size, model.output_size
     if scheme == "uniform":
-        params = init_uniform(I, H, O, rng, model.dtype)
+        params = model.init_params(rng)
     else:
-        params = _FACTORIES[scheme](I, H, O, rng).map(lambda a: a.astype(model.dtype))
+        params = Params(_draw(scheme, model, rng)).map(lambda a: a.astype(model.dtype))
     if spectral_radius is not None:
-        params = scale_spectral_radius(params, spectral_radius)
+        params = scale_spectral_radius(params, spectral_radius, model.param_roles())
     return params
 
 
+ModelT = TypeVar("ModelT", bound=RNN)
+
+
 def initialise(
-    model: ElmanRNN,
+    model: ModelT,
     scheme: str = "uniform",
     *,
     seed: int | None = 0,
     spectral_radius: float | None = None,
-) -> ElmanRNN:
+) -> ModelT:
     """Set ``model.params`` to :func:`init_params` (same arguments) and return the model."""
     model.params = init_params(model, scheme, seed=seed, spectral_radius=spectral_radius)
     return model

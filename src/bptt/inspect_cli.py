@@ -35,11 +35,14 @@ from .diagnostics import (
     hidden_state_gradients,
     jacobian_report,
     lag_contributions,
+    layer_lag_contributions,
+    layer_name,
     truncation_bias,
 )
 from .heads import HEADS
 from .init import INITS, initialise
 from .model import ElmanRNN
+from .resources import check_memory, estimate_bytes
 
 if TYPE_CHECKING:
     from .train import TrainConfig
@@ -52,6 +55,7 @@ FIGURES = {
     "jacobian": "jacobian_products.png",
     "truncation": "truncation_bias.png",
     "profile": "profile_heatmap.png",
+    "layers": "layer_lag_profile.png",
 }
 
 
@@ -146,12 +150,22 @@ def fresh_model(args: argparse.Namespace) -> ElmanRNN:
         sizes = (2, args.hidden, 1)
         output = "identity"
     else:
-        sizes = (args.input_size or 8, args.hidden, args.output_size or 4)
+        sizes = (
+            8 if args.input_size is None else args.input_size,
+            args.hidden,
+            4 if args.output_size is None else args.output_size,
+        )
         output = args.output or "softmax"
     if args.spectral_radius is not None and not args.spectral_radius > 0:
         raise ValueError(f"--spectral-radius must be > 0, got {args.spectral_radius}")
     model = ElmanRNN(
-        *sizes, hidden_activation=args.activation, output=output, seed=args.seed, dtype=np.float64
+        *sizes,
+        hidden_activation=args.activation,
+        output=output,
+        num_layers=args.layers,
+        bidirectional=args.bidirectional,
+        seed=args.seed,
+        dtype=np.float64,
     )
     return initialise(
         model, args.recurrent_init, seed=args.seed, spectral_radius=args.spectral_radius
@@ -219,6 +233,8 @@ class Inspection:
     jacobian: JacobianReport
     truncation: TruncationBias
     profile: GradientProfileRecorder | None
+    layer: str = "l0"  # the layer-direction the single-layer diagnostics look at
+    layers: dict[str, LagContributions] | None = None  # every layer's lag profile (deep)
 
 
 def inspect_model(
@@ -228,16 +244,28 @@ def inspect_model(
     max_lag: int | None = None,
     profile: GradientProfileRecorder | None = None,
 ) -> Inspection:
-    """Run every diagnostic of :mod:`bptt.diagnostics` on one batch."""
+    """Run every diagnostic of :mod:`bptt.diagnostics` on one batch.
+
+    For a deep or bidirectional model, the per-lag contributions of every layer-direction
+    (``layers``) and the other diagnostics for the top layer's forward direction.
+    """
+    top = (model.num_layers - 1) * model.num_directions  # the top layer, forward direction
+    layers = None
+    if not model.simple:
+        layers = layer_lag_contributions(model, batch.x, batch.y, mask=batch.mask, max_lag=max_lag)
     return Inspection(
         model=model,
         batch=batch,
         source=source,
-        contrib=lag_contributions(model, batch.x, batch.y, mask=batch.mask, max_lag=max_lag),
-        hidden=hidden_state_gradients(model, batch.x, batch.y, mask=batch.mask),
-        jacobian=jacobian_report(model, batch.x),
-        truncation=truncation_bias(model, batch.x, batch.y, mask=batch.mask),
+        contrib=lag_contributions(
+            model, batch.x, batch.y, mask=batch.mask, max_lag=max_lag, layer=top
+        ),
+        hidden=hidden_state_gradients(model, batch.x, batch.y, mask=batch.mask, layer=top),
+        jacobian=jacobian_report(model, batch.x, layer=top),
+        truncation=truncation_bias(model, batch.x, batch.y, mask=batch.mask, layer=top),
         profile=profile,
+        layer=layer_name(model, top),
+        layers=layers,
     )
 
 
@@ -295,6 +323,13 @@ def report_dict(ins: Inspection) -> dict[str, Any]:
             "rel_error": {k: _floats(v) for k, v in tb.rel_error.items()},
         },
         "profile": None if ins.profile is None else ins.profile.to_dict(),
+        "layer": ins.layer,
+        "layers": None
+        if ins.layers is None
+        else {
+            name: {"labels": c.labels, "norm_total": _floats(c.norms()["total"])}
+            for name, c in ins.layers.items()
+        },
     }
 
 
@@ -338,6 +373,16 @@ def summary_lines(ins: Inspection) -> list[str]:
         + (str(int(ins.truncation.k2[reach[0]])) if reach.size else "never")
         + f"; relative error at k2=1: {ins.truncation.rel_error['all'][0]:.3g}",
     ]
+    if ins.layers is not None:
+        lines.insert(3, f"gradient flow by layer (the lines below: layer {ins.layer}):")
+        for offset, (name, c) in enumerate(ins.layers.items()):
+            total = c.norms()["total"]
+            picks = sorted({0, min(1, c.n_exact - 1), min(10, c.n_exact - 1)})
+            lines.insert(
+                4 + offset,
+                f"  {name:<12} ‖dL/d(V,W,b_h)‖ {np.sqrt(np.sum(total**2)):.3g}; "
+                + ", ".join(f"lag {c.labels[i]}: {total[i]:.3g}" for i in picks),
+            )
     if ins.profile is not None:
         lines.append(f"profile: {len(ins.profile)} records from training")
     return lines
@@ -355,10 +400,25 @@ def write_figures(ins: Inspection, out: Path) -> list[Path]:
     }
     if ins.profile is not None and len(ins.profile):
         figures["profile"] = dp.plot_profile_heatmap(ins.profile)
+    if ins.layers is not None:
+        figures["layers"] = dp.plot_layer_lag_profile(ins.layers)
     return [dp.save_figure(fig, out / FIGURES[key]) for key, fig in figures.items()]
 
 
 # -- the command -------------------------------------------------------------------------
+
+
+def _check_memory(
+    n_in: int, hidden: int, n_out: int, seq_len: int, batch: int, max_lag: int | None
+) -> None:
+    """Refuse sizes whose diagnostics would not fit in memory (:mod:`bptt.resources`)."""
+    lags = seq_len + 1 if max_lag is None else min(max_lag, seq_len - 1) + 2
+    need = estimate_bytes(n_in, hidden, n_out, seq_len, batch, lags=lags)
+    check_memory(
+        need,
+        f"inspecting I={n_in}, H={hidden}, O={n_out} on T={seq_len}, B={batch}",
+        "use a smaller --hidden, --seq-len, --batch or --max-lag",
+    )
 
 
 def run_inspect(args: argparse.Namespace) -> int:
@@ -367,9 +427,16 @@ def run_inspect(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if args.max_lag is not None and args.max_lag < 0:
         raise ValueError(f"--max-lag must be >= 0, got {args.max_lag}")
-    for option, value in (("--seq-len", args.seq_len), ("--batch", args.batch)):
+    for option, value in (
+        ("--seq-len", args.seq_len),
+        ("--batch", args.batch),
+        ("--input-size", args.input_size),
+        ("--output-size", args.output_size),
+    ):
         if value is not None and value < 1:
             raise ValueError(f"{option} must be >= 1, got {value}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     if not args.no_plots:
         from .diagnostic_plots import require_matplotlib
 
@@ -378,7 +445,13 @@ def run_inspect(args: argparse.Namespace) -> int:
         except ImportError as err:
             print(f"bptt inspect: error: {err} (or pass --no-plots)", file=sys.stderr)
             return 2
+    seq_len = DEFAULT_SEQ_LEN if args.seq_len is None else args.seq_len
+    batch_size = DEFAULT_BATCH if args.batch is None else args.batch
     if path is None:
+        adding = args.task == "adding"
+        n_in = 2 if adding else (8 if args.input_size is None else args.input_size)
+        n_out = 1 if adding else (4 if args.output_size is None else args.output_size)
+        _check_memory(n_in, args.hidden, n_out, seq_len, batch_size, args.max_lag)
         model = fresh_model(args)
         source = f"fresh initialisation (seed {args.seed}, W {args.recurrent_init}" + (
             f", spectral radius {args.spectral_radius})" if args.spectral_radius else ")"
@@ -388,8 +461,9 @@ def run_inspect(args: argparse.Namespace) -> int:
         run = load_run(path)
         model, config, vocab = run.model, run.config, run.vocab
         source = f"checkpoint {path}"
-    seq_len = DEFAULT_SEQ_LEN if args.seq_len is None else args.seq_len
-    batch_size = DEFAULT_BATCH if args.batch is None else args.batch
+        T = seq_len if args.seq_len is not None or config is None else config.seq_len
+        sizes = (model.input_size, model.hidden_size, model.output_size)
+        _check_memory(*sizes, T, batch_size, args.max_lag)
     rng = np.random.default_rng(args.seed + 1)
     if args.task is None and config is not None:
         batch = run_batch(model, config, vocab, args)
@@ -405,7 +479,11 @@ def run_inspect(args: argparse.Namespace) -> int:
         batch = random_batch(model, seq_len, batch_size, rng, args.ids)
     profile_path = find_profile(path, None if args.profile is None else Path(args.profile))
     profile = None if profile_path is None else GradientProfileRecorder.load(profile_path)
-    ins = inspect_model(model, batch, source, max_lag=args.max_lag, profile=profile)
+    # lags beyond T - 1 do not exist: a larger --max-lag is the same report, and must not
+    # allocate a block per lag it asks for
+    T = np.asarray(batch.x).shape[0]
+    max_lag = None if args.max_lag is None else min(args.max_lag, T - 1)
+    ins = inspect_model(model, batch, source, max_lag=max_lag, profile=profile)
     report = report_dict(ins)
     if report["profile"] is not None:
         report["profile"]["path"] = str(profile_path)
@@ -461,6 +539,10 @@ def add_inspect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     m = p.add_argument_group("fresh model (no DIR_OR_CHECKPOINT)")
     m.add_argument("--input-size", type=int, default=None, help="I (random task default 8)")
     m.add_argument("--hidden", type=int, default=32, help="H (default: %(default)s)")
+    m.add_argument("--layers", type=int, default=1, help="L, stacked layers (default: 1)")
+    m.add_argument(
+        "--bidirectional", action="store_true", help="a forward and a reverse cell per layer"
+    )
     m.add_argument("--output-size", type=int, default=None, help="O (random task default 4)")
     m.add_argument("--activation", choices=sorted(ACTIVATIONS), default="tanh")
     m.add_argument("--output", choices=sorted(HEADS), default=None, help="head (softmax)")

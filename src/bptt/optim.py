@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
-from .params import PARAM_NAMES, Params
+from .params import Params
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
 SCHEDULES: tuple[str, ...] = ("constant", "step", "cosine")
@@ -77,8 +78,8 @@ class Optimizer(ABC):
         t = self.t + 1
         new_p: dict[str, np.ndarray] = {}
         new_slots: dict[str, dict[str, np.ndarray]] = {s: {} for s in self.slot_names}
-        for name in PARAM_NAMES:
-            p, g = getattr(params, name), getattr(grads, name)
+        for name, p in params.items():
+            g = grads[name]
             dtype = p.dtype
             p_new, s_new = self._update(
                 p, g.astype(dtype, copy=False), self._slots_for(name, p), t, lr
@@ -86,14 +87,14 @@ class Optimizer(ABC):
             new_p[name] = np.asarray(p_new, dtype=dtype)
             for s, arr in s_new.items():
                 new_slots[s][name] = np.asarray(arr, dtype=dtype)
-        return Params(**new_p), new_slots
+        return Params(new_p), new_slots
 
     def commit(
         self, params: Params, new_params: Params, new_slots: dict[str, dict[str, np.ndarray]]
     ) -> None:
         """Write ``new_params`` into ``params``' arrays in place and adopt the new slots."""
         for name, arr in new_params.items():
-            getattr(params, name)[...] = arr
+            params[name][...] = arr
         self.slots = new_slots
         self.t += 1
 
@@ -116,12 +117,19 @@ class Optimizer(ABC):
                 state[f"{s}.{name}"] = arr
         return state
 
-    def load_state_dict(self, state: dict[str, StateValue]) -> None:
+    def load_state_dict(
+        self, state: dict[str, StateValue], names: Iterable[str] | None = None
+    ) -> None:
         """Restore the step count and slot arrays saved by :meth:`state_dict`.
+
+        Args:
+            state: from :meth:`state_dict`.
+            names: the parameters' names; a slot for any other name is an error (None: any).
 
         Raises:
             ValueError: the state belongs to another optimizer or holds unknown entries.
         """
+        allowed = None if names is None else set(names)
         if state.get("name") != self.name:
             raise ValueError(
                 f"optimizer state is for {state.get('name')!r}, but the optimizer is {self.name!r}"
@@ -132,7 +140,7 @@ class Optimizer(ABC):
             if key in known:
                 continue
             slot, _, pname = key.partition(".")
-            if slot not in slots or pname not in PARAM_NAMES:
+            if slot not in slots or not pname or (allowed is not None and pname not in allowed):
                 raise ValueError(f"optimizer state has an unknown entry {key!r}")
             slots[slot][pname] = np.array(value)
         t = state.get("t", 0)
@@ -380,6 +388,10 @@ class Schedule:
                 "schedule needs warmup >= 0, step_size >= 1 and total_steps >= 1, got "
                 f"{self.warmup}, {self.step_size}, {self.total_steps}"
             )
+        if not 0.0 < self.gamma <= 1.0:
+            raise ValueError(f"schedule gamma must lie in (0, 1], got {self.gamma}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"schedule min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
 
     def __call__(self, s: int) -> float:
         if s < self.warmup:

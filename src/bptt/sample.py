@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .model import ElmanRNN
-from .rnn import output_forward
+from .model import RNN
 
 
 def next_distribution(z: np.ndarray, temperature: float, top_k: int = 0) -> np.ndarray:
@@ -28,14 +27,14 @@ def next_distribution(z: np.ndarray, temperature: float, top_k: int = 0) -> np.n
         p = np.zeros_like(z)
         p[int(np.argmax(z))] = 1.0
         return p
-    z = (z - z.max()) / temperature
-    with np.errstate(under="ignore"):
+    with np.errstate(over="ignore", under="ignore"):  # a tiny τ: (z - max)/τ → -inf, exp → 0
+        z = (z - z.max()) / temperature
         p = np.exp(z)
     return p / p.sum()
 
 
 def sample_ids(
-    model: ElmanRNN,
+    model: RNN,
     prime_ids: np.ndarray,
     length: int,
     *,
@@ -62,23 +61,22 @@ def sample_ids(
     prime_ids = np.asarray(prime_ids, dtype=np.int64)
     if prime_ids.ndim != 1 or prime_ids.size == 0:
         raise ValueError("the prime must hold at least one character")
+    model.require_unidirectional("sampling")
     rng = np.random.default_rng(seed)
-    hs = model.hidden_states(prime_ids[:, None])  # (P+1, 1, H)
-    h = hs[-1]  # (1, H)
-    z = output_forward(model.params, hs[-2:])[-1, 0]  # (O,) logits after the prime
+    z_prime, state = model.logits(prime_ids[:, None])  # (P, 1, O), the state after the prime
+    z = z_prime[-1, 0]  # (O,) logits after the prime
     out = np.empty(length, dtype=np.int64)
     for i in range(length):
         p = next_distribution(z, temperature, top_k)
         c = int(rng.choice(p.size, p=p))
         out[i] = c
-        hs = model.hidden_states(np.array([[c]]), h)  # (2, 1, H)
-        h = hs[-1]
-        z = output_forward(model.params, hs)[-1, 0]
+        z_t, state = model.step(np.array([c]), state)  # (1, O)
+        z = z_t[0]
     return out
 
 
 def sample_text(
-    model: ElmanRNN,
+    model: RNN,
     vocab: Any,
     length: int,
     *,

@@ -7,9 +7,15 @@
 
 and the same for V (with x_k in place of h_{k-1}) and b_h (with 1). dU and db_y need no BPTT.
 
-This is O(T² H³) per sequence and exists to be read and to serve as an oracle: every
-product of Jacobians is formed as an explicit (H, H) matrix, nothing is reused between
-terms except the running product for one t. :mod:`bptt.rnn` computes the same sums in O(T H²).
+Any cell of a one-layer, one-direction model fits the same sum with its state s in place of h
+(the LSTM's s = (h, c)): J_i is the cell's :meth:`~bptt.cells.Cell.state_jacobian`, and the
+immediate term of step k is the cell's :meth:`~bptt.cells.Cell.vjp_params`. The states are
+recomputed here one :meth:`~bptt.cells.Cell.step` at a time, not taken from the fast path.
+
+This is O(T² S³) per sequence and exists to be read and to serve as an oracle: every
+product of Jacobians is formed as an explicit (S, S) matrix, nothing is reused between
+terms except the running product for one t. The model's backward computes the same sums in
+O(T S²).
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .model import ElmanRNN
+from .cells import StepArgs
+from .model import RNN
 from .params import Params
-from .rnn import output_forward
+from .validation import check_inputs
 
 
 @dataclass(frozen=True)
@@ -30,84 +37,113 @@ class SeedTerm:
 
     Attributes:
         t: the step whose loss is differentiated (1..T).
-        k: the step at which W, V, b_h are used (1..t); the lag is t − k.
-        W: (H, H), V: (H, I), b_h: (H,) the term's contribution, summed over the batch.
+        k: the step at which the cell's weights are used (1..t); the lag is t − k.
+        parts: the term's contribution to each cell parameter (Elman: ``W`` (H, H),
+            ``V`` (H, I), ``b_h`` (H,)), summed over the batch; also readable as ``term.W``.
     """
 
     t: int
     k: int
-    W: np.ndarray
-    V: np.ndarray
-    b_h: np.ndarray
+    parts: dict[str, np.ndarray]
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        try:
+            return self.__dict__["parts"][name]
+        except KeyError:
+            raise AttributeError(name) from None
 
     @property
     def lag(self) -> int:
         return self.t - self.k
 
 
-def step_jacobians(model: ElmanRNN, x: object, h0: object = None) -> np.ndarray:
-    """J_t = ∂h_t/∂h_{t-1} = diag(f_h'(E_t)) W for t = 1..T.
+@dataclass(frozen=True)
+class _Unrolled:
+    """The literal forward: step arguments of every step, dL_t/ds_t through ŷ_t, dL/dz."""
 
-    Returns:
-        (T, B, H, H): ``J[t-1, b]`` is the Jacobian of step t for sequence b.
-    """
-    hs = model.hidden_states(x, h0)
-    fprime = model.activation.grad_from_output(hs[1:])  # (T, B, H)
-    return fprime[..., :, None] * model.params.W  # (T, B, H, H)
-
-
-def _one_hot_inputs(model: ElmanRNN, x: np.ndarray) -> np.ndarray:
-    if x.ndim == 3:
-        return x
-    return np.eye(model.input_size, dtype=model.dtype)[x]  # (T, B, I) — oracle only
+    steps: list[StepArgs]  # steps[t-1]: x_t, s_{t-1}, s_t
+    direct: np.ndarray  # (T, B, S): dL_t/ds_t through ŷ_t only (zero on the c part)
+    dz: np.ndarray  # (T, B, O)
+    outputs: np.ndarray  # (T, B, H): h_t
 
 
-def seed_terms(
-    model: ElmanRNN, x: object, y: object, h0: object = None, mask: object = None
-) -> Iterator[SeedTerm]:
-    """Yield every term (t, k), 1 ≤ k ≤ t ≤ T, of the seed's double sum, in order of t then k."""
-    hs = model.hidden_states(x, h0)  # (T+1, B, H), validates x and h0
-    x_arr = np.asarray(x)
+def _unroll(model: RNN, x: object, y: object, h0: object, mask: object) -> _Unrolled:
+    if not model.simple:
+        raise ValueError(
+            "the seed formula is the one-layer, one-direction reference; this model has "
+            f"num_layers={model.num_layers}, bidirectional={model.bidirectional}"
+        )
+    params = model.validated_params()
+    x_arr = check_inputs(x, model.input_size, model.dtype)
     T, B = x_arr.shape[:2]
     y_arr = model.head.check_targets(y, (T, B), model.output_size, model.dtype)
     weight = model.loss_weights(mask, (T, B))
-    x_dense = _one_hot_inputs(model, x_arr)  # (T, B, I)
-    params = model.params
-    _, dz = model.head.loss_and_dz(output_forward(params, hs), y_arr, weight)  # (T, B, O)
-    fprime = model.activation.grad_from_output(hs[1:])  # (T, B, H)
-    jac = fprime[..., :, None] * params.W  # (T, B, H, H): J_t = diag(f'(E_t)) W
-    eye = np.broadcast_to(np.eye(model.hidden_size, dtype=model.dtype), jac.shape[1:])
-    for t in range(1, T + 1):
-        dLt_dht = dz[t - 1] @ params.U  # (B, H): dL_t/dh_t through ŷ_t only
-        product = eye.copy()  # (B, H, H): Π_{i=k+1..t} J_i, empty product for k = t
+    layer = model.layers[0]
+    cell, p = layer.cell, layer.take(params)
+    s = model.split_state(h0, B)[0]  # (B, S)
+    steps = []
+    for t in range(T):  # s_t = F(x_t, s_{t-1}), one step at a time
+        s_next = cell.step(p, x_arr[t], s)
+        steps.append(StepArgs(x=x_arr[t], s_prev=s, s=s_next))
+        s = s_next
+    outputs = np.stack([cell.output(a.s) for a in steps])  # (T, B, H)
+    z = outputs @ params["U"].T + params["b_y"]  # (T, B, O)
+    _, dz = model.head.loss_and_dz(z, y_arr, weight)
+    direct = np.zeros((T, B, cell.state_size), dtype=model.dtype)
+    direct[..., : model.hidden_size] = dz @ params["U"]  # ∂L_t/∂h_t = U^T dL/dz_t
+    return _Unrolled(steps=steps, direct=direct, dz=dz, outputs=outputs)
+
+
+def step_jacobians(model: RNN, x: object, h0: object = None) -> np.ndarray:
+    """J_t = ∂s_t/∂s_{t-1} for t = 1..T (Elman: diag(f_h'(E_t)) W).
+
+    Returns:
+        (T, B, S, S): ``J[t-1, b]`` is the Jacobian of step t for sequence b.
+    """
+    x_arr = check_inputs(x, model.input_size, model.dtype)
+    T, B = x_arr.shape[:2]
+    y_dummy = (
+        np.zeros((T, B), dtype=np.int64)
+        if model.output == "softmax"
+        else np.zeros((T, B, model.output_size), dtype=model.dtype)
+    )
+    unrolled = _unroll(model, x_arr, y_dummy, h0, None)
+    layer = model.layers[0]
+    p = layer.take(model.params)
+    return np.stack([layer.cell.state_jacobian(p, at) for at in unrolled.steps])
+
+
+def seed_terms(
+    model: RNN, x: object, y: object, h0: object = None, mask: object = None
+) -> Iterator[SeedTerm]:
+    """Yield every term (t, k), 1 ≤ k ≤ t ≤ T, of the seed's double sum, in order of t then k."""
+    unrolled = _unroll(model, x, y, h0, mask)
+    layer = model.layers[0]
+    cell, p = layer.cell, layer.take(model.params)
+    jac = [cell.state_jacobian(p, at) for at in unrolled.steps]  # J_t, (B, S, S) each
+    B, S = unrolled.direct.shape[1:]
+    eye = np.broadcast_to(np.eye(S, dtype=model.dtype), (B, S, S))
+    for t in range(1, len(jac) + 1):
+        dLt_dst = unrolled.direct[t - 1]  # (B, S): dL_t/ds_t through ŷ_t only
+        product = eye.copy()  # (B, S, S): Π_{i=k+1..t} J_i, empty product for k = t
         for k in range(t, 0, -1):
-            dLt_dhk = np.einsum("bi,bij->bj", dLt_dht, product)  # (B, H)
-            dLt_dEk = dLt_dhk * fprime[k - 1]  # immediate term: ∂⁺h_k/∂E_k = diag f'(E_k)
-            yield SeedTerm(
-                t=t,
-                k=k,
-                W=dLt_dEk.T @ hs[k - 1],  # Σ_b (dL_t/dE_k) h_{k-1}^T
-                V=dLt_dEk.T @ x_dense[k - 1],
-                b_h=dLt_dEk.sum(axis=0),
-            )
+            dLt_dsk = np.einsum("bi,bij->bj", dLt_dst, product)  # (B, S)
+            # the immediate term ∂⁺s_k/∂θ, contracted with dL_t/ds_k and summed over the batch
+            yield SeedTerm(t=t, k=k, parts=cell.vjp_params(p, unrolled.steps[k - 1], dLt_dsk))
             product = product @ jac[k - 1]  # extend to Π_{i=k..t} J_i
-    return
 
 
 def seed_gradients(
-    model: ElmanRNN, x: object, y: object, h0: object = None, mask: object = None
+    model: RNN, x: object, y: object, h0: object = None, mask: object = None
 ) -> Params:
-    """dL/dθ from the literal formula: dU, db_y directly, dW, dV, db_h as the double sum."""
-    hs = model.hidden_states(x, h0)
-    T, B = hs.shape[0] - 1, hs.shape[1]
-    y_arr = model.head.check_targets(y, (T, B), model.output_size, model.dtype)
-    weight = model.loss_weights(mask, (T, B))
-    _, dz = model.head.loss_and_dz(output_forward(model.params, hs), y_arr, weight)
+    """dL/dθ from the literal formula: dU, db_y directly, the cell's parameters as the double
+    sum, under the model's parameter names."""
+    unrolled = _unroll(model, x, y, h0, mask)
     grads = model.params.zeros_like()
-    grads.U = np.einsum("tbo,tbh->oh", dz, hs[1:])  # dL/dU: one term per step, no BPTT
-    grads.b_y = dz.sum(axis=(0, 1))
+    grads["U"] = np.einsum("tbo,tbh->oh", unrolled.dz, unrolled.outputs)  # no BPTT
+    grads["b_y"] = unrolled.dz.sum(axis=(0, 1))
+    names = model.layers[0].names
     for term in seed_terms(model, x, y, h0, mask):
-        grads.W += term.W
-        grads.V += term.V
-        grads.b_h += term.b_h
+        for local, part in term.parts.items():
+            grads[names[local]] += part
     return grads

@@ -33,6 +33,7 @@ Files under OUT::
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import itertools
 import json
@@ -70,6 +71,10 @@ _PBT_FIXED = (
     "val_fraction",
     "n_symbols",
     "hidden",
+    "cell",
+    "layers",
+    "bidirectional",
+    "init_from",
     "activation",
     "init",
     "spectral_radius",
@@ -492,11 +497,13 @@ def reported_metrics(config: Any) -> list[str]:
 
 
 def params_digest(params: Any) -> str:
-    """SHA-256 over (name, dtype, shape, bytes) of each parameter array, in name order (the
-    checkpoint format's own digest)."""
-    from .checkpoint import _digest
-
-    return _digest(dict(params.items()))
+    """SHA-256 over (name, dtype, shape, bytes) of each parameter array, in name order."""
+    h = hashlib.sha256()
+    for name, arr in sorted(params.items()):
+        a = np.ascontiguousarray(arr)
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -544,12 +551,28 @@ def _new_record(name: str, searched: dict[str, Any], seed: Any) -> dict[str, Any
     }
 
 
+def _start_trainer(config: Any, start_from: Any, wait_s: float = 30.0) -> Any:
+    """A silent Trainer for ``config``; while the run directory is still locked by this
+    trial's previous start (a process or thread Tune is ending), wait for it, up to wait_s."""
+    from .rundir import RunDirBusyError
+    from .train import Trainer
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return Trainer(config, echo=None, start_from=start_from)
+        except RunDirBusyError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     """Train one trial: a bptt run in ``trials/<trial name>``, reporting each evaluation."""
     from ray import tune
 
     from .checkpoint import load_checkpoint
-    from .train import TrainConfig, Trainer
+    from .train import TrainConfig
 
     name = tune.get_context().get_trial_name()
     run = Path(ctx["trials"]) / name
@@ -591,7 +614,7 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
                 donor = {"donor": origin.get("trial"), "donor_checkpoint": tune_ckpt.path}
         elif any((run / n).is_file() for n in ("checkpoint.safetensors", "checkpoint.npz")):
             start_from = load_checkpoint(run)  # interrupted before Tune kept a checkpoint
-        trainer = Trainer(train_config, echo=None, start_from=start_from)
+        trainer = _start_trainer(train_config, start_from)
     except Exception as err:
         record |= {"status": "error", "error": f"{type(err).__name__}: {err}"}
         _write_json(record_path, record)

@@ -16,6 +16,7 @@ position, the carried hidden state and the RNG, so N steps + resume to 2N equals
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import signal
@@ -32,6 +33,7 @@ import numpy as np
 
 from .activations import ACTIVATIONS
 from .atomic import atomic_write_text
+from .cells import CELLS
 from .checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -40,9 +42,11 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .init import INITS, init_params
-from .model import BPTTResult, ElmanRNN
+from .interop import initial_weights
+from .model import RNN, BPTTResult, build_model
 from .optim import OPTIMIZERS, SCHEDULES, Schedule, guarded_step, make_optimizer
-from .rnn import output_forward
+from .resources import check_memory, estimate_bytes
+from .rundir import RunDirLock
 from .truncation import TruncatedBPTT
 
 TASK_NAMES: tuple[str, ...] = ("charlm", "adding", "copy", "sine", "order", "csv")
@@ -58,16 +62,20 @@ class TrainConfig:
     """Everything that defines a training run; the CLI's ``bptt train`` options are its fields.
 
     Fields marked ``resumable`` may change when a run is resumed; all others must match the
-    checkpoint's configuration exactly.
+    checkpoint's configuration exactly, except the data files (``content``): those are compared
+    by the SHA-256 and size of their content, so a file rewritten in place is refused and the
+    same file by another path is accepted.
     """
 
     # -- the task and its data
     task: str = _opt("charlm", "what to learn", choices=TASK_NAMES)
     text: str | None = _opt(
-        None, "charlm: a UTF-8 text file (default: the built-in Python-stdlib corpus)"
+        None,
+        "charlm: a UTF-8 text file (default: the built-in Python-stdlib corpus)",
+        content=True,
     )
     val_fraction: float = _opt(0.1, "charlm: share of the text, at the end, held out")
-    csv: str | None = _opt(None, "csv: the CSV file with a header row")
+    csv: str | None = _opt(None, "csv: the CSV file with a header row", content=True)
     columns: str | None = _opt(None, "csv: comma-separated column names (default: numeric ones)")
     horizon: int = _opt(1, "csv/sine: forecast this many steps ahead")
     n_symbols: int = _opt(8, "copy: alphabet size K")
@@ -76,7 +84,15 @@ class TrainConfig:
     noise: float = _opt(0.1, "sine: observation noise σ")
     last_only: bool = _opt(False, "sine/csv: many-to-one, only the last step's forecast counts")
     # -- the model
-    hidden: int = _opt(256, "H, hidden units")
+    hidden: int = _opt(256, "H, hidden units (per layer and direction)")
+    cell: str = _opt("elman", "recurrent cell", choices=tuple(CELLS))
+    layers: int = _opt(1, "L, stacked recurrent layers")
+    bidirectional: bool = _opt(
+        False, "a forward and a reverse cell per layer (finite-sequence tasks only)"
+    )
+    init_from: str | None = _opt(
+        None, "start from these weights: a bptt run/checkpoint or a torch-named state dict"
+    )
     activation: str = _opt("tanh", "hidden activation f_h", choices=tuple(sorted(ACTIVATIONS)))
     init: str = _opt("uniform", "weight initialisation", choices=INITS)
     spectral_radius: float = _opt(0.0, "if > 0, scale W to this spectral radius at init")
@@ -181,6 +197,7 @@ class TrainConfig:
             "copy_len",
             "delay",
             "lr_step_size",
+            "layers",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -200,16 +217,27 @@ class TrainConfig:
             "noise",
             "spectral_radius",
             "min_lr_ratio",
+            "seed",
         )
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ValueError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        # the learning rate may only fall: a step factor in (0, 1], a cosine floor in [0, 1]
+        if not 0.0 < self.lr_gamma <= 1.0:
+            raise ValueError(f"--lr-gamma must lie in (0, 1], got {self.lr_gamma}")
+        if self.min_lr_ratio > 1.0:
+            raise ValueError(f"--min-lr-ratio must lie in [0, 1], got {self.min_lr_ratio}")
         if self.k2 and self.k2 < self.seq_len:
             raise ValueError(f"--k2 must be 0 or >= --seq-len ({self.seq_len}), got {self.k2}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"--val-fraction must lie in (0, 1), got {self.val_fraction}")
         if self.task == "csv" and self.csv is None:
             raise ValueError("--task csv needs --csv FILE")
+        if self.bidirectional and self.task == "charlm":
+            raise ValueError(
+                "--bidirectional needs whole sequences, but --task charlm trains on carried "
+                "streams with truncated BPTT, where the future is not available"
+            )
         if self.task != "charlm":
             for name in ("text", "k2"):
                 if getattr(self, name):
@@ -238,7 +266,7 @@ class TrainConfig:
         """The non-resumable fields where ``other`` differs, as ``name: old -> new`` lines."""
         out = []
         for f in fields(self):
-            if f.metadata.get("resumable"):
+            if f.metadata.get("resumable") or f.metadata.get("content"):
                 continue
             a, b = getattr(self, f.name), getattr(other, f.name)
             if a != b:
@@ -285,6 +313,11 @@ def config_fields() -> list[tuple[str, type, Any, bool, dict[str, Any]]]:
 # ---------------------------------------------------------------------------------------------
 
 
+def content_fingerprint(data: bytes) -> dict[str, Any]:
+    """{"sha256": hex digest, "bytes": size} of a data file's content (checked on resume)."""
+    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
 class TextData:
     """charlm: B parallel streams over the training split, windows of T characters."""
 
@@ -303,12 +336,27 @@ class TextData:
         self.batch, self.seq_len = config.batch, config.seq_len
         self.epoch, self.window = 0, 0
         self._it: Iterator[tuple[np.ndarray, np.ndarray]] | None = None
+        self.source = content_fingerprint(corpus.text.encode("utf-8"))
 
-    def state(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "window": self.window}
+    def state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "window": self.window, "source": self.source}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.epoch, self.window = int(state["epoch"]), int(state["window"])
+        """Continue at a saved position (see :meth:`state`).
+
+        Raises:
+            ValueError: the position lies beyond this text's windows.
+        """
+        from .data.text import windows_per_epoch
+
+        epoch, window = int(state.get("epoch", 0)), int(state.get("window", 0))
+        n = windows_per_epoch(self.train_ids, self.batch, self.seq_len)
+        if not 0 <= window <= n:
+            raise ValueError(
+                f"the checkpoint's data position (epoch {epoch}, window {window}) lies beyond "
+                f"the {n} windows per epoch of this text (--text changed?)"
+            )
+        self.epoch, self.window = epoch, window
         self._it = None
 
     def next(self) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -356,6 +404,7 @@ def make_task(config: TrainConfig) -> Any:
             columns=config.columns,
             window=config.seq_len,
             horizon=config.horizon,
+            last_only=config.last_only,
         )
     raise ValueError(f"not a sequence task: {config.task!r}")
 
@@ -377,8 +426,8 @@ class TrainEvent:
 
 @dataclass
 class TrainResult:
-    """How a run ended: ``reason`` is ``done``, ``early_stop``, ``interrupted``, ``diverged``
-    or ``stopped`` (a callback asked)."""
+    """How a run ended: ``reason`` is ``done``, ``early_stop``, ``interrupted`` (SIGINT),
+    ``terminated`` (SIGTERM), ``diverged`` or ``stopped`` (a callback asked)."""
 
     step: int
     reason: str
@@ -441,6 +490,18 @@ class Trainer:
         self.evals_since_best = 0
         self.history: list[dict[str, Any]] = []
         self.profiler: Any = None
+        self._consistent = True  # False while a step is half done (data drawn, not applied)
+        # the run directory is ours until train() ends (or this constructor fails)
+        self._lock = RunDirLock(self.out)
+        self._lock.acquire()
+        try:
+            self._setup(resume, start_from)
+        except BaseException:
+            self._lock.release(discard=True)  # a refused run leaves no folder behind
+            raise
+
+    def _setup(self, resume: bool, start_from: Checkpoint | None) -> None:
+        config = self.config
         ckpt = self._existing_checkpoint(resume) if start_from is None else start_from
         dtype = np.dtype(config.dtype)
         self.text: TextData | None = None
@@ -452,8 +513,21 @@ class Trainer:
         else:
             self.task = make_task(config)
             n_in, n_out, output = self.task.input_size, self.task.output_size, self.task.output
-        self.model = ElmanRNN(
-            n_in, config.hidden, n_out, config.activation, output, seed=config.seed, dtype=dtype
+        self._check_memory(n_in, n_out)
+        self.source = self._source_fingerprint()
+        if ckpt is not None:
+            self._check_source(ckpt)
+        self.model = build_model(
+            input_size=n_in,
+            hidden_size=config.hidden,
+            output_size=n_out,
+            cell=config.cell,
+            num_layers=config.layers,
+            bidirectional=config.bidirectional,
+            hidden_activation=config.activation,
+            output=output,
+            seed=config.seed,
+            dtype=dtype,
         )
         self.model.params = init_params(
             self.model,
@@ -461,6 +535,8 @@ class Trainer:
             seed=config.seed,
             spectral_radius=config.spectral_radius or None,
         )
+        if config.init_from is not None and ckpt is None:
+            self.model.params = initial_weights(config.init_from, self.model)
         self.optimizer = make_optimizer(
             config.optimizer,
             config.lr,
@@ -481,9 +557,67 @@ class Trainer:
         self.runner = TruncatedBPTT(self.model, config.seq_len, config.k2 or config.seq_len)
         self.rng = np.random.default_rng(config.seed)  # task batches
         if ckpt is not None:
-            _check_same_shapes(ckpt.model, self.model)
-            self._restore(ckpt)
-        self._init_profiler()
+            try:
+                self._restore(ckpt)
+            except (KeyError, TypeError, ValueError) as err:
+                raise CheckpointError(
+                    f"--resume: the checkpoint in {str(self.out)!r} cannot be restored: {err}"
+                ) from None
+        self._init_profiler(resume=ckpt is not None)
+
+    def _check_memory(self, n_in: int, n_out: int) -> None:
+        """Refuse a configuration whose estimated memory exceeds what the machine has."""
+        cfg = self.config
+        window = max(cfg.seq_len, cfg.k2)
+        batch = cfg.batch if self.text is not None else max(cfg.batch, min(256, cfg.eval_size))
+        sample = cfg.sample_length if self.text is not None and cfg.sample_every else 0
+        need = estimate_bytes(
+            n_in,
+            cfg.hidden,
+            n_out,
+            window,
+            batch,
+            itemsize=np.dtype(cfg.dtype).itemsize,
+            dense_input=self.text is None,
+            sample=sample,
+            layers=cfg.layers * (2 if cfg.bidirectional else 1),
+        )
+        check_memory(
+            need,
+            f"this configuration (I={n_in}, H={cfg.hidden}, O={n_out}, T={window}, B={batch}"
+            + (f", --sample-length {sample}" if sample else "")
+            + ")",
+            "use a smaller --hidden, --seq-len, --k2, --batch"
+            + (", --sample-length" if sample else "")
+            + (", --n-symbols" if cfg.task == "copy" else ""),
+        )
+
+    def _source_fingerprint(self) -> dict[str, Any] | None:
+        """The content fingerprint of the run's data file (charlm text or csv), else None."""
+        if self.text is not None:
+            return self.text.source
+        if self.config.task == "csv" and self.config.csv is not None:
+            from .data.text import read_text_file
+
+            return content_fingerprint(read_text_file(self.config.csv).encode("utf-8"))
+        return None
+
+    def _check_source(self, ckpt: Any) -> None:
+        """--resume on the same data: same content (SHA-256 and size), whatever its path."""
+        saved = ckpt.data_state.get("source")
+        if saved == self.source:
+            return
+        option = "--text" if self.text is not None else "--csv"
+        now = getattr(self.config, option[2:]) or "the built-in corpus"
+
+        def show(fp: Any) -> str:
+            return "none" if not fp else f"{fp['bytes']} bytes, sha256 {fp['sha256'][:12]}…"
+
+        raise CheckpointError(
+            f"--resume: {option} {now!r} is not the data the checkpoint in {str(self.out)!r} "
+            f"was trained on: its content is {show(self.source)}, the checkpoint's was "
+            f"{show(saved)}"
+        )
 
     # -- set-up and resume ----------------------------------------------------------------
 
@@ -517,14 +651,21 @@ class Trainer:
         return ckpt
 
     def _restore(self, ckpt: Any) -> None:
+        if ckpt.model.structure() != self.model.structure():
+            raise ValueError(
+                f"the checkpoint's model is {ckpt.model!r}, the configuration gives {self.model!r}"
+            )
         self.model.params = ckpt.model.params
-        self.optimizer.load_state_dict(ckpt.optimizer_state)
+        self.optimizer.load_state_dict(ckpt.optimizer_state, names=self.model.params)
         self.step = ckpt.step
         if ckpt.rng_state is not None:
             self.rng.bit_generator.state = ckpt.rng_state
         if self.text is not None:
             self.text.load_state(ckpt.data_state)
         self.runner.load_state_arrays(ckpt.arrays)
+        h = self.runner.h_start
+        if h is not None:  # shaped as the model's states, (B, H) or (L, B, H), or a tuple
+            self.model.split_state(h, self.config.batch, "the checkpoint's carried state")
         m = ckpt.metrics
         self.bad_steps = int(m.get("bad_steps", 0))
         self.consecutive_bad = int(m.get("consecutive_bad", 0))
@@ -646,7 +787,11 @@ class Trainer:
             optimizer_state=self.optimizer.state_dict(),
             vocab_json=None if self.text is None else self.text.vocab.to_json(),
             rng=self.rng,
-            data_state={} if self.text is None else self.text.state(),
+            data_state=(
+                ({} if self.source is None else {"source": self.source})
+                if self.text is None
+                else self.text.state()
+            ),
             arrays=self.runner.state_arrays(),
             metrics={
                 "bad_steps": self.bad_steps,
@@ -673,14 +818,21 @@ class Trainer:
             cb(event)
 
     def _log(self, record: dict[str, Any]) -> None:
-        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        path = self.out / "metrics.jsonl"
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as err:
+            raise OSError(err.errno, f"cannot append to {str(path)!r}: {err.strerror}") from None
 
     def _say(self, text: str) -> None:
         if self.echo is not None:
             self.echo(text)
 
-    def _init_profiler(self) -> None:
+    def _init_profiler(self, resume: bool = False) -> None:
+        """A gradient-profile recorder; on resume, the run's profile.json continued (its
+        records after the checkpoint's step dropped), so a resumed run's profile equals an
+        uninterrupted one's."""
         if self.config.profile_every <= 0:
             return
         try:
@@ -690,7 +842,22 @@ class Trainer:
                 "--profile-every needs bptt.diagnostics.GradientProfileRecorder, which this "
                 f"installation lacks ({err})"
             ) from None
-        self.profiler = GradientProfileRecorder(every=self.config.profile_every)
+        path = self.out / "profile.json"
+        if not (resume and path.is_file()):
+            self.profiler = GradientProfileRecorder(every=self.config.profile_every)
+            return
+        try:
+            rec = GradientProfileRecorder.load(path)
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as err:
+            raise CheckpointError(
+                f"--resume: {str(path)!r} is not a readable gradient profile ({err}); move it "
+                "away to start a new profile"
+            ) from None
+        keep = sum(1 for s in rec.steps if s <= self.step)
+        rec.steps, rec.losses, rec.labels = rec.steps[:keep], rec.losses[:keep], rec.labels[:keep]
+        rec.history = {name: rows[:keep] for name, rows in rec.history.items()}
+        rec.every = self.config.profile_every
+        self.profiler = rec
 
     def _sample_text(self) -> str:
         from .sample import sample_text
@@ -721,20 +888,29 @@ class Trainer:
         """Run to ``config.steps``; returns how it ended (a checkpoint is always saved).
 
         Ctrl-C (SIGINT) finishes the current step, saves a checkpoint and returns with
-        reason ``interrupted``; a second Ctrl-C aborts at once.
+        reason ``interrupted``; a second Ctrl-C aborts at once. SIGTERM (``kill``, systemd,
+        Slurm, containers) does the same with reason ``terminated``. The run directory stays
+        locked (:mod:`bptt.rundir`) until this returns.
 
         Raises:
             TrainingDiverged: ``max_bad_steps`` consecutive non-finite steps (checkpoint saved
                 first, holding the last finite weights).
         """
+        self._lock.acquire()  # held since __init__; taken again if train() runs twice
+        try:
+            return self._train()
+        finally:
+            self._lock.release()
+
+    def _train(self) -> TrainResult:
         cfg = self.config
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.step >= cfg.steps:  # config.json keeps the --steps the run went to
+            self._say(f"{self.out}: already at step {self.step} >= --steps {cfg.steps}")
+            return TrainResult(self.step, "done", {}, checkpoint_path(self.out))
         atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
         if self.step == 0:  # a fresh run: no stale log lines from an earlier, deleted run
             (self.out / "metrics.jsonl").unlink(missing_ok=True)
-        if self.step >= cfg.steps:
-            self._say(f"{self.out}: already at step {self.step} >= --steps {cfg.steps}")
-            return TrainResult(self.step, "done", {}, checkpoint_path(self.out))
         if self.text is not None:
             c = self.text.corpus
             self._say(
@@ -752,13 +928,15 @@ class Trainer:
         if self.echo is None:
             say = self._say
         interrupted = False
-        previous = _install_sigint(lambda: setattr(self, "_stop_reason", "interrupted"))
+        previous = _install_sigint(lambda reason: setattr(self, "_stop_reason", reason))
         reason = "done"
         last: dict[str, Any] = {}
         t0, tokens = time.perf_counter(), 0
         try:
             while self.step < cfg.steps:
+                self._consistent = False
                 rec = self.train_step()
+                self._consistent = True
                 tokens += rec["tokens"]
                 rate = tokens / max(time.perf_counter() - t0, 1e-9)
                 if not rec["applied"]:
@@ -807,8 +985,16 @@ class Trainer:
                     break
                 if self._stop_reason:
                     reason = self._stop_reason
-                    interrupted = reason == "interrupted"
+                    interrupted = reason in ("interrupted", "terminated")
                     break
+        except Exception as err:
+            # a failure outside a step (evaluation, sampling, logging) loses no progress
+            if self._consistent and not isinstance(err, TrainingDiverged):
+                try:
+                    self.save()
+                except Exception:  # the original error is the one to report
+                    pass
+            raise
         finally:
             _restore_sigint(previous)
             if bar is not None:
@@ -816,7 +1002,7 @@ class Trainer:
         path = self.save()
         if interrupted:
             self._say(
-                f"interrupted at step {self.step}; checkpoint saved to {path}; continue "
+                f"{reason} at step {self.step}; checkpoint saved to {path}; continue "
                 f"with the same options and --resume"
             )
         self._emit("end", {"reason": reason})
@@ -861,7 +1047,7 @@ class Trainer:
 
 
 def evaluate_text(
-    model: ElmanRNN, ids: np.ndarray, batch: int, seq_len: int, max_windows: int = 0
+    model: RNN, ids: np.ndarray, batch: int, seq_len: int, max_windows: int = 0
 ) -> dict[str, Any]:
     """Mean cross-entropy per character over B streams of ``ids``, hidden state carried.
 
@@ -879,13 +1065,11 @@ def evaluate_text(
     for k, (x, y) in enumerate(stream_batches(ids, batch, seq_len)):
         if max_windows and k >= max_windows:
             break
-        hs = model.hidden_states(x, h)  # (T+1, B, H)
-        z = output_forward(model.params, hs)  # (T, B, O)
+        z, h = model.logits(x, h)  # (T, B, O), and the state carried to the next window
         losses = model.head.step_losses(z, y)  # (T, B)
         total += float(np.sum(losses, dtype=np.float64))
         hits += int(np.count_nonzero(z.argmax(axis=-1) == y))
         count += losses.size
-        h = hs[-1]
     loss = total / count
     return {
         "val_loss": loss,
@@ -896,7 +1080,7 @@ def evaluate_text(
     }
 
 
-def evaluate_task(model: ElmanRNN, task: Any, size: int, batch: int, seed: int) -> dict[str, Any]:
+def evaluate_task(model: RNN, task: Any, size: int, batch: int, seed: int) -> dict[str, Any]:
     """The task's metrics and loss on ``size`` validation sequences (the same ones every time:
     drawn from a generator seeded with ``seed``), with the baseline's beside them."""
     rng = np.random.default_rng([seed, 7919])
@@ -917,16 +1101,6 @@ def evaluate_task(model: ElmanRNN, task: Any, size: int, batch: int, seed: int) 
     return {k: v / n for k, v in sums.items()} | {"val_sequences": n}
 
 
-def _check_same_shapes(saved: ElmanRNN, model: ElmanRNN) -> None:
-    """Raise CheckpointError unless the saved model's parameters fit ``model`` exactly."""
-    want = {name: (arr.shape, arr.dtype) for name, arr in model.params.items()}
-    got = {name: (arr.shape, arr.dtype) for name, arr in saved.params.items()}
-    if want != got:
-        raise CheckpointError(
-            f"the checkpoint's parameters {got} do not fit this configuration's model {want}"
-        )
-
-
 def _format_eval(m: dict[str, Any]) -> str:
     parts = [f"step {m['step']}:"]
     for k, v in m.items():
@@ -936,20 +1110,24 @@ def _format_eval(m: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _install_sigint(on_interrupt: Callable[[], None]) -> Any:
-    """First Ctrl-C: ask the loop to stop after this step; second: the usual KeyboardInterrupt."""
+def _install_sigint(on_interrupt: Callable[[str], None]) -> Any:
+    """First Ctrl-C (SIGINT) or SIGTERM: ask the loop to stop after this step (the reason is
+    ``interrupted`` or ``terminated``); a second one: the usual KeyboardInterrupt, or the
+    default SIGTERM action (the process ends)."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         return None
 
     def handler(signum: int, frame: Any) -> None:
-        on_interrupt()
+        on_interrupt("terminated" if signum == signal.SIGTERM else "interrupted")
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
-    return signal.signal(signal.SIGINT, handler)
+    return signal.signal(signal.SIGINT, handler), signal.signal(signal.SIGTERM, handler)
 
 
 def _restore_sigint(previous: Any) -> None:
     if previous is not None:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])

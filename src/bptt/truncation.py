@@ -18,15 +18,18 @@ backpropagated through its n steps plus the k2 − k1 buffered before it.
                  (when T is a multiple of k1; in general when k2 ≥ k1·⌈T/k1⌉, so that the last
                  shorter chunk's window also reaches h_0).
 
-Composed from :meth:`ElmanRNN.forward_backward` (h0 in, h_T out) and
-:meth:`ElmanRNN.hidden_states`.
+Composed from :meth:`RNN.forward_backward` (h0 in, h_T out) and :meth:`RNN.final_state`, so
+it runs any cell and depth; a bidirectional model is refused (its reverse direction would need
+steps that have not arrived yet).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from .model import BPTTResult, ElmanRNN
+from .model import RNN, BPTTResult
 from .params import Gradients
 from .validation import check_positive_int
 
@@ -47,7 +50,7 @@ class TruncatedBPTT:
         ValueError: k1 or k2 not positive, or k2 < k1.
     """
 
-    def __init__(self, model: ElmanRNN, k1: int, k2: int | None = None) -> None:
+    def __init__(self, model: RNN, k1: int, k2: int | None = None) -> None:
         self.model = model
         self.k1 = check_positive_int("k1", k1)
         self.k2 = self.k1 if k2 is None else check_positive_int("k2", k2)
@@ -57,7 +60,7 @@ class TruncatedBPTT:
 
     def reset(self) -> None:
         """Start every stream afresh from h = 0 with an empty buffer."""
-        self.h_start: np.ndarray | None = None
+        self.h_start: Any = None  # the model's state layout: an array, or a tuple (LSTM)
         self.x_buf: np.ndarray | None = None
         self.y_buf: np.ndarray | None = None
         self.m_buf: np.ndarray | None = None
@@ -78,6 +81,7 @@ class TruncatedBPTT:
             The :class:`BPTTResult` of the window: ``loss`` counts only the n new steps,
             ``h_last`` is the state after them. The carried state is advanced.
         """
+        self.model.require_unidirectional("truncated BPTT on carried streams")
         x, y = np.asarray(x), np.asarray(y)
         n, B = x.shape[:2]
         if n > self.k1:
@@ -105,8 +109,8 @@ class TruncatedBPTT:
         xw: np.ndarray,
         yw: np.ndarray,
         mw: np.ndarray,
-        h0: np.ndarray | None,
-        h_last: np.ndarray,
+        h0: Any,
+        h_last: Any,
     ) -> None:
         """Keep the last k2 − k1 steps of the window and the state before them."""
         keep = min(self.k2 - self.k1, xw.shape[0])
@@ -116,8 +120,7 @@ class TruncatedBPTT:
             return
         drop = xw.shape[0] - keep
         if drop > 0:
-            hs = self.model.hidden_states(xw[:drop], h0)  # (drop+1, B, H)
-            self.h_start = hs[-1]
+            self.h_start = self.model.final_state(xw[:drop], h0)
         else:
             self.h_start = h0
         self.x_buf, self.y_buf, self.m_buf = xw[drop:], yw[drop:], mw[drop:]
@@ -129,7 +132,9 @@ class TruncatedBPTT:
         out: dict[str, np.ndarray] = {}
         for key in ("h_start", "x_buf", "y_buf", "m_buf"):
             value = getattr(self, key)
-            if value is not None:
+            if isinstance(value, tuple):  # a state of several arrays: h_start.0, h_start.1
+                out |= {f"tbptt.{key}.{i}": np.ascontiguousarray(v) for i, v in enumerate(value)}
+            elif value is not None:
                 out[f"tbptt.{key}"] = np.ascontiguousarray(value)
         return out
 
@@ -138,11 +143,15 @@ class TruncatedBPTT:
         self.reset()
         for key in ("h_start", "x_buf", "y_buf", "m_buf"):
             value = arrays.get(f"tbptt.{key}")
-            setattr(self, key, None if value is None else np.array(value))
+            if value is None and f"tbptt.{key}.0" in arrays:
+                parts = sorted(k for k in arrays if k.startswith(f"tbptt.{key}."))
+                setattr(self, key, tuple(np.array(arrays[k]) for k in parts))
+            else:
+                setattr(self, key, None if value is None else np.array(value))
 
 
 def tbptt_gradients(
-    model: ElmanRNN,
+    model: RNN,
     x: np.ndarray,
     y: np.ndarray,
     k1: int,

@@ -601,13 +601,38 @@ class CsvTask(SequenceTask):
                     f"{self.seq_len} + horizon {self.horizon} = {need}; use a shorter --seq-len "
                     f"or a longer series"
                 )
-        train = raw[: self.n_train]  # (R_train, C)
-        self.mean = train.mean(axis=0)  # (C,)
-        std = train.std(axis=0)  # (C,)
-        # A column constant over the training rows keeps its scale (σ := 1) instead of ∞.
-        self.std = np.where(std > 0, std, 1.0)  # (C,)
-        self.series = (raw - self.mean) / self.std  # (R, C) standardised
+        self.mean, self.std, self.series = self._standardise(raw)
         self.input_size = self.output_size = len(self.columns)
+
+    def _standardise(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(μ, σ, z̃) of the training rows, computed on raw / max|train| so that values near
+        the float64 limit neither overflow σ nor vanish: z̃ = (x/m − μ/m) / (σ/m).
+
+        Raises:
+            DataError: a column constant over the training rows, or one whose validation rows
+                lie too far outside the training range to standardise in float64.
+        """
+        where = f"CSV file {self.path!r}"
+        train = raw[: self.n_train]  # (R_train, C)
+        peak = np.abs(train).max(axis=0)  # (C,)
+        with np.errstate(over="ignore", under="ignore"):
+            scaled = raw / np.where(peak > 0, peak, 1.0)  # (R, C), |training rows| <= 1
+            mu = scaled[: self.n_train].mean(axis=0)  # (C,)
+            sd = scaled[: self.n_train].std(axis=0)  # (C,)
+            series = (scaled - mu) / np.where(sd > 0, sd, 1.0)  # (R, C) standardised
+        for c, name in enumerate(self.columns):
+            if not sd[c] > 0:
+                raise DataError(
+                    f"{where}, column {name!r} is constant ({train[0, c]!r}) over the "
+                    f"{self.n_train} training rows, so it cannot be standardised; leave it out "
+                    "with --columns"
+                )
+            if not np.isfinite(series[:, c]).all():
+                raise DataError(
+                    f"{where}, column {name!r}: its validation rows lie too far outside the "
+                    "training range to standardise in float64"
+                )
+        return mu * peak, sd * peak, series
 
     def _read(self, wanted: Sequence[str] | None) -> tuple[tuple[str, ...], np.ndarray]:
         text = read_text_file(self.path)

@@ -208,6 +208,35 @@ class CharVocab:
 # ---------------------------------------------------------------------------------------------
 
 
+def _read_bounded(p: Path, chunk: int = 1 << 20) -> bytes:
+    """The bytes of ``p`` read a chunk at a time: a NUL byte (binary data, ``/dev/zero``)
+    stops the read at once, and so does a size beyond what memory can hold as text and ids
+    (about 16 bytes per character: the bytes, the str, the int64 ids)."""
+    from ..resources import available_memory, format_bytes
+
+    avail = available_memory()
+    limit = None if avail is None else avail // 16
+    parts: list[bytes] = []
+    size = 0
+    with open(p, "rb") as fh:
+        while block := fh.read(chunk):
+            nul = block.find(b"\x00")
+            if nul >= 0:
+                raise DataError(
+                    f"text file {str(p)!r} looks binary (NUL byte at offset {size + nul}); "
+                    "expected a UTF-8 text file"
+                )
+            size += len(block)
+            if limit is not None and size > limit:
+                raise DataError(
+                    f"text file {str(p)!r} is larger than {format_bytes(limit)}, more than this "
+                    f"machine's {format_bytes(avail or 0)} of available memory can hold as a "
+                    "corpus (about 16 bytes per character)"
+                )
+            parts.append(block)
+    return b"".join(parts)
+
+
 def read_text_file(path: str | os.PathLike[str]) -> str:
     """The UTF-8 text of ``path`` (a leading byte-order mark is dropped).
 
@@ -220,15 +249,9 @@ def read_text_file(path: str | os.PathLike[str]) -> str:
         raise CorpusNotFoundError(f"text file {str(p)!r} does not exist")
     if p.is_dir():
         raise DataError(f"text file {str(p)!r} is a directory, expected a UTF-8 text file")
-    data = p.read_bytes()
+    data = _read_bounded(p)
     if not data:
         raise DataError(f"text file {str(p)!r} is empty")
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise DataError(
-            f"text file {str(p)!r} looks binary (NUL byte at offset {nul}); "
-            "expected a UTF-8 text file"
-        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:

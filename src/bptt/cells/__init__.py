@@ -1,0 +1,45 @@
+"""Recurrent cells behind one small protocol, and the registry that names them.
+
+A cell maps an input sequence and an initial state to a state sequence:
+
+    s_t = F_θ(x_t, s_{t-1})        h_t = out(s_t)        t = 1..T
+
+(Elman: s = h; LSTM: s = (h, c) stored side by side as one (B, 2H) array, h first.) Everything
+the model, the gradient algorithms and the diagnostics need from a cell is in :class:`Cell`:
+its parameter shapes and initialisation, the forward over a whole sequence returning the
+outputs, the last state and a minimal cache, the backward taking the upstream gradient on the
+outputs and the cache, one step, and the Jacobian-vector products ∂s_t/∂s_{t-1}·v,
+uᵀ·∂s_t/∂s_{t-1}, ∂s_t/∂θ·dθ and uᵀ·∂s_t/∂θ.
+
+A new cell is a module beside :mod:`bptt.cells.elman` that subclasses :class:`Cell` and calls
+:func:`register`; the model, training, checkpoints and the parametrised tests then cover it.
+"""
+
+from __future__ import annotations
+
+from .base import Cell, CellGrads, StepArgs
+from .elman import ElmanCell
+
+CELLS: dict[str, type[Cell]] = {}
+
+
+def register(cell: type[Cell]) -> type[Cell]:
+    """Add a cell class to :data:`CELLS` under ``cell.name`` (usable as a decorator)."""
+    CELLS[cell.name] = cell
+    return cell
+
+
+def get_cell(name: str) -> type[Cell]:
+    """The cell class registered as ``name``.
+
+    Raises:
+        ValueError: no cell of that name.
+    """
+    if not isinstance(name, str) or name not in CELLS:
+        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {name!r}")
+    return CELLS[name]
+
+
+register(ElmanCell)
+
+__all__ = ["CELLS", "Cell", "CellGrads", "ElmanCell", "StepArgs", "get_cell", "register"]

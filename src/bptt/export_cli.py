@@ -1,0 +1,50 @@
+"""``bptt export``: a run's weights for PyTorch (safetensors state dict) or as an ONNX graph."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .checkpoint import load_checkpoint
+from .interop import export_onnx, save_torch_state
+
+
+def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export",
+        help="export a trained model for PyTorch or ONNX",
+        description="Write a checkpoint's model as a PyTorch state dict (safetensors under "
+        "torch.nn.RNN/GRU/LSTM + nn.Linear names, the constructor arguments in its header; "
+        "weights only) or as an ONNX graph of predict (the standard ONNX RNN/GRU/LSTM "
+        "operator per layer; inputs x and, with --initial-state, h0; outputs y_hat, h_last).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
+    p.add_argument("--format", choices=("onnx", "torch"), required=True, dest="fmt")
+    p.add_argument("--out", required=True, metavar="FILE", help="the file to write")
+    p.add_argument(
+        "--ids",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="onnx: x is (T, B) int64 token ids (default: yes for charlm runs, else dense)",
+    )
+    p.add_argument(
+        "--initial-state", action="store_true", help="onnx: add the input h0 (else zeros)"
+    )
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    ckpt = load_checkpoint(args.checkpoint)
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a directory; give a file name")
+    if args.fmt == "torch":
+        if args.ids is not None or args.initial_state:
+            raise ValueError("--ids and --initial-state apply to --format onnx")
+        save_torch_state(ckpt.model, out)
+    else:
+        ids = ckpt.task == "charlm" if args.ids is None else args.ids
+        export_onnx(ckpt.model, out, ids=ids, initial_state=args.initial_state)
+    print(f"{ckpt.model} (step {ckpt.step}) -> {out} ({args.fmt})")
+    return 0
