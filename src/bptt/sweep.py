@@ -551,14 +551,19 @@ def _new_record(name: str, searched: dict[str, Any], seed: Any) -> dict[str, Any
     }
 
 
-def _start_trainer(config: Any, start_from: Any, wait_s: float = 30.0) -> Any:
-    """A silent Trainer for ``config``; while the run directory is still locked by this
-    trial's previous start (a process or thread Tune is ending), wait for it, up to wait_s."""
+def _start_trainer(
+    config: Any, start_from: Any, superseded: Callable[[], bool], wait_s: float = 30.0
+) -> Any:
+    """A silent Trainer for ``config``. While the run directory is still locked by this
+    trial's previous start (a process or thread Tune is ending), wait for it, up to wait_s;
+    give up (:class:`_Superseded`) as soon as a later start has claimed the trial."""
     from .rundir import RunDirBusyError
     from .train import Trainer
 
     deadline = time.monotonic() + wait_s
     while True:
+        if superseded():
+            raise _Superseded
         try:
             return Trainer(config, echo=None, start_from=start_from)
         except RunDirBusyError:
@@ -568,7 +573,13 @@ def _start_trainer(config: Any, start_from: Any, wait_s: float = 30.0) -> Any:
 
 
 def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
-    """Train one trial: a bptt run in ``trials/<trial name>``, reporting each evaluation."""
+    """Train one trial: a bptt run in ``trials/<trial name>``, reporting each evaluation.
+
+    Tune may start a trial again (PBT's exploit, a pause, ``--resume``) while its previous
+    start is still ending. Each start claims the trial (``.owner``) first; a start that finds
+    the claim is no longer its own stops at once and writes nothing more, so the last start's
+    configuration, checkpoint and ``trial.json`` are what the run directory keeps.
+    """
     from ray import tune
 
     from .checkpoint import load_checkpoint
@@ -579,22 +590,24 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     run.mkdir(parents=True, exist_ok=True)
     record_path = run / "trial.json"
     record = _read_json(record_path)
-    fields = ctx["fields"]
-    if record is None:
-        record = _new_record(name, {k: config[k] for k in fields}, config["seed"])
-    elif record["status"] in ("done", "early_stop") and record["history"]:
+    if record is not None and record["status"] in ("done", "early_stop") and record["history"]:
         # Finished in an earlier, interrupted sweep: report the result again, train nothing.
         tune.report(dict(record["history"][-1]))
         return
-    metric = ctx["metric"]
-    record["current"] = {k: config[k] for k in ctx["mutable"]}
+    owner = uuid.uuid4().hex
+    atomic_write_text(run / ".owner", owner)
+
+    def superseded() -> bool:
+        try:
+            return (run / ".owner").read_text(encoding="utf-8") != owner
+        except OSError:
+            return True
+
+    fields, metric = ctx["fields"], ctx["metric"]
     values = ctx["base"] | {k: config[k] for k in fields} | {"seed": config["seed"]}
-    values |= {"out": str(run), "progress": False}
-    for k in ctx["mutable"]:
-        values[k] = config[k]
+    values |= {k: config[k] for k in ctx["mutable"]} | {"out": str(run), "progress": False}
     start_from = None
     donor: dict[str, Any] | None = None
-    elapsed = float(record["time_s"])
     try:
         train_config = TrainConfig(**values)
         tune_ckpt = tune.get_checkpoint()
@@ -603,22 +616,37 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
                 start_from = load_checkpoint(d)
                 origin = _read_json(Path(d) / "trial.json") or {}
             if origin.get("trial", name) != name:  # PBT exploit: another trial's state
-                own_last = record["history"][-1] if record["history"] else {"step": -1}
-                if own_last["step"] >= train_config.steps:
-                    # PBT's perturbation point was the trial's last step: nothing is left to
-                    # train with the donor's weights, so the trial ends as it was
-                    record["status"] = "done"
-                    _write_json(record_path, record)
-                    tune.report(dict(own_last))
-                    return
                 donor = {"donor": origin.get("trial"), "donor_checkpoint": tune_ckpt.path}
         elif any((run / n).is_file() for n in ("checkpoint.safetensors", "checkpoint.npz")):
             start_from = load_checkpoint(run)  # interrupted before Tune kept a checkpoint
-        trainer = _start_trainer(train_config, start_from)
+        own = _read_json(record_path) or {}
+        own_last = own["history"][-1] if own.get("history") else {"step": -1}
+        if donor is not None and own_last["step"] >= train_config.steps:
+            # PBT's perturbation point was the trial's last step: nothing is left to train
+            # with the donor's weights, so the trial ends as it was
+            own["status"] = "done"
+            _write_json(record_path, own)
+            tune.report(dict(own_last))
+            return
+        trainer = _start_trainer(train_config, start_from, superseded)
+    except _Superseded:
+        return
     except Exception as err:
-        record |= {"status": "error", "error": f"{type(err).__name__}: {err}"}
-        _write_json(record_path, record)
+        record = _read_json(record_path) or _new_record(
+            name, {k: config[k] for k in fields}, config["seed"]
+        )
+        if not superseded():
+            record |= {"status": "error", "error": f"{type(err).__name__}: {err}"}
+            _write_json(record_path, record)
         raise
+    if superseded():  # claimed while we waited: let the later start have the directory
+        del trainer
+        return
+    # read now, after the previous start has let go of the run directory
+    record = _read_json(record_path) or _new_record(
+        name, {k: config[k] for k in fields}, config["seed"]
+    )
+    record["current"] = {k: config[k] for k in ctx["mutable"]}
     if donor is not None:
         # the weights the trainer holds now, after loading (the test compares them with
         # the donor's checkpoint file)
@@ -632,17 +660,7 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     record["trainings"] += 1
     record["status"] = "running"
     _write_json(record_path, record)
-    owner = uuid.uuid4().hex
-    atomic_write_text(run / ".owner", owner)
-
-    def superseded() -> bool:
-        # a later start of this trial (PBT, resume) owns the run directory now
-        try:
-            return (run / ".owner").read_text(encoding="utf-8") != owner
-        except OSError:
-            return True
-
-    t0 = time.perf_counter() - elapsed
+    t0 = time.perf_counter() - float(record["time_s"])
 
     def on_event(event: Any) -> None:
         if event.kind != "eval":
