@@ -662,24 +662,39 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     _write_json(record_path, record)
     t0 = time.perf_counter() - float(record["time_s"])
 
-    def on_event(event: Any) -> None:
-        if event.kind != "eval":
-            return
-        if superseded():
-            raise _Superseded  # leave at once: no checkpoint, no report, no trial.json
+    def evaluated(step: int, metrics: Mapping[str, Any]) -> None:
+        """Save the checkpoint; report the evaluation with it to Tune; note it in trial.json."""
         trainer.save()
         now = time.perf_counter() - t0
-        report = _numbers(event.metrics) | {"step": event.step, "time_s": now}
-        record["history"].append({"step": event.step, "time_s": now, metric: report[metric]})
-        record.update(steps=event.step, time_s=now)
+        report = _numbers(metrics) | {"step": step, "time_s": now}
+        record["history"].append({"step": step, "time_s": now, metric: report[metric]})
+        record.update(steps=step, time_s=now)
         _write_json(record_path, record)
         with tempfile.TemporaryDirectory(prefix="bptt-tune-") as d:
             src = trainer.out / "checkpoint.safetensors"
             if not src.is_file():
                 src = trainer.out / "checkpoint.npz"
             shutil.copy2(src, Path(d) / src.name)
-            _write_json(Path(d) / "trial.json", {"trial": name, "step": event.step})
+            _write_json(Path(d) / "trial.json", {"trial": name, "step": step})
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
+
+    if trainer.step >= train_config.steps:
+        # Nothing left to train: PBT gave this trial the state of one that had finished. The
+        # run directory takes that state, under this trial's configuration, evaluated.
+        atomic_write_text(run / "config.json", json.dumps(train_config.to_dict(), indent=2) + "\n")
+        evaluated(trainer.step, trainer.evaluate())
+        result = trainer.train()  # returns at once, letting go of the run directory
+        if not superseded():
+            record |= {"status": result.reason, "steps": result.step}
+            _write_json(record_path, record)
+        return
+
+    def on_event(event: Any) -> None:
+        if event.kind != "eval":
+            return
+        if superseded():
+            raise _Superseded  # leave at once: no checkpoint, no report, no trial.json
+        evaluated(event.step, event.metrics)
 
     trainer.callbacks.append(on_event)
     try:
