@@ -5,7 +5,10 @@
 The same 8 runs (a 2 lr × 2 hidden grid × 2 seeds on the adding task, sized to take about
 10 s each on a 2-core machine) are launched two ways, alternately, each a fresh process tree:
 
-- by hand: 8 `bptt train` processes, two running at any time (as `xargs -P 2`);
+- by hand: 8 `bptt train` processes, two running at any time (as `xargs -P 2`), with the
+  environment as it is (NumPy's BLAS may start a thread per core in each process);
+- by hand, 1 thread: the same with OMP_NUM_THREADS=OPENBLAS_NUM_THREADS=MKL_NUM_THREADS=1,
+  which is what Ray sets in a worker that reserves one CPU;
 - sweep:   one `bptt sweep SPEC --num-cpus 2` (parallel = 2), Ray started and shut down inside.
 
 Reported: the wall time of each repetition, the median and spread of each, their ratio
@@ -25,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
@@ -76,13 +80,14 @@ def load() -> float:
         return float(f.read().split()[0])
 
 
-def env() -> dict[str, str]:
-    return os.environ | {
-        "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
-    }
+def env(one_thread: bool = False) -> dict[str, str]:
+    out = os.environ | {"PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    if one_thread:
+        out |= {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    return out
 
 
-def by_hand(work: Path, steps: int) -> float:
+def by_hand(work: Path, steps: int, one_thread: bool = False) -> float:
     """Wall time of the 8 runs, two at a time: a new one starts as soon as one ends."""
     jobs = [
         train_args(work / f"lr{lr}_h{h}_s{s}", steps, lr, h, s)
@@ -92,7 +97,9 @@ def by_hand(work: Path, steps: int) -> float:
     running: list[subprocess.Popen[bytes]] = []
     while jobs or running:
         while jobs and len(running) < 2:
-            running.append(subprocess.Popen(jobs.pop(0), env=env(), stdout=subprocess.DEVNULL))
+            running.append(
+                subprocess.Popen(jobs.pop(0), env=env(one_thread), stdout=subprocess.DEVNULL)
+            )
         time.sleep(0.01)
         for p in list(running):
             if p.poll() is not None:
@@ -126,24 +133,41 @@ def one_run_time(work: Path, steps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=1500, help="steps per run (about 10 s)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=400,
+        help="steps per run (about 10 s on a quiet 2-core machine)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--no-default-threads",
+        action="store_true",
+        help="skip 'by hand' with the environment's BLAS threads (slow when oversubscribed)",
+    )
     parser.add_argument("--markdown", type=Path, default=None, help="also write the table here")
     args = parser.parse_args()
-    times: dict[str, list[float]] = {"by hand": [], "sweep": []}
+    times: dict[str, list[float]] = {"by hand": [], "by hand, 1 thread": [], "sweep": []}
     loads: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bptt-sweep-bench-") as tmp:
         single = one_run_time(Path(tmp), args.steps)
         for rep in range(args.repeats):
-            for name, fn in (("by hand", by_hand), ("sweep", sweep)):
-                work = Path(tmp) / f"{name.replace(' ', '_')}{rep}"
+            modes: list[tuple[str, Any]] = [
+                ("by hand", by_hand),
+                ("by hand, 1 thread", lambda w, n: by_hand(w, n, one_thread=True)),
+                ("sweep", sweep),
+            ]
+            if args.no_default_threads:
+                modes = modes[1:]
+            for name, fn in modes:
+                work = Path(tmp) / f"{name.replace(' ', '_').replace(',', '')}{rep}"
                 work.mkdir()
                 before = load()
                 times[name].append(fn(work, args.steps))
                 loads.append(f"{name} #{rep + 1}: {before:.2f} -> {load():.2f}")
                 print(f"{name} #{rep + 1}: {times[name][-1]:.1f} s ({loads[-1]})", flush=True)
                 shutil.rmtree(work)
-    hand, swp = statistics.median(times["by hand"]), statistics.median(times["sweep"])
+    swp = statistics.median(times["sweep"])
     lines = [
         f"8 runs of `bptt train --task adding --seq-len 50 --batch 32 --steps {args.steps}` "
         f"(one alone: {single:.1f} s), hidden {HIDDENS} × lr {LRS} × seeds {SEEDS}",
@@ -151,12 +175,16 @@ def main() -> None:
         "| launched | median (s) | min–max (s) | repetitions |",
         "|---|---|---|---|",
     ]
+    times = {name: ts for name, ts in times.items() if ts}
     for name, ts in times.items():
         lines.append(
             f"| {name} | {statistics.median(ts):.1f} | {min(ts):.1f}–{max(ts):.1f} | "
             f"{', '.join(f'{t:.1f}' for t in ts)} |"
         )
-    lines += ["", f"sweep / by hand (medians): {swp / hand:.2f}×", "", "load average (1 min):"]
+    lines.append("")
+    for name in [n for n in times if n != "sweep"]:
+        lines.append(f"sweep / {name} (medians): {swp / statistics.median(times[name]):.2f}×  ")
+    lines += ["", "load average (1 min):"]
     lines += [f"- {x}" for x in loads]
     report("\n".join(lines), args.markdown)
 
