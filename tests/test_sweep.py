@@ -10,6 +10,7 @@ import csv
 import hashlib
 import json
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,9 @@ def test_grid_times_seeds_equals_runs_launched_by_hand(local_ray, tmp_path, caps
         "sweep": {"seeds": [0, 1], "metric": "val_mse", "parallel": 2},
     }
     out = tmp_path / "sweep"
+    sigint = signal.getsignal(signal.SIGINT)
     result = run(spec, out=out, verbose=False)
+    assert signal.getsignal(signal.SIGINT) is sigint  # Tune's handler does not stay behind
     rows = _rows(out)
     assert len(rows) == 8 == len(list((out / "trials").iterdir()))
     assert list(rows[0])[:3] == ["lr", "hidden", "seed"]

@@ -891,14 +891,33 @@ def run(
     started = not ray.is_initialized()
     if started:
         start_ray(address=address, num_cpus=num_cpus)
+    handlers = _signal_handlers()
     try:
         results = _fit(spec, out, resume, verbose)
     finally:
+        _restore_signal_handlers(handlers)  # Tune leaves its own SIGINT/SIGUSR1 handlers
         if started:
             ray.shutdown()
     _finalize(out, results, spec.fields)
     result = report(out, verbose=verbose)
     return result
+
+
+def _signal_handlers() -> dict[int, Any]:
+    import signal
+
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
+
+
+def _restore_signal_handlers(handlers: Mapping[int, Any]) -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
 
 
 def start_ray(*, address: str | None = None, num_cpus: int | None = None) -> None:
