@@ -96,6 +96,10 @@ def recurrent_forward(
     if _kernels.use_time_loop_kernel(B, H):
         _kernels.forward_loop(hs, W_T, activation.name)  # compiled loop, same equation
         return hs, Cache(x=x, hs=hs)
+    shards = _kernels.shard_count(B, H)
+    if shards:  # row blocks of the batch, each its own GIL-free loop (same equation)
+        _kernels.sharded_forward(hs, W_T, activation.name, shards)
+        return hs, Cache(x=x, hs=hs)
     recurrent = np.empty((B, H), dtype=hs.dtype)  # (B, H) scratch for W h_{t-1}
     with _kernels.loop_blas_threads(B * H * H):  # one thread for small steps (see there)
         for t in range(1, T + 1):
@@ -127,14 +131,18 @@ def recurrent_backward(
     """
     hs = cache.hs
     T, B, H = dh.shape
-    fprime = activation.grad_from_output(hs[1:])  # (T, B, H): f'(E_t), hoisted out of the loop
     delta = dh  # δ_t overwrites ∂L/∂h_t in place: (T, B, H)
-    delta *= fprime
     # carry = W^T δ_{t+1} (row-vector form δ_{t+1} W), the gradient that flows back through time
     carry = np.zeros((B, H), dtype=dh.dtype)  # (B, H)
     if dh_last is not None:
         carry[...] = dh_last
     W = params.W
+    shards = _kernels.shard_count(B, H) if delta.flags.c_contiguous else 0
+    if shards and hs.flags.c_contiguous:  # f'(E_t) fused into each shard's loop
+        _kernels.sharded_backward(delta, hs, W, carry, activation.name, shards)
+        return _hoisted_backward(delta, cache, params) + (carry,)
+    fprime = activation.grad_from_output(hs[1:])  # (T, B, H): f'(E_t), hoisted out of the loop
+    delta *= fprime
     if _kernels.use_time_loop_kernel(B, H) and delta.flags.c_contiguous:
         _kernels.backward_loop(delta, fprime, W, carry)  # compiled loop, same equation
     else:
@@ -143,10 +151,18 @@ def recurrent_backward(
                 carry *= fprime[t]
                 delta[t] += carry  # δ_t = (∂L/∂h_t + W^T δ_{t+1}) ⊙ f'(E_t)
                 np.matmul(delta[t], W, out=carry)
+    return _hoisted_backward(delta, cache, params) + (carry,)
+
+
+def _hoisted_backward(
+    delta: np.ndarray, cache: Cache, params: Params
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dW = Σ_t δ_t h_{t-1}^T, dV, db_h: products over all T·B rows at once; (dV, dW, db_h)."""
+    T, B, H = delta.shape
     rows = T * B
-    dW = delta.reshape(rows, H).T @ hs[:-1].reshape(rows, H)  # (H, H)
+    dW = delta.reshape(rows, H).T @ cache.hs[:-1].reshape(rows, H)  # (H, H)
     dV, db_h = input_projection_backward(delta, cache.x, params.V.shape[1])
-    return dV, dW, db_h, carry
+    return dV, dW, db_h
 
 
 def output_forward(params: Params, hs: np.ndarray) -> np.ndarray:
