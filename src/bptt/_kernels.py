@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -272,6 +272,23 @@ def loop_blas_threads(step_macs: int) -> Iterator[None]:
         want = 1 if step_macs < LARGE_STEP_MACS else None
     with blas_threads(want if isinstance(want, int) else None):
         yield
+
+
+PRODUCT_MIN_MACS = 1 << 18  # below: OpenBLAS runs one thread by itself, nothing to set
+PRODUCT_THREADED_MACS = 1 << 24  # at or above: BLAS's own threads (see product_threads)
+
+
+def product_threads(macs: int) -> AbstractContextManager[None]:
+    """BLAS threads for one hoisted product of ``macs`` multiply-adds (m·n·k).
+
+    One thread below :data:`PRODUCT_THREADED_MACS` (about 0.2 ms of single-core work): a
+    multi-threaded GEMM waits for every thread at its end, which costs little on an idle
+    machine and a scheduler time slice (milliseconds) on a busy one, so only products long
+    enough to amortise that get BLAS's own setting. Measurements: docs/benchmarks.md.
+    """
+    if macs < PRODUCT_MIN_MACS or macs >= PRODUCT_THREADED_MACS or LOOP_BLAS_THREADS is None:
+        return nullcontext()
+    return blas_threads(1)
 
 
 @contextmanager
