@@ -359,3 +359,29 @@ def test_column_sums_pairwise(dtype: type, rng: np.random.Generator) -> None:
     exact = np.array([math.fsum(col) for col in rows.T.astype(np.float64)])  # correctly rounded
     err = np.abs(column_sums(rows) - exact).max() / np.abs(exact).max()
     assert err < 8 * np.finfo(dtype).eps  # a running sum is ~20-70 eps off here
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_block_products_match_numpy(
+    blocks: int, dtype: type, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hoisted products split into row blocks equal one NumPy product."""
+    monkeypatch.setattr(_kernels, "PRODUCT_SHARD_MACS", 0)
+    monkeypatch.setattr(_kernels, "PRODUCT_MIN_MACS", 0)
+    a = rng.standard_normal((101, 13)).astype(dtype)
+    b = rng.standard_normal((13, 9)).astype(dtype)
+    c = rng.standard_normal((101, 9)).astype(dtype)
+    saved = _kernels.LOOP_BLAS_THREADS
+    try:
+        _kernels.set_loop_threads(blocks)
+        out = np.empty((101, 9), dtype)
+        got = _kernels.matmul(a, b, out=out)
+        assert got is out
+        tn = _kernels.matmul_tn(a, c)
+    finally:
+        _kernels.set_loop_threads(saved)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    assert tn.dtype == got.dtype == dtype
+    assert rel(got, a.astype(np.float64) @ b) < tol
+    assert rel(tn, a.T.astype(np.float64) @ c) < tol

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -274,21 +274,96 @@ def loop_blas_threads(step_macs: int) -> Iterator[None]:
         yield
 
 
-PRODUCT_MIN_MACS = 1 << 18  # below: OpenBLAS runs one thread by itself, nothing to set
-PRODUCT_THREADED_MACS = 1 << 24  # at or above: BLAS's own threads (see product_threads)
+PRODUCT_SHARD_MACS = 1 << 22  # m·n·k at or above which a hoisted product is split over cores
+PRODUCT_MIN_MACS = 1 << 18  # below: OpenBLAS stays on one thread by itself, nothing to set
 
 
-def product_threads(macs: int) -> AbstractContextManager[None]:
-    """BLAS threads for one hoisted product of ``macs`` multiply-adds (m·n·k).
+def product_shards(macs: int) -> int:
+    """Row blocks for one hoisted product of ``macs`` multiply-adds (m·n·k); 1 = one call.
 
-    One thread below :data:`PRODUCT_THREADED_MACS` (about 0.2 ms of single-core work): a
-    multi-threaded GEMM waits for every thread at its end, which costs little on an idle
-    machine and a scheduler time slice (milliseconds) on a busy one, so only products long
-    enough to amortise that get BLAS's own setting. Measurements: docs/benchmarks.md.
+    BLAS's own threads are never used for the hoisted products: a multi-threaded OpenBLAS
+    GEMM ends in a spin-wait for all of its threads, which on a busy machine (another
+    program on the cores) costs whole scheduler time slices; measured at charlm with two
+    other processes busy, a step took 480–580 ms that way against 67–73 ms single-threaded.
+    Instead products of at least :data:`PRODUCT_SHARD_MACS` (about 0.1 ms of one core's work,
+    enough to pay a thread hand-off) are cut into row blocks, one single-threaded GEMM per
+    pool thread (as the time loops' shards), which block rather than spin while they wait.
+    Count: as :func:`shard_count` (cores, capped by BLAS's own setting); None from
+    :func:`set_loop_threads` leaves every product to BLAS as it is configured.
     """
-    if macs < PRODUCT_MIN_MACS or macs >= PRODUCT_THREADED_MACS or LOOP_BLAS_THREADS is None:
-        return nullcontext()
-    return blas_threads(1)
+    if LOOP_BLAS_THREADS is None or macs < PRODUCT_SHARD_MACS:
+        return 1
+    if isinstance(LOOP_BLAS_THREADS, int):
+        return LOOP_BLAS_THREADS
+    return _core_cap()
+
+
+def _core_cap() -> int:
+    """Cores this process may use, capped by BLAS's thread setting as first found."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, *(_user_blas_threads() or [cores or 1])))
+
+
+def _in_blocks(work: Callable[[int, int], None], rows: int, blocks: int) -> None:
+    """work(lo, hi) over ``blocks`` row ranges: the first here, the rest on the pool."""
+    bounds = [rows * k // blocks for k in range(blocks + 1)]
+    pool = _shard_pool(blocks - 1)
+    futures = [pool.submit(work, bounds[k], bounds[k + 1]) for k in range(1, blocks)]
+    work(bounds[0], bounds[1])
+    for f in futures:
+        f.result()
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """a (R, K) @ b (K, N) → (R, N), row blocks of ``a`` on separate cores when large.
+
+    Every block is a single-threaded GEMM (see :func:`product_shards`); ``out`` (R, N)
+    C-contiguous, or None for a new array.
+    """
+    R, K = a.shape
+    N = b.shape[1]
+    blocks = min(product_shards(R * K * N), max(R, 1))
+    if R * K * N < PRODUCT_MIN_MACS:
+        return np.matmul(a, b, out=out)
+    if blocks <= 1 or LOOP_BLAS_THREADS is None:
+        with blas_threads(1 if LOOP_BLAS_THREADS is not None else None):
+            return np.matmul(a, b, out=out)
+    if out is None:
+        out = np.empty((R, N), dtype=np.result_type(a, b))
+    target = out
+
+    def block(lo: int, hi: int) -> None:
+        np.matmul(a[lo:hi], b, out=target[lo:hi])
+
+    with blas_threads(1):
+        _in_blocks(block, R, blocks)
+    return out
+
+
+def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """aᵀ b = Σ_r a[r]ᵀ b[r] for a (R, M), b (R, N) → (M, N): partial sums of row blocks.
+
+    The reduction runs over the long axis R (T·B rows), so each core sums its own rows and
+    the few (M, N) partials are added at the end.
+    """
+    R, M = a.shape
+    N = b.shape[1]
+    blocks = min(product_shards(R * M * N), max(R, 1))
+    if R * M * N < PRODUCT_MIN_MACS:
+        return a.T @ b
+    if blocks <= 1 or LOOP_BLAS_THREADS is None:
+        with blas_threads(1 if LOOP_BLAS_THREADS is not None else None):
+            return a.T @ b
+    partials = np.empty((blocks, M, N), dtype=np.result_type(a, b))  # (blocks, M, N)
+    bounds = [R * k // blocks for k in range(blocks + 1)]
+
+    def block(lo: int, hi: int) -> None:
+        k = bounds.index(lo)
+        np.matmul(a[lo:hi].T, b[lo:hi], out=partials[k])
+
+    with blas_threads(1):
+        _in_blocks(block, R, blocks)
+    return partials.sum(axis=0)
 
 
 @contextmanager
@@ -574,9 +649,7 @@ def shard_count(batch: int, hidden: int) -> int:
         return max(1, min(batch, want))
     if batch * hidden < SHARD_MIN_STEP:
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cap = min(cores or 1, *(_user_blas_threads() or [cores or 1]))
-    return max(1, min(cap, batch // MIN_SHARD_ROWS))
+    return max(1, min(_core_cap(), batch // MIN_SHARD_ROWS))
 
 
 _user_threads: list[int] | None = None

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._fused_optim import fused_compute
 from .params import PARAM_NAMES, Params
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
@@ -433,19 +434,23 @@ def guarded_step(
     with np.errstate(over="ignore", invalid="ignore"):
         if not math.isfinite(loss):
             return StepInfo(float("nan"), False, f"non-finite loss {loss}")
-        if not grads.is_finite():
-            return StepInfo(float("nan"), False, "non-finite gradient")
-        norm = grads.global_norm()
+        norm = grads.global_norm()  # finite ⇒ every gradient entry is finite
         if not math.isfinite(norm):
+            if not grads.is_finite():
+                return StepInfo(float("nan"), False, "non-finite gradient")
             return StepInfo(norm, False, "gradient norm overflows")
         if clip_value > 0:
             clip_grad_value(grads, clip_value)
         if clip_norm > 0:
             clip_grad_norm(grads, clip_norm)
-        new_params, new_slots = optimizer.compute(params, grads, lr)
-        finite = new_params.is_finite() and all(
-            bool(np.isfinite(a).all()) for slot in new_slots.values() for a in slot.values()
-        )
+        fused = fused_compute(optimizer, params, grads, lr)  # one pass, same numbers
+        if fused is not None:
+            new_params, new_slots, finite = fused
+        else:
+            new_params, new_slots = optimizer.compute(params, grads, lr)
+            finite = new_params.is_finite() and all(
+                bool(np.isfinite(a).all()) for slot in new_slots.values() for a in slot.values()
+            )
     if not finite:
         return StepInfo(norm, False, "update would make weights or optimizer state non-finite")
     optimizer.commit(params, new_params, new_slots)

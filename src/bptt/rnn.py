@@ -17,8 +17,8 @@ Everything that is not recurrent is hoisted out of the time loop into single pro
 all T·B rows: the input projection, the output projection, dU, dW, dV and the bias sums
 (pairwise). Only ``h_t`` (forward) and ``dL/dh_t`` (backward) are computed step by step; with
 Numba those loops run as independent row shards of the batch, one per core
-(:func:`bptt._kernels.shard_count`), and each hoisted product picks its BLAS thread count
-from its size (:func:`bptt._kernels.product_threads`).
+(:func:`bptt._kernels.shard_count`), and the large hoisted products are split into row
+blocks the same way (:func:`bptt._kernels.matmul`, :func:`bptt._kernels.matmul_tn`).
 """
 
 from __future__ import annotations
@@ -58,8 +58,7 @@ def input_projection(params: Params, x: np.ndarray, out: np.ndarray) -> None:
     if x.ndim == 2:
         np.take(params.V.T, x, axis=0, out=out)  # (T, B, H): row gather of V^T
     else:
-        with _kernels.product_threads(T * B * H * x.shape[2]):
-            np.matmul(x.reshape(T * B, -1), params.V.T, out=out.reshape(T * B, H))
+        _kernels.matmul(x.reshape(T * B, -1), params.V.T, out=out.reshape(T * B, H))
     out += params.b_h
 
 
@@ -73,8 +72,7 @@ def input_projection_backward(
         dV_t = _kernels.scatter_add_rows(n_in, x.reshape(-1), delta_rows)  # (I, H)
         dV = np.ascontiguousarray(dV_t.T)
     else:
-        with _kernels.product_threads(T * B * H * x.shape[2]):
-            dV = delta_rows.T @ x.reshape(T * B, -1)  # (H, I)
+        dV = _kernels.matmul_tn(delta_rows, x.reshape(T * B, -1))  # (H, I)
     return dV, column_sums(delta_rows)
 
 
@@ -188,8 +186,7 @@ def _hoisted_backward(
     """dW = Σ_t δ_t h_{t-1}^T, dV, db_h: products over all T·B rows at once; (dV, dW, db_h)."""
     T, B, H = delta.shape
     rows = T * B
-    with _kernels.product_threads(rows * H * H):
-        dW = delta.reshape(rows, H).T @ cache.hs[:-1].reshape(rows, H)  # (H, H)
+    dW = _kernels.matmul_tn(delta.reshape(rows, H), cache.hs[:-1].reshape(rows, H))  # (H, H)
     dV, db_h = input_projection_backward(delta, cache.x, params.V.shape[1])
     return dV, dW, db_h
 
@@ -197,8 +194,7 @@ def _hoisted_backward(
 def output_forward(params: Params, hs: np.ndarray) -> np.ndarray:
     """z_t = U h_t + b_y for t = 1..T as one product; returns (T, B, O)."""
     T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-    with _kernels.product_threads(T * B * H * params.U.shape[0]):
-        z = hs[1:].reshape(T * B, H) @ params.U.T
+    z = _kernels.matmul(hs[1:].reshape(T * B, H), params.U.T)
     z += params.b_y
     return z.reshape(T, B, -1)
 
@@ -214,8 +210,7 @@ def output_backward(
     T, B, O = dz.shape
     H = hs.shape[2]
     dz_rows = dz.reshape(T * B, O)
-    with _kernels.product_threads(T * B * H * O):
-        dU = dz_rows.T @ hs[1:].reshape(T * B, H)
-        dh = (dz_rows @ params.U).reshape(T, B, H)
+    dU = _kernels.matmul_tn(dz_rows, hs[1:].reshape(T * B, H))  # (O, H)
+    dh = _kernels.matmul(dz_rows, params.U).reshape(T, B, H)
     db_y = column_sums(dz_rows)
     return dU, db_y, dh
