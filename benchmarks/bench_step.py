@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import statistics
 import sys
 import time
@@ -37,6 +38,7 @@ import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +49,7 @@ sys.path.insert(0, str(HERE))
 from _harness import (  # noqa: E402
     ChildFailed,
     CompetingLoad,
+    Spread,
     alternate,
     emit,
     env_threads,
@@ -59,6 +62,7 @@ from _harness import (  # noqa: E402
 from _machine import report  # noqa: E402
 
 import bptt  # noqa: E402
+from bptt.atomic import atomic_write_text  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -413,6 +417,28 @@ def table(rows: list[dict[str, object]], peak: float, reps: int, load: int) -> s
     return head + "\n".join(lines) + foot
 
 
+def summary_rows(rows: list[dict[str, object]], load: int, conditions: str) -> list[dict[str, Any]]:
+    """Per shape: medians and the ratio's range, for the README summary."""
+    out = []
+    for r in rows:
+        s, b, t, ratio = r["shape"], r["bptt"], r["torch"], r["ratio"]
+        assert isinstance(s, Shape)
+        out.append(
+            {
+                "shape": s.name,
+                "describe": s.describe(),
+                "bptt_ms": b.median if isinstance(b, Spread) else None,
+                "torch_ms": t.median if isinstance(t, Spread) else None,
+                "ratio": ratio.median if isinstance(ratio, Spread) else None,
+                "ratio_lo": ratio.lo if isinstance(ratio, Spread) else None,
+                "ratio_hi": ratio.hi if isinstance(ratio, Spread) else None,
+                "conditions": f"{time.strftime('%Y-%m-%d', time.gmtime())}, competing load "
+                f"{load} busy-loop process(es), {conditions}",
+            }
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
@@ -424,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-memory", action="store_true", help="skip the memory children")
     parser.add_argument("--markdown", type=Path, help="write machine info + table here")
+    parser.add_argument("--json", type=Path, help="write the summary rows here (run_all.py)")
     parser.add_argument("--time-child", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--validate-child", help=argparse.SUPPRESS)
@@ -455,8 +482,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name} failed: {err}", file=sys.stderr)
                 return 1
     text = table(rows, peak, args.reps, args.load)
-    text += f"; load average before {before}, after {load_average()}"
+    conditions = f"load average before {before}, after {load_average()}"
+    text += f"; {conditions}"
     report(text, args.markdown)
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps(summary_rows(rows, args.load, conditions)))
     return 0
 
 
