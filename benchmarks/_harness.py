@@ -36,16 +36,23 @@ class ChildFailed(RuntimeError):
     """A benchmark child exited with an error; the message carries its stderr tail."""
 
 
-def run_child(cmd: Sequence[str], timeout: float = 1800.0) -> dict[str, object]:
+def run_child(
+    cmd: Sequence[str], timeout: float = 1800.0, env: dict[str, str] | None = None
+) -> dict[str, object]:
     """Run ``cmd`` (a Python script + args) in a fresh interpreter; parse its last stdout line.
 
-    The child inherits the environment unchanged (thread settings included).
+    The child inherits the environment (thread settings included), plus ``env`` if given.
 
     Raises:
         ChildFailed: nonzero exit status or no JSON on the last line.
     """
     done = subprocess.run(
-        [sys.executable, *cmd], capture_output=True, text=True, timeout=timeout, check=False
+        [sys.executable, *cmd],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
     )
     if done.returncode != 0:
         raise ChildFailed(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stderr[-2000:]}")

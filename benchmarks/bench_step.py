@@ -98,8 +98,10 @@ SHAPES = {
         Shape("dense", 50, 64, 128, 512, 128, ids=False),
         Shape("long", 1000, 16, 32, 128, 32, ids=False),
         Shape("charlm2", 100, 32, 65, 256, 65, ids=True, layers=2),  # 2-layer (issue 8)
+        Shape("sine", 50, 32, 1, 32, 1, ids=False),  # issue 11's small busy-machine step
     )
 }
+DEFAULT_SHAPES = ["minchar", "charlm", "dense", "long", "charlm2"]
 
 
 class Unavailable(RuntimeError):
@@ -441,7 +443,7 @@ def summary_rows(rows: list[dict[str, object]], load: int, conditions: str) -> l
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, choices=list(SHAPES))
     parser.add_argument("--reps", type=int, default=5, help="alternated rounds (fresh processes)")
     parser.add_argument("--chunks", type=int, default=5, help="timed chunks per child")
     parser.add_argument("--chunk-seconds", type=float, default=0.3, help="length of a chunk")

@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from bench_step import SHAPES, Unavailable, make_problem  # noqa: E402
+from bench_step import DEFAULT_SHAPES, SHAPES, Unavailable, make_problem  # noqa: E402
 
 from bptt import rnn  # noqa: E402
 
@@ -92,7 +92,7 @@ def profile(name: str, reps: int) -> list[tuple[str, float, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, choices=list(SHAPES))
     parser.add_argument("--reps", type=int, default=15)
     args = parser.parse_args(argv)
     for name in args.shapes:

@@ -12,7 +12,8 @@ records the load average with every table, but cannot make a busy machine quiet.
 ``*_busy`` sections run with two busy-loop processes on purpose (``--load 2``).
 
 Sections: step (bench_step.py), step_busy (bench_step.py --load 2), train (bench_train.py),
-train_busy (bench_train.py --load 2), profile (profile_step.py), checkpointing
+train_busy (bench_train.py --load 2), threads (bench_threads.py: the thread settings, idle
+and busy), profile (profile_step.py), checkpointing
 (bench_checkpointing.py), quality (time_to_quality.py, about 5 minutes).
 """
 
@@ -44,6 +45,7 @@ def sections(quick: bool) -> dict[str, list[str]]:
         "step_busy": ["bench_step.py", "--load", "2", "--no-memory", *(reps or ["--reps", "3"])],
         "train": ["bench_train.py", *(["--reps", "2", "--seconds", "1"] if quick else [])],
         "train_busy": ["bench_train.py", "--load", "2", "--reps", "2" if quick else "3"],
+        "threads": ["bench_threads.py", *(["--reps", "1", "--shapes", "sine"] if quick else [])],
         "profile": ["profile_step.py", *(["--reps", "3"] if quick else [])],
         "checkpointing": ["bench_checkpointing.py", *(["--reps", "1"] if quick else [])],
         "quality": ["time_to_quality.py", *(["--budget", "10"] if quick else [])],

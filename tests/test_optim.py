@@ -249,3 +249,25 @@ def test_fused_update_declines_what_it_does_not_fuse(rng) -> None:
     params, grads = _random_params(rng), _random_params(rng)
     for opt in (AdamW(0.1), Adam(0.1, weight_decay=0.1), SGD(0.1, momentum=0.9), RMSprop(0.1)):
         assert fused_compute(opt, params, grads, None) is None
+
+
+@pytest.mark.parametrize("name", ["adagrad", "adam", "sgd"])
+def test_guarded_step_with_value_clip_equals_clip_then_update(name: str, rng) -> None:
+    """The value clip fused into the update pass: the same weights, slots and clipped grads."""
+    pytest.importorskip("numba")
+    params = _random_params(rng).map(lambda a: a.astype(np.float32))
+    expected = params.copy()
+    grads = _random_params(rng, 10.0).map(lambda a: a.astype(np.float32))
+    clipped = grads.copy()
+    clip_grad_value(clipped, 5.0)
+    plain = make_optimizer(name, 0.1)
+    new_p, new_s = plain.compute(expected, clipped, None)
+    opt = make_optimizer(name, 0.1)
+    info = guarded_step(opt, params, grads, clip_value=5.0)
+    assert info.applied
+    for n in PARAM_NAMES:
+        np.testing.assert_array_equal(getattr(params, n), getattr(new_p, n))
+        np.testing.assert_array_equal(getattr(grads, n), getattr(clipped, n))
+    for s in new_s:
+        for n in new_s[s]:
+            np.testing.assert_array_equal(opt.slots[s][n], new_s[s][n])

@@ -31,10 +31,13 @@ from .params import Params
 _compiled: dict[str, Callable[..., bool]] | None = None
 
 
-def _adagrad_py(p, g, s, p2, s2, lr, eps):  # type: ignore[no-untyped-def]  # pragma: no cover
+def _adagrad_py(p, g, s, p2, s2, lr, eps, c):  # type: ignore[no-untyped-def]  # pragma: no cover
     ok = True
     for i in range(p.size):
         gi = g[i]
+        if c > 0:  # clip_grad_value, written back to g as np.clip would
+            gi = min(max(gi, -c), c)
+            g[i] = gi
         si = s[i] + gi * gi
         pi = p[i] - lr * gi / (np.sqrt(si) + eps)
         s2[i] = si
@@ -43,10 +46,13 @@ def _adagrad_py(p, g, s, p2, s2, lr, eps):  # type: ignore[no-untyped-def]  # pr
     return ok
 
 
-def _adam_py(p, g, m, v, p2, m2, v2, b1, c1, b2, c2, sqrt_bc2, eps, step):  # type: ignore[no-untyped-def]  # pragma: no cover
+def _adam_py(p, g, m, v, p2, m2, v2, b1, c1, b2, c2, sqrt_bc2, eps, step, c):  # type: ignore[no-untyped-def]  # pragma: no cover
     ok = True
     for i in range(p.size):
         gi = g[i]
+        if c > 0:
+            gi = min(max(gi, -c), c)
+            g[i] = gi
         mi = b1 * m[i] + c1 * gi
         vi = b2 * v[i] + c2 * gi * gi
         pi = p[i] - step * mi / (np.sqrt(vi) / sqrt_bc2 + eps)
@@ -57,10 +63,14 @@ def _adam_py(p, g, m, v, p2, m2, v2, b1, c1, b2, c2, sqrt_bc2, eps, step):  # ty
     return ok
 
 
-def _sgd_py(p, g, p2, lr):  # type: ignore[no-untyped-def]  # pragma: no cover
+def _sgd_py(p, g, p2, lr, c):  # type: ignore[no-untyped-def]  # pragma: no cover
     ok = True
     for i in range(p.size):
-        pi = p[i] - lr * g[i]
+        gi = g[i]
+        if c > 0:
+            gi = min(max(gi, -c), c)
+            g[i] = gi
+        pi = p[i] - lr * gi
         p2[i] = pi
         ok &= math.isfinite(pi)
     return ok
@@ -90,19 +100,34 @@ def _fusable(optimizer: Any) -> str | None:
     return None
 
 
+def can_fuse(optimizer: Any, params: Params, grads: Params) -> bool:
+    """Whether :func:`fused_compute` will run (not return None) for these arrays."""
+    if _fusable(optimizer) is None or _kernels() is None:
+        return False
+    for name, p in params.items():
+        g = getattr(grads, name)
+        if g.dtype != p.dtype or not (p.flags.c_contiguous and g.flags.c_contiguous):
+            return False
+    return True
+
+
 def fused_compute(
-    optimizer: Any, params: Params, grads: Params, lr: float | None
+    optimizer: Any, params: Params, grads: Params, lr: float | None, clip_value: float = 0.0
 ) -> tuple[Params, dict[str, dict[str, np.ndarray]], bool] | None:
     """``optimizer.compute`` in one pass per parameter, plus "is everything finite".
 
+    ``clip_value`` > 0 first clips every gradient entry to ±clip_value in place, in the same
+    pass (``clip_grad_value``'s result, for finite gradients).
+
     Returns:
-        (new params, new slots, all finite), or None where no fused kernel applies (another
-        optimizer or variant, no Numba, a non-contiguous or mixed-dtype array).
+        (new params, new slots, all finite), or None where no fused kernel applies (see
+        :func:`can_fuse`); then nothing was touched.
     """
-    kind = _fusable(optimizer)
-    kernels = _kernels() if kind is not None else None
-    if kernels is None:
+    if not can_fuse(optimizer, params, grads):
         return None
+    kind = _fusable(optimizer)
+    kernels = _kernels()
+    assert kernels is not None
     lr = optimizer.lr if lr is None else lr
     t = optimizer.t + 1
     new_p: dict[str, np.ndarray] = {}
@@ -110,16 +135,15 @@ def fused_compute(
     ok = True
     for name, p in params.items():
         g = getattr(grads, name)
-        if g.dtype != p.dtype or not (p.flags.c_contiguous and g.flags.c_contiguous):
-            return None
         f = p.dtype.type  # every scalar rounded to the array's dtype, as NumPy does
+        c = f(clip_value)
         p2 = np.empty_like(p)
         if kind == "adagrad":
             s = optimizer.slots["sum"].get(name)
             s = np.zeros_like(p) if s is None else s
             s2 = np.empty_like(p)
             ok &= kernels["adagrad"](
-                p.ravel(), g.ravel(), s.ravel(), p2.ravel(), s2.ravel(), f(lr), f(optimizer.eps)
+                p.ravel(), g.ravel(), s.ravel(), p2.ravel(), s2.ravel(), f(lr), f(optimizer.eps), c
             )
             new_slots["sum"][name] = s2
         elif kind == "adam":
@@ -133,11 +157,11 @@ def fused_compute(
             ok &= kernels["adam"](
                 p.ravel(), g.ravel(), m.ravel(), v.ravel(), p2.ravel(), m2.ravel(), v2.ravel(),
                 f(b1), f(1 - b1), f(b2), f(1 - b2), f(math.sqrt(bc2)), f(optimizer.eps),
-                f(lr / bc1),
+                f(lr / bc1), c,
             )  # fmt: skip
             new_slots["exp_avg"][name] = m2
             new_slots["exp_avg_sq"][name] = v2
         else:
-            ok &= kernels["sgd"](p.ravel(), g.ravel(), p2.ravel(), f(lr))
+            ok &= kernels["sgd"](p.ravel(), g.ravel(), p2.ravel(), f(lr), c)
         new_p[name] = p2
     return Params(**new_p), new_slots, bool(ok)
