@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         "| shape | load | " + " | ".join(f"BPTT_LOOP_THREADS={s}" for s in SETTINGS) + " |",
         "|---|---|" + "---|" * len(SETTINGS),
     ]
+    notes = []
     for load in args.loads:
         before = load_average()
         with CompetingLoad(load):
@@ -64,9 +65,11 @@ def main(argv: list[str] | None = None) -> int:
                 cells = " | ".join(spread(times[s]).fmt(2) for s in SETTINGS)
                 lines.append(f"| {name} ({SHAPES[name].describe()}) | {load} | {cells} |")
                 print(lines[-1], flush=True)
-        lines.append("")
-        lines.append(f"load {load}: load average before {before}, after {load_average()}")
-        lines.append("")
+        notes.append(f"load {load}: load average before {before}, after {load_average()}")
+    lines += [
+        "",
+        f"ms per step, median [min–max] over {args.reps} alternated rounds; " + "; ".join(notes),
+    ]
     report("\n".join(lines), args.markdown)
     return 0
 
