@@ -385,3 +385,15 @@ def test_row_block_products_match_numpy(
     assert tn.dtype == got.dtype == dtype
     assert rel(got, a.astype(np.float64) @ b) < tol
     assert rel(tn, a.T.astype(np.float64) @ c) < tol
+
+
+def test_self_check_rejects_wrong_loops() -> None:
+    """The start-up check that disables the sharded path when its GEMM misbehaves."""
+
+    def noop(*args: object) -> None:
+        return None
+
+    fake = {f"{d}_{t}": noop for d in ("forward", "backward") for t in ("float32", "float64")}
+    assert "disagree" in _kernels._self_check(fake)
+    if SHARDED:
+        assert _kernels._self_check(_kernels._load_sharded() or {}) == ""

@@ -413,10 +413,10 @@ def _cblas_gemm() -> tuple[Any, Any] | None:
     """``(sgemm, dgemm)``: ctypes handles on the CBLAS GEMMs of the BLAS NumPy uses, or None."""
     import ctypes
 
-    for lib in _blas():
-        path = getattr(lib, "filepath", "")
-        if "numpy" not in path:  # NumPy's own BLAS (SciPy may load a second one)
-            continue
+    libs = [getattr(lib, "filepath", "") for lib in _blas()]
+    # NumPy's own BLAS: the one inside numpy's wheel, else the only one loaded (conda, distros)
+    paths = [p for p in libs if "numpy" in p] or (libs if len(libs) == 1 else [])
+    for path in paths:
         dll = ctypes.CDLL(path)
         for prefix in ("scipy_", ""):
             for suffix, int_t in (("64_", ctypes.c_int64), ("", ctypes.c_int32)):
@@ -457,7 +457,36 @@ def _load_sharded() -> dict[str, Callable[..., Any]] | None:
         name = np.dtype(dtype).name
         _sharded[f"forward_{name}"] = jit(_make_forward_shard(gemm, dtype(1), act))
         _sharded[f"backward_{name}"] = jit(_make_backward_shard(gemm, dtype(1), grad))
+    problem = _self_check(_sharded)
+    if problem:  # e.g. a CBLAS with another integer width under the same symbol name
+        _sharded, _sharded_error = None, problem
     return _sharded
+
+
+def _self_check(kernels: dict[str, Callable[..., Any]]) -> str:
+    """Run each compiled loop once on a small problem against NumPy; "" when they agree."""
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        T, B, H = 3, 5, 7
+        W = (0.3 * rng.standard_normal((H, H))).astype(dtype)
+        hs = rng.standard_normal((T + 1, B, H)).astype(dtype)
+        ref = hs.copy()
+        for t in range(1, T + 1):
+            ref[t] = np.tanh(ref[t] + ref[t - 1] @ W.T)
+        kernels[f"forward_{np.dtype(dtype).name}"](hs, np.ascontiguousarray(W.T), 1, B, 1)
+        kernels[f"forward_{np.dtype(dtype).name}"](hs, np.ascontiguousarray(W.T), 0, 1, 1)
+        delta = rng.standard_normal((T, B, H)).astype(dtype)
+        carry = rng.standard_normal((B, H)).astype(dtype)
+        d_ref, c_ref = delta.copy(), carry.copy()
+        for t in range(T - 1, -1, -1):
+            d_ref[t] = (d_ref[t] + c_ref) * (1 - ref[t + 1] ** 2)
+            c_ref = d_ref[t] @ W
+        kernels[f"backward_{np.dtype(dtype).name}"](delta, ref, W, carry, 0, B, 1)
+        tol = 1e-4 if dtype == np.float32 else 1e-12
+        for got, want in ((hs, ref), (delta, d_ref), (carry, c_ref)):
+            if not np.allclose(got, want, rtol=tol, atol=tol):
+                return f"the compiled loops disagree with NumPy ({np.dtype(dtype).name})"
+    return ""
 
 
 def _tanh32_py(x: float) -> float:  # pragma: no cover - compiled
