@@ -11,11 +11,20 @@ order of floating-point sums may differ, so the two agree to the dtype's roundin
 Which path runs:
 
 - ``BPTT_KERNELS=numpy`` in the environment (read at import) or ``set_backend("numpy")``
-  forces the NumPy fallback; ``"numba"`` demands Numba (ImportError naming the extra if it is
-  missing); ``"auto"`` (the default) uses Numba where it is installed and measured to win.
-- The time-loop kernels are used only for small per-step work (B·H ≤ :data:`SMALL_STEP`), the
-  latency-bound regime (one stream, Karpathy's min-char-rnn) where NumPy's per-call overhead
-  dominates; larger steps call BLAS from NumPy, which the hand loops cannot beat.
+  forces the NumPy fallback; ``"numba"`` demands the per-row Numba loops for every step
+  (ImportError naming the extra if Numba is missing); ``"sharded"`` forces the batch-sharded
+  loops for every step (for tests); ``"auto"`` (the default) picks by size:
+- B·H ≤ :data:`SMALL_STEP`: the per-row Numba loops (the latency-bound regime of one
+  stream, Karpathy's min-char-rnn, where per-call overhead dominates);
+- larger steps: the batch-sharded loops (:func:`shard_count`, :func:`sharded_forward`,
+  :func:`sharded_backward`), each shard of batch rows on its own core running its whole
+  loop GIL-free with single-threaded GEMMs from NumPy's own BLAS;
+- without Numba, threadpoolctl or a usable CBLAS: the NumPy loops.
+
+The hoisted products outside the loops go through :func:`matmul` and :func:`matmul_tn`,
+which split large products into row blocks on the same thread pool (never OpenBLAS's own
+threads, see :func:`product_shards`). ``BPTT_LOOP_THREADS`` / :func:`set_loop_threads`
+chooses the thread count; measurements: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -242,7 +251,12 @@ LOOP_BLAS_THREADS: LoopThreads = _parse_loop_threads(os.environ.get("BPTT_LOOP_T
 
 
 def set_loop_threads(n: LoopThreads) -> None:
-    """BLAS threads inside the sequential time loops: ``"auto"`` (default), None or an int.
+    """Threads of the time loops and hoisted products: ``"auto"`` (default), None or an int.
+
+    With the sharded kernels an int N means N row shards (and row blocks) of single-threaded
+    GEMMs; ``"auto"`` one per core (see :func:`shard_count`); None leaves BLAS alone and runs
+    the NumPy loops with BLAS's own threads (the behaviour before the sharded kernels). In the
+    NumPy loops (no Numba) the value is the BLAS thread count, as :func:`loop_blas_threads`.
 
     Raises:
         ValueError: anything else (0 is accepted only from the environment variable).
@@ -255,8 +269,9 @@ def set_loop_threads(n: LoopThreads) -> None:
 
 @contextmanager
 def loop_blas_threads(step_macs: int) -> Iterator[None]:
-    """BLAS threads inside the sequential time loops, one (B, H) @ (H, H) product per step.
+    """BLAS threads inside the NumPy time loops, one (B, H) @ (H, H) product per step.
 
+    (Used where the sharded kernels are not: no Numba, ``BPTT_KERNELS=numpy``.)
     ``"auto"`` (the default): one thread when the product is small (B·H² below
     :data:`LARGE_STEP_MACS`), BLAS's own setting otherwise. Measured on the 2-core benchmark
     machine: idle, two threads beat one by 0–15% on small steps and ~35% on large ones; shared
