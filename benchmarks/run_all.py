@@ -35,6 +35,7 @@ from bptt.atomic import atomic_write_text  # noqa: E402
 
 DOC = REPO / "docs" / "benchmarks.md"
 README = REPO / "README.md"
+BUSY = ["--load", "2", "--no-memory", "--shapes", "minchar", "charlm", "dense", "long"]
 
 
 def sections(quick: bool) -> dict[str, list[str]]:
@@ -42,7 +43,7 @@ def sections(quick: bool) -> dict[str, list[str]]:
     reps = ["--reps", "2", "--chunks", "2"] if quick else []
     return {
         "step": ["bench_step.py", *reps, "--json", "{json}"],
-        "step_busy": ["bench_step.py", "--load", "2", "--no-memory", *(reps or ["--reps", "3"])],
+        "step_busy": ["bench_step.py", *BUSY, *(reps or ["--reps", "3", "--chunks", "3"])],
         "train": ["bench_train.py", *(["--reps", "2", "--seconds", "1"] if quick else [])],
         "train_busy": ["bench_train.py", "--load", "2", "--reps", "2" if quick else "3"],
         "threads": ["bench_threads.py", *(["--reps", "1", "--shapes", "sine"] if quick else [])],
