@@ -95,3 +95,11 @@ def report(text: str, markdown: Path | None) -> None:
     print(text)
     if markdown is not None:
         atomic_write_text(markdown, machine + "\n\n" + text + "\n")
+
+
+if __name__ == "__main__":  # ``--peak-json``: the sgemm peak of a fresh process, as JSON
+    import json
+    import sys
+
+    if sys.argv[1:] == ["--peak-json"]:
+        print(json.dumps({"sgemm_gflops": matmul_peak_gflops()}))

@@ -1,7 +1,8 @@
-"""One forward + BPTT step, bptt (NumPy) against PyTorch in the same process.
+"""One forward + BPTT step, bptt (NumPy) against PyTorch, each in its own fresh process.
 
-    python benchmarks/bench_step.py                       # all four shapes, prints the table
-    python benchmarks/bench_step.py --markdown docs/benchmarks.md   # also writes the table
+    python benchmarks/bench_step.py                       # every shape, idle machine
+    python benchmarks/bench_step.py --load 2              # with two busy-loop processes running
+    python benchmarks/bench_step.py --markdown /tmp/step.md   # also writes the table
 
 A step is the loss and every gradient of an Elman RNN (tanh hidden, softmax + cross-entropy at
 every step, loss summed over t and averaged over B), float32:
@@ -9,9 +10,13 @@ every step, loss summed over t and averaged over B), float32:
     bptt:    loss, grads = model.loss_and_grads(x, y)            (the public API)
     PyTorch: nn.RNN + nn.Linear + F.cross_entropy(reduction="sum") / B, then loss.backward()
 
-For each shape the script first *validates* (both give the same loss and gradients, float64 to
-1e-9 and float32 to a norm-wise 2e-4), then times several interleaved repetitions and quotes the
-median, then measures peak memory of one step in a fresh subprocess (see ``memory_child``).
+For each shape the script first *validates* in a child process (both give the same loss and
+gradients, float64 to 1e-9 and float32 to a norm-wise 2e-4) and stops if they differ. Then it
+times ``--reps`` rounds; in each round bptt and PyTorch each run in a fresh process that
+imports only its own framework (order flipped every round, see ``_harness``), and each child
+reports the median of ``--chunks`` timed chunks of about ``--chunk-seconds``. The table quotes
+the median over rounds with the min–max range; the speed-up is the median of the per-round
+ratios. Peak memory of one step is measured in one more fresh process per framework.
 
 Token-id inputs: bptt gathers rows of V (no one-hot product); PyTorch's nn.RNN takes dense
 inputs, so it is fed the one-hot encoding, built once outside the timed region.
@@ -27,13 +32,13 @@ import argparse
 import gc
 import json
 import statistics
-import subprocess
 import sys
 import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,9 +46,23 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from _machine import matmul_peak_gflops, report  # noqa: E402
+from _harness import (  # noqa: E402
+    ChildFailed,
+    CompetingLoad,
+    Spread,
+    alternate,
+    emit,
+    env_threads,
+    load_average,
+    rss_kib,
+    run_child,
+    sgemm_peak_child,
+    spread,
+)
+from _machine import report  # noqa: E402
 
 import bptt  # noqa: E402
+from bptt.atomic import atomic_write_text  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -55,16 +74,20 @@ class Shape:
     H: int
     O: int
     ids: bool
+    layers: int = 1
 
     def flops(self) -> float:
-        """Matrix-product flops of one forward + backward step."""
+        """Matrix-product flops of one forward + backward step (layers above the first take
+        H inputs: their input products count as 2·2TB·H²)."""
         T, B, I, H, O = self.T, self.B, self.I, self.H, self.O
         inp = 0 if self.ids else I * H
-        return 2.0 * T * B * (2 * inp + 3 * H * H + 3 * H * O)
+        deeper = (self.layers - 1) * (2 * H * H + 3 * H * H)
+        return 2.0 * T * B * (2 * inp + 3 * H * H + deeper + 3 * H * O)
 
     def describe(self) -> str:
         inp = f"{self.I} ids" if self.ids else f"{self.I} floats"
-        return f"T{self.T} B{self.B} {inp} H{self.H} O{self.O}"
+        deep = f" L{self.layers}" if self.layers > 1 else ""
+        return f"T{self.T} B{self.B} {inp} H{self.H}{deep} O{self.O}"
 
 
 SHAPES = {
@@ -74,46 +97,68 @@ SHAPES = {
         Shape("charlm", 100, 32, 65, 256, 65, ids=True),
         Shape("dense", 50, 64, 128, 512, 128, ids=False),
         Shape("long", 1000, 16, 32, 128, 32, ids=False),
+        Shape("charlm2", 100, 32, 65, 256, 65, ids=True, layers=2),  # 2-layer (issue 8)
+        Shape("sine", 50, 32, 1, 32, 1, ids=False),  # issue 11's small busy-machine step
     )
 }
+DEFAULT_SHAPES = ["minchar", "charlm", "dense", "long", "charlm2"]
+
+
+class Unavailable(RuntimeError):
+    """This bptt has no model for the shape yet (e.g. 2 layers before issue 8 lands)."""
 
 
 # -- problems ---------------------------------------------------------------------------
 
 
-def make_problem(
-    shape: Shape, dtype: type, seed: int = 0
-) -> tuple[bptt.ElmanRNN, np.ndarray, np.ndarray]:
-    """A model and one batch: ids or N(0,1) floats in, class ids out."""
+def make_data(shape: Shape, dtype: type, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One batch: ids or N(0,1) floats in (T, B[, I]), class ids out (T, B)."""
     rng = np.random.default_rng(seed)
-    model = bptt.ElmanRNN(shape.I, shape.H, shape.O, "tanh", "softmax", seed=seed, dtype=dtype)
     if shape.ids:
         x = rng.integers(0, shape.I, size=(shape.T, shape.B))
     else:
         x = rng.standard_normal((shape.T, shape.B, shape.I)).astype(dtype)
-    y = rng.integers(0, shape.O, size=(shape.T, shape.B))
+    return x, rng.integers(0, shape.O, size=(shape.T, shape.B))
+
+
+def make_problem(
+    shape: Shape, dtype: type, seed: int = 0
+) -> tuple[bptt.ElmanRNN, np.ndarray, np.ndarray]:
+    """A model and one batch (:func:`make_data`).
+
+    Raises:
+        Unavailable: this bptt cannot build the shape's model.
+    """
+    kwargs = {} if shape.layers == 1 else {"num_layers": shape.layers}
+    try:
+        model = bptt.ElmanRNN(
+            shape.I, shape.H, shape.O, "tanh", "softmax", seed=seed, dtype=dtype, **kwargs
+        )
+    except TypeError as err:
+        raise Unavailable(f"bptt.ElmanRNN has no num_layers yet ({err})") from err
+    x, y = make_data(shape, dtype, seed)
     return model, x, y
 
 
 class TorchStep:
     """The same network in PyTorch, weights copied from the bptt model."""
 
-    def __init__(self, model: bptt.ElmanRNN, x: np.ndarray, y: np.ndarray) -> None:
+    def __init__(
+        self, model: bptt.ElmanRNN | None, x: np.ndarray, y: np.ndarray, shape: Shape
+    ) -> None:
+        """``model`` None: PyTorch's own initial weights (timing only, nothing to compare)."""
         import torch
 
         self.torch = torch
-        p = model.params
-        tdtype = torch.float32 if model.dtype == np.float32 else torch.float64
-        H, I, O = model.hidden_size, model.input_size, model.output_size
-        self.rnn = torch.nn.RNN(I, H, nonlinearity="tanh", dtype=tdtype)
+        tdtype = torch.float32 if model is None or model.dtype == np.float32 else torch.float64
+        H, I, O = shape.H, shape.I, shape.O
+        self.rnn = torch.nn.RNN(I, H, num_layers=shape.layers, nonlinearity="tanh", dtype=tdtype)
         self.lin = torch.nn.Linear(H, O, dtype=tdtype)
         with torch.no_grad():
-            self.rnn.weight_ih_l0.copy_(torch.from_numpy(p.V))
-            self.rnn.weight_hh_l0.copy_(torch.from_numpy(p.W))
-            self.rnn.bias_ih_l0.copy_(torch.from_numpy(p.b_h))
-            self.rnn.bias_hh_l0.zero_()
-            self.lin.weight.copy_(torch.from_numpy(p.U))
-            self.lin.bias.copy_(torch.from_numpy(p.b_y))
+            for name, value in (torch_weights(model) if model is not None else {}).items():
+                getattr(self, name.split(".")[0]).get_parameter(name.split(".")[1]).copy_(
+                    torch.from_numpy(value)
+                )
         if x.ndim == 2:  # one-hot outside the timed region
             xt = torch.nn.functional.one_hot(torch.from_numpy(x), I).to(tdtype)
         else:
@@ -131,9 +176,8 @@ class TorchStep:
 
     def step(self) -> float:
         torch = self.torch
-        for q in self.params:
-            q.grad = None
-        self.rnn.bias_hh_l0.grad = None
+        self.rnn.zero_grad(set_to_none=True)
+        self.lin.zero_grad(set_to_none=True)
         hs, _ = self.rnn(self.x)  # (T, B, H)
         logits = self.lin(hs)  # (T, B, O)
         loss = torch.nn.functional.cross_entropy(
@@ -143,8 +187,28 @@ class TorchStep:
         return float(loss.detach())
 
     def grads(self) -> dict[str, np.ndarray]:
+        """Gradients under bptt's names (single layer)."""
         names = ("U", "V", "W", "b_h", "b_y")
         return {n: q.grad.detach().numpy().copy() for n, q in zip(names, self.params, strict=True)}
+
+
+def torch_weights(model: bptt.ElmanRNN) -> dict[str, np.ndarray]:
+    """bptt's weights under PyTorch's names (``rnn.weight_ih_l0`` …); b_hh is zero.
+
+    One place to extend for deeper models: layer l's V, W, b_h become ``weight_ih_l{l}``,
+    ``weight_hh_l{l}``, ``bias_ih_l{l}``.
+    """
+    p = model.params
+    if getattr(model, "num_layers", 1) != 1:
+        raise Unavailable("torch_weights: map the layer-l parameter names of issue 8 here")
+    return {
+        "rnn.weight_ih_l0": p.V,
+        "rnn.weight_hh_l0": p.W,
+        "rnn.bias_ih_l0": p.b_h,
+        "rnn.bias_hh_l0": np.zeros_like(p.b_h),
+        "lin.weight": p.U,
+        "lin.bias": p.b_y,
+    }
 
 
 def rel_err(a: np.ndarray, b: np.ndarray) -> float:
@@ -163,7 +227,7 @@ def validate(shape: Shape) -> dict[str, float]:
     for dtype, tol in ((np.float64, 1e-9), (np.float32, 2e-4)):
         model, x, y = make_problem(shape, dtype)
         loss, grads = model.loss_and_grads(x, y)
-        ts = TorchStep(model, x, y)
+        ts = TorchStep(model, x, y, shape)
         tloss = ts.step()
         tgrads = ts.grads()
         errs = {"loss": abs(loss - tloss) / abs(tloss)}
@@ -177,52 +241,62 @@ def validate(shape: Shape) -> dict[str, float]:
     return worst
 
 
-# -- timing -----------------------------------------------------------------------------
+# -- children: one framework, one shape, a fresh process ---------------------------------
 
 
-def _calls_per_rep(fn: Callable[[], object], target_s: float) -> int:
+def _step_fn(framework: str, shape: Shape) -> Callable[[], object]:
+    """The timed call: bptt's ``model.loss_and_grads(x, y)`` or PyTorch's forward + backward."""
+    if framework == "bptt":
+        model, x, y = make_problem(shape, np.float32)
+
+        def step() -> object:
+            return model.loss_and_grads(x, y)
+
+        return step
+    try:
+        model_or_none: bptt.ElmanRNN | None = make_problem(shape, np.float32)[0]
+    except Unavailable:  # time PyTorch alone from its own initial weights
+        model_or_none = None
+    x, y = make_data(shape, np.float32)
+    return TorchStep(model_or_none, x, y, shape).step
+
+
+def time_child(framework: str, shape_name: str, chunks: int, chunk_s: float) -> dict[str, object]:
+    """Median per-step time over ``chunks`` chunks of about ``chunk_s`` seconds each.
+
+    Three warm-up steps first (library loading, JIT compilation, allocator warm-up).
+    """
+    shape = SHAPES[shape_name]
+    try:
+        step = _step_fn(framework, shape)
+    except Unavailable as err:
+        return {"unavailable": str(err)}
+    for _ in range(3):
+        step()
     start = time.perf_counter()
-    fn()
-    once = time.perf_counter() - start
-    return max(1, int(target_s / max(once, 1e-7)))
+    step()
+    n = max(1, int(chunk_s / max(time.perf_counter() - start, 1e-7)))
+    per_step = []
+    for _ in range(chunks):
+        start = time.perf_counter()
+        for _ in range(n):
+            step()
+        per_step.append((time.perf_counter() - start) / n)
+    threads = None
+    if framework == "torch":
+        import torch
+
+        threads = torch.get_num_threads()
+    return {
+        "ms": 1e3 * statistics.median(per_step),
+        "chunks_ms": [1e3 * t for t in per_step],
+        "calls_per_chunk": n,
+        "torch_threads": threads,
+        "loaded_torch": "torch" in sys.modules,
+    }
 
 
-def time_both(shape: Shape, reps: int, target_s: float) -> tuple[list[float], list[float]]:
-    """Per-step seconds, ``reps`` repetitions of each, numpy and torch interleaved."""
-    model, x, y = make_problem(shape, np.float32)
-    ts = TorchStep(model, x, y)
-
-    def np_step() -> object:
-        return model.loss_and_grads(x, y)
-
-    for _ in range(3):  # warm up (and JIT compile where a kernel is used)
-        np_step()
-        ts.step()
-    n_np = _calls_per_rep(np_step, target_s)
-    n_t = _calls_per_rep(ts.step, target_s)
-    t_np: list[float] = []
-    t_t: list[float] = []
-    for _ in range(reps):
-        for fn, n, out in ((np_step, n_np, t_np), (ts.step, n_t, t_t)):
-            start = time.perf_counter()
-            for _ in range(n):
-                fn()
-            out.append((time.perf_counter() - start) / n)
-    return t_np, t_t
-
-
-# -- memory -----------------------------------------------------------------------------
-
-
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def memory_child(shape_name: str, framework: str) -> dict[str, float]:
+def memory_child(shape_name: str, framework: str) -> dict[str, object]:
     """Peak memory of one step, measured in a fresh process.
 
     RSS: reset the high-water mark (``echo 5 > /proc/self/clear_refs``), run one step, and
@@ -231,127 +305,190 @@ def memory_child(shape_name: str, framework: str) -> dict[str, float]:
     tracemalloc (bptt only): NumPy reports its buffers to tracemalloc, torch does not.
     """
     shape = SHAPES[shape_name]
-    tiny = Shape("tiny", 3, 2, shape.I, 4, shape.O, shape.ids)
-    model, x, y = make_problem(tiny, np.float32)
-    model.loss_and_grads(x, y)  # loads and compiles what the real step needs
-    if framework == "torch":
-        TorchStep(model, x, y).step()
-    model, x, y = make_problem(shape, np.float32)
-    run: Callable[[], object]
-    if framework == "torch":
-        run = TorchStep(model, x, y).step
-    else:
-
-        def run() -> object:
-            return model.loss_and_grads(x, y)
-
+    tiny = Shape("tiny", 3, 2, shape.I, 4, shape.O, shape.ids, shape.layers)
+    try:
+        _step_fn(framework, tiny)()  # loads and compiles what the real step needs
+        run = _step_fn(framework, shape)
+    except Unavailable as err:
+        return {"unavailable": str(err)}
     gc.collect()
-    out: dict[str, float] = {}
+    out: dict[str, object] = {}
     if framework == "bptt":
         tracemalloc.start()
         run()
         out["tracemalloc_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
         gc.collect()
-    before = _rss_kib("VmRSS")
+    before = rss_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     run()
-    out["rss_mib"] = (_rss_kib("VmHWM") - before) / 1024
+    out["rss_mib"] = (rss_kib("VmHWM") - before) / 1024
     return out
 
 
-def measure_memory(shape: Shape, framework: str) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--memory-child", shape.name, framework]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def validate_child(shape_name: str) -> dict[str, object]:
+    """:func:`validate` in a child (both frameworks loaded: nothing is timed here)."""
+    try:
+        return {"worst": validate(SHAPES[shape_name])}
+    except Unavailable as err:
+        return {"unavailable": str(err)}
 
 
-# -- report -----------------------------------------------------------------------------
+# -- the parent: validate, alternate fresh children, summarise ----------------------------
+
+FRAMEWORKS = ("bptt", "torch")
 
 
-def run(names: list[str], reps: int, target_s: float, memory: bool) -> list[dict[str, object]]:
-    peak = matmul_peak_gflops()
-    print(f"measured float32 matmul peak (2048³ sgemm, best of 5): {peak:.1f} GFLOP/s")
-    rows = []
-    for name in names:
-        shape = SHAPES[name]
-        worst = validate(shape)
-        t_np, t_t = time_both(shape, reps, target_s)
-        ms_np, ms_t = 1e3 * statistics.median(t_np), 1e3 * statistics.median(t_t)
-        gflops = shape.flops() / (ms_np / 1e3) / 1e9
-        row: dict[str, object] = {
-            "shape": shape,
-            "err64": worst["float64"],
-            "err32": worst["float32"],
-            "ms_np": ms_np,
-            "ms_t": ms_t,
-            "spread_np": (1e3 * min(t_np), 1e3 * max(t_np)),
-            "spread_t": (1e3 * min(t_t), 1e3 * max(t_t)),
-            "tok_np": shape.T * shape.B / (ms_np / 1e3),
-            "tok_t": shape.T * shape.B / (ms_t / 1e3),
-            "speedup": ms_t / ms_np,
-            "gflops": gflops,
-            "peak_frac": gflops / peak,
-            "gflops_t": shape.flops() / (ms_t / 1e3) / 1e9,
-        }
-        if memory:
-            row["mem_np"] = measure_memory(shape, "bptt")
-            row["mem_t"] = measure_memory(shape, "torch")
-        rows.append(row)
-        print(
-            f"  {name}: validated (max rel err f64 {worst['float64']:.1e}, "
-            f"f32 {worst['float32']:.1e}); bptt {ms_np:.3f} ms, torch {ms_t:.3f} ms"
-        )
-    return [{"peak": peak}, *rows]
+def measure_shape(
+    shape: Shape, reps: int, chunks: int, chunk_s: float, memory: bool
+) -> dict[str, object]:
+    """Validation, ``reps`` alternated rounds of fresh timing children, memory children."""
+    script = str(Path(__file__).resolve())
+    checked = run_child([script, "--validate-child", shape.name])
+    if "unavailable" in checked:
+        print(f"  {shape.name}: not validated: {checked['unavailable']}", flush=True)
+    cmds = {
+        fw: [script, "--time-child", fw, shape.name, str(chunks), str(chunk_s)] for fw in FRAMEWORKS
+    }
+    runs = alternate(cmds, reps)
+    row: dict[str, object] = {"shape": shape, "validated": checked}
+    for fw in FRAMEWORKS:
+        ok = [r for r in runs[fw] if "ms" in r]
+        row[fw] = spread([float(r["ms"]) for r in ok]) if ok else None  # type: ignore[arg-type]
+        if ok:
+            assert not (fw == "bptt" and ok[0]["loaded_torch"]), "bptt child imported torch"
+            row[f"{fw}_threads"] = ok[0]["torch_threads"]
+    pairs = [
+        float(t["ms"]) / float(b["ms"])  # type: ignore[arg-type]
+        for b, t in zip(runs["bptt"], runs["torch"], strict=True)
+        if "ms" in b and "ms" in t
+    ]
+    row["ratio"] = spread(pairs) if pairs else None
+    if memory:
+        for fw in FRAMEWORKS:
+            row[f"mem_{fw}"] = run_child([script, "--memory-child", shape.name, fw])
+    return row
 
 
-def table(results: list[dict[str, object]]) -> str:
-    peak = results[0]["peak"]
-    rows = results[1:]
+def _mem(m: object, key: str) -> str:
+    if not isinstance(m, dict) or key not in m:
+        return "-"
+    return f"{m[key]:.1f}"
+
+
+def table(rows: list[dict[str, object]], peak: float, reps: int, load: int) -> str:
     head = (
-        "| shape | bptt ms/step | torch ms/step | speed-up | bptt tokens/s | torch tokens/s "
-        "| bptt GFLOP/s | of peak | torch GFLOP/s | bptt peak MiB (tracemalloc / RSS) "
-        "| torch peak MiB (RSS) | max rel err f32 |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| shape | bptt ms/step median [min–max] | torch ms/step median [min–max] "
+        "| speed-up median [min–max] | bptt tokens/s | bptt GFLOP/s | of sgemm peak "
+        "| torch GFLOP/s | bptt peak MiB (tracemalloc / RSS) | torch peak MiB (RSS) "
+        "| max rel err f32 |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
         s = r["shape"]
         assert isinstance(s, Shape)
-        mem_np = r.get("mem_np")
-        mem_t = r.get("mem_t")
-        mnp = f"{mem_np['tracemalloc_mib']:.2f} / {mem_np['rss_mib']:.1f}" if mem_np else "-"
-        mt = f"{mem_t['rss_mib']:.1f}" if mem_t else "-"
+        b, t, ratio = r["bptt"], r["torch"], r["ratio"]
+        checked = r["validated"]
+        assert isinstance(checked, dict)
+        err = f"{checked['worst']['float32']:.1e}" if "worst" in checked else "not validated"
+        mb = r.get("mem_bptt")
+        mnp = f"{_mem(mb, 'tracemalloc_mib')} / {_mem(mb, 'rss_mib')}" if mb else "-"
+        mt = _mem(r.get("mem_torch"), "rss_mib")
+        bms = b.fmt(3) if b else "n/a (no model yet)"
+        tms = t.fmt(3) if t else "n/a"
+        rat = f"**{ratio.median:.2f}×** [{ratio.lo:.2f}–{ratio.hi:.2f}]" if ratio else "-"
+        if b:
+            gf = s.flops() / (b.median / 1e3) / 1e9
+            perf = f"{s.T * s.B / (b.median / 1e3):,.0f} | {gf:.1f} | {100 * gf / peak:.0f}%"
+        else:
+            perf = "- | - | -"
+        tgf = f"{s.flops() / (t.median / 1e3) / 1e9:.1f}" if t else "-"
         lines.append(
-            f"| {s.name} ({s.describe()}) | {r['ms_np']:.3f} | {r['ms_t']:.3f} "
-            f"| **{r['speedup']:.2f}×** | {r['tok_np']:,.0f} | {r['tok_t']:,.0f} "
-            f"| {r['gflops']:.1f} | {100 * r['peak_frac']:.0f}% | {r['gflops_t']:.1f} "
-            f"| {mnp} | {mt} | {r['err32']:.1e} |"
+            f"| {s.name} ({s.describe()}) | {bms} | {tms} | {rat} | {perf} | {tgf} "
+            f"| {mnp} | {mt} | {err} |"
         )
-    speedups = [r["speedup"] for r in rows]
+    torch_threads = next((r.get("torch_threads") for r in rows if r.get("torch_threads")), "?")
     foot = (
-        f"\n\nmedian speed-up {statistics.median(speedups):.2f}× (over {len(rows)} shapes); "
-        f"float32 matmul peak {peak:.1f} GFLOP/s"
+        f"\n\n{reps} alternated rounds per shape, each framework in a fresh process per round; "
+        f"competing load: {load} busy-loop process(es); float32 sgemm peak (2048³, fresh "
+        f"process, before the rounds) {peak:.1f} GFLOP/s; torch threads {torch_threads}; "
+        f"{env_threads()}"
     )
     return head + "\n".join(lines) + foot
 
 
+def summary_rows(rows: list[dict[str, object]], load: int, conditions: str) -> list[dict[str, Any]]:
+    """Per shape: medians and the ratio's range, for the README summary."""
+    out = []
+    for r in rows:
+        s, b, t, ratio = r["shape"], r["bptt"], r["torch"], r["ratio"]
+        assert isinstance(s, Shape)
+        out.append(
+            {
+                "shape": s.name,
+                "describe": s.describe(),
+                "bptt_ms": b.median if isinstance(b, Spread) else None,
+                "torch_ms": t.median if isinstance(t, Spread) else None,
+                "ratio": ratio.median if isinstance(ratio, Spread) else None,
+                "ratio_lo": ratio.lo if isinstance(ratio, Spread) else None,
+                "ratio_hi": ratio.hi if isinstance(ratio, Spread) else None,
+                "conditions": f"{time.strftime('%Y-%m-%d', time.gmtime())}, competing load "
+                f"{load} busy-loop process(es), {conditions}",
+            }
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    parser.add_argument("--reps", type=int, default=7, help="timed repetitions (median quoted)")
-    parser.add_argument("--rep-seconds", type=float, default=0.3, help="target length of a rep")
-    parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
+    parser.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, choices=list(SHAPES))
+    parser.add_argument("--reps", type=int, default=5, help="alternated rounds (fresh processes)")
+    parser.add_argument("--chunks", type=int, default=5, help="timed chunks per child")
+    parser.add_argument("--chunk-seconds", type=float, default=0.3, help="length of a chunk")
+    parser.add_argument(
+        "--load", type=int, default=0, help="busy-loop processes running meanwhile (0: none)"
+    )
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory children")
     parser.add_argument("--markdown", type=Path, help="write machine info + table here")
+    parser.add_argument("--json", type=Path, help="write the summary rows here (run_all.py)")
+    parser.add_argument("--time-child", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--validate-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.memory_child:
-        print(json.dumps(memory_child(*args.memory_child)))
+    if args.time_child:
+        fw, name, chunks, chunk_s = args.time_child
+        emit(time_child(fw, name, int(chunks), float(chunk_s)))
         return 0
-    results = run(args.shapes, args.reps, args.rep_seconds, not args.no_memory)
-    text = table(results)
+    if args.memory_child:
+        emit(memory_child(*args.memory_child))
+        return 0
+    if args.validate_child:
+        emit(validate_child(args.validate_child))
+        return 0
+    before = load_average()
+    peak = sgemm_peak_child()
+    print(f"float32 sgemm peak (fresh process): {peak:.1f} GFLOP/s; load {before}", flush=True)
+    rows = []
+    with CompetingLoad(args.load):
+        for name in args.shapes:
+            print(f"  {name} ({SHAPES[name].describe()})", flush=True)
+            try:
+                rows.append(
+                    measure_shape(
+                        SHAPES[name], args.reps, args.chunks, args.chunk_seconds, not args.no_memory
+                    )
+                )
+            except ChildFailed as err:
+                print(f"  {name} failed: {err}", file=sys.stderr)
+                return 1
+    text = table(rows, peak, args.reps, args.load)
+    conditions = f"load average before {before}, after {load_average()}"
+    text += f"; {conditions}"
     report(text, args.markdown)
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps(summary_rows(rows, args.load, conditions)))
     return 0
 
 

@@ -25,9 +25,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
-from bench_step import SHAPES, make_problem  # noqa: E402
+from bench_step import DEFAULT_SHAPES, SHAPES, Unavailable, make_problem  # noqa: E402
 
-from bptt import rnn  # noqa: E402
+from bptt import _kernels, rnn  # noqa: E402
 
 
 def median_ms(fn: Callable[[], object], reps: int) -> float:
@@ -72,13 +72,13 @@ def profile(name: str, reps: int) -> list[tuple[str, float, float]]:
         ("softmax + cross-entropy + dz", lambda: head.loss_and_dz(z.copy(), yy, weight), 0.0),
         ("output backward dU, db_y, U^T dz", lambda: rnn.output_backward(dz, hs, p), 2 * mm_o),
         (
-            "recurrent backward: f', time loop, dW, dV, db_h",
+            "recurrent backward: time loop with f', dW, dV, db_h",
             lambda: rnn.recurrent_backward(dh.copy(), cache, p, act),
             2 * mm_h + inp,
         ),
         (
-            "dW alone (one GEMM over T·B rows)",
-            lambda: delta.reshape(rows, H).T @ hs[:-1].reshape(rows, H),
+            "dW alone (GEMM over T·B rows, in row blocks)",
+            lambda: _kernels.matmul_tn(delta.reshape(rows, H), hs[:-1].reshape(rows, H)),
             mm_h,
         ),
         ("dV, db_h (scatter-add for ids)", lambda: rnn.input_projection_backward(delta, x, I), inp),
@@ -92,14 +92,21 @@ def profile(name: str, reps: int) -> list[tuple[str, float, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, choices=list(SHAPES))
     parser.add_argument("--reps", type=int, default=15)
     args = parser.parse_args(argv)
     for name in args.shapes:
+        try:
+            phases = profile(name, args.reps)
+        except Unavailable as err:
+            print(f"\n{name}: skipped ({err})")
+            continue
         print(f"\n{name} ({SHAPES[name].describe()}), float32, median of {args.reps}")
         print("| phase | ms | GFLOP/s |\n|---|---|---|")
-        for label, ms, gf in profile(name, args.reps):
+        for label, ms, gf in phases:
             print(f"| {label} | {ms:.3f} | {gf:.1f} |" if gf else f"| {label} | {ms:.3f} | - |")
+    with open("/proc/loadavg") as f:
+        print(f"\nload average at the end (1/5/15 min): {' '.join(f.read().split()[:3])}")
     return 0
 
 

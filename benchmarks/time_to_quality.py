@@ -2,6 +2,10 @@
 
     python benchmarks/time_to_quality.py                  # 120 s each, prints both curves
     python benchmarks/time_to_quality.py --budget 30      # a quick look
+    python benchmarks/time_to_quality.py --load 2         # beside two busy-loop processes
+
+Each framework trains in its own fresh process (``_harness.run_child``), one after the other,
+so neither library's thread pool is resident while the other trains.
 
 Recipe (the tiny Shakespeare character model): vocabulary of the corpus's 65 characters,
 tanh Elman RNN with H = 256, softmax head, float32; batches of B = 32 random windows of
@@ -33,12 +37,15 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(HERE))
 
+from _harness import CompetingLoad, emit, env_threads, load_average, run_child  # noqa: E402
 from _machine import report  # noqa: E402
 
 import bptt  # noqa: E402
 from bptt.data.text import CharCorpus  # noqa: E402
 from bptt.optim import Adam, clip_grad_norm  # noqa: E402
 
+CHILD_ARGS = ("budget", "eval_every", "hidden", "batch", "seq_len", "lr", "clip", "val_windows")
+CHILD_ARGS += ("data",)
 DATA = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 
 
@@ -147,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-windows", type=int, default=256)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--markdown", type=Path, help="write machine info + curves here")
+    parser.add_argument("--load", type=int, default=0, help="busy-loop processes meanwhile")
+    parser.add_argument("--framework", choices=("bptt", "torch"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not args.data.exists():
         print(f"corpus not found at {args.data}", file=sys.stderr)
@@ -164,16 +173,29 @@ def main(argv: list[str] | None = None) -> int:
 
     val_starts = np.random.default_rng(1).integers(0, len(valid) - T - 1, size=args.val_windows)
     val = [windows(valid, val_starts[i : i + B], T) for i in range(0, args.val_windows, B)]
-    curves = {}
-    for name, runner in (("bptt", run_bptt), ("torch", run_torch)):
+    if args.framework:  # a child: train one framework, print its curve as JSON
+        runner = run_bptt if args.framework == "bptt" else run_torch
         model = bptt.ElmanRNN(vocab, args.hidden, vocab, seed=0, dtype=np.float32)
-        print(f"training {name} for {args.budget:.0f} s ...", flush=True)
-        curves[name] = runner(model, batches, val, args.budget, args.eval_every, args.lr, args.clip)
+        curve = runner(model, batches, val, args.budget, args.eval_every, args.lr, args.clip)
+        emit({"curve": curve})
+        return 0
+    passed = [  # the recipe, not --markdown or --load
+        f"--{k.replace('_', '-')}={getattr(args, k)}" for k in CHILD_ARGS
+    ]
+    before = load_average()
+    curves = {}
+    with CompetingLoad(args.load):
+        for name in ("bptt", "torch"):
+            print(f"training {name} for {args.budget:.0f} s in a fresh process ...", flush=True)
+            out = run_child([str(Path(__file__).resolve()), *passed, "--framework", name])
+            curves[name] = [tuple(c) for c in out["curve"]]  # type: ignore[union-attr]
 
     lines = [
         f"tiny Shakespeare, H={args.hidden} B={B} T={T}, Adam lr {args.lr}, clip {args.clip}, "
         f"float32, {args.budget:.0f} s of training each (clock stopped during evaluation); "
-        f"validation loss in nats per character over {args.val_windows} windows",
+        f"validation loss in nats per character over {args.val_windows} windows; each "
+        f"framework in its own fresh process; competing load: {args.load} busy-loop "
+        f"process(es); {env_threads()}; load average before {before}, after {load_average()}",
         "",
     ]
     for name, curve in curves.items():

@@ -213,3 +213,61 @@ def test_guarded_step_applies_clipped_update(rng) -> None:
     assert info.applied and info.grad_norm > 1.0
     for a, b in zip(params.arrays(), expected.arrays(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["adagrad", "adam", "sgd"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_update_is_bitwise_the_numpy_update(name: str, dtype: type, rng) -> None:
+    """guarded_step's one-pass kernels give exactly optimizer.compute's numbers, step by step."""
+    from bptt._fused_optim import fused_compute
+
+    pytest.importorskip("numba")
+    params = _random_params(rng).map(lambda a: a.astype(dtype))
+    opt_fused, opt_plain = make_optimizer(name, 0.05), make_optimizer(name, 0.05)
+    for step in range(4):
+        grads = _random_params(rng, 3.0).map(lambda a: a.astype(dtype))
+        fused = fused_compute(opt_fused, params, grads, 0.05 / (step + 1))
+        assert fused is not None
+        new_f, slots_f, finite = fused
+        new_p, slots_p = opt_plain.compute(params, grads, 0.05 / (step + 1))
+        assert finite
+        for n in PARAM_NAMES:
+            np.testing.assert_array_equal(getattr(new_f, n), getattr(new_p, n))
+            assert getattr(new_f, n).dtype == dtype
+        assert slots_f.keys() == slots_p.keys()
+        for s in slots_p:
+            assert slots_f[s].keys() == slots_p[s].keys()
+            for n in slots_p[s]:
+                np.testing.assert_array_equal(slots_f[s][n], slots_p[s][n])
+        opt_fused.commit(params.copy(), new_f, slots_f)
+        opt_plain.commit(params, new_p, slots_p)
+
+
+def test_fused_update_declines_what_it_does_not_fuse(rng) -> None:
+    from bptt._fused_optim import fused_compute
+
+    params, grads = _random_params(rng), _random_params(rng)
+    for opt in (AdamW(0.1), Adam(0.1, weight_decay=0.1), SGD(0.1, momentum=0.9), RMSprop(0.1)):
+        assert fused_compute(opt, params, grads, None) is None
+
+
+@pytest.mark.parametrize("name", ["adagrad", "adam", "sgd"])
+def test_guarded_step_with_value_clip_equals_clip_then_update(name: str, rng) -> None:
+    """The value clip fused into the update pass: the same weights, slots and clipped grads."""
+    pytest.importorskip("numba")
+    params = _random_params(rng).map(lambda a: a.astype(np.float32))
+    expected = params.copy()
+    grads = _random_params(rng, 10.0).map(lambda a: a.astype(np.float32))
+    clipped = grads.copy()
+    clip_grad_value(clipped, 5.0)
+    plain = make_optimizer(name, 0.1)
+    new_p, new_s = plain.compute(expected, clipped, None)
+    opt = make_optimizer(name, 0.1)
+    info = guarded_step(opt, params, grads, clip_value=5.0)
+    assert info.applied
+    for n in PARAM_NAMES:
+        np.testing.assert_array_equal(getattr(params, n), getattr(new_p, n))
+        np.testing.assert_array_equal(getattr(grads, n), getattr(clipped, n))
+    for s in new_s:
+        for n in new_s[s]:
+            np.testing.assert_array_equal(opt.slots[s][n], new_s[s][n])

@@ -7,11 +7,15 @@ float64 for a whole step (random mask, h0 and dh_last so no upstream signal is a
 
 from __future__ import annotations
 
+import math
+import os
+
 import numpy as np
 import pytest
 
 import bptt
 from bptt import _kernels
+from bptt.rnn import recurrent_forward
 
 try:
     import numba  # noqa: F401
@@ -19,6 +23,10 @@ try:
     BACKENDS = ["numpy", "numba"]
 except ImportError:  # the fallback is still tested
     BACKENDS = ["numpy"]
+SHARDED = _kernels._load_sharded() is not None
+if SHARDED:  # batch-sharded GIL-free loops (Numba + NumPy's CBLAS)
+    BACKENDS.append("sharded")
+needs_sharded = pytest.mark.skipif(not SHARDED, reason="sharded kernels unavailable")
 
 ACTS = ["tanh", "relu", "sigmoid", "identity"]
 HEADS = ["softmax", "sigmoid", "identity"]
@@ -212,3 +220,180 @@ def test_loop_blas_threads_restores_the_thread_count() -> None:
 def test_set_loop_threads_rejects(bad: object) -> None:
     with pytest.raises(ValueError, match="loop threads must be 'auto', None"):
         _kernels.set_loop_threads(bad)  # type: ignore[arg-type]
+
+
+# -- batch-sharded loops: against the NumPy path, shard by shard ------------------------------
+
+
+@needs_sharded
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_tanh_matches_numpy(dtype: type) -> None:
+    """The vectorised tanh of the sharded kernels against np.tanh (computed in float64)."""
+    x = np.concatenate(
+        [np.linspace(-30, 30, 200_001), np.geomspace(1e-30, 1, 1000), [0.625, -0.625]]
+    ).astype(dtype)
+    out = _tanh_via_kernel(x)
+    ref = np.tanh(x.astype(np.float64))
+    if dtype == np.float64:
+        ulp = np.abs(out - ref) / np.spacing(np.abs(ref).clip(1e-300))
+        assert ulp.max() <= 2.0
+    else:
+        assert np.abs(out.astype(np.float64) - ref).max() < 5e-7
+    special = np.array([np.nan, np.inf, -np.inf, 1e30, -1e30], dtype)
+    got = _tanh_via_kernel(special)
+    assert np.isnan(got[0]) and list(got[1:]) == [1, -1, 1, -1]
+
+
+def _tanh_via_kernel(x: np.ndarray) -> np.ndarray:
+    """tanh of each entry through one forward step of the sharded kernel with W = 0."""
+    n = x.size
+    hs = np.zeros((2, n, 1), x.dtype)  # T = 1, B = n rows, H = 1
+    hs[1, :, 0] = x
+    _kernels.sharded_forward(hs, np.zeros((1, 1), x.dtype), "tanh", 2)
+    return hs[1, :, 0]
+
+
+def _sharded_problem(
+    act: str, dtype: type, ids: bool, rng: np.random.Generator, T: int = 40, B: int = 7
+) -> tuple[bptt.ElmanRNN, dict[str, object]]:
+    I, H, O = 6, 33, 5  # odd sizes: no shard or row is a multiple of a SIMD width
+    model = bptt.ElmanRNN(I, H, O, act, "softmax", seed=4, dtype=dtype)
+    x = rng.integers(0, I, (T, B)) if ids else rng.standard_normal((T, B, I)).astype(dtype)
+    a: dict[str, object] = {
+        "x": x,
+        "y": rng.integers(0, O, (T, B)),
+        "h0": (0.5 * rng.standard_normal((B, H))).astype(dtype),
+        "mask": (rng.uniform(size=(T, B)) < 0.8).astype(dtype),
+        "dh_last": rng.standard_normal((B, H)).astype(dtype),
+    }
+    return model, a
+
+
+@needs_sharded
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shards", [1, 2, 3, 7])
+def test_sharded_matches_numpy_path(
+    act: str, dtype: type, shards: int, rng: np.random.Generator
+) -> None:
+    """Every shard count (uneven splits included) gives the NumPy loops' loss and gradients."""
+    model, a = _sharded_problem(act, dtype, ids=shards % 2 == 1, rng=rng)
+    args = (a["x"], a["y"], a["h0"], a["mask"])
+    with _kernels.backend("numpy"):
+        ref = model.forward_backward(*args, dh_last=a["dh_last"])
+    saved = _kernels.LOOP_BLAS_THREADS
+    try:
+        _kernels.set_loop_threads(shards)
+        with _kernels.backend("sharded"):
+            assert _kernels.shard_count(7, 33) == shards
+            got = model.forward_backward(*args, dh_last=a["dh_last"])
+    finally:
+        _kernels.set_loop_threads(saved)
+    tol = 1e-13 if dtype == np.float64 else 2e-5
+    assert abs(got.loss - ref.loss) <= tol * abs(ref.loss)
+    assert rel(got.h_last, ref.h_last) < tol
+    for name in ("U", "V", "W", "b_h", "b_y", "h0"):
+        g = getattr(got.grads, name)
+        assert g.dtype == dtype, name
+        assert rel(g, getattr(ref.grads, name)) < tol, (name, rel(g, getattr(ref.grads, name)))
+
+
+@needs_sharded
+def test_sharded_forward_propagates_nan(rng: np.random.Generator) -> None:
+    """A NaN in one row stays in that row (and its shard's later steps), never elsewhere."""
+    model, a = _sharded_problem("tanh", np.float32, ids=False, rng=rng, T=5, B=4)
+    x = np.array(a["x"])
+    x[1, 3, 0] = np.nan  # row 3, step 1
+    h0 = np.zeros((4, model.hidden_size), np.float32)
+    with _kernels.backend("sharded"):  # below the input checks, which reject NaN inputs
+        hs, _ = recurrent_forward(model.params, x, h0, model.activation)
+    assert np.isnan(hs[2:, 3]).all()
+    assert np.isfinite(hs[:, :3]).all() and np.isfinite(hs[:2]).all()
+
+
+def test_shard_count_policy() -> None:
+    saved = _kernels.LOOP_BLAS_THREADS
+    try:
+        with _kernels.backend("numpy"):
+            assert _kernels.shard_count(64, 512) == 0
+        if not SHARDED:
+            return
+        with _kernels.backend("auto"):
+            assert _kernels.shard_count(1, _kernels.SMALL_STEP) == 0  # per-row loops instead
+            assert _kernels.shard_count(2, 8 * _kernels.SMALL_STEP) == 1  # too few rows
+            n = _kernels.shard_count(64, 512)
+            assert 1 <= n <= len(os.sched_getaffinity(0))
+            _kernels.set_loop_threads(None)  # leave BLAS alone: the NumPy loops
+            assert _kernels.shard_count(64, 512) == 0
+            _kernels.set_loop_threads(3)
+            assert _kernels.shard_count(64, 512) == 3
+            assert _kernels.shard_count(2, 512) == 2
+    finally:
+        _kernels.set_loop_threads(saved)
+
+
+def test_blas_threads_never_raises_the_users_limit() -> None:
+    controllers = _kernels._blas()
+    if not controllers:
+        pytest.skip("threadpoolctl not installed or cannot drive this BLAS")
+    before = [c.num_threads for c in controllers]
+    try:
+        for c in controllers:
+            c.set_num_threads(1)
+        with _kernels.blas_threads(4):
+            assert [c.num_threads for c in controllers] == [1] * len(controllers)
+    finally:
+        for c, n in zip(controllers, before, strict=True):
+            c.set_num_threads(n)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_column_sums_pairwise(dtype: type, rng: np.random.Generator) -> None:
+    """Pairwise bias sums: exact for integers, far closer than a running sum in float32."""
+    from bptt.rnn import column_sums
+
+    for R in (1, 63, 64, 65, 129, 1000, 4097):
+        ints = rng.integers(-50, 50, (R, 3)).astype(dtype)
+        np.testing.assert_array_equal(column_sums(ints), ints.astype(np.int64).sum(0))
+    rows = (rng.standard_normal((200_000, 4)) + 0.5).astype(dtype)
+    exact = np.array([math.fsum(col) for col in rows.T.astype(np.float64)])  # correctly rounded
+    err = np.abs(column_sums(rows) - exact).max() / np.abs(exact).max()
+    assert err < 8 * np.finfo(dtype).eps  # a running sum is ~20-70 eps off here
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_block_products_match_numpy(
+    blocks: int, dtype: type, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hoisted products split into row blocks equal one NumPy product."""
+    monkeypatch.setattr(_kernels, "PRODUCT_SHARD_MACS", 0)
+    monkeypatch.setattr(_kernels, "PRODUCT_MIN_MACS", 0)
+    a = rng.standard_normal((101, 13)).astype(dtype)
+    b = rng.standard_normal((13, 9)).astype(dtype)
+    c = rng.standard_normal((101, 9)).astype(dtype)
+    saved = _kernels.LOOP_BLAS_THREADS
+    try:
+        _kernels.set_loop_threads(blocks)
+        out = np.empty((101, 9), dtype)
+        got = _kernels.matmul(a, b, out=out)
+        assert got is out
+        tn = _kernels.matmul_tn(a, c)
+    finally:
+        _kernels.set_loop_threads(saved)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    assert tn.dtype == got.dtype == dtype
+    assert rel(got, a.astype(np.float64) @ b) < tol
+    assert rel(tn, a.T.astype(np.float64) @ c) < tol
+
+
+def test_self_check_rejects_wrong_loops() -> None:
+    """The start-up check that disables the sharded path when its GEMM misbehaves."""
+
+    def noop(*args: object) -> None:
+        return None
+
+    fake = {f"{d}_{t}": noop for d in ("forward", "backward") for t in ("float32", "float64")}
+    assert "disagree" in _kernels._self_check(fake)
+    if SHARDED:
+        assert _kernels._self_check(_kernels._load_sharded() or {}) == ""

@@ -11,11 +11,20 @@ order of floating-point sums may differ, so the two agree to the dtype's roundin
 Which path runs:
 
 - ``BPTT_KERNELS=numpy`` in the environment (read at import) or ``set_backend("numpy")``
-  forces the NumPy fallback; ``"numba"`` demands Numba (ImportError naming the extra if it is
-  missing); ``"auto"`` (the default) uses Numba where it is installed and measured to win.
-- The time-loop kernels are used only for small per-step work (B·H ≤ :data:`SMALL_STEP`), the
-  latency-bound regime (one stream, Karpathy's min-char-rnn) where NumPy's per-call overhead
-  dominates; larger steps call BLAS from NumPy, which the hand loops cannot beat.
+  forces the NumPy fallback; ``"numba"`` demands the per-row Numba loops for every step
+  (ImportError naming the extra if Numba is missing); ``"sharded"`` forces the batch-sharded
+  loops for every step (for tests); ``"auto"`` (the default) picks by size:
+- B·H ≤ :data:`SMALL_STEP`: the per-row Numba loops (the latency-bound regime of one
+  stream, Karpathy's min-char-rnn, where per-call overhead dominates);
+- larger steps: the batch-sharded loops (:func:`shard_count`, :func:`sharded_forward`,
+  :func:`sharded_backward`), each shard of batch rows on its own core running its whole
+  loop GIL-free with single-threaded GEMMs from NumPy's own BLAS;
+- without Numba, threadpoolctl or a usable CBLAS: the NumPy loops.
+
+The hoisted products outside the loops go through :func:`matmul` and :func:`matmul_tn`,
+which split large products into row blocks on the same thread pool (never OpenBLAS's own
+threads, see :func:`product_shards`). ``BPTT_LOOP_THREADS`` / :func:`set_loop_threads`
+chooses the thread count; measurements: docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-BACKENDS = ("auto", "numpy", "numba")
+BACKENDS = ("auto", "numpy", "numba", "sharded")
 ACTIVATION_CODES = {"identity": 0, "tanh": 1, "relu": 2, "sigmoid": 3}
 SMALL_STEP = 256  # B·H at or below which the compiled time loops win (measured, see docs)
 
@@ -50,6 +59,11 @@ def set_backend(name: str) -> None:
     if name == "numba" and _load() is None:
         raise ImportError(
             f"the numba backend needs Numba: pip install 'bptt[fast]' ({_numba_error})"
+        )
+    if name == "sharded" and _load_sharded() is None:
+        raise ImportError(
+            f"the sharded backend needs Numba, threadpoolctl and NumPy's CBLAS: "
+            f"pip install 'bptt[fast]' ({_sharded_error})"
         )
     _backend = name
 
@@ -158,6 +172,8 @@ def use_time_loop_kernel(batch: int, hidden: int) -> bool:
     """Whether the compiled time loops run for a step of B·H units."""
     if _backend == "numba":
         return _load() is not None
+    if _backend == "sharded":
+        return False
     return _numba_wanted() and batch * hidden <= SMALL_STEP
 
 
@@ -235,7 +251,12 @@ LOOP_BLAS_THREADS: LoopThreads = _parse_loop_threads(os.environ.get("BPTT_LOOP_T
 
 
 def set_loop_threads(n: LoopThreads) -> None:
-    """BLAS threads inside the sequential time loops: ``"auto"`` (default), None or an int.
+    """Threads of the time loops and hoisted products: ``"auto"`` (default), None or an int.
+
+    With the sharded kernels an int N means N row shards (and row blocks) of single-threaded
+    GEMMs; ``"auto"`` one per core (see :func:`shard_count`); None leaves BLAS alone and runs
+    the NumPy loops with BLAS's own threads (the behaviour before the sharded kernels). In the
+    NumPy loops (no Numba) the value is the BLAS thread count, as :func:`loop_blas_threads`.
 
     Raises:
         ValueError: anything else (0 is accepted only from the environment variable).
@@ -248,8 +269,9 @@ def set_loop_threads(n: LoopThreads) -> None:
 
 @contextmanager
 def loop_blas_threads(step_macs: int) -> Iterator[None]:
-    """BLAS threads inside the sequential time loops, one (B, H) @ (H, H) product per step.
+    """BLAS threads inside the NumPy time loops, one (B, H) @ (H, H) product per step.
 
+    (Used where the sharded kernels are not: no Numba, ``BPTT_KERNELS=numpy``.)
     ``"auto"`` (the default): one thread when the product is small (B·H² below
     :data:`LARGE_STEP_MACS`), BLAS's own setting otherwise. Measured on the 2-core benchmark
     machine: idle, two threads beat one by 0–15% on small steps and ~35% on large ones; shared
@@ -263,17 +285,484 @@ def loop_blas_threads(step_macs: int) -> Iterator[None]:
     want = LOOP_BLAS_THREADS
     if want == "auto":
         want = 1 if step_macs < LARGE_STEP_MACS else None
+    with blas_threads(want if isinstance(want, int) else None):
+        yield
+
+
+PRODUCT_SHARD_MACS = 1 << 22  # m·n·k at or above which a hoisted product is split over cores
+PRODUCT_MIN_MACS = 1 << 18  # below: OpenBLAS stays on one thread by itself, nothing to set
+
+
+def product_shards(macs: int) -> int:
+    """Row blocks for one hoisted product of ``macs`` multiply-adds (m·n·k); 1 = one call.
+
+    BLAS's own threads are never used for the hoisted products: a multi-threaded OpenBLAS
+    GEMM ends in a spin-wait for all of its threads, which on a busy machine (another
+    program on the cores) costs whole scheduler time slices; measured at charlm with two
+    other processes busy, a step took 480–580 ms that way against 67–73 ms single-threaded.
+    Instead products of at least :data:`PRODUCT_SHARD_MACS` (about 0.1 ms of one core's work,
+    enough to pay a thread hand-off) are cut into row blocks, one single-threaded GEMM per
+    pool thread (as the time loops' shards), which block rather than spin while they wait.
+    Count: as :func:`shard_count` (cores, capped by BLAS's own setting); None from
+    :func:`set_loop_threads` leaves every product to BLAS as it is configured.
+    """
+    if LOOP_BLAS_THREADS is None or macs < PRODUCT_SHARD_MACS:
+        return 1
+    if isinstance(LOOP_BLAS_THREADS, int):
+        return LOOP_BLAS_THREADS
+    return _core_cap()
+
+
+def _core_cap() -> int:
+    """Cores this process may use, capped by BLAS's thread setting as first found."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, *(_user_blas_threads() or [cores or 1])))
+
+
+def _in_blocks(work: Callable[[int, int], None], rows: int, blocks: int) -> None:
+    """work(lo, hi) over ``blocks`` row ranges: the first here, the rest on the pool."""
+    bounds = [rows * k // blocks for k in range(blocks + 1)]
+    pool = _shard_pool(blocks - 1)
+    futures = [pool.submit(work, bounds[k], bounds[k + 1]) for k in range(1, blocks)]
+    work(bounds[0], bounds[1])
+    for f in futures:
+        f.result()
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """a (R, K) @ b (K, N) → (R, N), row blocks of ``a`` on separate cores when large.
+
+    Every block is a single-threaded GEMM (see :func:`product_shards`); ``out`` (R, N)
+    C-contiguous, or None for a new array.
+    """
+    R, K = a.shape
+    N = b.shape[1]
+    blocks = min(product_shards(R * K * N), max(R, 1))
+    if R * K * N < PRODUCT_MIN_MACS:
+        return np.matmul(a, b, out=out)
+    if blocks <= 1 or LOOP_BLAS_THREADS is None:
+        with blas_threads(1 if LOOP_BLAS_THREADS is not None else None):
+            return np.matmul(a, b, out=out)
+    if out is None:
+        out = np.empty((R, N), dtype=np.result_type(a, b))
+    target = out
+
+    def block(lo: int, hi: int) -> None:
+        np.matmul(a[lo:hi], b, out=target[lo:hi])
+
+    with blas_threads(1):
+        _in_blocks(block, R, blocks)
+    return out
+
+
+def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """aᵀ b = Σ_r a[r]ᵀ b[r] for a (R, M), b (R, N) → (M, N): partial sums of row blocks.
+
+    The reduction runs over the long axis R (T·B rows), so each core sums its own rows and
+    the few (M, N) partials are added at the end.
+    """
+    R, M = a.shape
+    N = b.shape[1]
+    blocks = min(product_shards(R * M * N), max(R, 1))
+    if R * M * N < PRODUCT_MIN_MACS:
+        return a.T @ b
+    if blocks <= 1 or LOOP_BLAS_THREADS is None:
+        with blas_threads(1 if LOOP_BLAS_THREADS is not None else None):
+            return a.T @ b
+    partials = np.empty((blocks, M, N), dtype=np.result_type(a, b))  # (blocks, M, N)
+    bounds = [R * k // blocks for k in range(blocks + 1)]
+
+    def block(lo: int, hi: int) -> None:
+        k = bounds.index(lo)
+        np.matmul(a[lo:hi].T, b[lo:hi], out=partials[k])
+
+    with blas_threads(1):
+        _in_blocks(block, R, blocks)
+    return partials.sum(axis=0)
+
+
+@contextmanager
+def blas_threads(want: int | None) -> Iterator[None]:
+    """BLAS runs with at most ``want`` threads inside the block (None: leave it alone).
+
+    Never raises BLAS above the thread count it had on entry (the user's own limit, e.g.
+    ``OPENBLAS_NUM_THREADS``), and restores that count on exit. No-op without threadpoolctl.
+    """
     controllers = _blas() if want else []
     saved = [c.num_threads for c in controllers]
+    changed = []
     for c, n in zip(controllers, saved, strict=True):
-        if n != want:
+        if want is not None and want < n:
             c.set_num_threads(want)
+            changed.append((c, n))
     try:
         yield
     finally:
-        for c, n in zip(controllers, saved, strict=True):
-            if n != want:
-                c.set_num_threads(n)
+        for c, n in changed:
+            c.set_num_threads(n)
+
+
+# -- batch-sharded time loops -----------------------------------------------------------------
+#
+# The rows of a batch never meet inside the time loops, so the batch is cut into shards of
+# rows and each shard runs its whole forward (or backward) loop on its own thread: one
+# single-threaded GEMM per step on its (B_s, H) block, the activation (or its derivative)
+# fused into the same pass, no barrier between steps. The kernels are Numba functions compiled
+# with ``nogil=True`` that call NumPy's own BLAS (``cblas_?gemm``, found through threadpoolctl)
+# through a ctypes pointer, so neither the products nor the elementwise work hold the GIL.
+#
+# tanh: Numba's scalar ``math.tanh`` is a libm call per element (about 3× NumPy's vectorised
+# one) and blocks vectorisation, so the kernels use branch-free rational/exp formulas that LLVM
+# vectorises: float32 Eigen's [-7.9, 7.9] minimax rational (within 4e-7 of tanh), float64
+# Cephes's rational for |x| < 0.625 and 1 − 2/(e^{2|x|}+1) above it with Cephes's exp (within
+# 2 ulp of np.tanh). Both propagate NaN.
+
+_sharded: dict[str, Callable[..., Any]] | None = None
+_sharded_error: str | None = None
+_pool: Any = None
+MIN_SHARD_ROWS = 4  # rows per shard at least: smaller blocks lose more to BLAS call overhead
+SHARD_MIN_STEP = 1024  # B·H below which one thread runs the loop (thread hand-off dominates)
+
+
+def _cblas_gemm() -> tuple[Any, Any] | None:
+    """``(sgemm, dgemm)``: ctypes handles on the CBLAS GEMMs of the BLAS NumPy uses, or None."""
+    import ctypes
+
+    libs = [getattr(lib, "filepath", "") for lib in _blas()]
+    # NumPy's own BLAS: the one inside numpy's wheel, else the only one loaded (conda, distros)
+    paths = [p for p in libs if "numpy" in p] or (libs if len(libs) == 1 else [])
+    for path in paths:
+        dll = ctypes.CDLL(path)
+        for prefix in ("scipy_", ""):
+            for suffix, int_t in (("64_", ctypes.c_int64), ("", ctypes.c_int32)):
+                if not hasattr(dll, f"{prefix}cblas_sgemm{suffix}"):
+                    continue
+                out = []
+                for letter, real in (("s", ctypes.c_float), ("d", ctypes.c_double)):
+                    fn = getattr(dll, f"{prefix}cblas_{letter}gemm{suffix}")
+                    fn.restype = None
+                    fn.argtypes = [ctypes.c_int] * 3 + [int_t] * 3 + [real, ctypes.c_void_p]
+                    fn.argtypes += [int_t, ctypes.c_void_p, int_t, real, ctypes.c_void_p, int_t]
+                    out.append(fn)
+                return out[0], out[1]
+    return None
+
+
+def _load_sharded() -> dict[str, Callable[..., Any]] | None:
+    """Compile (lazily, once) the sharded loop kernels; None without Numba or a CBLAS."""
+    global _sharded, _sharded_error
+    if _sharded is not None or _sharded_error is not None:
+        return _sharded
+    if _load() is None:
+        _sharded_error = _numba_error
+        return None
+    gemms = _cblas_gemm()
+    if gemms is None:
+        _sharded_error = "no CBLAS GEMM found in NumPy's BLAS (threadpoolctl needed)"
+        return None
+    import numba
+
+    jit = numba.njit(cache=False, nogil=True, boundscheck=False, error_model="numpy")
+    inline = numba.njit(inline="always", error_model="numpy")
+    tanh32, tanh64 = inline(_tanh32_py), inline(_tanh64_py)
+    _sharded = {}
+    grad = inline(_activation_grad_py)
+    for dtype, gemm, tanh in ((np.float32, gemms[0], tanh32), (np.float64, gemms[1], tanh64)):
+        act = inline(_make_activation(tanh))
+        name = np.dtype(dtype).name
+        _sharded[f"forward_{name}"] = jit(_make_forward_shard(gemm, dtype(1), act))
+        _sharded[f"backward_{name}"] = jit(_make_backward_shard(gemm, dtype(1), grad))
+    problem = _self_check(_sharded)
+    if problem:  # e.g. a CBLAS with another integer width under the same symbol name
+        _sharded, _sharded_error = None, problem
+    return _sharded
+
+
+def _self_check(kernels: dict[str, Callable[..., Any]]) -> str:
+    """Run each compiled loop once on a small problem against NumPy; "" when they agree."""
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        T, B, H = 3, 5, 7
+        W = (0.3 * rng.standard_normal((H, H))).astype(dtype)
+        hs = rng.standard_normal((T + 1, B, H)).astype(dtype)
+        ref = hs.copy()
+        for t in range(1, T + 1):
+            ref[t] = np.tanh(ref[t] + ref[t - 1] @ W.T)
+        kernels[f"forward_{np.dtype(dtype).name}"](hs, np.ascontiguousarray(W.T), 1, B, 1)
+        kernels[f"forward_{np.dtype(dtype).name}"](hs, np.ascontiguousarray(W.T), 0, 1, 1)
+        delta = rng.standard_normal((T, B, H)).astype(dtype)
+        carry = rng.standard_normal((B, H)).astype(dtype)
+        d_ref, c_ref = delta.copy(), carry.copy()
+        for t in range(T - 1, -1, -1):
+            d_ref[t] = (d_ref[t] + c_ref) * (1 - ref[t + 1] ** 2)
+            c_ref = d_ref[t] @ W
+        kernels[f"backward_{np.dtype(dtype).name}"](delta, ref, W, carry, 0, B, 1)
+        tol = 1e-4 if dtype == np.float32 else 1e-12
+        for got, want in ((hs, ref), (delta, d_ref), (carry, c_ref)):
+            if not np.allclose(got, want, rtol=tol, atol=tol):
+                return f"the compiled loops disagree with NumPy ({np.dtype(dtype).name})"
+    return ""
+
+
+def _tanh32_py(x: float) -> float:  # pragma: no cover - compiled
+    """tanh for float32: Eigen's minimax rational on [-7.905, 7.905] (max error 4e-7)."""
+    c = np.float32(7.90531110763549805)
+    if x > c:
+        x = c
+    if x < -c:
+        x = -c
+    x2 = x * x
+    p = np.float32(-2.76076847742355e-16)
+    p = p * x2 + np.float32(2.00018790482477e-13)
+    p = p * x2 + np.float32(-8.60467152213735e-11)
+    p = p * x2 + np.float32(5.12229709037114e-08)
+    p = p * x2 + np.float32(1.48572235717979e-05)
+    p = p * x2 + np.float32(6.37261928875436e-04)
+    p = p * x2 + np.float32(4.89352455891786e-03)
+    q = np.float32(1.19825839466702e-06)
+    q = q * x2 + np.float32(1.18534705686654e-04)
+    q = q * x2 + np.float32(2.26843463243900e-03)
+    q = q * x2 + np.float32(4.89352518554385e-03)
+    return x * p / q
+
+
+def _tanh64_py(x: float) -> float:  # pragma: no cover - compiled
+    """tanh for float64, Cephes: x + x³P(x²)/Q(x²) for |x| < 0.625, else 1 − 2/(e^{2|x|}+1).
+
+    e^y = 2^n e^r with n = round(y / ln 2), |r| ≤ ln2/2 and Cephes's rational for e^r; both
+    branches are evaluated and one is selected, so the loop has no branch and vectorises.
+    """
+    a = -x if x < 0.0 else x
+    if a > 20.0:  # tanh(20) rounds to 1; NaN fails the test and stays NaN
+        a = 20.0
+    z = a * a
+    p = (-9.64399179425052238628e-1 * z - 9.92877231001918586564e1) * z
+    p = p - 1.61468768441708447952e3
+    q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z
+    q = q + 4.84406305325125486048e3
+    small = a + a * z * (p / q)
+    y = 2.0 * a
+    n = int(y * 1.4426950408889634073599 + 0.5)
+    fn = float(n)
+    r = y - fn * 6.93145751953125e-1 - fn * 1.42860682030941723212e-6
+    rr = r * r
+    px = (1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr
+    px = r * (px + 9.99999999999999999910e-1)
+    qx = (3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
+    qx = (qx + 2.27265548208155028766e-1) * rr + 2.0
+    e = (1.0 + 2.0 * (px / (qx - px))) * float(1 << n)
+    big = 1.0 - 2.0 / (e + 1.0)
+    t = small if a < 0.625 else big
+    return -t if x < 0.0 else t
+
+
+def _make_activation(tanh: Callable[[float], float]) -> Callable[[float, int], float]:
+    def activation(e: float, code: int) -> float:  # pragma: no cover - compiled
+        """f(E) by ACTIVATION_CODES: identity, tanh, relu, sigmoid = ½(1 + tanh(E/2))."""
+        if code == 1:
+            return tanh(e)
+        if code == 2:
+            return e if e > 0 else e * 0
+        if code == 3:
+            return 0.5 * (1 + tanh(0.5 * e))
+        return e
+
+    return activation
+
+
+def _activation_grad_py(h: float, code: int) -> float:  # pragma: no cover - compiled
+    """f'(E) from h = f(E): 1 − h², [h > 0], h(1 − h), 1."""
+    if code == 1:
+        return 1 - h * h
+    if code == 2:
+        return h * 0 + 1 if h > 0 else h * 0
+    if code == 3:
+        return h * (1 - h)
+    return h * 0 + 1
+
+
+def _make_forward_shard(
+    gemm: Any, one: Any, activation: Callable[[float, int], float]
+) -> Callable[..., None]:
+    def forward_shard(
+        hs: np.ndarray, W_T: np.ndarray, b0: int, b1: int, code: int
+    ) -> None:  # pragma: no cover - compiled
+        """Rows b0:b1 of hs (T+1, B, H): E_t = hs[t] + h_{t−1} W^T (GEMM, β = 1), h_t = f(E_t).
+
+        hs[t] holds V x_t + b_h on entry (t ≥ 1) and h_t on exit.
+        """
+        T1, B, H = hs.shape
+        rows = b1 - b0
+        flat = hs.reshape(-1)  # (T+1)·B·H, C order
+        base = hs.ctypes.data
+        size = hs.itemsize
+        w = W_T.ctypes.data
+        for t in range(1, T1):
+            prev = ((t - 1) * B + b0) * H
+            cur = (t * B + b0) * H
+            # C (rows, H) ← 1·A (rows, H) @ W^T (H, H) + 1·C, all row-major (CblasRowMajor=101)
+            a_ptr = base + np.uintp(prev * size)
+            c_ptr = base + np.uintp(cur * size)
+            gemm(101, 111, 111, rows, H, H, one, a_ptr, H, w, H, one, c_ptr, H)
+            e = flat[cur : cur + rows * H]  # a view: loops from 0 with no index wrap vectorise
+            if code == 1:  # one loop per activation, so each vectorises
+                for i in range(e.size):
+                    e[i] = activation(e[i], 1)
+            elif code == 2:
+                for i in range(e.size):
+                    e[i] = activation(e[i], 2)
+            elif code == 3:
+                for i in range(e.size):
+                    e[i] = activation(e[i], 3)
+
+    return forward_shard
+
+
+def _make_backward_shard(
+    gemm: Any, one: Any, grad: Callable[[float, int], float]
+) -> Callable[..., None]:
+    def backward_shard(
+        delta: np.ndarray,
+        hs: np.ndarray,
+        W: np.ndarray,
+        carry: np.ndarray,
+        b0: int,
+        b1: int,
+        code: int,
+    ) -> None:  # pragma: no cover - compiled
+        """Rows b0:b1: δ_t = (dh_t + carry) ⊙ f'(E_t), carry ← δ_t W, for t = T−1..0.
+
+        delta (T, B, H) holds ∂L/∂h_t on entry and δ_t on exit; f'(E_t) is computed from
+        hs[t+1] in the same pass; carry (B, H) holds the gradient on h_T on entry and
+        dL/dh_0 on exit.
+        """
+        T, B, H = delta.shape
+        rows = b1 - b0
+        d = delta.reshape(-1)
+        h = hs.reshape(-1)
+        c = carry.reshape(-1)
+        dbase = delta.ctypes.data
+        cptr = carry.ctypes.data + np.uintp(b0 * H * carry.itemsize)
+        size = delta.itemsize
+        w = W.ctypes.data
+        n = rows * H
+        ct = c[b0 * H : b0 * H + n]  # this shard's rows of the carry
+        for t in range(T - 1, -1, -1):
+            off = (t * B + b0) * H
+            dt = d[off : off + n]  # views: see forward_shard
+            ht = h[off + B * H : off + B * H + n]  # hs[t + 1] = h_t
+            if code == 1:
+                for i in range(dt.size):
+                    dt[i] = (dt[i] + ct[i]) * grad(ht[i], 1)
+            elif code == 2:
+                for i in range(dt.size):
+                    dt[i] = (dt[i] + ct[i]) * grad(ht[i], 2)
+            elif code == 3:
+                for i in range(dt.size):
+                    dt[i] = (dt[i] + ct[i]) * grad(ht[i], 3)
+            else:
+                for i in range(dt.size):
+                    dt[i] = dt[i] + ct[i]
+            d_ptr = dbase + np.uintp(off * size)
+            gemm(101, 111, 111, rows, H, H, one, d_ptr, H, w, H, one * 0, cptr, H)
+
+    return backward_shard
+
+
+def shard_count(batch: int, hidden: int) -> int:
+    """How many row shards the time loops use for a (B, H) step; 0 means "not sharded".
+
+    ``"auto"``: as many as the cores this process may run on (``os.sched_getaffinity``), capped
+    by BLAS's own thread setting (so ``OPENBLAS_NUM_THREADS=1`` keeps everything on one core)
+    and by B / :data:`MIN_SHARD_ROWS`; one shard (the loop on the calling thread, no hand-off)
+    for steps below :data:`SHARD_MIN_STEP`. An int from :func:`set_loop_threads` forces that
+    many; None (leave BLAS alone) turns sharding off. The ``sharded`` backend shards every
+    step into min(B, 2) or more, for the tests.
+    """
+    if _backend == "numpy" or _load_sharded() is None:
+        return 0
+    want = LOOP_BLAS_THREADS
+    if want is None:
+        return 0
+    if _backend == "sharded":
+        n = want if isinstance(want, int) else 2
+        return max(1, min(batch, n))
+    if _backend == "numba" or batch * hidden <= SMALL_STEP:
+        return 0  # the per-row loops (above) win on tiny steps
+    if isinstance(want, int):
+        return max(1, min(batch, want))
+    if batch * hidden < SHARD_MIN_STEP:
+        return 1
+    return max(1, min(_core_cap(), batch // MIN_SHARD_ROWS))
+
+
+_user_threads: list[int] | None = None
+
+
+def _user_blas_threads() -> list[int]:
+    """BLAS's thread counts as found at first use (the user's setting, before we touch it)."""
+    global _user_threads
+    if _user_threads is None:
+        _user_threads = [c.num_threads for c in _blas()]
+    return _user_threads
+
+
+def _forget_pool() -> None:  # a forked child has none of the parent's threads
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _shard_pool(workers: int) -> Any:
+    global _pool
+    if _pool is None or _pool._max_workers < workers:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bptt-shard")
+    return _pool
+
+
+def _run_shards(kernel: Callable[..., None], batch: int, shards: int, *args: Any) -> None:
+    """kernel(*head, b0, b1, code) on each shard; shard 0 on this thread, the rest pooled."""
+    *head, code = args
+    bounds = [batch * s // shards for s in range(shards + 1)]
+    with blas_threads(1):
+        if shards == 1:
+            kernel(*head, 0, batch, code)
+            return
+        pool = _shard_pool(shards - 1)
+        futures = [
+            pool.submit(kernel, *head, bounds[s], bounds[s + 1], code) for s in range(1, shards)
+        ]
+        kernel(*head, bounds[0], bounds[1], code)
+        for f in futures:
+            f.result()
+
+
+def sharded_forward(hs: np.ndarray, W_T: np.ndarray, activation: str, shards: int) -> None:
+    """The forward recurrence over hs (T+1, B, H) in place, ``shards`` row blocks in parallel."""
+    kernels = _load_sharded()
+    assert kernels is not None
+    kernel = kernels[f"forward_{hs.dtype.name}"]
+    _run_shards(kernel, hs.shape[1], shards, hs, W_T, ACTIVATION_CODES[activation])
+
+
+def sharded_backward(
+    delta: np.ndarray,
+    hs: np.ndarray,
+    W: np.ndarray,
+    carry: np.ndarray,
+    activation: str,
+    shards: int,
+) -> None:
+    """The BPTT recursion in place, ``shards`` row blocks in parallel; see backward_shard."""
+    kernels = _load_sharded()
+    assert kernels is not None
+    kernel = kernels[f"backward_{delta.dtype.name}"]
+    _run_shards(kernel, delta.shape[1], shards, delta, hs, W, carry, ACTIVATION_CODES[activation])
 
 
 BACKEND_FROM_ENV = os.environ.get("BPTT_KERNELS", "auto")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._fused_optim import can_fuse, fused_compute
 from .params import Params
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
@@ -100,7 +101,8 @@ class Optimizer(ABC):
 
     def step(self, params: Params, grads: Params, lr: float | None = None) -> None:
         """θ ← update(θ, g) in place on ``params``' arrays (no finiteness guard)."""
-        new_params, new_slots = self.compute(params, grads, lr)
+        fused = fused_compute(self, params, grads, lr)  # one pass where a kernel exists
+        new_params, new_slots = fused[:2] if fused is not None else self.compute(params, grads, lr)
         self.commit(params, new_params, new_slots)
 
     # -- serialisation ---------------------------------------------------------------------
@@ -445,19 +447,25 @@ def guarded_step(
     with np.errstate(over="ignore", invalid="ignore"):
         if not math.isfinite(loss):
             return StepInfo(float("nan"), False, f"non-finite loss {loss}")
-        if not grads.is_finite():
-            return StepInfo(float("nan"), False, "non-finite gradient")
-        norm = grads.global_norm()
+        norm = grads.global_norm()  # finite ⇒ every gradient entry is finite
         if not math.isfinite(norm):
+            if not grads.is_finite():
+                return StepInfo(float("nan"), False, "non-finite gradient")
             return StepInfo(norm, False, "gradient norm overflows")
-        if clip_value > 0:
+        # the value clip rides in the fused pass when nothing needs the clipped norm first
+        fuse_clip = clip_value > 0 and clip_norm <= 0 and can_fuse(optimizer, params, grads)
+        if clip_value > 0 and not fuse_clip:
             clip_grad_value(grads, clip_value)
         if clip_norm > 0:
             clip_grad_norm(grads, clip_norm)
-        new_params, new_slots = optimizer.compute(params, grads, lr)
-        finite = new_params.is_finite() and all(
-            bool(np.isfinite(a).all()) for slot in new_slots.values() for a in slot.values()
-        )
+        fused = fused_compute(optimizer, params, grads, lr, clip_value if fuse_clip else 0.0)
+        if fused is not None:
+            new_params, new_slots, finite = fused
+        else:
+            new_params, new_slots = optimizer.compute(params, grads, lr)
+            finite = new_params.is_finite() and all(
+                bool(np.isfinite(a).all()) for slot in new_slots.values() for a in slot.values()
+            )
     if not finite:
         return StepInfo(norm, False, "update would make weights or optimizer state non-finite")
     optimizer.commit(params, new_params, new_slots)

@@ -1337,7 +1337,10 @@ class Trainer:
                     )
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{rec['loss']:.4f}", tok_s=f"{rate:,.0f}", refresh=False)
+                    if self.step % 10 == 0 or self.step == cfg.steps:  # 10 µs: not every step
+                        bar.set_postfix(
+                            loss=f"{rec['loss']:.4f}", tok_s=f"{rate:,.0f}", refresh=False
+                        )
                 self._emit("step", rec)
                 early = False
                 if self.step % cfg.eval_every == 0 or self.step == cfg.steps:

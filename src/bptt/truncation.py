@@ -86,9 +86,13 @@ class TruncatedBPTT:
         n, B = x.shape[:2]
         if n > self.k1:
             raise ValueError(f"x holds {n} steps, more than k1={self.k1} per update")
+        loss_mask: np.ndarray | None
+        if mask is None and self.k2 == self.k1:  # nothing buffered: no mask arrays to build
+            res = self.model.forward_backward(x, y, self.h_start, None)
+            self._advance(x, y, None, self.h_start, res.h_last)
+            return res
         new_mask = np.ones((n, B), dtype=self.model.dtype) if mask is None else np.asarray(mask)
         new_mask = new_mask.astype(self.model.dtype)
-        loss_mask: np.ndarray | None
         if self.x_buf is None:
             xw, yw, keep_mask = x, y, new_mask
             loss_mask = None if mask is None else new_mask
@@ -108,7 +112,7 @@ class TruncatedBPTT:
         self,
         xw: np.ndarray,
         yw: np.ndarray,
-        mw: np.ndarray,
+        mw: np.ndarray | None,
         h0: Any,
         h_last: Any,
     ) -> None:
@@ -123,6 +127,7 @@ class TruncatedBPTT:
             self.h_start = self.model.final_state(xw[:drop], h0)
         else:
             self.h_start = h0
+        assert mw is not None  # k2 > k1 always builds the mask
         self.x_buf, self.y_buf, self.m_buf = xw[drop:], yw[drop:], mw[drop:]
 
     # -- checkpoint state ------------------------------------------------------------------
