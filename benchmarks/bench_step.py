@@ -166,13 +166,6 @@ class TorchStep:
         self.x = xt.contiguous()
         self.y = torch.from_numpy(y.astype(np.int64)).reshape(-1)
         self.B = x.shape[1]
-        self.params = [
-            self.lin.weight,
-            self.rnn.weight_ih_l0,
-            self.rnn.weight_hh_l0,
-            self.rnn.bias_ih_l0,
-            self.lin.bias,
-        ]
 
     def step(self) -> float:
         torch = self.torch
@@ -187,28 +180,18 @@ class TorchStep:
         return float(loss.detach())
 
     def grads(self) -> dict[str, np.ndarray]:
-        """Gradients under bptt's names (single layer)."""
-        names = ("U", "V", "W", "b_h", "b_y")
-        return {n: q.grad.detach().numpy().copy() for n, q in zip(names, self.params, strict=True)}
+        """Gradients under the torch names of :func:`bptt.interop.state_dict` (``rnn.*``,
+        ``head.*``), any number of layers."""
+        named = {f"rnn.{k}": v for k, v in self.rnn.named_parameters()}
+        named |= {f"head.{k}": v for k, v in self.lin.named_parameters()}
+        return {k: v.grad.detach().numpy().copy() for k, v in named.items()}
 
 
 def torch_weights(model: bptt.ElmanRNN) -> dict[str, np.ndarray]:
-    """bptt's weights under PyTorch's names (``rnn.weight_ih_l0`` …); b_hh is zero.
-
-    One place to extend for deeper models: layer l's V, W, b_h become ``weight_ih_l{l}``,
-    ``weight_hh_l{l}``, ``bias_ih_l{l}``.
-    """
-    p = model.params
-    if getattr(model, "num_layers", 1) != 1:
-        raise Unavailable("torch_weights: map the layer-l parameter names of issue 8 here")
-    return {
-        "rnn.weight_ih_l0": p.V,
-        "rnn.weight_hh_l0": p.W,
-        "rnn.bias_ih_l0": p.b_h,
-        "rnn.bias_hh_l0": np.zeros_like(p.b_h),
-        "lin.weight": p.U,
-        "lin.bias": p.b_y,
-    }
+    """bptt's weights under PyTorch's names (``rnn.weight_ih_l0`` …, ``lin.weight``): the one
+    mapping, :func:`bptt.interop.state_dict` (b_hh is zero), any number of layers."""
+    named = bptt.interop.state_dict(model)
+    return {k.replace("head.", "lin.", 1): v for k, v in named.items()}
 
 
 def rel_err(a: np.ndarray, b: np.ndarray) -> float:
@@ -230,9 +213,10 @@ def validate(shape: Shape) -> dict[str, float]:
         ts = TorchStep(model, x, y, shape)
         tloss = ts.step()
         tgrads = ts.grads()
+        named = bptt.interop.state_dict(model, grads)  # db_h for each of bias_ih, bias_hh
         errs = {"loss": abs(loss - tloss) / abs(tloss)}
         for name, g in tgrads.items():
-            mine = getattr(grads, name)
+            mine = named[name]
             assert mine.dtype == dtype, f"{name}: dtype {mine.dtype} != {np.dtype(dtype)}"
             errs[name] = rel_err(mine, g)
         worst[np.dtype(dtype).name] = max(errs.values())

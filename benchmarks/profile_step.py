@@ -49,9 +49,9 @@ def profile(name: str, reps: int) -> list[tuple[str, float, float]]:
     weight = np.full((T, B), 1.0 / B, np.float32)
     yy = y.astype(np.intp)
     hs, cache = rnn.recurrent_forward(p, x, h0, act)
-    z = rnn.output_forward(p, hs)
+    z = rnn.output_forward(p, hs[1:])
     _, dz = head.loss_and_dz(z.copy(), yy, weight)
-    _, _, dh = rnn.output_backward(dz, hs, p)
+    _, _, dh = rnn.output_backward(dz, hs[1:], p)
     proj = np.empty((T, B, H), np.float32)
     fprime = act.grad_from_output(hs[1:])
     delta = dh * fprime
@@ -68,9 +68,9 @@ def profile(name: str, reps: int) -> list[tuple[str, float, float]]:
             lambda: rnn.recurrent_forward(p, x, h0, act),
             inp + mm_h,
         ),
-        ("output projection U h + b_y", lambda: rnn.output_forward(p, hs), mm_o),
+        ("output projection U h + b_y", lambda: rnn.output_forward(p, hs[1:]), mm_o),
         ("softmax + cross-entropy + dz", lambda: head.loss_and_dz(z.copy(), yy, weight), 0.0),
-        ("output backward dU, db_y, U^T dz", lambda: rnn.output_backward(dz, hs, p), 2 * mm_o),
+        ("output backward dU, db_y, U^T dz", lambda: rnn.output_backward(dz, hs[1:], p), 2 * mm_o),
         (
             "recurrent backward: time loop with f', dW, dV, db_h",
             lambda: rnn.recurrent_backward(dh.copy(), cache, p, act),

@@ -97,17 +97,8 @@ def run_torch(
 ) -> list[tuple[float, int, float]]:
     import torch
 
-    I, H, O = model.input_size, model.hidden_size, model.output_size
-    p = model.params
-    rnn = torch.nn.RNN(I, H, nonlinearity="tanh")
-    lin = torch.nn.Linear(H, O)
-    with torch.no_grad():
-        rnn.weight_ih_l0.copy_(torch.from_numpy(p.V))
-        rnn.weight_hh_l0.copy_(torch.from_numpy(p.W))
-        rnn.bias_ih_l0.copy_(torch.from_numpy(p.b_h))
-        rnn.bias_hh_l0.zero_()
-        lin.weight.copy_(torch.from_numpy(p.U))
-        lin.bias.copy_(torch.from_numpy(p.b_y))
+    I, O = model.input_size, model.output_size
+    rnn, lin = bptt.interop.to_torch(model)  # the same weights and function
     params = list(rnn.parameters()) + list(lin.parameters())
     opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8)
     T = val[0][0].shape[0]

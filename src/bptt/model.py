@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from .cells import Cell, get_cell
 from .checkpointing import recompute_forward_backward, segment_length
 from .heads import Head, get_head
 from .params import Gradients, Params
+from .rnn import output_backward, output_forward
 from .validation import (
     check_dtype,
     check_float_array,
@@ -36,6 +38,11 @@ from .validation import (
     check_mask,
     check_positive_int,
 )
+
+
+def _weights(params: Mapping[str, np.ndarray]) -> Any:
+    """The head's ``U``, ``b_y`` with attribute access, as :mod:`bptt.rnn` reads them."""
+    return SimpleNamespace(U=params["U"], b_y=params["b_y"])
 
 
 @dataclass(frozen=True)
@@ -441,10 +448,7 @@ class RNN:
 
     def _head(self, params: Mapping[str, np.ndarray], top: np.ndarray) -> np.ndarray:
         """z_t = U x^L_t + b_y for every step at once: (T, B, D·H) → (T, B, O)."""
-        T, B, width = top.shape
-        z = top.reshape(T * B, width) @ params["U"].T
-        z += params["b_y"]
-        return z.reshape(T, B, -1)
+        return output_forward(_weights(params), top)
 
     def _backward(
         self,
@@ -460,15 +464,9 @@ class RNN:
         its outputs from above, ∂L/∂h^k_t (T, B, H) in the cell's own time order: the
         "direct" term of that layer's BPTT (what diagnostics decompose by lag).
         """
-        T, B, O = dz.shape
-        top = sweep.top
-        width = top.shape[2]
-        dz_rows = dz.reshape(T * B, O)
-        grads: dict[str, np.ndarray] = {
-            "U": dz_rows.T @ top.reshape(T * B, width),  # (O, D·H): one term per step
-            "b_y": dz_rows.sum(axis=0),  # (O,)
-        }
-        d_in = (dz_rows @ params["U"]).reshape(T, B, width)  # (T, B, D·H): ∂L/∂x^L_t
+        # dL/dU, dL/db_y: one term per step, no BPTT; d_in (T, B, D·H) = ∂L/∂x^L_t = U^T dz_t
+        dU, db_y, d_in = output_backward(dz, sweep.top, _weights(params))
+        grads: dict[str, np.ndarray] = {"U": dU, "b_y": db_y}
         ds0: list[np.ndarray] = [np.empty(0)] * len(self.layers)
         H, D = self.hidden_size, self.num_directions
         for index in range(self.num_layers - 1, -1, -1):

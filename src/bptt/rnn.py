@@ -191,26 +191,32 @@ def _hoisted_backward(
     return dV, dW, db_h
 
 
-def output_forward(params: Params, hs: np.ndarray) -> np.ndarray:
-    """z_t = U h_t + b_y for t = 1..T as one product; returns (T, B, O)."""
-    T, B, H = hs.shape[0] - 1, hs.shape[1], hs.shape[2]
-    z = _kernels.matmul(hs[1:].reshape(T * B, H), params.U.T)
+def output_forward(params: Params, top: np.ndarray) -> np.ndarray:
+    """z_t = U h_t + b_y for t = 1..T as one product: top (T, B, K) → (T, B, O).
+
+    ``top`` is the head's input, the top layer's states h_1..h_T (K = D·H).
+    """
+    T, B, K = top.shape
+    z = _kernels.matmul(top.reshape(T * B, K), params.U.T)
     z += params.b_y
     return z.reshape(T, B, -1)
 
 
 def output_backward(
-    dz: np.ndarray, hs: np.ndarray, params: Params
+    dz: np.ndarray, top: np.ndarray, params: Params
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """dL/dU = Σ_t dz_t h_t^T, dL/db_y = Σ_t dz_t, ∂L/∂h_t = U^T dz_t (all steps at once).
 
+    Args:
+        dz: (T, B, O) dL/dz_t. top: (T, B, K) the head's input h_1..h_T.
+
     Returns:
-        dU (O, H), db_y (O,), dh (T, B, H).
+        dU (O, K), db_y (O,), dh (T, B, K).
     """
     T, B, O = dz.shape
-    H = hs.shape[2]
+    K = top.shape[2]
     dz_rows = dz.reshape(T * B, O)
-    dU = _kernels.matmul_tn(dz_rows, hs[1:].reshape(T * B, H))  # (O, H)
-    dh = _kernels.matmul(dz_rows, params.U).reshape(T, B, H)
+    dU = _kernels.matmul_tn(dz_rows, top.reshape(T * B, K))  # (O, K)
+    dh = _kernels.matmul(dz_rows, params.U).reshape(T, B, K)
     db_y = column_sums(dz_rows)
     return dU, db_y, dh
