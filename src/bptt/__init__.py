@@ -1,4 +1,4 @@
-"""bptt: Elman RNNs trained by explicit, exact, inspectable backpropagation through time.
+"""bptt: recurrent networks trained by explicit, exact, inspectable backpropagation through time.
 
 The core (:class:`ElmanRNN`, activations, heads, parameters) is imported with the package; the
 submodules below load on first use (``bptt.seed_formula``, ``bptt.optim``, …), and

@@ -16,6 +16,7 @@ from .heads import HEADS
 from .inspect_cli import add_inspect_parser
 from .model import build_model
 from .resources import check_memory, estimate_bytes
+from .sweep import add_sweep_parser
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -340,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gradcheck(subparsers)
     add_inspect_parser(subparsers).formatter_class = HelpFormatter
     add_export_parser(subparsers).formatter_class = HelpFormatter
+    add_sweep_parser(subparsers).formatter_class = HelpFormatter
     return parser
 
 

@@ -36,6 +36,7 @@ from .activations import ACTIVATIONS
 from .atomic import atomic_write_text
 from .cells import CELLS
 from .checkpoint import (
+    Checkpoint,
     CheckpointError,
     checkpoint_path,
     load_checkpoint,
@@ -671,6 +672,11 @@ class Trainer:
             ``config.task`` names (``bptt.fit`` passes its in-memory arrays this way).
         model: train this model (its own weights and structure) instead of building one from
             the configuration; its structure must fit the task and the configuration.
+        start_from: begin from this checkpoint's state (weights, optimizer, step, data
+            position, RNG) under ``config``, which may differ from the checkpoint's in any
+            field that keeps the model's shape (population-based training's exploit step,
+            ``bptt.sweep``). The run directory's own checkpoint, if any, is replaced at the
+            next save.
 
     The run directory ``config.out`` is locked (:mod:`bptt.rundir`) from construction until
     :meth:`train` returns; a Trainer that is never trained holds it until it is collected.
@@ -693,6 +699,7 @@ class Trainer:
         echo: Callable[[str], None] | None = print,
         task: Any = None,
         model: RNN | None = None,
+        start_from: Checkpoint | None = None,
     ) -> None:
         config.validate()
         self.config = config
@@ -714,14 +721,16 @@ class Trainer:
         self._lock = RunDirLock(self.out)
         self._lock.acquire()
         try:
-            self._setup(resume, task, model)
+            self._setup(resume, task, model, start_from)
         except BaseException:
             self._lock.release(discard=True)  # a refused run leaves no folder behind
             raise
 
-    def _setup(self, resume: bool, task: Any, model: RNN | None) -> None:
+    def _setup(
+        self, resume: bool, task: Any, model: RNN | None, start_from: Checkpoint | None
+    ) -> None:
         config = self.config
-        ckpt = self._existing_checkpoint(resume)
+        ckpt = self._existing_checkpoint(resume) if start_from is None else start_from
         dtype = np.dtype(config.dtype)
         self.text: TextData | None = None
         self.task: Any = None

@@ -1,0 +1,1269 @@
+"""Sweeps: many ``bptt train`` runs (a grid, seeds, ASHA, population-based training) on Ray Tune.
+
+A sweep is the product
+
+    trials = {base ∪ point ∪ {seed = s} : point ∈ space, s ∈ seeds}
+
+where ``space`` is a grid (lists, every combination) crossed with draws from distributions
+(tables), ``samples`` draws per grid point. Each trial is an ordinary bptt run directory
+(``config.json``, ``metrics.jsonl``, ``checkpoint.safetensors``) under ``OUT/trials/``, trained
+by :class:`bptt.train.Trainer`. At every evaluation the trial saves its checkpoint and reports
+
+    {metric, the other val_* numbers, step, time_s}  +  Tune checkpoint (the bptt checkpoint)
+
+to Tune, whose scheduler decides what runs: ``fifo`` (all trials to the end), ``asha``
+(asynchronous successive halving: at step g·rᵏ a trial continues only if it is in the best
+1/r of the trials seen at that step) or ``pbt`` (population-based training: every ``interval``
+steps a trial in the worst ``quantile_fraction`` loads the checkpoint of one in the best and
+perturbs its ``mutations``). Ray Tune does the scheduling, the cluster and the bookkeeping;
+this module only translates a spec file into a Tune experiment and its results back into
+tables. The spec format, with an example, is in ``docs/sweeps.md``.
+
+Files under OUT::
+
+    sweep.json            the normalised spec (``--resume`` checks it is unchanged)
+    trials/<name>/        one bptt run directory per trial, plus trial.json (status, error,
+                          the searched values, the metric against time, PBT exploits)
+    tune/                 Ray Tune's experiment state and checkpoints
+    sweep.csv             one row per trial
+    summary.md            the final metric per configuration over seeds: mean, std, min, max
+    sweep.png             the metric against training time, every trial, best configuration bold
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import itertools
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import atomic_path, atomic_write_text
+
+SPEC_VERSION = 1
+SCHEDULERS = ("fifo", "asha", "pbt")
+DISTRIBUTIONS = ("uniform", "loguniform", "choice")
+MISSING_EXTRA = "bptt sweep needs Ray Tune, which is not installed: pip install 'bptt[sweep]'"
+
+# Fields a sweep sets itself: the run directory, and the seed (``seeds = [...]``).
+_RESERVED = ("out", "seed")
+# Fields PBT may not perturb: they change the model's shape, the data or the run's identity,
+# so another trial's checkpoint would not fit or would mean something else.
+_PBT_FIXED = (
+    "task",
+    "text",
+    "csv",
+    "columns",
+    "val_fraction",
+    "n_symbols",
+    "hidden",
+    "cell",
+    "layers",
+    "bidirectional",
+    "init_from",
+    "activation",
+    "init",
+    "spectral_radius",
+    "dtype",
+    "optimizer",
+    "steps",
+    "out",
+    "seed",
+)
+_SWEEP_KEYS = (
+    "seeds",
+    "metric",
+    "mode",
+    "parallel",
+    "cpus_per_trial",
+    "samples",
+    "scheduler",
+    "keep_checkpoints",
+    "search_seed",
+    "asha",
+    "pbt",
+)
+_ASHA_DEFAULTS: dict[str, Any] = {"grace_period": None, "reduction_factor": 2.0, "brackets": 1}
+_PBT_DEFAULTS: dict[str, Any] = {
+    "interval": None,
+    "mutations": None,
+    "quantile_fraction": 0.25,
+    "resample_probability": 0.25,
+    "factors": [1.2, 0.8],
+}
+
+
+class SpecError(ValueError):
+    """A sweep spec that cannot run: unknown field, empty space, bad metric or option."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The spec
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepSpec:
+    """A validated sweep spec (the TOML file's three tables, with defaults filled in).
+
+    Attributes:
+        base: TrainConfig fields shared by every trial.
+        space: field → list (a grid axis) or ``{"dist": ..., ...}`` (a distribution).
+        seeds: every configuration runs once per seed.
+        metric: the reported number to optimise (``val_loss``, ``val_mse``, …).
+        mode: ``min`` or ``max``.
+        parallel: trials running at once.
+        cpus_per_trial: CPUs Ray reserves for each trial.
+        samples: draws of the distributions per grid point.
+        scheduler: ``fifo``, ``asha`` or ``pbt``.
+        options: the scheduler's options (``[sweep.asha]`` / ``[sweep.pbt]``).
+        keep_checkpoints: Tune checkpoints kept per trial (0: all).
+        search_seed: seeds Tune's draws from the distributions (and PBT's perturbations).
+    """
+
+    base: dict[str, Any]
+    space: dict[str, Any]
+    seeds: list[int]
+    metric: str
+    mode: str
+    parallel: int = 1
+    cpus_per_trial: float = 1.0
+    samples: int = 1
+    scheduler: str = "fifo"
+    options: dict[str, Any] = field(default_factory=dict)
+    keep_checkpoints: int = 0
+    search_seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as the TOML file's tables (JSON-able; ``load_spec`` reads it back)."""
+        sweep: dict[str, Any] = {
+            "seeds": list(self.seeds),
+            "metric": self.metric,
+            "mode": self.mode,
+            "parallel": self.parallel,
+            "cpus_per_trial": self.cpus_per_trial,
+            "samples": self.samples,
+            "scheduler": self.scheduler,
+            "keep_checkpoints": self.keep_checkpoints,
+            "search_seed": self.search_seed,
+        }
+        if self.scheduler != "fifo":
+            sweep[self.scheduler] = dict(self.options)
+        return {"base": dict(self.base), "space": dict(self.space), "sweep": sweep}
+
+    @property
+    def fields(self) -> list[str]:
+        """The searched TrainConfig fields, in the spec's order."""
+        return list(self.space)
+
+    @property
+    def max_steps(self) -> int:
+        """The most steps any trial runs (ASHA's and PBT's horizon)."""
+        steps = self.space.get("steps", self.base.get("steps", _field_default("steps")))
+        if isinstance(steps, list):
+            return max(int(s) for s in steps)
+        if isinstance(steps, dict):
+            return int(max(steps.get("values", [steps.get("high", 1)])))
+        return int(steps)
+
+
+def _field_default(name: str) -> Any:
+    from .train import config_fields
+
+    return {n: default for n, _kind, default, *_ in config_fields()}[name]
+
+
+def _read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"spec file {str(p)!r} does not exist")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise SpecError(f"spec file {str(p)!r} is not valid TOML: {err}") from None
+
+
+def _check_keys(table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+    unknown = sorted(set(table) - set(allowed))
+    if unknown:
+        raise SpecError(
+            f"{where} has unknown key(s) {', '.join(unknown)}; expected some of "
+            f"{', '.join(allowed)}"
+        )
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpecError(f"{where} must be a number, got {value!r}")
+    return float(value)
+
+
+def _check_distribution(name: str, table: Mapping[str, Any], where: str) -> dict[str, Any]:
+    dist = table.get("dist")
+    if dist not in DISTRIBUTIONS:
+        raise SpecError(
+            f"{where}.{name}: dist must be one of {', '.join(DISTRIBUTIONS)}, got {dist!r}"
+        )
+    if dist == "choice":
+        _check_keys(table, ("dist", "values"), f"{where}.{name}")
+        values = table.get("values")
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"{where}.{name}: choice needs a non-empty values = [...]")
+        return {"dist": dist, "values": list(values)}
+    _check_keys(table, ("dist", "low", "high"), f"{where}.{name}")
+    if "low" not in table or "high" not in table:
+        raise SpecError(f"{where}.{name}: {dist} needs low and high")
+    low = _number(table["low"], f"{where}.{name}.low")
+    high = _number(table["high"], f"{where}.{name}.high")
+    if not low < high:
+        raise SpecError(f"{where}.{name}: the range is empty: low {low} must be < high {high}")
+    if dist == "loguniform" and low <= 0:
+        raise SpecError(f"{where}.{name}: loguniform needs low > 0, got {low}")
+    return {"dist": dist, "low": table["low"], "high": table["high"]}
+
+
+def load_spec(spec: str | os.PathLike[str] | Mapping[str, Any] | SweepSpec) -> SweepSpec:
+    """Read and check a sweep spec (a TOML file's path, or the same tables as a dict).
+
+    Checked before anything starts: every key is known; every [base]/[space] name is a
+    TrainConfig field (``out`` and ``seed`` are the sweep's own); no axis or range is empty;
+    the metric is one the task reports; the scheduler's options are in range; at least one
+    configuration of the space is a valid TrainConfig. (A configuration that is not valid
+    becomes a failed trial, recorded with its error.)
+
+    Raises:
+        SpecError: naming the table, the key, what was expected and what was given.
+    """
+    if isinstance(spec, SweepSpec):
+        return spec
+    raw = dict(spec) if isinstance(spec, Mapping) else _read_toml(spec)
+    from .train import config_fields
+
+    known = [name for name, *_ in config_fields()]
+    _check_keys(raw, ("base", "space", "sweep"), "the spec")
+    base, space, sweep = raw.get("base", {}), raw.get("space"), raw.get("sweep")
+    for name, table in (("[base]", base), ("[space]", space), ("[sweep]", sweep)):
+        if table is not None and not isinstance(table, dict):
+            raise SpecError(f"{name} must be a table, got {table!r}")
+    if sweep is None:
+        raise SpecError("the spec needs a [sweep] table (seeds, metric, parallel, scheduler)")
+    allowed = [n for n in known if n not in _RESERVED]
+    _check_keys(base, allowed, "[base]")
+    if space is not None:
+        _check_keys(space, allowed, "[space]")
+        if not space:
+            raise SpecError(
+                "[space] is empty: give at least one field (lr = [1e-3, 3e-3]), or leave the "
+                "table out to run the base configuration once per seed"
+            )
+    checked_space: dict[str, Any] = {}
+    for name, axis in (space or {}).items():
+        if isinstance(axis, list):
+            if not axis:
+                raise SpecError(f"[space].{name} is an empty list: give at least one value")
+            if len({json.dumps(v) for v in axis}) != len(axis):
+                raise SpecError(f"[space].{name} repeats a value: {axis!r}")
+            checked_space[name] = list(axis)
+        elif isinstance(axis, dict):
+            checked_space[name] = _check_distribution(name, axis, "[space]")
+        else:
+            raise SpecError(
+                f"[space].{name} must be a list (a grid axis) or a table with dist = "
+                f"{'|'.join(DISTRIBUTIONS)}, got {axis!r}"
+            )
+    _check_keys(sweep, _SWEEP_KEYS, "[sweep]")
+    seeds = sweep.get("seeds", [0])
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
+        raise SpecError(f"[sweep].seeds must be a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise SpecError(f"[sweep].seeds repeats a seed: {seeds!r}")
+    metric = sweep.get("metric")
+    if not isinstance(metric, str) or not metric:
+        raise SpecError(
+            "[sweep].metric must name the number to optimise (val_loss, or the task's "
+            f"val_<metric>), got {metric!r}"
+        )
+    mode = sweep.get("mode", "max" if metric.endswith("accuracy") else "min")
+    if mode not in ("min", "max"):
+        raise SpecError(f"[sweep].mode must be 'min' or 'max', got {mode!r}")
+    parallel = _positive_int(sweep.get("parallel", 1), "[sweep].parallel")
+    samples = _positive_int(sweep.get("samples", 1), "[sweep].samples")
+    cpus = _number(sweep.get("cpus_per_trial", 1), "[sweep].cpus_per_trial")
+    if cpus <= 0:
+        raise SpecError(f"[sweep].cpus_per_trial must be > 0, got {cpus}")
+    keep = sweep.get("keep_checkpoints", 0)
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+        raise SpecError(f"[sweep].keep_checkpoints must be an integer >= 0, got {keep!r}")
+    search_seed = sweep.get("search_seed", 0)
+    if isinstance(search_seed, bool) or not isinstance(search_seed, int):
+        raise SpecError(f"[sweep].search_seed must be an integer, got {search_seed!r}")
+    scheduler = sweep.get("scheduler", "fifo")
+    if scheduler not in SCHEDULERS:
+        raise SpecError(
+            f"[sweep].scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}"
+        )
+    for other in SCHEDULERS[1:]:
+        if other in sweep and other != scheduler:
+            raise SpecError(f"[sweep.{other}] is given but the scheduler is {scheduler!r}")
+    out = SweepSpec(
+        base=dict(base),
+        space=checked_space,
+        seeds=list(seeds),
+        metric=metric,
+        mode=mode,
+        parallel=parallel,
+        cpus_per_trial=cpus,
+        samples=samples,
+        scheduler=scheduler,
+        keep_checkpoints=keep,
+        search_seed=search_seed,
+    )
+    if scheduler == "asha":
+        out.options = _check_asha(sweep.get("asha", {}), out)
+    elif scheduler == "pbt":
+        out.options = _check_pbt(sweep.get("pbt", {}), out, allowed)
+    _check_metric(out)
+    return out
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(f"{where} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _check_asha(table: Any, spec: SweepSpec) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise SpecError(f"[sweep.asha] must be a table, got {table!r}")
+    _check_keys(table, tuple(_ASHA_DEFAULTS), "[sweep.asha]")
+    opts = _ASHA_DEFAULTS | table
+    max_t = spec.max_steps
+    if opts["grace_period"] is None:
+        opts["grace_period"] = max(1, max_t // 8)
+    grace = _positive_int(opts["grace_period"], "[sweep.asha].grace_period")
+    if grace > max_t:
+        raise SpecError(
+            f"[sweep.asha].grace_period must be <= the trials' steps ({max_t}), got {grace}"
+        )
+    rf = _number(opts["reduction_factor"], "[sweep.asha].reduction_factor")
+    if rf <= 1:
+        raise SpecError(f"[sweep.asha].reduction_factor must be > 1, got {rf}")
+    _positive_int(opts["brackets"], "[sweep.asha].brackets")
+    return opts
+
+
+def _check_pbt(table: Any, spec: SweepSpec, allowed: Sequence[str]) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise SpecError(f"[sweep.pbt] must be a table, got {table!r}")
+    _check_keys(table, tuple(_PBT_DEFAULTS), "[sweep.pbt]")
+    opts = _PBT_DEFAULTS | table
+    if opts["interval"] is None:
+        raise SpecError("[sweep.pbt].interval (steps between exploit/explore) is required")
+    interval = _positive_int(opts["interval"], "[sweep.pbt].interval")
+    if interval >= spec.max_steps:
+        raise SpecError(
+            f"[sweep.pbt].interval must be < the trials' steps ({spec.max_steps}), got {interval}"
+        )
+    mutations = opts["mutations"]
+    if not isinstance(mutations, dict) or not mutations:
+        raise SpecError(
+            "[sweep.pbt].mutations must name at least one field to perturb, e.g. "
+            'mutations = { lr = { dist = "loguniform", low = 1e-4, high = 1e-1 } }'
+        )
+    checked: dict[str, Any] = {}
+    for name, how in mutations.items():
+        if name not in allowed:
+            raise SpecError(f"[sweep.pbt].mutations: {name!r} is not a TrainConfig field")
+        if name in _PBT_FIXED:
+            raise SpecError(
+                f"[sweep.pbt].mutations: PBT cannot perturb {name!r}: it changes the model's "
+                "shape, the data or the run's identity; perturb optimisation fields (lr, clip, "
+                "momentum, weight_decay, …)"
+            )
+        if isinstance(how, list):
+            if not how:
+                raise SpecError(f"[sweep.pbt].mutations.{name} is an empty list")
+            checked[name] = list(how)
+        elif isinstance(how, dict):
+            checked[name] = _check_distribution(name, how, "[sweep.pbt].mutations")
+        else:
+            raise SpecError(
+                f"[sweep.pbt].mutations.{name} must be a list or a distribution table, got {how!r}"
+            )
+    q = _number(opts["quantile_fraction"], "[sweep.pbt].quantile_fraction")
+    if not 0 < q <= 0.5:
+        raise SpecError(f"[sweep.pbt].quantile_fraction must lie in (0, 0.5], got {q}")
+    p = _number(opts["resample_probability"], "[sweep.pbt].resample_probability")
+    if not 0 <= p <= 1:
+        raise SpecError(f"[sweep.pbt].resample_probability must lie in [0, 1], got {p}")
+    factors = opts["factors"]
+    if (
+        not isinstance(factors, list)
+        or len(factors) != 2
+        or not all(_number(f, "[sweep.pbt].factors") > 0 for f in factors)
+    ):
+        raise SpecError(f"[sweep.pbt].factors must be two numbers > 0, got {factors!r}")
+    return opts | {"interval": interval, "mutations": checked}
+
+
+def _representatives(spec: SweepSpec) -> list[dict[str, Any]]:
+    """One configuration per grid point, distributions at their low end (or first choice)."""
+    axes: list[tuple[str, list[Any]]] = []
+    for name, axis in spec.space.items():
+        if isinstance(axis, list):
+            axes.append((name, axis))
+        elif axis["dist"] == "choice":
+            axes.append((name, axis["values"][:1]))
+        else:
+            axes.append((name, [axis["low"]]))
+    names = [n for n, _ in axes]
+    return [
+        spec.base | dict(zip(names, values, strict=True)) | {"seed": spec.seeds[0]}
+        for values in itertools.product(*(v for _, v in axes))
+    ]
+
+
+def _check_metric(spec: SweepSpec) -> None:
+    """Every task in the sweep reports ``spec.metric``, and some configuration is valid."""
+    from .train import TrainConfig
+
+    by_task: dict[str, Any] = {}
+    first_error: Exception | None = None
+    for values in _representatives(spec):
+        try:
+            config = TrainConfig(**(values | {"out": "unused"}))
+        except (TypeError, ValueError) as err:
+            first_error = first_error or err
+            continue
+        by_task.setdefault(config.task, config)
+    if not by_task:
+        raise SpecError(f"no configuration of the sweep is a valid TrainConfig: {first_error}")
+    for task, config in by_task.items():
+        try:
+            names = reported_metrics(config)
+        except (TypeError, ValueError, OSError) as err:
+            raise SpecError(f"cannot build task {task!r} to check its metrics: {err}") from None
+        if spec.metric not in names:
+            raise SpecError(
+                f"[sweep].metric {spec.metric!r} is not reported by task {task!r}; it reports "
+                f"{', '.join(sorted(names))}"
+            )
+
+
+def reported_metrics(config: Any) -> list[str]:
+    """The numbers a run of ``config`` reports at each evaluation (besides ``step``).
+
+    Found by running the trainer's own evaluation on a two-unit model, so it is what the
+    trials will report, not a list kept by hand.
+    """
+    from .model import ElmanRNN
+    from .train import evaluate_task, evaluate_text, make_task
+
+    if config.task == "charlm":
+        model = ElmanRNN(4, 2, 4, "tanh", "softmax", seed=0)
+        metrics = evaluate_text(model, np.arange(8) % 4, 1, 2)
+    else:
+        task = make_task(config)
+        model = ElmanRNN(task.input_size, 2, task.output_size, "tanh", task.output, seed=0)
+        metrics = evaluate_task(model, task, 2, 2, 0)
+    return sorted(metrics)
+
+
+# ---------------------------------------------------------------------------------------------
+# One trial (runs inside a Ray worker)
+# ---------------------------------------------------------------------------------------------
+
+
+def params_digest(params: Any) -> str:
+    """SHA-256 over (name, dtype, shape, bytes) of each parameter array, in name order."""
+    h = hashlib.sha256()
+    for name, arr in sorted(params.items()):
+        a = np.ascontiguousarray(arr)
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON-able: {value!r}")
+
+
+def _numbers(metrics: Mapping[str, Any]) -> dict[str, float | int]:
+    return {
+        k: v
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "kind"
+    }
+
+
+class _Superseded(Exception):
+    """A later start of the same trial owns its run directory; this one stops writing."""
+
+
+def _new_record(name: str, searched: dict[str, Any], seed: Any) -> dict[str, Any]:
+    """A fresh ``trial.json``: the trial's starting values, its status and history."""
+    return {
+        "trial": name,
+        "config": searched,
+        "seed": seed,
+        "status": "running",
+        "error": None,
+        "steps": 0,
+        "time_s": 0.0,
+        "history": [],
+        "exploits": [],
+        "trainings": 0,
+    }
+
+
+def _start_trainer(
+    config: Any, start_from: Any, superseded: Callable[[], bool], wait_s: float = 30.0
+) -> Any:
+    """A silent Trainer for ``config``. While the run directory is still locked by this
+    trial's previous start (a process or thread Tune is ending), wait for it, up to wait_s;
+    give up (:class:`_Superseded`) as soon as a later start has claimed the trial."""
+    from .rundir import RunDirBusyError
+    from .train import Trainer
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        if superseded():
+            raise _Superseded
+        try:
+            return Trainer(config, echo=None, start_from=start_from)
+        except RunDirBusyError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
+    """Train one trial: a bptt run in ``trials/<trial name>``, reporting each evaluation.
+
+    Tune may start a trial again (PBT's exploit, a pause, ``--resume``) while its previous
+    start is still ending. Each start claims the trial (``.owner``) first; a start that finds
+    the claim is no longer its own stops at once and writes nothing more, so the last start's
+    configuration, checkpoint and ``trial.json`` are what the run directory keeps.
+    """
+    from ray import tune
+
+    from .checkpoint import load_checkpoint
+    from .train import TrainConfig
+
+    name = tune.get_context().get_trial_name()
+    run = Path(ctx["trials"]) / name
+    run.mkdir(parents=True, exist_ok=True)
+    record_path = run / "trial.json"
+    record = _read_json(record_path)
+    if record is not None and record["status"] in ("done", "early_stop") and record["history"]:
+        # Finished in an earlier, interrupted sweep: report the result again, train nothing.
+        tune.report(dict(record["history"][-1]))
+        return
+    owner = uuid.uuid4().hex
+    atomic_write_text(run / ".owner", owner)
+
+    def superseded() -> bool:
+        try:
+            return (run / ".owner").read_text(encoding="utf-8") != owner
+        except OSError:
+            return True
+
+    fields, metric = ctx["fields"], ctx["metric"]
+    values = ctx["base"] | {k: config[k] for k in fields} | {"seed": config["seed"]}
+    values |= {k: config[k] for k in ctx["mutable"]} | {"out": str(run), "progress": False}
+    start_from = None
+    donor: dict[str, Any] | None = None
+    try:
+        train_config = TrainConfig(**values)
+        tune_ckpt = tune.get_checkpoint()
+        if tune_ckpt is not None:
+            with tune_ckpt.as_directory() as d:
+                start_from = load_checkpoint(d)
+                origin = _read_json(Path(d) / "trial.json") or {}
+            if origin.get("trial", name) != name:  # PBT exploit: another trial's state
+                donor = {"donor": origin.get("trial"), "donor_checkpoint": tune_ckpt.path}
+        elif any((run / n).is_file() for n in ("checkpoint.safetensors", "checkpoint.npz")):
+            start_from = load_checkpoint(run)  # interrupted before Tune kept a checkpoint
+        own = _read_json(record_path) or {}
+        own_last = own["history"][-1] if own.get("history") else {"step": -1}
+        if donor is not None and own_last["step"] >= train_config.steps:
+            # PBT's perturbation point was the trial's last step: nothing is left to train
+            # with the donor's weights, so the trial ends as it was
+            own["status"] = "done"
+            _write_json(record_path, own)
+            tune.report(dict(own_last))
+            return
+        trainer = _start_trainer(train_config, start_from, superseded)
+    except _Superseded:
+        return
+    except Exception as err:
+        record = _read_json(record_path) or _new_record(
+            name, {k: config[k] for k in fields}, config["seed"]
+        )
+        if not superseded():
+            record |= {"status": "error", "error": f"{type(err).__name__}: {err}"}
+            _write_json(record_path, record)
+        raise
+    if superseded():  # claimed while we waited: let the later start have the directory
+        del trainer
+        return
+    # read now, after the previous start has let go of the run directory
+    record = _read_json(record_path) or _new_record(
+        name, {k: config[k] for k in fields}, config["seed"]
+    )
+    record["current"] = {k: config[k] for k in ctx["mutable"]}
+    if donor is not None:
+        # the weights the trainer holds now, after loading (the test compares them with
+        # the donor's checkpoint file)
+        record["exploits"].append(
+            {"step": trainer.step}
+            | donor
+            | {"config": record["current"], "params_sha256": params_digest(trainer.model.params)}
+        )
+    elif start_from is not None:  # its own state: forget evaluations after that step
+        record["history"] = [h for h in record["history"] if h["step"] <= trainer.step]
+    record["trainings"] += 1
+    record["status"] = "running"
+    _write_json(record_path, record)
+    t0 = time.perf_counter() - float(record["time_s"])
+
+    def evaluated(step: int, metrics: Mapping[str, Any]) -> None:
+        """Save the checkpoint; report the evaluation with it to Tune; note it in trial.json."""
+        trainer.save()
+        now = time.perf_counter() - t0
+        report = _numbers(metrics) | {"step": step, "time_s": now}
+        record["history"].append({"step": step, "time_s": now, metric: report[metric]})
+        record.update(steps=step, time_s=now)
+        _write_json(record_path, record)
+        with tempfile.TemporaryDirectory(prefix="bptt-tune-") as d:
+            src = trainer.out / "checkpoint.safetensors"
+            if not src.is_file():
+                src = trainer.out / "checkpoint.npz"
+            shutil.copy2(src, Path(d) / src.name)
+            _write_json(Path(d) / "trial.json", {"trial": name, "step": step})
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(d))
+
+    if trainer.step >= train_config.steps:
+        # Nothing left to train: PBT gave this trial the state of one that had finished. The
+        # run directory takes that state, under this trial's configuration, evaluated.
+        atomic_write_text(run / "config.json", json.dumps(train_config.to_dict(), indent=2) + "\n")
+        evaluated(trainer.step, trainer.evaluate())
+        result = trainer.train()  # returns at once, letting go of the run directory
+        if not superseded():
+            record |= {"status": result.reason, "steps": result.step}
+            _write_json(record_path, record)
+        return
+
+    def on_event(event: Any) -> None:
+        if event.kind != "eval":
+            return
+        if superseded():
+            raise _Superseded  # leave at once: no checkpoint, no report, no trial.json
+        evaluated(event.step, event.metrics)
+
+    trainer.callbacks.append(on_event)
+    try:
+        result = trainer.train()
+    except _Superseded:
+        return
+    except Exception as err:
+        if not superseded():
+            record |= {"status": "error", "error": f"{type(err).__name__}: {err}"}
+            _write_json(record_path, record)
+        raise
+    if not superseded():
+        record |= {"status": result.reason, "steps": result.step}
+        _write_json(record_path, record)
+
+
+# ---------------------------------------------------------------------------------------------
+# The driver
+# ---------------------------------------------------------------------------------------------
+
+
+def _require_ray() -> Any:
+    try:
+        import ray
+        from ray import tune  # noqa: F401
+    except ImportError:
+        raise ImportError(MISSING_EXTRA) from None
+    return ray
+
+
+def _tune_domain(axis: Mapping[str, Any], kind: type) -> Any:
+    from ray import tune
+
+    if axis["dist"] == "choice":
+        return tune.choice(list(axis["values"]))
+    low, high = axis["low"], axis["high"]
+    if kind is int:  # integer fields: bounds inclusive
+        if axis["dist"] == "uniform":
+            return tune.randint(int(low), int(high) + 1)
+        return tune.lograndint(int(low), int(high) + 1)
+    if axis["dist"] == "uniform":
+        return tune.uniform(float(low), float(high))
+    return tune.loguniform(float(low), float(high))
+
+
+def _field_kinds() -> dict[str, type]:
+    from .train import config_fields
+
+    return {name: kind for name, kind, *_ in config_fields()}
+
+
+def _param_space(spec: SweepSpec) -> dict[str, Any]:
+    from ray import tune
+
+    kinds = _field_kinds()
+    space: dict[str, Any] = {}
+    for name, axis in spec.space.items():
+        if isinstance(axis, list):
+            space[name] = tune.grid_search(list(axis))
+        else:
+            space[name] = _tune_domain(axis, kinds[name])
+    mutations = spec.options.get("mutations", {}) if spec.scheduler == "pbt" else {}
+    for name in mutations:  # PBT perturbs config values, so they must be in the config
+        if name not in space:
+            space[name] = spec.base.get(name, _field_default(name))
+    space["seed"] = tune.grid_search(list(spec.seeds))
+    return space
+
+
+def _scheduler(spec: SweepSpec) -> Any:
+    from ray.tune.schedulers import (
+        AsyncHyperBandScheduler,
+        FIFOScheduler,
+        PopulationBasedTraining,
+    )
+
+    o = spec.options
+    if spec.scheduler == "asha":
+        return AsyncHyperBandScheduler(
+            time_attr="step",
+            max_t=spec.max_steps,
+            grace_period=o["grace_period"],
+            reduction_factor=o["reduction_factor"],
+            brackets=o["brackets"],
+        )
+    if spec.scheduler == "pbt":
+        kinds = _field_kinds()
+        mutations = {
+            name: list(how) if isinstance(how, list) else _tune_domain(how, kinds[name])
+            for name, how in o["mutations"].items()
+        }
+        return PopulationBasedTraining(
+            time_attr="step",
+            perturbation_interval=o["interval"],
+            hyperparam_mutations=mutations,
+            quantile_fraction=o["quantile_fraction"],
+            resample_probability=o["resample_probability"],
+            perturbation_factors=tuple(o["factors"]),
+        )
+    return FIFOScheduler()
+
+
+_NAME_CHARS = re.compile(r"[^A-Za-z0-9._=+-]")
+
+
+def _format_value(value: Any) -> str:
+    text = f"{value:.4g}" if isinstance(value, float) else str(value)
+    return _NAME_CHARS.sub("-", text)
+
+
+def _trial_namer(fields: Sequence[str]) -> Callable[[Any], str]:
+    """``t00003_lr=0.001_hidden=16_seed=1``: Tune's trial counter, the searched values, seed."""
+
+    def name(trial: Any) -> str:
+        index = str(trial.trial_id).rsplit("_", 1)[-1]
+        parts = [f"t{index}"] + [f"{k}={_format_value(trial.config.get(k))}" for k in fields]
+        return "_".join([*parts, f"seed={trial.config.get('seed')}"])
+
+    return name
+
+
+@dataclass
+class SweepResult:
+    """A sweep's results: one row per trial, one summary row per configuration.
+
+    Attributes:
+        rows: the rows of ``sweep.csv`` (searched fields, seed, best/final metric, steps,
+            time, status, error, trial).
+        summary: per configuration: the searched fields, ``runs`` (finished), ``failed``,
+            and the final metric's ``mean``, ``std`` (sample, n − 1), ``min``, ``max``.
+        best: the summary row of the best configuration (by mean), or None.
+        table: the summary as a markdown table (what ``summary.md`` holds).
+        out: the sweep directory.
+    """
+
+    rows: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    best: dict[str, Any] | None
+    table: str
+    out: Path
+
+
+def run(
+    spec: str | os.PathLike[str] | Mapping[str, Any] | SweepSpec,
+    *,
+    out: str | os.PathLike[str] = "runs/sweep",
+    address: str | None = None,
+    resume: bool = False,
+    num_cpus: int | None = None,
+    verbose: bool = True,
+) -> SweepResult:
+    """Run a sweep on Ray Tune and write its results (see the module docstring).
+
+    Args:
+        spec: a TOML spec file, or its tables as a dict (see :func:`load_spec`).
+        out: the sweep directory.
+        address: a running Ray cluster's address (``ray start --head`` prints it); None starts
+            Ray on this machine (``num_cpus`` cores, default all). On a cluster ``out`` must be
+            a path every node can write (a shared file system).
+        resume: continue the interrupted sweep in ``out``: finished trials are not run again,
+            unfinished ones continue from their last checkpoint.
+        num_cpus: cores for a local Ray (ignored with ``address``).
+        verbose: print Tune's progress and the summary table.
+
+    Returns:
+        the results table (also written as ``sweep.csv``, ``summary.md``, ``sweep.png``).
+
+    Raises:
+        SpecError: a bad spec, or ``resume`` with a different spec (nothing is started).
+        ImportError: Ray Tune is missing (``pip install 'bptt[sweep]'``).
+        FileExistsError: ``out`` holds a sweep and ``resume`` is False.
+    """
+    spec = load_spec(spec)
+    ray = _require_ray()
+    out = Path(out).resolve()
+    saved = _read_json(out / "sweep.json")
+    if resume:
+        if saved is None:
+            raise SpecError(f"--resume: no sweep in {str(out)!r} (no sweep.json)")
+        if saved.get("spec") != json.loads(json.dumps(spec.to_dict())):
+            raise SpecError(
+                f"--resume: the spec differs from the one the sweep in {str(out)!r} started "
+                "with (sweep.json); resume with the same spec, or choose another --out"
+            )
+    elif saved is not None or (out / "trials").exists():
+        raise FileExistsError(
+            f"{str(out)!r} already holds a sweep; pass --resume to continue it, or choose "
+            "another --out"
+        )
+    if num_cpus is not None and num_cpus < 1:
+        raise ValueError(f"num_cpus must be >= 1, got {num_cpus}")
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "sweep.json", {"version": SPEC_VERSION, "spec": spec.to_dict()})
+    started = not ray.is_initialized()
+    if started:
+        start_ray(address=address, num_cpus=num_cpus)
+    handlers = _signal_handlers()
+    try:
+        results = _fit(spec, out, resume, verbose)
+    finally:
+        _restore_signal_handlers(handlers)  # Tune leaves its own SIGINT/SIGUSR1 handlers
+        if started:
+            ray.shutdown()
+    _finalize(out, results, spec.fields)
+    result = report(out, verbose=verbose)
+    return result
+
+
+def _signal_handlers() -> dict[int, Any]:
+    import signal
+
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
+
+
+def _restore_signal_handlers(handlers: Mapping[int, Any]) -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
+
+
+def start_ray(*, address: str | None = None, num_cpus: int | None = None) -> None:
+    """Connect to the Ray cluster at ``address``, or start Ray on this machine's cores.
+
+    A local Ray's workers import bptt from the same place as this process (the package's
+    folder is put first on their PYTHONPATH). :func:`run` calls this unless Ray is already
+    initialised, and then shuts Ray down at the end.
+    """
+    ray = _require_ray()
+    runtime_env = None
+    if address is None:
+        package_root = str(Path(__file__).resolve().parents[1])
+        pythonpath = os.pathsep.join(
+            p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p
+        )
+        runtime_env = {"env_vars": {"PYTHONPATH": pythonpath}}
+    ray.init(
+        address=address,
+        num_cpus=None if address else num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="WARNING",
+        runtime_env=runtime_env,
+    )
+
+
+def _fit(spec: SweepSpec, out: Path, resume: bool, verbose: bool) -> Any:
+    from ray import tune
+    from ray.tune.search import BasicVariantGenerator
+
+    pbt = spec.scheduler == "pbt"
+    ctx = {
+        "trials": str(out / "trials"),
+        "base": dict(spec.base),
+        "fields": spec.fields,
+        "metric": spec.metric,
+        "mutable": list(spec.options.get("mutations", {})) if pbt else [],
+    }
+
+    def trainable(config: dict[str, Any]) -> None:
+        _trial(config, ctx)
+
+    resources = tune.with_resources(trainable, {"cpu": spec.cpus_per_trial})
+    experiment = out / "tune"
+    if resume and tune.Tuner.can_restore(str(experiment)):
+        tuner = tune.Tuner.restore(
+            str(experiment),
+            resources,
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+        )
+    else:
+        name = _trial_namer(spec.fields)
+        tuner = tune.Tuner(
+            resources,
+            param_space=_param_space(spec),
+            tune_config=tune.TuneConfig(
+                metric=spec.metric,
+                mode=spec.mode,
+                scheduler=_scheduler(spec),
+                search_alg=BasicVariantGenerator(
+                    max_concurrent=spec.parallel, random_state=spec.search_seed
+                ),
+                num_samples=spec.samples,
+                reuse_actors=True,
+                trial_name_creator=name,
+                trial_dirname_creator=name,
+            ),
+            run_config=tune.RunConfig(
+                name=experiment.name,
+                storage_path=str(experiment.parent),
+                verbose=1 if verbose else 0,
+                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints or None),
+            ),
+        )
+    return tuner.fit()
+
+
+def _finalize(out: Path, results: Any, fields: Sequence[str]) -> None:
+    """Record in each trial.json what Tune knows and the trial could not write itself: one
+    the scheduler stopped (``stopped``, or ``done`` at its last step) or one that died without
+    a word (``error``). A trial that finished by itself keeps its status."""
+    for res in results:
+        run = out / "trials" / Path(res.path).name
+        record = _read_json(run / "trial.json")
+        if record is None and res.error is not None:  # died before the trial could start
+            config = res.config or {}
+            record = _new_record(run.name, {k: config.get(k) for k in fields}, config.get("seed"))
+        if record is None or record["status"] != "running":
+            continue
+        if res.error is not None:
+            record |= {"status": "error", "error": f"{type(res.error).__name__}: {res.error}"}
+        else:
+            config = _read_json(run / "config.json") or {}
+            # the scheduler ends a trial at its last report: at its final step that is "done"
+            reached = record["steps"] >= config.get("steps", math.inf)
+            record["status"] = "done" if reached else "stopped"
+        _write_json(run / "trial.json", record)
+
+
+# ---------------------------------------------------------------------------------------------
+# Results: sweep.csv, summary.md, sweep.png
+# ---------------------------------------------------------------------------------------------
+
+
+def _trial_row(
+    record: Mapping[str, Any], fields: Sequence[str], metric: str, mode: str
+) -> dict[str, Any]:
+    values = [h[metric] for h in record.get("history", []) if h.get(metric) is not None]
+    finite = [v for v in values if math.isfinite(v)]
+    best = None
+    if finite:
+        best = min(finite) if mode == "min" else max(finite)
+    row: dict[str, Any] = {k: record["config"].get(k) for k in fields}
+    row |= {
+        "seed": record["seed"],
+        f"best_{metric}": best,
+        f"final_{metric}": values[-1] if values else None,
+        "steps": record.get("steps", 0),
+        "time_s": round(float(record.get("time_s", 0.0)), 3),
+        "status": record["status"],
+        "exploits": len(record.get("exploits", [])),
+        "error": record.get("error") or "",
+        "trial": record["trial"],
+    }
+    return row
+
+
+def _summarise(
+    rows: list[dict[str, Any]], fields: Sequence[str], metric: str, mode: str
+) -> list[dict[str, Any]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(json.dumps([row[k] for k in fields]), []).append(row)
+    summary = []
+    for key, members in groups.items():
+        finals = np.array(
+            [
+                r[f"final_{metric}"]
+                for r in members
+                if r["status"] != "error" and r[f"final_{metric}"] is not None
+            ],
+            dtype=np.float64,
+        )
+        n = finals.size
+        entry = dict(zip(fields, json.loads(key), strict=True))
+        entry |= {
+            "runs": n,
+            "failed": sum(r["status"] == "error" for r in members),
+            "mean": float(finals.mean()) if n else math.nan,
+            "std": float(finals.std(ddof=1)) if n > 1 else math.nan,
+            "min": float(finals.min()) if n else math.nan,
+            "max": float(finals.max()) if n else math.nan,
+        }
+        summary.append(entry)
+    sign = 1.0 if mode == "min" else -1.0
+    summary.sort(key=lambda e: (math.isnan(e["mean"]), sign * e["mean"] if e["runs"] else 0.0))
+    return summary
+
+
+def _markdown(summary: list[dict[str, Any]], fields: Sequence[str], metric: str) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "–" if math.isnan(v) else f"{v:.5g}"
+        return str(v)
+
+    head = [*fields, "runs", "failed", f"mean {metric}", "std", "min", "max"]
+    keys = [*fields, "runs", "failed", "mean", "std", "min", "max"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, e in enumerate(summary):
+        cells = [cell(e[k]) for k in keys]
+        if i == 0 and e["runs"]:
+            cells = [f"**{c}**" for c in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report(out: str | os.PathLike[str], *, verbose: bool = True) -> SweepResult:
+    """Rebuild ``sweep.csv``, ``summary.md`` and ``sweep.png`` from a sweep directory.
+
+    Needs no Ray: it reads ``sweep.json`` and each ``trials/*/trial.json``. The summary is
+    over the final metric of every trial that did not fail, per configuration (the searched
+    values a trial started with), across seeds; the best configuration (by mean) is first
+    and in bold.
+
+    Raises:
+        FileNotFoundError: ``out`` holds no sweep.
+    """
+    out = Path(out)
+    saved = _read_json(out / "sweep.json")
+    if saved is None:
+        raise FileNotFoundError(f"no sweep in {str(out)!r} (no readable sweep.json)")
+    spec = load_spec(saved["spec"])
+    fields, metric, mode = spec.fields, spec.metric, spec.mode
+    records = [
+        r for p in sorted((out / "trials").glob("*/trial.json")) if (r := _read_json(p)) is not None
+    ]
+    rows = [_trial_row(r, fields, metric, mode) for r in records]
+    buf = io.StringIO()
+    columns = [*fields, "seed", f"best_{metric}", f"final_{metric}", "steps", "time_s"]
+    columns += ["status", "exploits", "error", "trial"]
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "sweep.csv", buf.getvalue())
+    summary = _summarise(rows, fields, metric, mode)
+    best = summary[0] if summary and summary[0]["runs"] else None
+    table = _markdown(summary, fields, metric)
+    title = f"Final {metric} per configuration over seeds {spec.seeds} ({mode} is best)"
+    atomic_write_text(out / "summary.md", f"# {title}\n\n{table}")
+    plot_note = ""
+    try:
+        plot_sweep(out, records, fields, metric, best)
+    except ImportError as err:
+        plot_note = f"(no sweep.png: {err})"
+    if verbose:
+        done = sum(r["status"] in ("done", "early_stop") for r in rows)
+        stopped = sum(r["status"] == "stopped" for r in rows)
+        failed = [r for r in rows if r["status"] == "error"]
+        print(f"\n{title}\n\n{table}")
+        print(
+            f"{len(rows)} trials: {done} finished, {stopped} stopped by the scheduler, "
+            f"{len(failed)} failed"
+        )
+        for r in failed:
+            print(f"  failed {r['trial']}: {r['error']}")
+        print(f"results: {out / 'sweep.csv'}, {out / 'summary.md'}, {out / 'sweep.png'}")
+        if plot_note:
+            print(plot_note)
+    return SweepResult(rows, summary, best, table, out)
+
+
+def plot_sweep(
+    out: Path,
+    records: Sequence[Mapping[str, Any]],
+    fields: Sequence[str],
+    metric: str,
+    best: Mapping[str, Any] | None,
+) -> Path:
+    """``sweep.png``: the metric against training time, one line per trial; the best
+    configuration's trials in colour and bold, every other trial thin and grey."""
+    from .plots import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    best_key = None if best is None else [best[k] for k in fields]
+    positive = True
+    labelled = False
+    for r in records:
+        pts = [
+            (h["time_s"], h[metric])
+            for h in r.get("history", [])
+            if h.get(metric) is not None and math.isfinite(h[metric])
+        ]
+        if not pts:
+            continue
+        positive = positive and all(v > 0 for _, v in pts)
+        t, v = zip(*pts, strict=True)
+        if [r["config"].get(k) for k in fields] == best_key:
+            label = None
+            if not labelled:
+                cfg = ", ".join(f"{k}={_format_value(r['config'].get(k))}" for k in fields)
+                label = f"best by mean final {metric}: {cfg or 'base'}"
+                labelled = True
+            ax.plot(t, v, "o-", color="C3", lw=2.2, ms=3, zorder=3, label=label)
+        else:
+            ax.plot(t, v, "-", color="0.6", lw=0.9, alpha=0.8, zorder=2)
+    ax.plot([], [], "-", color="0.6", lw=0.9, label="other trials")
+    if positive:
+        ax.set_yscale("log")
+    ax.set_xlabel("training time of the trial (s)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} during training, {len(records)} trials")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    target = out / "sweep.png"
+    try:
+        with atomic_path(target) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return target
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+# ---------------------------------------------------------------------------------------------
+
+
+def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``bptt sweep``."""
+
+    p = subparsers.add_parser(
+        "sweep",
+        help="run many training runs (grid, seeds, ASHA, PBT) on Ray Tune",
+        description="Run the trials of a sweep spec (a TOML file: [base] TrainConfig fields, "
+        "[space] the searched fields, [sweep] seeds, metric, parallel, scheduler) as bptt runs "
+        "under --out, on this machine's cores or an existing Ray cluster (--address), and "
+        "write sweep.csv, summary.md and sweep.png. Needs the extra: pip install "
+        "'bptt[sweep]'. See docs/sweeps.md.",
+    )
+    p.add_argument("spec", nargs="?", metavar="SPEC.toml", help="the sweep spec")
+    p.add_argument("--out", default="runs/sweep", help="the sweep directory (default: %(default)s)")
+    p.add_argument(
+        "--address", default=None, help="a running Ray cluster (default: start Ray locally)"
+    )
+    p.add_argument(
+        "--num-cpus", type=int, default=None, help="cores of the local Ray (default: all)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted sweep in --out; finished trials are not rerun",
+    )
+    p.add_argument(
+        "--report",
+        metavar="DIR",
+        default=None,
+        help="only rebuild sweep.csv, summary.md and sweep.png of the sweep in DIR",
+    )
+    p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.set_defaults(func=_run_sweep_cli)
+    return p
+
+
+def _run_sweep_cli(args: Any) -> int:
+    if args.report is not None:
+        if args.spec is not None or args.resume:
+            raise ValueError("--report DIR takes no SPEC.toml and no --resume")
+        report(args.report)
+        return 0
+    if args.spec is None:
+        raise ValueError("give a SPEC.toml (or --report DIR)")
+    result = run(
+        args.spec,
+        out=args.out,
+        address=args.address,
+        resume=args.resume,
+        num_cpus=args.num_cpus,
+        verbose=not args.quiet,
+    )
+    if args.quiet:
+        print(result.table, end="")
+    return 0
