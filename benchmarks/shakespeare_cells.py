@@ -67,10 +67,11 @@ def bptt_cmd(cell: str, steps: int, every: int, out: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def torch_cmd(cell: str, steps: int, every: int) -> list[str]:
+def torch_cmd(cell: str, steps: int, every: int, same_init: bool) -> list[str]:
     return [
         sys.executable, str(HERE / "shakespeare_torch_reference.py"), "--cell", cell,
         "--steps", str(steps), "--eval-every", str(every), "--threads", "1",
+        *(["--same-init"] if same_init else []),
     ]  # fmt: skip
 
 
@@ -80,6 +81,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument(
+        "--same-init",
+        action="store_true",
+        help="PyTorch starts from bptt's initial weights (else its own draw)",
+    )
     args = parser.parse_args()
     if not DATA.is_file():
         sys.exit(f"tiny Shakespeare not found at {DATA}")
@@ -94,7 +100,7 @@ def main() -> None:
                 cmd = (
                     bptt_cmd(cell, args.steps, args.eval_every, Path(tmp) / cell)
                     if framework == "bptt"
-                    else torch_cmd(cell, args.steps, args.eval_every)
+                    else torch_cmd(cell, args.steps, args.eval_every, args.same_init)
                 )
                 results[framework] = run(cmd)
                 losses, wall, loads = results[framework]

@@ -48,6 +48,12 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: its default)")
+    parser.add_argument(
+        "--same-init",
+        action="store_true",
+        help="start from bptt train's initial weights (bptt.RNN(seed=--seed) through "
+        "bptt.interop.to_torch) instead of PyTorch's own draw",
+    )
     args = parser.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -59,6 +65,13 @@ def main() -> None:
     kwargs = {"nonlinearity": "tanh"} if args.cell == "elman" else {}
     rnn = MODULES[args.cell](K, H, **kwargs)
     head = torch.nn.Linear(H, K)
+    if args.same_init:  # the weights bptt train starts from (init uniform, seed --seed)
+        import numpy as np
+
+        from bptt.interop import to_torch
+        from bptt.model import RNN
+
+        rnn, head = to_torch(RNN(K, H, K, cell=args.cell, seed=args.seed, dtype=np.float32))
     params = list(rnn.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(params, lr=2e-3)
     ce = torch.nn.functional.cross_entropy
