@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _kernels
 from ..activations import Activation, get_activation
 from ..rnn import Cache, recurrent_backward, recurrent_forward
 from .base import Cell, CellGrads, CellParams, StepArgs
@@ -67,7 +68,8 @@ class ElmanCell(Cell):
         dx = None
         if need_dx and not cache.inputs_are_ids:
             T, B, H = delta.shape
-            dx = (delta.reshape(T * B, H) @ p["V"]).reshape(T, B, -1)  # (T, B, I): δ_t V
+            # (T, B, I): δ_t V, one product over all T·B rows on the row-blocked BLAS path
+            dx = _kernels.matmul(delta.reshape(T * B, H), p["V"]).reshape(T, B, -1)
         return CellGrads(params={"V": dV, "W": dW, "b_h": db_h}, dx=dx, ds0=dh0)
 
     # -- one step and its Jacobians ---------------------------------------------------------
