@@ -198,3 +198,16 @@ def test_a_version_flipped_to_1_does_not_switch_off_the_metadata_digest(tmp_path
     forged.write_bytes(len(text).to_bytes(8, "little") + text + bytes(data[8 + n :]))
     with pytest.raises(CheckpointError, match="version 1 with version-2 fields"):
         load_checkpoint(forged)
+
+
+def test_an_npz_whose_zip_version_field_is_corrupted_is_a_checkpoint_error(tmp_path) -> None:
+    """Found by the fuzz test: a flipped "version needed to extract" made zipfile raise
+    NotImplementedError("zip file version 10.9"), a traceback instead of CheckpointError."""
+    path, *_ = _save(tmp_path, "npz")
+    data = bytearray(path.read_bytes())
+    central = data.find(b"PK\x01\x02")  # the first central-directory header
+    assert central > 0
+    data[central + 6 : central + 8] = (109).to_bytes(2, "little")  # version needed: 10.9
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="truncated or corrupted"):
+        load_checkpoint(path)

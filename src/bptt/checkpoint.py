@@ -401,7 +401,8 @@ def _npz_members(data: bytes, where: str) -> tuple[zipfile.ZipFile, dict[str, zi
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
         infos = zf.infolist()
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+    except Exception as err:  # zipfile raises many kinds on a corrupt archive (BadZipFile,
+        # NotImplementedError for a flipped "version needed to extract", struct errors, …)
         raise _fail(where, f"is truncated or corrupted: {err}") from None
     members: dict[str, zipfile.ZipInfo] = {}
     total = 0
