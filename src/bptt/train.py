@@ -648,11 +648,6 @@ def _check_model_fits(model: RNN, n_in: int, n_out: int, output: str, config: Tr
         raise ValueError("the model does not fit the data: " + "; ".join(wrong))
 
 
-def parameter_count(model: RNN) -> int:
-    """Σ over every parameter of its size."""
-    return sum(int(arr.size) for _, arr in model.params.items())
-
-
 # ---------------------------------------------------------------------------------------------
 # The trainer
 # ---------------------------------------------------------------------------------------------
@@ -1281,7 +1276,7 @@ class Trainer:
         else:
             self._say(f"task {self.task!r}")
         self._say(
-            f"{self.model}: {parameter_count(self.model):,} parameters, "
+            f"{self.model}: {self.model.n_parameters():,} parameters, "
             f"{self.model.params.global_norm():.3g} weight norm; "
             f"{cfg.optimizer} lr {cfg.lr}, {cfg.steps} steps -> {self.out}"
         )
