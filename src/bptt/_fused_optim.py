@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._kernels import _load
+from ._kernels import _load, cached_njit
 from .params import Params
 
 _compiled: dict[str, Callable[..., bool]] | None = None
@@ -79,10 +79,12 @@ def _sgd_py(p, g, p2, lr, c):  # type: ignore[no-untyped-def]  # pragma: no cove
 def _kernels() -> dict[str, Callable[..., bool]] | None:
     global _compiled
     if _compiled is None and _load() is not None:
-        import numba
-
-        jit = numba.njit(cache=False, nogil=True, boundscheck=False, error_model="numpy")
-        _compiled = {"adagrad": jit(_adagrad_py), "adam": jit(_adam_py), "sgd": jit(_sgd_py)}
+        options = dict(nogil=True, boundscheck=False, error_model="numpy")
+        _compiled = {
+            "adagrad": cached_njit(_adagrad_py, **options),
+            "adam": cached_njit(_adam_py, **options),
+            "sgd": cached_njit(_sgd_py, **options),
+        }
     return _compiled
 
 
