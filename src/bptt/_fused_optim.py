@@ -42,7 +42,7 @@ def _adagrad_py(p, g, s, p2, s2, lr, eps, c):  # type: ignore[no-untyped-def]  #
         pi = p[i] - lr * gi / (np.sqrt(si) + eps)
         s2[i] = si
         p2[i] = pi
-        ok &= math.isfinite(si) and math.isfinite(pi)
+        ok &= math.isfinite(si) & math.isfinite(pi)
     return ok
 
 
@@ -59,7 +59,7 @@ def _adam_py(p, g, m, v, p2, m2, v2, b1, c1, b2, c2, sqrt_bc2, eps, step, c):  #
         m2[i] = mi
         v2[i] = vi
         p2[i] = pi
-        ok &= math.isfinite(mi) and math.isfinite(vi) and math.isfinite(pi)
+        ok &= math.isfinite(mi) & math.isfinite(vi) & math.isfinite(pi)
     return ok
 
 
