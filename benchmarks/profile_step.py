@@ -40,8 +40,62 @@ def median_ms(fn: Callable[[], object], reps: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def profile_deep(name: str, reps: int) -> list[tuple[str, float, float]]:
+    """A stacked model: the whole step, then the model's own forward → head → backward
+    sequence phase by phase, and each layer's cell forward and backward alone."""
+    s = SHAPES[name]
+    model, x, y = make_problem(s, np.float32)
+    params = model.params
+    B = s.B
+    weight = np.full((s.T, B), 1.0 / B, np.float32)
+    yy = y.astype(np.intp)
+    states = model.split_state(None, B)
+    sweep = model._forward(params, x, states)
+    z = model._head(params, sweep.top)
+    _, dz = model.head.loss_and_dz(z.copy(), yy, weight)
+    no_carry = [None] * len(model.layers)
+    phases: list[tuple[str, Callable[[], object], float]] = [
+        ("whole step (loss_and_grads)", lambda: model.loss_and_grads(x, y), s.flops()),
+        ("forward through the layers", lambda: model._forward(params, x, states), 0.0),
+        ("head: output projection", lambda: model._head(params, sweep.top), 0.0),
+        ("softmax + cross-entropy + dz", lambda: model.head.loss_and_dz(z.copy(), yy, weight), 0.0),
+        (
+            "backward through head and layers",
+            lambda: model._backward(params, sweep, dz, no_carry),
+            0.0,
+        ),
+    ]
+    for k, layer in enumerate(model.layers):
+        cell, p_k, inp = layer.cell, layer.take(params), sweep.inputs[k]
+        h_k, _, cache_k = cell.forward(p_k, inp, states[k])
+        dh = np.random.default_rng(k).standard_normal(h_k.shape).astype(np.float32)
+        phases.append(
+            (
+                f"layer {k}: cell forward",
+                lambda c=cell, p=p_k, i=inp, s0=states[k]: c.forward(p, i, s0),
+                0.0,
+            )
+        )
+        phases.append(
+            (
+                f"layer {k}: cell backward (with dL/dx: {k > 0})",
+                lambda c=cell, p=p_k, ca=cache_k, d=dh, kk=k: c.backward(
+                    d.copy(), ca, p, None, kk > 0
+                ),
+                0.0,
+            )
+        )
+    return [
+        (label, ms, flops / (ms / 1e3) / 1e9 if flops else 0.0)
+        for label, fn, flops in phases
+        for ms in [median_ms(fn, reps)]
+    ]
+
+
 def profile(name: str, reps: int) -> list[tuple[str, float, float]]:
     s = SHAPES[name]
+    if s.layers > 1:
+        return profile_deep(name, reps)
     model, x, y = make_problem(s, np.float32)
     p, act, head = model.params, model.activation, model.head
     T, B, I, H, O = s.T, s.B, s.I, s.H, s.O

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._kernels import _load
+from ._kernels import _load, cached_njit
 from .params import Params
 
 _compiled: dict[str, Callable[..., bool]] | None = None
@@ -42,7 +42,7 @@ def _adagrad_py(p, g, s, p2, s2, lr, eps, c):  # type: ignore[no-untyped-def]  #
         pi = p[i] - lr * gi / (np.sqrt(si) + eps)
         s2[i] = si
         p2[i] = pi
-        ok &= math.isfinite(si) and math.isfinite(pi)
+        ok &= math.isfinite(si) & math.isfinite(pi)
     return ok
 
 
@@ -59,7 +59,7 @@ def _adam_py(p, g, m, v, p2, m2, v2, b1, c1, b2, c2, sqrt_bc2, eps, step, c):  #
         m2[i] = mi
         v2[i] = vi
         p2[i] = pi
-        ok &= math.isfinite(mi) and math.isfinite(vi) and math.isfinite(pi)
+        ok &= math.isfinite(mi) & math.isfinite(vi) & math.isfinite(pi)
     return ok
 
 
@@ -79,10 +79,12 @@ def _sgd_py(p, g, p2, lr, c):  # type: ignore[no-untyped-def]  # pragma: no cove
 def _kernels() -> dict[str, Callable[..., bool]] | None:
     global _compiled
     if _compiled is None and _load() is not None:
-        import numba
-
-        jit = numba.njit(cache=False, nogil=True, boundscheck=False, error_model="numpy")
-        _compiled = {"adagrad": jit(_adagrad_py), "adam": jit(_adam_py), "sgd": jit(_sgd_py)}
+        options = dict(nogil=True, boundscheck=False, error_model="numpy")
+        _compiled = {
+            "adagrad": cached_njit(_adagrad_py, **options),
+            "adam": cached_njit(_adam_py, **options),
+            "sgd": cached_njit(_sgd_py, **options),
+        }
     return _compiled
 
 

@@ -338,13 +338,14 @@ def make_optimizer(
 # -- clipping ------------------------------------------------------------------------------
 
 
-def clip_grad_norm(grads: Params, max_norm: float) -> float:
+def clip_grad_norm(grads: Params, max_norm: float, *, norm: float | None = None) -> float:
     """g ← g · min(1, c / (‖g‖ + 10⁻⁶)) in place over all arrays; returns ‖g‖ before clipping.
 
-    ‖g‖ = √(Σ over the five arrays of Σ g²), as ``torch.nn.utils.clip_grad_norm_``.
+    ‖g‖ = √(Σ over every array of Σ g²), as ``torch.nn.utils.clip_grad_norm_``; ``norm``
+    passes ‖g‖ when the caller has just computed it (:func:`guarded_step`), saving a pass.
     """
     _check_nonneg("max_norm", max_norm)
-    total = grads.global_norm()
+    total = grads.global_norm() if norm is None else norm
     coef = max_norm / (total + 1e-6)
     if coef < 1.0:
         for _, arr in grads.items():
@@ -456,8 +457,8 @@ def guarded_step(
         fuse_clip = clip_value > 0 and clip_norm <= 0 and can_fuse(optimizer, params, grads)
         if clip_value > 0 and not fuse_clip:
             clip_grad_value(grads, clip_value)
-        if clip_norm > 0:
-            clip_grad_norm(grads, clip_norm)
+        if clip_norm > 0:  # ‖g‖ is the one above unless the value clip changed g since
+            clip_grad_norm(grads, clip_norm, norm=None if clip_value > 0 else norm)
         fused = fused_compute(optimizer, params, grads, lr, clip_value if fuse_clip else 0.0)
         if fused is not None:
             new_params, new_slots, finite = fused

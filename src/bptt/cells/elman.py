@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _kernels
+from .. import _kernels, _scratch
 from ..activations import Activation, get_activation
 from ..rnn import Cache, recurrent_backward, recurrent_forward
 from .base import Cell, CellGrads, CellParams, StepArgs
@@ -69,7 +69,10 @@ class ElmanCell(Cell):
         if need_dx and not cache.inputs_are_ids:
             T, B, H = delta.shape
             # (T, B, I): δ_t V, one product over all T·B rows on the row-blocked BLAS path
-            dx = _kernels.matmul(delta.reshape(T * B, H), p["V"]).reshape(T, B, -1)
+            I = p["V"].shape[1]
+            dx = _kernels.matmul(
+                delta.reshape(T * B, H), p["V"], out=_scratch.empty((T * B, I), delta.dtype)
+            ).reshape(T, B, I)
         return CellGrads(params={"V": dV, "W": dW, "b_h": db_h}, dx=dx, ds0=dh0)
 
     # -- one step and its Jacobians ---------------------------------------------------------
