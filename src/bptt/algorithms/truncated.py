@@ -78,8 +78,11 @@ class TruncatedBPTT:
         h = self.h_start
         if h is None:
             return
-        parts = h if isinstance(h, tuple) else (h,)
-        if not all(np.isfinite(p).all() for p in parts):
+        if isinstance(h, tuple):  # (h, c)
+            finite = all(np.isfinite(p).all() for p in h)
+        else:
+            finite = bool(np.isfinite(h).all())
+        if not finite:
             self.reset()
 
     def step(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None) -> BPTTResult:
