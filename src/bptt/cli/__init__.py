@@ -1,11 +1,10 @@
 """The ``bptt`` command line: argparse glue only, the work is done in the package's rooms.
 
-    commands  :mod:`.commands`: the parser, ``train``, ``sample``, ``eval``, ``predict``,
-              ``gradcheck``; :func:`main` is the console script
-    inspect   :mod:`.inspect`: ``bptt inspect`` (the diagnostics: :mod:`bptt.diagnostics`)
-    export    :mod:`.export`: ``bptt export`` (the conversion: :mod:`bptt.interop`)
-
-``bptt sweep``'s parser comes from :mod:`bptt.sweep`, beside the Ray Tune driver it runs.
+commands  :mod:`.commands`: the parser, ``train``, ``sample``, ``eval``, ``predict``,
+          ``gradcheck``; :func:`main` is the console script
+inspect   :mod:`.inspect`: ``bptt inspect`` (the diagnostics: :mod:`bptt.diagnostics`)
+export    :mod:`.export`: ``bptt export`` (the conversion: :mod:`bptt.interop`)
+sweep     :mod:`.sweep`: ``bptt sweep`` (the Ray Tune driver: :mod:`bptt.sweep`)
 """
 
 from .commands import build_parser, main

@@ -1,5 +1,5 @@
 """The ``bptt`` command: its parser and the subcommands train, sample, eval, predict and
-gradcheck (inspect: :mod:`.inspect`, export: :mod:`.export`, sweep: :mod:`bptt.sweep`)."""
+gradcheck (inspect: :mod:`.inspect`, export: :mod:`.export`, sweep: :mod:`.sweep`)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from ..model import build_model
 from ..predict import format_csv, predict_csv, predict_npz, write_npz, write_text
 from ..resources import check_memory, estimate_bytes
 from ..sample import sample_text
-from ..sweep import add_sweep_parser
 from ..training import (
     CharStreamSource,
     TrainConfig,
@@ -35,6 +34,7 @@ from ..training import (
 )
 from .export import add_export_parser
 from .inspect import add_inspect_parser
+from .sweep import add_sweep_parser
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -1,17 +1,21 @@
-"""The trainer: one typed :class:`TrainConfig`, the loop, evaluation, checkpoints and logs.
+"""The trainer: the loop, checkpoints, logs, early stopping and resume, for one
+:class:`~bptt.training.config.TrainConfig` on one :class:`~bptt.training.sources.DataSource`.
 
 Each optimizer step s = 0 … steps − 1:
 
-    x, y, mask  ← next window (charlm: B parallel streams, h carried) or a fresh task batch
-    L, g        ← TBPTT(k1 = seq_len, k2) on the window (charlm), full BPTT (finite tasks)
+    x, y, mask  ← source.next_batch(): the next window (charlm: B parallel streams, h carried)
+                  or a fresh task batch
+    L, g        ← source.gradient(x, y, mask): TBPTT(k1 = seq_len, k2) on the window (charlm),
+                  full BPTT (finite tasks); or ``update_every`` steps of an online algorithm
     L̄, ḡ        ← L, g · B / Σ mask: the mean loss per counted step (per character), as
                   PyTorch's mean-reduced losses, so --lr and --clip transfer from there
     η_s         ← schedule(s);  g ← clip(g);  θ ← optimizer(θ, g, η_s) unless L or g is not finite
 
 A run directory holds ``config.json``, ``metrics.jsonl`` (one JSON object per log line),
 ``checkpoint.safetensors`` (see ``docs/checkpoint-format.md``), ``loss.png`` and, with
-``profile_every``, ``profile.json``. Resuming restores parameters, optimizer state, the data
-position, the carried hidden state and the RNG, so N steps + resume to 2N equals 2N steps.
+``profile_every``, ``profile.json``. Resuming restores parameters, optimizer state and the
+source's state (data position, carried hidden state, RNG), so N steps + resume to 2N equals
+2N steps.
 """
 
 from __future__ import annotations
