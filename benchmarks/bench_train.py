@@ -58,7 +58,7 @@ def child(mode: str, recipe: str, steps: int, warmup: int) -> dict[str, object]:
     """Per-step ms of ``steps`` steps after ``warmup`` ones, in this (fresh) process."""
     from bptt.data.text import stream_batches
     from bptt.optim import clip_grad_norm, clip_grad_value, make_optimizer
-    from bptt.training import TrainConfig, Trainer
+    from bptt.training import CharStreamSource, TrainConfig, Trainer
 
     out = Path(tempfile.mkdtemp(prefix="bench_train_"))
     try:
@@ -87,8 +87,8 @@ def child(mode: str, recipe: str, steps: int, warmup: int) -> dict[str, object]:
             elapsed = stamps[-1] - stamps[warmup]
         else:
             model = trainer.model
-            assert trainer.text is not None
-            ids = trainer.text.train_ids
+            assert isinstance(trainer.source, CharStreamSource)
+            ids = trainer.source.train_ids
             opt = make_optimizer(cfg.optimizer, cfg.lr)
             batches = stream_batches(ids, cfg.batch, cfg.seq_len)
 
