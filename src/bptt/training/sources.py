@@ -59,7 +59,7 @@ class DataSource(ABC):
     output: str
     vocab: CharVocab | None = None
     fingerprint: dict[str, Any] | None = None
-    data_option = "--csv"
+    data_option: str
     metric_key: str
     metric_name: str
     higher_is_better = False
@@ -255,6 +255,8 @@ class TaskSource(DataSource):
     chunk to chunk (the carry is saved as ``stream.carry``); any other task gives one batch of
     sequences after another, each starting new streams.
     """
+
+    data_option = "--csv"  # the one task read from a file whose content a resume checks
 
     def __init__(self, config: TrainConfig, task: SequenceTask) -> None:
         super().__init__(config)
