@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE))
 from _machine import report  # noqa: E402
 
 import bptt  # noqa: E402
-from bptt.checkpointing import segment_length  # noqa: E402
+from bptt.algorithms.recompute import segment_length  # noqa: E402
 
 
 def problem(T: int, B: int, H: int, I: int, O: int) -> tuple[bptt.ElmanRNN, np.ndarray, np.ndarray]:

@@ -517,7 +517,7 @@ CURVE_RUNS = [
 
 
 def _train_curve(workdir: Path, label: str, **config: Any) -> list[tuple[int, float]]:
-    from bptt.train import TrainConfig, Trainer
+    from bptt.training import TrainConfig, Trainer
 
     cfg = TrainConfig(
         out=str(workdir / label.replace(" ", "_")),

@@ -10,7 +10,7 @@ alternated and repeated; per-step milliseconds, median [min–max] over rounds:
   ``bench_step.py`` times);
 - **bare**: core + the recipe's clipping + ``optimizer.step`` (``bptt.optim``), carrying
   nothing else: the loop a user would write by hand;
-- **trainer**: :class:`bptt.train.Trainer` (what ``bptt train`` runs): truncated BPTT with the
+- **trainer**: :class:`bptt.training.Trainer` (what ``bptt train`` runs): truncated BPTT with the
   carried state, the mean-per-character scaling, the guarded step (finiteness checks),
   the learning-rate schedule, ``metrics.jsonl`` every ``log_every`` steps, the progress bar.
   Evaluation, sampling and checkpoints are set beyond the timed steps: they are separate,
@@ -58,7 +58,7 @@ def child(mode: str, recipe: str, steps: int, warmup: int) -> dict[str, object]:
     """Per-step ms of ``steps`` steps after ``warmup`` ones, in this (fresh) process."""
     from bptt.data.text import stream_batches
     from bptt.optim import clip_grad_norm, clip_grad_value, make_optimizer
-    from bptt.train import TrainConfig, Trainer
+    from bptt.training import CharStreamSource, TrainConfig, Trainer
 
     out = Path(tempfile.mkdtemp(prefix="bench_train_"))
     try:
@@ -87,8 +87,8 @@ def child(mode: str, recipe: str, steps: int, warmup: int) -> dict[str, object]:
             elapsed = stamps[-1] - stamps[warmup]
         else:
             model = trainer.model
-            assert trainer.text is not None
-            ids = trainer.text.train_ids
+            assert isinstance(trainer.source, CharStreamSource)
+            ids = trainer.source.train_ids
             opt = make_optimizer(cfg.optimizer, cfg.lr)
             batches = stream_batches(ids, cfg.batch, cfg.seq_len)
 

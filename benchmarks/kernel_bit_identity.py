@@ -19,7 +19,7 @@ import numpy as np
 from bptt import _kernels
 from bptt.checkpoint import load_checkpoint
 from bptt.params import Params
-from bptt.train import TrainConfig, Trainer
+from bptt.training import TrainConfig, Trainer
 
 
 def run(backend: str, out: Path, **kw: Any) -> Params:

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 import bptt
-from bptt import diagnostic_plots as dp
 from bptt.data.tasks import AddingTask
 from bptt.diagnostics import (
     GradientProfileRecorder,
@@ -26,6 +25,7 @@ from bptt.diagnostics import (
     lag_contributions,
     truncation_bias,
 )
+from bptt.diagnostics import plots as dp
 
 OUT = Path(__file__).parent / "figures"
 T, B, H = 60, 32, 32

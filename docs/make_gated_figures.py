@@ -9,7 +9,7 @@ with exactly that configuration (tens of minutes per run on one core). "At initi
 the same model with the run's seed-0 weights before training.
 
 On one validation batch of the adding problem (T = 100, B = 32, the loss at step T only),
-in float64, through each cell's own Jacobian products (:mod:`bptt.cell_diagnostics`):
+in float64, through each cell's own Jacobian products (:mod:`bptt.diagnostics.cells`):
 
 - top: ‖C[d]‖ / ‖dL/dθ_rec‖, the part of the recurrent layer's gradient that reaches back over
   lag d, relative to the whole recurrent gradient;
@@ -28,18 +28,18 @@ from pathlib import Path
 import numpy as np
 
 import bptt
-from bptt import diagnostic_plots as dp
-from bptt.cell_diagnostics import lag_contributions, state_jacobian_norms
 from bptt.checkpoint import load_checkpoint
 from bptt.data.tasks import AddingTask
+from bptt.diagnostics import plots as dp
+from bptt.diagnostics.cells import lag_contributions, state_jacobian_norms
 
 OUT = Path(__file__).parent / "figures"
 T, B, H = 100, 32, 64
 CELLS = {"elman": "tanh RNN", "gru": "GRU", "lstm": "LSTM"}
 
 
-def config(cell: str, out: Path) -> bptt.train.TrainConfig:  # type: ignore[name-defined]
-    from bptt.train import TrainConfig
+def config(cell: str, out: Path) -> bptt.training.TrainConfig:  # type: ignore[name-defined]
+    from bptt.training import TrainConfig
 
     return TrainConfig(
         task="adding", cell=cell, hidden=H, seq_len=T, batch=32, steps=4000, eval_every=100,
@@ -51,7 +51,7 @@ def config(cell: str, out: Path) -> bptt.train.TrainConfig:  # type: ignore[name
 def trained(cell: str, runs: Path) -> Path:
     run = runs / f"adding-{cell}"
     if not (run / "checkpoint.safetensors").is_file() and not (run / "checkpoint.npz").is_file():
-        from bptt.train import Trainer
+        from bptt.training import Trainer
 
         Trainer(config(cell, run), echo=None).train()
     return run

@@ -16,7 +16,7 @@ import signal
 import sys
 
 import bptt.atomic
-from bptt.train import TrainConfig, Trainer
+from bptt.training import TrainConfig, Trainer
 
 
 def main() -> None:

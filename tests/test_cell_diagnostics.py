@@ -11,8 +11,8 @@ import pytest
 
 from batches import max_relative_error, random_targets
 from bptt import RNN, ElmanRNN, diagnostics
-from bptt.cell_diagnostics import lag_contributions, state_jacobian_norms
 from bptt.cells import CELLS
+from bptt.diagnostics.cells import lag_contributions, state_jacobian_norms
 
 CELL_NAMES = sorted(CELLS)
 

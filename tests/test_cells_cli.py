@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from bptt import RNN
+from bptt.algorithms.truncated import TruncatedBPTT
 from bptt.cells import CELLS
 from bptt.checkpoint import load_checkpoint, save_checkpoint
 from bptt.cli import main
 from bptt.optim import Adam
 from bptt.sample import sample_text
-from bptt.truncation import TruncatedBPTT
 from test_cli_train import _corpus
 
 CELL_NAMES = sorted(CELLS)

@@ -14,8 +14,8 @@ torch = pytest.importorskip("torch")
 
 from batches import max_relative_error, random_targets  # noqa: E402
 from bptt import RNN  # noqa: E402
+from bptt.algorithms.truncated import TruncatedBPTT, tbptt_gradients  # noqa: E402
 from bptt.cells import CELLS, StepArgs  # noqa: E402
-from bptt.truncation import TruncatedBPTT, tbptt_gradients  # noqa: E402
 from torch_cells import (  # noqa: E402
     STEP_MODULES,
     cell_grads_from_torch,

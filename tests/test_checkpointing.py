@@ -14,7 +14,7 @@ import pytest
 
 import bptt
 from bptt import _kernels
-from bptt.checkpointing import (
+from bptt.algorithms.recompute import (
     estimated_peak_bytes,
     segment_for_memory_budget,
     segment_length,

@@ -9,7 +9,7 @@ import pytest
 
 from bptt.checkpoint import load_checkpoint
 from bptt.cli import build_parser, main
-from bptt.train import TrainConfig, config_fields
+from bptt.training import TrainConfig, config_fields
 
 
 def _corpus(tmp_path) -> str:

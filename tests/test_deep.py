@@ -7,9 +7,9 @@ import pytest
 
 from batches import max_relative_error, random_targets
 from bptt import ElmanRNN
+from bptt.algorithms.truncated import tbptt_gradients
 from bptt.gradcheck import gradcheck
 from bptt.sample import sample_ids
-from bptt.truncation import tbptt_gradients
 
 
 def deep_problem(rng, layers=2, bidirectional=False, head="identity", ids=False, T=7, B=3):

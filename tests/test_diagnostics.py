@@ -14,13 +14,13 @@ import pytest
 import torch
 
 import bptt
+from bptt.algorithms.seed_formula import seed_terms, step_jacobians
 from bptt.diagnostics import (
     hidden_state_gradients,
     jacobian_report,
     lag_contributions,
     truncation_bias,
 )
-from bptt.seed_formula import seed_terms, step_jacobians
 
 ACTS = ("tanh", "relu", "sigmoid", "identity")
 HEADS = ("softmax", "sigmoid", "identity")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,13 +11,13 @@ import numpy as np
 import pytest
 
 import bptt
-from bptt import diagnostic_plots
-from bptt.checkpoint import load_checkpoint
+from bptt.checkpoint import load_checkpoint, save_checkpoint
 from bptt.cli import main
 from bptt.data.tasks import AddingTask
 from bptt.data.text import CharCorpus, stream_batches
 from bptt.diagnostics import GradientProfileRecorder, lag_contributions, truncation_bias
-from bptt.inspect_cli import FIGURES
+from bptt.diagnostics import plots as diagnostic_plots
+from bptt.diagnostics.report import FIGURES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -110,20 +109,12 @@ def test_inspect_irnn_on_adding_with_profile_heatmap(tmp_path, rng):
     assert_png(out / FIGURES["profile"])
 
 
-def test_inspect_checkpoint_through_load_checkpoint(tmp_path, monkeypatch, capsys):
-    """The wiring to bptt.checkpoint (a stand-in module here) and DIR/profile.json."""
+def test_inspect_checkpoint_through_load_checkpoint(tmp_path, capsys):
+    """The wiring to bptt.checkpoint (a bare checkpoint, no training config) and
+    DIR/profile.json."""
     run = tmp_path / "run"
-    run.mkdir()
     model = bptt.ElmanRNN(3, 4, 2, hidden_activation="tanh", output="sigmoid", seed=2)
-    seen = []
-
-    def load_checkpoint(path):
-        seen.append(Path(path))
-        return types.SimpleNamespace(model=model, config={})
-
-    fake = types.ModuleType("bptt.checkpoint")
-    fake.load_checkpoint = load_checkpoint  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "bptt.checkpoint", fake)
+    save_checkpoint(run, model=model, step=0, config={})
     rec = GradientProfileRecorder(every=5)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((6, 2, 3))
@@ -133,19 +124,12 @@ def test_inspect_checkpoint_through_load_checkpoint(tmp_path, monkeypatch, capsy
     rec.save(run / "profile.json")
     out = tmp_path / "out"
     assert main(["inspect", str(run), "--out", str(out), "--seq-len", "6", "--batch", "2"]) == 0
-    assert seen == [run]
     report = read_report(out)
     assert report["model"]["hidden_size"] == 4 and report["model"]["output"] == "sigmoid"
+    assert report["model"]["source"] == f"checkpoint {run}"
     assert report["profile"]["path"] == str(run / "profile.json")
     assert_png(out / FIGURES["profile"])
     assert "checkpoint" in capsys.readouterr().out
-
-
-def test_inspect_path_without_checkpoint_support_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "bptt.checkpoint", None)  # import fails
-    assert main(["inspect", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err
-    assert "bptt.checkpoint" in err and "load_checkpoint" in err
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import bptt
-from bptt import diagnostic_plots
 from bptt.data.tasks import AddingTask
 from bptt.diagnostics import GradientProfileRecorder, hidden_state_gradients, jacobian_report
-from bptt.plots import metrics_figure
-from bptt.train import TrainConfig, Trainer
+from bptt.diagnostics import plots as diagnostic_plots
+from bptt.training import TrainConfig, Trainer
+from bptt.training.plots import metrics_figure
 
 pytest.importorskip("matplotlib")
 

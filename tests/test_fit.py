@@ -309,9 +309,9 @@ def test_import_bptt_exposes_the_documented_submodules() -> None:
 
     code = (
         "import bptt; "
-        "print(bptt.seed_formula.seed_terms.__name__, bptt.optim.Adam.__name__, "
-        "bptt.train.TrainConfig.__name__, bptt.data.get_task.__name__, bptt.fit.__name__, "
-        "bptt.checkpoint.load_checkpoint.__name__, bptt.truncation.__name__)"
+        "print(bptt.algorithms.seed_formula.seed_terms.__name__, bptt.optim.Adam.__name__, "
+        "bptt.training.TrainConfig.__name__, bptt.data.get_task.__name__, bptt.fit.__name__, "
+        "bptt.checkpoint.load_checkpoint.__name__, bptt.algorithms.truncated.__name__)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == [
@@ -321,14 +321,14 @@ def test_import_bptt_exposes_the_documented_submodules() -> None:
         "get_task",
         "fit",
         "load_checkpoint",
-        "bptt.truncation",
+        "bptt.algorithms.truncated",
     ]
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         bptt.nonexistent  # noqa: B018
 
 
 def test_without_a_bar_training_loss_lines_come_between_evaluations(tmp_path) -> None:
-    from bptt.train import TrainConfig, Trainer
+    from bptt.training import TrainConfig, Trainer
 
     lines: list[str] = []
     cfg = TrainConfig(

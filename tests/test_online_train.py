@@ -13,7 +13,7 @@ from bptt.checkpoint import load_checkpoint
 from bptt.data.tasks import LaggedDependenciesTask, get_task
 from bptt.model import ElmanRNN
 from bptt.optim import OPTIMIZERS, make_optimizer
-from bptt.train import TrainConfig, Trainer
+from bptt.training import TrainConfig, Trainer
 
 
 def _text(tmp_path) -> str:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bptt.plots import plot_metrics
+from bptt.training.plots import plot_metrics
 
 
 def _log(tmp_path) -> None:

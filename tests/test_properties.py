@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from batches import max_relative_error, random_targets
 from bptt import PARAM_NAMES, ElmanRNN
-from bptt.seed_formula import seed_gradients
+from bptt.algorithms.seed_formula import seed_gradients
 
 shapes = st.tuples(
     st.integers(1, 12),  # T

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bptt.train import TrainConfig, Trainer
+from bptt.training import TrainConfig, Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"

@@ -16,7 +16,7 @@ import numpy as np
 
 from bptt import _kernels
 from bptt.checkpoint import load_checkpoint
-from bptt.train import TrainConfig, Trainer
+from bptt.training import TrainConfig, Trainer
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"

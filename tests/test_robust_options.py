@@ -18,7 +18,7 @@ from bptt.model import ElmanRNN
 from bptt.optim import SGD, Schedule, guarded_step
 from bptt.params import Params
 from bptt.sample import next_distribution
-from bptt.train import TrainConfig, make_task
+from bptt.training import TrainConfig, make_task
 
 
 def _csv(tmp_path, columns: dict[str, np.ndarray]):

@@ -19,7 +19,7 @@ import bptt.atomic
 from bptt.checkpoint import CheckpointError, load_checkpoint
 from bptt.cli import main
 from bptt.rundir import LOCK_NAME, RunDirBusyError, RunDirLock
-from bptt.train import TrainConfig, Trainer
+from bptt.training import TrainConfig, Trainer
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -301,7 +301,7 @@ def test_an_unforeseen_memory_error_is_an_error_message(tmp_path, capsys, monkey
     def boom(*args, **kwargs):
         raise MemoryError("Unable to allocate 7.3 TiB")
 
-    monkeypatch.setattr("bptt.gradcheck.gradcheck", boom)
+    monkeypatch.setattr("bptt.cli.commands.gradcheck", boom)
     assert main(["gradcheck"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("bptt gradcheck: error: out of memory (Unable to allocate 7.3 TiB)")

@@ -7,7 +7,7 @@ import pytest
 
 from batches import max_relative_error, random_problem
 from bptt import PARAM_NAMES
-from bptt.seed_formula import seed_gradients, seed_terms, step_jacobians
+from bptt.algorithms.seed_formula import seed_gradients, seed_terms, step_jacobians
 
 ACTIVATIONS = ["tanh", "relu", "sigmoid", "identity"]
 HEADS = ["softmax", "sigmoid", "identity"]

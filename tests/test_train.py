@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 
 import numpy as np
 import pytest
 
+import bptt.training.loop
 from bptt.checkpoint import CheckpointError, load_checkpoint
 from bptt.data.text import stream_batches
 from bptt.model import BPTTResult
-from bptt.train import TrainConfig, Trainer, TrainingDiverged
+from bptt.training import TrainConfig, Trainer, TrainingDiverged
 
 
 def _text(tmp_path) -> str:
@@ -216,13 +216,6 @@ def test_config_round_trips_and_rejects_unknown_keys() -> None:
         TrainConfig.from_dict({**c.to_dict(), "frobnicate": 1})
 
 
-def test_profile_every_without_diagnostics_module_is_a_clear_error(tmp_path, monkeypatch) -> None:
-    monkeypatch.setitem(sys.modules, "bptt.diagnostics", None)
-    with pytest.raises(ImportError, match="GradientProfileRecorder"):
-        Trainer(_config(tmp_path, profile_every=2), echo=None)
-    assert not (tmp_path / "run").exists()
-
-
 @pytest.mark.parametrize(
     ("task", "metric"),
     [
@@ -266,7 +259,7 @@ def test_step_follows_the_mean_per_character_gradient(tmp_path) -> None:
     cfg = _config(tmp_path, optimizer="sgd", lr=0.5, clip=0.0, steps=1, eval_every=1)
     t = Trainer(cfg, echo=None)
     before = t.model.params.copy()
-    x, y = next(stream_batches(t.text.train_ids, cfg.batch, cfg.seq_len))
+    x, y = next(stream_batches(t.source.train_ids, cfg.batch, cfg.seq_len))
     loss, grads = t.model.loss_and_grads(x, y)  # summed over T, mean over B
     t.train()
     for name, g in grads.items():
@@ -281,8 +274,6 @@ def test_step_follows_the_mean_per_character_gradient(tmp_path) -> None:
 
 
 def test_profile_every_records_and_saves_with_each_checkpoint(tmp_path, monkeypatch) -> None:
-    import types
-
     calls = []
 
     class FakeRecorder:
@@ -295,9 +286,7 @@ def test_profile_every_records_and_saves_with_each_checkpoint(tmp_path, monkeypa
         def save(self, path):
             path.write_text(json.dumps({"steps": [c[0] for c in calls]}))
 
-    module = types.ModuleType("bptt.diagnostics")
-    module.GradientProfileRecorder = FakeRecorder
-    monkeypatch.setitem(sys.modules, "bptt.diagnostics", module)
+    monkeypatch.setattr(bptt.training.loop, "GradientProfileRecorder", FakeRecorder)
     Trainer(_config(tmp_path, steps=6, checkpoint_every=3, profile_every=2), echo=None).train()
     assert [c[0] for c in calls] == [1, 2, 3, 4, 5, 6]
     assert calls[0][2] is None and calls[1][2] == (4, 8)  # h0: the carried state before x

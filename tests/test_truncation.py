@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bptt import ElmanRNN
-from bptt.truncation import TruncatedBPTT, tbptt_gradients
+from bptt.algorithms.truncated import TruncatedBPTT, tbptt_gradients
 
 torch = pytest.importorskip("torch")
 

@@ -1,8 +1,10 @@
 """bptt: recurrent networks trained by explicit, exact, inspectable backpropagation through time.
 
-The core (:class:`ElmanRNN`, activations, heads, parameters) is imported with the package; the
-submodules below load on first use (``bptt.seed_formula``, ``bptt.optim``, …), and
-:func:`fit` trains a model on your own arrays (:mod:`bptt.fitting`).
+The core (:class:`RNN`, :class:`ElmanRNN`, activations, heads, parameters) and
+:mod:`bptt.diagnostics` are imported with the package; the other rooms and modules load on
+first use (``bptt.training``, ``bptt.algorithms``, ``bptt.optim``, …), and :func:`fit` trains a
+model on your own arrays (:mod:`bptt.training.fitting`). The map of the rooms is in the
+README's "Where things are".
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from . import diagnostics
+from . import algorithms, diagnostics
 from .activations import ACTIVATIONS, Activation, get_activation
 from .cells import CELLS
 from .heads import HEADS, Head, get_head
@@ -18,18 +20,18 @@ from .model import RNN, BPTTResult, ElmanRNN
 from .params import PARAM_NAMES, Gradients, Params
 
 if TYPE_CHECKING:
-    from .fitting import fit
+    from .training import fit
 
 __version__ = "0.1.0"
 
-#: Submodules loaded on first attribute access (``import bptt; bptt.optim.Adam``).
+#: Submodules and rooms loaded on first attribute access (``import bptt; bptt.optim.Adam``).
 SUBMODULES = (
     "activations",
+    "algorithms",
     "atomic",
-    "cell_diagnostics",
     "cells",
     "checkpoint",
-    "checkpointing",
+    "cli",
     "data",
     "diagnostics",
     "gradcheck",
@@ -40,14 +42,11 @@ SUBMODULES = (
     "online",
     "optim",
     "params",
-    "plots",
-    "diagnostic_plots",
-    "fitting",
+    "predict",
     "rnn",
     "sample",
-    "seed_formula",
-    "train",
-    "truncation",
+    "sweep",
+    "training",
     "validation",
 )
 
@@ -56,7 +55,7 @@ def __getattr__(name: str) -> Any:
     if name in SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
     if name == "fit":
-        return importlib.import_module(".fitting", __name__).fit
+        return importlib.import_module(".training", __name__).fit
     raise AttributeError(f"module 'bptt' has no attribute {name!r}")
 
 
@@ -77,6 +76,7 @@ __all__ = [
     "Head",
     "Params",
     "__version__",
+    "algorithms",
     "diagnostics",
     "fit",
     "get_activation",

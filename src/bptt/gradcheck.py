@@ -3,7 +3,7 @@
 For each parameter θ and each checked entry (or random direction d):
 
     finite differences   ⟨∇L, d⟩  vs  (L(θ + εd) − L(θ − εd)) / 2ε
-    seed formula         the literal double sum of :mod:`bptt.seed_formula`
+    seed formula         the literal double sum of :mod:`bptt.algorithms.seed_formula`
 
 and report the largest relative error |a − b| / max(|a|, |b|, tiny) per parameter.
 """
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .algorithms.seed_formula import seed_gradients
 from .model import RNN
 from .params import Params
-from .seed_formula import seed_gradients
 
 
 def relative_error(a: ArrayLike, b: ArrayLike, floor: float = 1e-12) -> float:

@@ -7,7 +7,7 @@ A sweep is the product
 where ``space`` is a grid (lists, every combination) crossed with draws from distributions
 (tables), ``samples`` draws per grid point. Each trial is an ordinary bptt run directory
 (``config.json``, ``metrics.jsonl``, ``checkpoint.safetensors``) under ``OUT/trials/``, trained
-by :class:`bptt.train.Trainer`. At every evaluation the trial saves its checkpoint and reports
+by :class:`bptt.training.Trainer`. At every evaluation the trial saves its checkpoint and reports
 
     {metric, the other val_* numbers, step, time_s}  +  Tune checkpoint (the bptt checkpoint)
 
@@ -32,7 +32,6 @@ Files under OUT::
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import io
@@ -42,8 +41,10 @@ import math
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -54,6 +55,11 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_path, atomic_write_text
+from .checkpoint import load_checkpoint
+from .model import ElmanRNN
+from .rundir import RunDirBusyError
+from .training import TrainConfig, Trainer, config_fields, evaluate_task, evaluate_text, make_task
+from .training.plots import pyplot
 
 SPEC_VERSION = 1
 SCHEDULERS = ("fifo", "asha", "pbt")
@@ -183,8 +189,6 @@ class SweepSpec:
 
 
 def _field_default(name: str) -> Any:
-    from .train import config_fields
-
     return {n: default for n, _kind, default, *_ in config_fields()}[name]
 
 
@@ -256,8 +260,6 @@ def load_spec(spec: str | os.PathLike[str] | Mapping[str, Any] | SweepSpec) -> S
     if isinstance(spec, SweepSpec):
         return spec
     raw = dict(spec) if isinstance(spec, Mapping) else _read_toml(spec)
-    from .train import config_fields
-
     known = [name for name, *_ in config_fields()]
     _check_keys(raw, ("base", "space", "sweep"), "the spec")
     base, space, sweep = raw.get("base", {}), raw.get("space"), raw.get("sweep")
@@ -448,8 +450,6 @@ def _representatives(spec: SweepSpec) -> list[dict[str, Any]]:
 
 def _check_metric(spec: SweepSpec) -> None:
     """Every task in the sweep reports ``spec.metric``, and some configuration is valid."""
-    from .train import TrainConfig
-
     by_task: dict[str, Any] = {}
     first_error: Exception | None = None
     for values in _representatives(spec):
@@ -479,9 +479,6 @@ def reported_metrics(config: Any) -> list[str]:
     Found by running the trainer's own evaluation on a two-unit model, so it is what the
     trials will report, not a list kept by hand.
     """
-    from .model import ElmanRNN
-    from .train import evaluate_task, evaluate_text, make_task
-
     if config.task == "charlm":
         model = ElmanRNN(4, 2, 4, "tanh", "softmax", seed=0)
         metrics = evaluate_text(model, np.arange(8) % 4, 1, 2)
@@ -558,9 +555,6 @@ def _start_trainer(
     """A silent Trainer for ``config``. While the run directory is still locked by this
     trial's previous start (a process or thread Tune is ending), wait for it, up to wait_s;
     give up (:class:`_Superseded`) as soon as a later start has claimed the trial."""
-    from .rundir import RunDirBusyError
-    from .train import Trainer
-
     deadline = time.monotonic() + wait_s
     while True:
         if superseded():
@@ -582,9 +576,6 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     configuration, checkpoint and ``trial.json`` are what the run directory keeps.
     """
     from ray import tune
-
-    from .checkpoint import load_checkpoint
-    from .train import TrainConfig
 
     name = tune.get_context().get_trial_name()
     run = Path(ctx["trials"]) / name
@@ -742,8 +733,6 @@ def _tune_domain(axis: Mapping[str, Any], kind: type) -> Any:
 
 
 def _field_kinds() -> dict[str, type]:
-    from .train import config_fields
-
     return {name: kind for name, kind, *_ in config_fields()}
 
 
@@ -905,15 +894,10 @@ def run(
 
 
 def _signal_handlers() -> dict[int, Any]:
-    import signal
-
     return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
 
 
 def _restore_signal_handlers(handlers: Mapping[int, Any]) -> None:
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         return  # signal handlers can only be set from the main thread
     for sig, handler in handlers.items():
@@ -1163,9 +1147,7 @@ def plot_sweep(
 ) -> Path:
     """``sweep.png``: the metric against training time, one line per trial; the best
     configuration's trials in colour and bold, every other trial thin and grey."""
-    from .plots import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     best_key = None if best is None else [best[k] for k in fields]
     positive = True
@@ -1205,65 +1187,3 @@ def plot_sweep(
     finally:
         plt.close(fig)
     return target
-
-
-# ---------------------------------------------------------------------------------------------
-# The command line
-# ---------------------------------------------------------------------------------------------
-
-
-def add_sweep_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``bptt sweep``."""
-
-    p = subparsers.add_parser(
-        "sweep",
-        help="run many training runs (grid, seeds, ASHA, PBT) on Ray Tune",
-        description="Run the trials of a sweep spec (a TOML file: [base] TrainConfig fields, "
-        "[space] the searched fields, [sweep] seeds, metric, parallel, scheduler) as bptt runs "
-        "under --out, on this machine's cores or an existing Ray cluster (--address), and "
-        "write sweep.csv, summary.md and sweep.png. Needs the extra: pip install "
-        "'bptt[sweep]'. See docs/sweeps.md.",
-    )
-    p.add_argument("spec", nargs="?", metavar="SPEC.toml", help="the sweep spec")
-    p.add_argument("--out", default="runs/sweep", help="the sweep directory (default: %(default)s)")
-    p.add_argument(
-        "--address", default=None, help="a running Ray cluster (default: start Ray locally)"
-    )
-    p.add_argument(
-        "--num-cpus", type=int, default=None, help="cores of the local Ray (default: all)"
-    )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the interrupted sweep in --out; finished trials are not rerun",
-    )
-    p.add_argument(
-        "--report",
-        metavar="DIR",
-        default=None,
-        help="only rebuild sweep.csv, summary.md and sweep.png of the sweep in DIR",
-    )
-    p.add_argument("--quiet", action="store_true", help="print only the summary")
-    p.set_defaults(func=_run_sweep_cli)
-    return p
-
-
-def _run_sweep_cli(args: Any) -> int:
-    if args.report is not None:
-        if args.spec is not None or args.resume:
-            raise ValueError("--report DIR takes no SPEC.toml and no --resume")
-        report(args.report)
-        return 0
-    if args.spec is None:
-        raise ValueError("give a SPEC.toml (or --report DIR)")
-    result = run(
-        args.spec,
-        out=args.out,
-        address=args.address,
-        resume=args.resume,
-        num_cpus=args.num_cpus,
-        verbose=not args.quiet,
-    )
-    if args.quiet:
-        print(result.table, end="")
-    return 0

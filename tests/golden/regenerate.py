@@ -2,7 +2,7 @@
 
     PYTHONPATH=src python tests/golden/regenerate.py
 
-The run: :class:`bptt.train.Trainer` on the adding task (T = 10, B = 16), float64, H = 8, Adam
+The run: :class:`bptt.training.Trainer` on the adding task (T = 10, B = 16), float64, H = 8, Adam
 (lr 0.01, gradient norm clipped at 5), 30 steps, seed 0. The file keeps the loss and the global
 gradient norm of every step, and after the last step, on a fixed validation batch, the loss and
 the Frobenius norm of dL/dθ and of θ for each parameter. ``test_golden_run.py`` reruns it and
@@ -53,7 +53,7 @@ NOTE = (
 def trajectory(config: dict[str, Any], out: Path) -> dict[str, Any]:
     """Train ``config`` for ``config['steps']`` steps in ``out``; the numbers the file pins."""
     from bptt.data.tasks import AddingTask
-    from bptt.train import TrainConfig, Trainer
+    from bptt.training import TrainConfig, Trainer
 
     cfg = TrainConfig.from_dict(
         {

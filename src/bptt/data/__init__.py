@@ -2,6 +2,7 @@
 
 from .errors import CorpusNotFoundError, DataError
 from .tasks import (
+    TASK_NAMES,
     TASKS,
     AddingTask,
     Batch,
@@ -24,6 +25,7 @@ from .text import (
 
 __all__ = [
     "TASKS",
+    "TASK_NAMES",
     "AddingTask",
     "Batch",
     "CharCorpus",

@@ -917,6 +917,12 @@ TASKS: dict[str, type[SequenceTask]] = {
     "csv": CsvTask,
     "lagged": LaggedDependenciesTask,
 }
+"""The generated (and CSV) sequence tasks by name, for :func:`get_task`."""
+
+TASK_NAMES: tuple[str, ...] = ("charlm", *TASKS, "arrays")
+"""The one list of what ``bptt train --task`` (:class:`bptt.training.TrainConfig`) trains on:
+``charlm`` (character streams over a text, :mod:`bptt.data.text`), the tasks of
+:data:`TASKS`, and ``arrays`` (your own arrays, :mod:`bptt.data.arrays`)."""
 
 
 def get_task(name: str, **kwargs: Any) -> SequenceTask:

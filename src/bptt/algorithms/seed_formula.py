@@ -25,10 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cells import StepArgs
-from .model import RNN
-from .params import Params
-from .validation import check_inputs
+from ..cells import StepArgs
+from ..model import RNN
+from ..params import Params
+from ..validation import check_inputs
 
 
 @dataclass(frozen=True)

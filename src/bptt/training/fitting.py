@@ -5,7 +5,7 @@
 
 so validation, the optimizers and schedules, clipping, early stopping, callbacks, checkpoints,
 ``metrics.jsonl``, ``loss.png`` and the progress bar are those of ``bptt train`` (every
-:class:`~bptt.train.TrainConfig` field is a keyword). The model is trained in place; with
+:class:`~bptt.training.TrainConfig` field is a keyword). The model is trained in place; with
 early stopping (``patience``) it ends holding the best evaluation's weights.
 """
 
@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from .data.arrays import ArrayTask, to_time_major
-from .model import ElmanRNN
-from .train import Callback, TrainConfig, Trainer, TrainResult
+from ..data.arrays import ArrayTask, to_time_major
+from ..model import ElmanRNN
+from .config import TrainConfig
+from .loop import Callback, Trainer, TrainResult
 
 
 def fit(
@@ -52,13 +53,13 @@ def fit(
             default: hold out the last ``val_fraction`` of the sequences.
         out: the run directory (checkpoint, ``config.json``, ``metrics.jsonl``, ``loss.png``).
         resume: continue the run in ``out`` (pass the same arrays).
-        callbacks, echo: as :class:`~bptt.train.Trainer`.
-        **options: any other :class:`~bptt.train.TrainConfig` field: ``steps``, ``batch``,
+        callbacks, echo: as :class:`~bptt.training.Trainer`.
+        **options: any other :class:`~bptt.training.TrainConfig` field: ``steps``, ``batch``,
             ``optimizer``, ``lr``, ``schedule``, ``clip``, ``eval_every``, ``patience``,
             ``keep_best``, ``progress``, ``plot``, …
 
     Returns:
-        The :class:`~bptt.train.TrainResult` (last evaluation's metrics, checkpoint paths).
+        The :class:`~bptt.training.TrainResult` (last evaluation's metrics, checkpoint paths).
 
     Raises:
         ValueError: shapes that fit neither layout (the message gives both readings), a model

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _kernels
-from .cells import Cell, StepArgs
-from .model import RNN
-from .validation import check_inputs, check_max_lag
+from .. import _kernels
+from ..cells import Cell, StepArgs
+from ..model import RNN
+from ..validation import check_inputs, check_max_lag
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,39 @@
-"""The ``bptt`` command."""
+"""The ``bptt`` command: its parser and the subcommands train, sample, eval, predict and
+gradcheck (inspect: :mod:`.inspect`, export: :mod:`.export`, sweep: :mod:`.sweep`)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections.abc import Sequence
 
 import numpy as np
 
-from .activations import ACTIVATIONS
-from .cells import CELLS
-from .export_cli import add_export_parser
-from .heads import HEADS
-from .inspect_cli import add_inspect_parser
-from .model import build_model
-from .resources import check_memory, estimate_bytes
+from .. import __version__
+from ..activations import ACTIVATIONS
+from ..cells import CELLS
+from ..checkpoint import load_checkpoint
+from ..data.text import CharCorpus
+from ..gradcheck import gradcheck
+from ..heads import HEADS
+from ..model import build_model
+from ..predict import format_csv, predict_csv, predict_npz, write_npz, write_text
+from ..resources import check_memory, estimate_bytes
+from ..sample import sample_text
+from ..training import (
+    CharStreamSource,
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    config_fields,
+    evaluate_task,
+    evaluate_text,
+    make_task,
+)
+from .export import add_export_parser
+from .inspect import add_inspect_parser
 from .sweep import add_sweep_parser
 
 
@@ -67,8 +85,6 @@ def _add_gradcheck(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_gradcheck(args: argparse.Namespace) -> int:
-    from .gradcheck import gradcheck
-
     for option in ("input_size", "hidden", "output_size", "seq_len", "batch", "layers"):
         _require(option, getattr(args, option), 1)
     _require("seed", args.seed, 0)
@@ -115,15 +131,13 @@ def _require(option: str, value: int, low: int) -> None:
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
-    from .train import TrainConfig, config_fields
-
     p = subparsers.add_parser(
         "train",
         help="train a model (default: a character model on the built-in corpus)",
         description="Train an Elman RNN by explicit BPTT. With no options: a character model "
         "(H=256, T=50, B=32, Adam 2e-3, clip 5, 4000 steps) on the built-in corpus, the Python "
         "standard library's own source, printing samples as it learns. Every option is a "
-        "field of bptt.train.TrainConfig; the run writes config.json, metrics.jsonl, "
+        "field of bptt.training.TrainConfig; the run writes config.json, metrics.jsonl, "
         "checkpoint.safetensors and loss.png into --out.",
         formatter_class=HelpFormatter,
     )
@@ -152,8 +166,6 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, Trainer, TrainingDiverged, config_fields
-
     values = {name: getattr(args, name) for name, *_ in config_fields()}
     config = TrainConfig(**values)
     trainer = Trainer(config, resume=args.resume)
@@ -190,9 +202,6 @@ def _add_sample(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_sample(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
-    from .sample import sample_text
-
     _require("length", args.length, 0)
     _require("top_k", args.top_k, 0)
     _require("seed", args.seed, 0)
@@ -237,21 +246,14 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    import json
-
-    from .checkpoint import load_checkpoint
-    from .train import TextData, TrainConfig, evaluate_task, evaluate_text, make_task
-
     ckpt = load_checkpoint(args.checkpoint)
     config = TrainConfig.from_dict(ckpt.config)
     if config.task == "charlm":
         if args.text is not None:
-            from .data.text import CharCorpus
-
             ids = CharCorpus.from_file(args.text, ckpt.vocab).ids
             source = args.text
         else:
-            ids = TextData(config, ckpt.vocab).val_ids
+            ids = CharStreamSource(config, ckpt.vocab).val_ids
             source = "validation split of " + (config.text or "the built-in corpus")
         metrics = evaluate_text(ckpt.model, ids, config.batch, config.seq_len)
     else:
@@ -299,11 +301,6 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    import json
-
-    from .checkpoint import load_checkpoint
-    from .predict import format_csv, predict_csv, predict_npz, write_npz, write_text
-
     ckpt = load_checkpoint(args.checkpoint)
     if args.csv is not None:
         names, raw, pred = predict_csv(ckpt, args.csv)
@@ -326,8 +323,6 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     parser = argparse.ArgumentParser(
         prog="bptt",
         description="Train and inspect Elman RNNs with explicit backpropagation through time.",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .checkpoint import load_checkpoint
-from .interop import export_onnx, save_torch_state
+from ..checkpoint import load_checkpoint
+from ..interop import export_onnx, save_torch_state
 
 
 def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

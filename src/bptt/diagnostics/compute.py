@@ -10,14 +10,15 @@ pre-activation at step k ≤ t (d = t − k is the lag):
     dL/dV = Σ_d C_V[d]      C_V[d]   = Σ_k δ^{(k+d)}_k x_k^T
     dL/db_h = Σ_d C_b[d]    C_b[d]   = Σ_k δ^{(k+d)}_k
 
-The seed formula (:mod:`bptt.seed_formula`) forms each term (t, k) with an explicit product of
-step Jacobians J_i = diag(f_h'(E_i)) W; grouping its terms by t − k gives exactly C[d].
+The seed formula (:mod:`bptt.algorithms.seed_formula`) forms each term (t, k) with an explicit
+product of step Jacobians J_i = diag(f_h'(E_i)) W; grouping its terms by t − k gives exactly
+C[d].
 
 Also here: dL/dh_t for every step, norms of the Jacobian products Π_{i=k+1..t} J_i against the
 lag with the singular values of W and the Pascanu et al. (2013) condition, the bias of the
 truncated gradient for every truncation length, and :class:`GradientProfileRecorder`, which
 keeps the per-lag profile during training. Everything is NumPy; figures are in
-:mod:`bptt.diagnostic_plots`.
+:mod:`bptt.diagnostics.plots`.
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from . import cell_diagnostics
-from .atomic import atomic_write_text
-from .model import RNN, ElmanRNN
-from .rnn import input_projection_backward
-from .validation import check_inputs, check_max_lag
+from ..atomic import atomic_write_text
+from ..model import RNN, ElmanRNN
+from ..rnn import input_projection_backward
+from ..validation import check_inputs, check_max_lag
+from .cells import lag_contributions as cell_lag_contributions
 
 RECURRENT_NAMES: tuple[str, ...] = ("W", "V", "b_h")
 
@@ -80,7 +81,7 @@ def _check_model(model: object) -> ElmanRNN:
     if not isinstance(model, ElmanRNN):
         raise TypeError(
             f"model must be a bptt.ElmanRNN, got {type(model).__name__} (for any cell: "
-            "bptt.cell_diagnostics.lag_contributions and state_jacobian_norms)"
+            "bptt.diagnostics.cells.lag_contributions and state_jacobian_norms)"
         )
     model.validated_params()
     return model
@@ -723,7 +724,7 @@ class GradientProfileRecorder:
         """Record the per-lag norms on this batch if ``step % every == 0``; say whether it did.
 
         Any one-layer, one-direction model: the Elman cell through :func:`lag_contributions`,
-        others through :func:`bptt.cell_diagnostics.lag_contributions`.
+        others through :func:`bptt.diagnostics.cells.lag_contributions`.
         """
         if step % self.every != 0:
             return False
@@ -731,9 +732,7 @@ class GradientProfileRecorder:
             contrib: Any = lag_contributions(model, x, y, h0, mask, max_lag=self.max_lag)
             norms = contrib.norms()
         else:  # another cell: its V, W, and all its biases under "b_h" (b, b_hn for the GRU)
-            contrib = cell_diagnostics.lag_contributions(
-                model, x, y, h0, mask, max_lag=self.max_lag
-            )
+            contrib = cell_lag_contributions(model, x, y, h0, mask, max_lag=self.max_lag)
             by_name = contrib.norms()
             biases = [by_name[k] ** 2 for k in contrib.parts if k.startswith("b")]
             norms = {"W": by_name["W"], "V": by_name["V"], "b_h": np.sqrt(sum(biases))}

@@ -7,11 +7,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_path
-from .checkpoint import load_checkpoint
+from ..atomic import atomic_path
+from ..checkpoint import load_checkpoint
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend, or an ImportError that says how to install it."""
     try:
         import matplotlib
 
@@ -84,7 +85,7 @@ def metrics_figure(run_dir: str | os.PathLike[str]) -> Any:
     scale when the curves span more than a decade. Classification tasks: the losses, and the
     metric (accuracy) beside its baseline on a second panel.
     """
-    plt = _pyplot()
+    plt = pyplot()
     run_dir = Path(run_dir)
     records = read_metrics(run_dir)
     config = _run_facts(run_dir)
@@ -191,7 +192,7 @@ def plot_metrics(
         ImportError: matplotlib is missing (the message says how to install it).
         FileNotFoundError: no metrics log.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig = metrics_figure(run_dir)
     target = Path(run_dir) / "loss.png" if path is None else Path(path)
     try:

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from .atomic import atomic_write_bytes
-from .cell_diagnostics import CellLagContributions, StateJacobianReport
-from .diagnostics import (
+from ..atomic import atomic_write_bytes
+from .cells import CellLagContributions, StateJacobianReport
+from .compute import (
     GradientProfileRecorder,
     HiddenStateGradients,
     JacobianReport,
@@ -338,7 +338,7 @@ def plot_layer_lag_profile(layers: dict[str, LagContributions], ax: Axes | None 
     return fig
 
 
-# -- any cell (bptt.cell_diagnostics) ---------------------------------------------------------
+# -- any cell (bptt.diagnostics.cells) ---------------------------------------------------------
 
 
 def plot_cell_lag_profile(
