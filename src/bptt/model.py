@@ -11,8 +11,8 @@ For one Elman layer in one direction this is the seed's E_t = V x_t + W h_{t-1} 
 h_t = f_h(E_t), ŷ_t = f_y(U h_t + b_y), with parameters ``U V W b_h b_y``.
 
 This module holds the ONE forward → head → backward sequence (:meth:`RNN._sweep`); the full,
-recompute (:mod:`bptt.checkpointing`) and truncated (:mod:`bptt.truncation`) schedules and the
-diagnostics all run through it.
+recompute (:mod:`bptt.algorithms.recompute`) and truncated (:mod:`bptt.algorithms.truncated`)
+schedules and the diagnostics all run through it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from numpy.typing import DTypeLike
 from . import _scratch
 from .activations import Activation, get_activation
 from .cells import Cell, get_cell
-from .checkpointing import recompute_forward_backward, segment_length
+from .algorithms.recompute import recompute_forward_backward, segment_length
 from .heads import Head, get_head
 from .params import Gradients, Params
 from .rnn import output_backward, output_forward
@@ -621,7 +621,7 @@ class RNN:
                 ``False`` stores every step; ``True`` stores only the states at segment
                 boundaries, segments of about √T steps, and recomputes each segment during
                 the backward sweep (memory O(√T) instead of O(T), about a third more time); a
-                positive int K uses segments of K steps. See :mod:`bptt.checkpointing`.
+                positive int K uses segments of K steps. See :mod:`bptt.algorithms.recompute`.
 
         Returns:
             A :class:`BPTTResult` with the loss, the gradients (and dL/dh_0) and the final state.
