@@ -271,3 +271,21 @@ def test_guarded_step_with_value_clip_equals_clip_then_update(name: str, rng) ->
     for s in new_s:
         for n in new_s[s]:
             np.testing.assert_array_equal(opt.slots[s][n], new_s[s][n])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_grad_sum_squares_is_the_global_norm_squared(dtype: type, rng) -> None:
+    """The compiled Σ g² the guard reports equals global_norm()² to rounding, and a NaN or an
+    infinity anywhere makes it non-finite (no finite-math shortcut in the compiled sum)."""
+    from bptt._fused_optim import grad_sum_squares
+
+    grads = _random_params(rng, 3.0).map(lambda a: a.astype(dtype))
+    assert grad_sum_squares(grads) == pytest.approx(grads.global_norm() ** 2, rel=1e-12)
+    for bad in (np.nan, np.inf, -np.inf):
+        broken = grads.copy()
+        broken.W[1, 2] = bad
+        assert not np.isfinite(grad_sum_squares(broken))
+    if dtype == np.float32:  # float32 entries near 1e20 square beyond float32, not float64
+        huge = grads.map(lambda a: np.full_like(a, 1e20))
+        n = sum(a.size for a in huge.arrays())
+        assert grad_sum_squares(huge) == pytest.approx(1e40 * n, rel=1e-6)

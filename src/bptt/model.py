@@ -27,8 +27,8 @@ from numpy.typing import DTypeLike
 
 from . import _scratch
 from .activations import Activation, get_activation
-from .cells import Cell, get_cell
 from .algorithms.recompute import recompute_forward_backward, segment_length
+from .cells import Cell, get_cell
 from .heads import Head, get_head
 from .params import Gradients, Params
 from .rnn import output_backward, output_forward

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._fused_optim import can_fuse, fused_compute
+from ._fused_optim import can_fuse, fused_compute, grad_sum_squares
 from .params import Params
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
@@ -448,18 +448,28 @@ def guarded_step(
     with np.errstate(over="ignore", invalid="ignore"):
         if not math.isfinite(loss):
             return StepInfo(float("nan"), False, f"non-finite loss {loss}")
-        norm = grads.global_norm()  # finite ⇒ every gradient entry is finite
+        fusable = can_fuse(optimizer, params, grads)
+        # finite ⇒ every gradient entry is finite. Where the norm only reports (no norm clip),
+        # one compiled call gives it; a norm clip scales by global_norm()'s exact value
+        quick = fusable and clip_norm <= 0
+        norm = math.sqrt(grad_sum_squares(grads)) if quick else grads.global_norm()
         if not math.isfinite(norm):
             if not grads.is_finite():
                 return StepInfo(float("nan"), False, "non-finite gradient")
             return StepInfo(norm, False, "gradient norm overflows")
         # the value clip rides in the fused pass when nothing needs the clipped norm first
-        fuse_clip = clip_value > 0 and clip_norm <= 0 and can_fuse(optimizer, params, grads)
+        fuse_clip = clip_value > 0 and clip_norm <= 0 and fusable
         if clip_value > 0 and not fuse_clip:
             clip_grad_value(grads, clip_value)
         if clip_norm > 0:  # ‖g‖ is the one above unless the value clip changed g since
             clip_grad_norm(grads, clip_norm, norm=None if clip_value > 0 else norm)
-        fused = fused_compute(optimizer, params, grads, lr, clip_value if fuse_clip else 0.0)
+        fused = (
+            fused_compute(
+                optimizer, params, grads, lr, clip_value if fuse_clip else 0.0, checked=True
+            )
+            if fusable
+            else None
+        )
         if fused is not None:
             new_params, new_slots, finite = fused
         else:

@@ -45,6 +45,14 @@ class Params(MutableMapping[str, np.ndarray]):
         for name, array in named.items():
             self[name] = array
 
+    @classmethod
+    def adopt(cls, arrays: dict[str, np.ndarray]) -> Params:
+        """Wrap ``arrays`` (name → NumPy array, built by this package) without the
+        per-entry checks of the constructor: for hot paths that made the arrays themselves."""
+        params = cls.__new__(cls)
+        object.__setattr__(params, "_arrays", arrays)
+        return params
+
     # -- mapping ----------------------------------------------------------------------------
 
     def __getitem__(self, name: str) -> np.ndarray:
