@@ -277,3 +277,147 @@ def test_recurrent_mask_is_respected_by_bptt_and_online() -> None:
     assert _rel_err(exact, ref) < 1e-9
     with pytest.raises(ValueError, match="mask must be"):
         model.set_recurrent_mask(np.ones((5, 5)))
+
+
+def _snap_literal(model, x, y, mask, h0, n):
+    """SnAp-n as the paper writes it, one dense (B, H, H·Q + H) influence masked by P_n each
+    step, with J_t = diag(f') W formed explicitly: Σ_t of (dΘ_t, dL_t/dh_0) (an independent
+    reference for both storages)."""
+    T, B = x.shape[:2]
+    H, I = model.hidden_size, model.input_size
+    Q = I + H + 1
+    p = model.params
+    w_nz = np.ones((H, H), bool) if model.w_mask is None else model.w_mask
+    P = online.snap_pattern(w_nz, n)
+    keep = np.concatenate([np.kron(P, np.ones((1, Q))), P], axis=1)  # (H, H·Q + H)
+    M = np.zeros((B, H, H * Q + H))
+    M[:, :, H * Q :] = np.eye(H)
+    h = np.zeros((B, H)) if h0 is None else np.array(h0)
+    d_theta, d_h0 = np.zeros((H, Q)), np.zeros((B, H))
+    for t in range(T):
+        xv = np.eye(I)[x[t]] if x.ndim == 2 else x[t]  # (B, I)
+        hhat = np.concatenate([xv, h, np.ones((B, 1))], axis=1)  # (B, Q)
+        h = model.layers[0].cell.activation(xv @ p["V"].T + h @ p["W"].T + p["b_h"])
+        fp = model.layers[0].cell.activation.grad_from_output(h)
+        J = fp[:, :, None] * p["W"]  # (B, H, H)
+        imm = np.zeros((B, H, H * Q + H))
+        for k in range(H):
+            imm[:, k, k * Q : (k + 1) * Q] = fp[:, k : k + 1] * hhat
+        M = (J @ M + imm) * keep
+        z = h @ p["U"].T + p["b_y"]
+        w = np.ones(B) / B if mask is None else mask[t] / B
+        _, dz = model.head.loss_and_dz(z[None], y[t][None], w[None])
+        c = dz[0] @ p["U"]  # (B, H)
+        d_theta += np.einsum("bk,bkp->p", c, M[:, :, : H * Q]).reshape(H, Q)
+        d_h0 += np.einsum("bk,bkj->bj", c, M[:, :, H * Q :])
+    d_theta[:, I : I + H] *= w_nz  # W's masked entries get no gradient (as in BPTT)
+    return d_theta, d_h0
+
+
+def _theta(g):
+    return np.concatenate([g["V"], g["W"], g["b_h"][:, None]], axis=1)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_sparse_and_dense_snap_storage_equal_the_literal_masked_influence(seed: int) -> None:
+    """Random sparse masks, n = 2, 3, every activation, ids/dense, h0, stream masks: the sparse
+    storage, the dense storage and the literal masked dense influence agree to rounding, h0's
+    gradient included; and the pattern is not full (the result is not RTRL's)."""
+    model, x, y, mask, h0, B = _random_case(seed)
+    H = model.hidden_size
+    rng = np.random.default_rng(100 + seed)
+    w_mask = rng.uniform(size=(H, H)) < 0.3
+    w_mask[0, 1 % H] = True  # at least one edge
+    model.set_recurrent_mask(w_mask)
+    n = 2 + seed % 2
+    ref_theta, ref_h0 = _snap_literal(model, x, y, mask, h0, n)
+    _, sparse = _run(online.make(f"snap-{n}", model, batch=B, storage="sparse"), x, y, mask, h0)
+    _, dense = _run(online.make(f"snap-{n}", model, batch=B, storage="dense"), x, y, mask, h0)
+    assert isinstance(online.make(f"snap-{n}", model, batch=B, storage="sparse"), online.SnApN)
+    scale, scale_h0 = np.abs(ref_theta).max(), max(np.abs(ref_h0).max(), 1.0)
+    for got in (sparse, dense):
+        np.testing.assert_allclose(_theta(got), ref_theta, rtol=0, atol=1e-12 * scale)
+        np.testing.assert_allclose(got.h0, ref_h0, rtol=0, atol=1e-12 * scale_h0)
+    np.testing.assert_allclose(_theta(sparse), _theta(dense), rtol=0, atol=1e-13 * scale)
+
+
+@pytest.mark.parametrize("storage", ["sparse", "dense"])
+def test_snap_n_with_full_pattern_equals_rtrl_and_bptt_h0_included(storage: str) -> None:
+    """A ring W (k ← k−1): SnAp-H's pattern is full, so both storages are exact, dL/dh_0
+    included; SnAp-2 on the ring is not."""
+    rng = np.random.default_rng(6)
+    H, B = 6, 2
+    model = ElmanRNN(3, H, 2, output="softmax", seed=4)
+    model.set_recurrent_mask(np.roll(np.eye(H, dtype=bool), 1, axis=0))
+    x, y, mask = _data(rng, 3, 2, 9, B, True, "softmax", True)
+    h0 = rng.normal(size=(B, H)) * 0.5
+    _, bptt = model.loss_and_grads(x, y, h0, mask)
+    _, full = _run(online.make(f"snap-{H}", model, batch=B, storage=storage), x, y, mask, h0)
+    _, part = _run(online.make("snap-2", model, batch=B, storage=storage), x, y, mask, h0)
+    assert _rel_err(full, bptt) < 1e-9
+    np.testing.assert_allclose(full.h0, bptt.h0, rtol=1e-9, atol=1e-13)
+    assert _rel_err(part, bptt) > 1e-3
+    assert np.abs(part.h0 - bptt.h0).max() > 1e-3 * np.abs(bptt.h0).max()
+
+
+def test_sparse_snap_with_dense_w_is_rtrl() -> None:
+    """Forcing the sparse storage on a dense W (SnAp-2's pattern is then full) gives RTRL."""
+    rng = np.random.default_rng(8)
+    model = ElmanRNN(2, 5, 3, output="identity", seed=3)
+    x, y, _ = _data(rng, 2, 3, 7, 3, False, "identity", False)
+    h0 = rng.normal(size=(3, 5))
+    _, ref = _run(online.make("rtrl", model, batch=3), x, y, None, h0)
+    _, got = _run(online.make("snap-2", model, batch=3, storage="sparse"), x, y, None, h0)
+    assert _rel_err(got, ref) < 1e-12
+    np.testing.assert_allclose(got.h0, ref.h0, rtol=1e-12, atol=1e-14)
+
+
+def test_snap1_h0_gradient_with_diagonal_w_is_exact() -> None:
+    rng = np.random.default_rng(2)
+    model = ElmanRNN(3, 4, 2, output="softmax", seed=2)
+    model.set_recurrent_mask(np.eye(4, dtype=bool))
+    x, y, mask = _data(rng, 3, 2, 8, 2, True, "softmax", True)
+    h0 = rng.normal(size=(2, 4))
+    _, ref = model.loss_and_grads(x, y, h0, mask)
+    _, got = _run(online.make("snap-1", model, batch=2), x, y, mask, h0)
+    np.testing.assert_allclose(got.h0, ref.h0, rtol=1e-9, atol=1e-13)
+    assert np.abs(got.h0).max() > 1e-3
+
+
+def test_sparse_snap_stores_only_its_pattern() -> None:
+    """The carried state scales with the pattern (nnz entries of Q + 1), not H²·Q; the memory
+    check's count matches what is allocated; auto picks the sparse storage for a sparse W."""
+    H, I, B = 40, 3, 2
+    model = ElmanRNN(I, H, 2, seed=0)
+    rng = np.random.default_rng(0)
+    model.set_recurrent_mask(rng.uniform(size=(H, H)) < 0.1)
+    alg = online.make("snap-2", model, batch=B)
+    assert isinstance(alg, online.SnApN)
+    nnz = int(alg.pattern.sum())
+    assert nnz < 0.3 * H * H
+    Q = I + H + 1
+    assert alg.state_dict()["M"].shape == (nnz, B, Q + 1)
+    allocated = alg.M.nbytes + alg._next.nbytes + alg._tmp.nbytes
+    assert online.carried_bytes("snap-2", B, I, H, 8, 0, w_mask=model.w_mask) == allocated
+    assert online.carried_bytes("snap-2", B, I, H, 8, 0) > 3 * allocated  # RTRL's upper bound
+    with pytest.raises(ValueError, match="storage"):
+        online.make("snap-2", model, storage="csr")
+
+
+@pytest.mark.parametrize("storage", ["sparse", "dense"])
+def test_snap_n_state_dict_resumes_bit_for_bit(storage: str) -> None:
+    rng = np.random.default_rng(3)
+    model = ElmanRNN(3, 8, 2, output="softmax", seed=1)
+    model.set_recurrent_mask(rng.uniform(size=(8, 8)) < 0.25)
+    x, y, _ = _data(rng, 3, 2, 10, 2, True, "softmax", False)
+    a = online.make("snap-3", model, batch=2, storage=storage)
+    for t in range(5):
+        a.step(x[t], y[t])
+    saved = {k: np.array(v) for k, v in a.state_dict().items()}
+    rest = [a.step(x[t], y[t]) for t in range(5, 10)]
+    b = online.make("snap-3", model, batch=2, storage=storage)
+    b.load_state_dict(saved)
+    for t, (la, ga) in zip(range(5, 10), rest, strict=True):
+        lb, gb = b.step(x[t], y[t])
+        assert la == lb and all(np.array_equal(ga[k], gb[k]) for k in ga)
+        assert np.array_equal(ga.h0, gb.h0)
