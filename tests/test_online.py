@@ -318,11 +318,25 @@ def _theta(g):
     return np.concatenate([g["V"], g["W"], g["b_h"][:, None]], axis=1)
 
 
+@pytest.fixture(params=["numpy", "numba"])
+def kernels(request):
+    """Run a test on the NumPy path and on the compiled (Numba) kernels."""
+    from bptt import _kernels
+    from bptt.online._kernels import compiled
+
+    if request.param == "numba" and compiled() is None:
+        pytest.skip("Numba is not installed (the 'fast' extra)")
+    with _kernels.backend("numpy" if request.param == "numpy" else "auto"):
+        yield request.param
+
+
 @pytest.mark.parametrize("seed", range(8))
-def test_sparse_and_dense_snap_storage_equal_the_literal_masked_influence(seed: int) -> None:
+def test_sparse_and_dense_snap_storage_equal_the_literal_masked_influence(
+    seed: int, kernels: str
+) -> None:
     """Random sparse masks, n = 2, 3, every activation, ids/dense, h0, stream masks: the sparse
-    storage, the dense storage and the literal masked dense influence agree to rounding, h0's
-    gradient included; and the pattern is not full (the result is not RTRL's)."""
+    storage (NumPy blocks and the compiled kernel), the dense storage and the literal masked
+    dense influence agree to rounding, h0's gradient included."""
     model, x, y, mask, h0, B = _random_case(seed)
     H = model.hidden_size
     rng = np.random.default_rng(100 + seed)
@@ -342,7 +356,9 @@ def test_sparse_and_dense_snap_storage_equal_the_literal_masked_influence(seed: 
 
 
 @pytest.mark.parametrize("storage", ["sparse", "dense"])
-def test_snap_n_with_full_pattern_equals_rtrl_and_bptt_h0_included(storage: str) -> None:
+def test_snap_n_with_full_pattern_equals_rtrl_and_bptt_h0_included(
+    storage: str, kernels: str
+) -> None:
     """A ring W (k ← k−1): SnAp-H's pattern is full, so both storages are exact, dL/dh_0
     included; SnAp-2 on the ring is not."""
     rng = np.random.default_rng(6)
@@ -360,7 +376,7 @@ def test_snap_n_with_full_pattern_equals_rtrl_and_bptt_h0_included(storage: str)
     assert np.abs(part.h0 - bptt.h0).max() > 1e-3 * np.abs(bptt.h0).max()
 
 
-def test_sparse_snap_with_dense_w_is_rtrl() -> None:
+def test_sparse_snap_with_dense_w_is_rtrl(kernels: str) -> None:
     """Forcing the sparse storage on a dense W (SnAp-2's pattern is then full) gives RTRL."""
     rng = np.random.default_rng(8)
     model = ElmanRNN(2, 5, 3, output="identity", seed=3)

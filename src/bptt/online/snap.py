@@ -17,8 +17,11 @@ SnAp-n keeps ∂h_k/∂h_{0,j} on the same pattern P_n[k, j]; it is exact wherev
 
       M_t[(k, r)] = f'_k Σ_{j: W_kj ≠ 0, (j, r) ∈ P_n} W_kj M_{t-1}[(j, r)] + δ_kr f'_k ĥ_t
 
-  so time and memory per step scale with the pattern's size (nnz·Q, and the number of those
-  (e, j) reads times Q), not H²·Q. It assumes W is zero outside its mask (the model keeps it so).
+  so memory scales with the pattern's size (nnz·(Q + 1) per stream) and time with the number
+  of those reads (times Q), not H²·Q: the compiled kernel (Numba) walks exactly the reads; the
+  NumPy path multiplies, for each r, the block W[S_r, S_r] (S_r = {k: P_n[k, r]}) into the
+  entries of column r, |S_r|² reads instead (W's mask is sparse inside the block too).
+  It assumes W is zero outside its mask (the model keeps it so).
 - SnAp-n, dense storage (:class:`DenseSnApN`): RTRL's (H, B, H·Q + H) buffer, masked by P_n after
   each step — RTRL's time and memory; the faster choice when P_n is (nearly) full, e.g. SnAp-2
   with a dense W, where it is exactly RTRL.
@@ -33,6 +36,7 @@ import numpy as np
 
 from ..cells import StepArgs
 from ..model import RNN
+from ._kernels import compiled
 from .base import OnlineAlgorithm, StateDict
 from .rtrl import RTRL
 
@@ -123,7 +127,8 @@ class SnApN(OnlineAlgorithm):
 
     Attributes:
         pattern: P_n (H, H) of bools. rows, cols: (nnz,) the k and r of each stored entry,
-            sorted by r, then k. reads: the terms W_kj M[(j, r)] one step sums, per column.
+            sorted by r, then k. reads: the terms W_kj M[(j, r)] one step sums (per column of
+            Θ and stream) in the compiled kernel.
     """
 
     name = "snap-n"
@@ -147,20 +152,24 @@ class SnApN(OnlineAlgorithm):
         entry[rows, cols] = np.arange(nnz)  # entry[k, r] = e
         self._diag = entry[np.arange(H), np.arange(H)]  # (H,): e of (k, k)
         self._starts = np.searchsorted(cols, np.arange(H))  # first entry of each r
-        # reads (e, j), j ≠ k_e: W_kj in the mask and (j, r_e) stored. j = k_e is read by every
-        # entry (with W_kk, zero if masked), as the first term, so every sum has one
+        # reads (e, j), j ≠ k_e: W_kj in the mask and (j, r_e) stored; j = k_e is read by every
+        # entry (with W_kk, zero if masked) as its first term
         reads = w_nz[rows, :] & P[:, cols].T  # (nnz, H)
         reads[np.arange(nnz), rows] = False
         e_idx, j_idx = np.nonzero(reads)  # sorted by e
-        rank = np.arange(e_idx.size) - np.searchsorted(e_idx, e_idx)  # position within e
-        # one slot per rank d: (entries with a d-th read, its source entry, W's row, W's column);
-        # within a slot every entry appears once, so a fancy-indexed += adds each term once
-        self._slots: list[tuple[np.ndarray, ...]] = []
-        for d in range(int(rank.max()) + 1 if rank.size else 0):
-            sel = rank == d
-            e = e_idx[sel]
-            self._slots.append((e, entry[j_idx[sel], cols[e]], rows[e], j_idx[sel]))
         self.reads = nnz + e_idx.size
+        # CSR form for the compiled kernel: e's reads are _src[_indptr[e]:_indptr[e + 1]]
+        self._indptr = np.searchsorted(e_idx, np.arange(nnz + 1))
+        self._src = entry[j_idx, cols[e_idx]]  # the entry (j, r_e)
+        self._wcol = j_idx  # W's column j
+        # the NumPy path: entries sharing r form a block S_r, and every read of the block stays
+        # in it, so M_t[S_r, r] = diag(f') W[S_r, S_r] M_{t-1}[S_r, r] is one small product
+        # (W is zero outside its mask, so the block's extra entries add nothing)
+        ends = np.append(self._starts[1:], nnz)
+        self._blocks = [
+            (int(a), int(e), np.ix_(rows[a:e], rows[a:e]))
+            for a, e in zip(self._starts, ends, strict=True)
+        ]
 
     def _reset_traces(self) -> None:
         B, Q, dt = self.batch, self.Q, self.model.dtype
@@ -182,9 +191,15 @@ class SnApN(OnlineAlgorithm):
         W = self.model.params["W"]
         cur, nxt = self.M, self._next
         fT = np.ascontiguousarray(fprime.T)  # (H, B)
-        np.multiply(cur, W[self.rows, self.rows][:, None, None], out=nxt)  # W_kk M[(k, r)]
-        for e, src, wk, wj in self._slots:  # + W_kj M[(j, r)], j ≠ k
-            nxt[e] += W[wk, wj][:, None, None] * cur[src]
+        kernels = compiled()
+        if kernels is not None:
+            hhat = self._hhat(at)
+            args = (self.rows, self.cols, self._indptr, self._src, self._wcol, fT, hhat)
+            kernels["snap_propagate"](cur, nxt, W, *args)
+            self.M, self._next = nxt, cur
+            return
+        for a, e, block in self._blocks:  # W[S_r, S_r] M_{t-1}[S_r, r]: (s, s) @ (s, B·(Q + 1))
+            np.matmul(W[block], cur[a:e].reshape(e - a, -1), out=nxt[a:e].reshape(e - a, -1))
         nxt *= fT[self.rows][:, :, None]  # f'_k
         np.multiply(fT[:, :, None], self._hhat(at)[None], out=self._tmp)  # (H, B, Q)
         nxt[self._diag, :, :Q] += self._tmp  # + Ī_t on k = r
