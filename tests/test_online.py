@@ -437,3 +437,92 @@ def test_snap_n_state_dict_resumes_bit_for_bit(storage: str) -> None:
         lb, gb = b.step(x[t], y[t])
         assert la == lb and all(np.array_equal(ga[k], gb[k]) for k in ga)
         assert np.array_equal(ga.h0, gb.h0)
+
+
+RUN_CASES = [
+    ("rtrl", {}),
+    ("uoro", {}),
+    ("kf-rtrl", {}),
+    ("snap-1", {}),
+    ("snap-2", {"storage": "sparse"}),
+    ("snap-2", {"storage": "dense"}),
+    ("rflo", {}),
+    ("rflo", {"alpha": 0.4, "feedback": "symmetric"}),
+    ("tbptt", {"k": 4}),
+    ("tbptt", {"k": 1}),
+]
+
+
+def _close(a, b, tol=1e-10):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape and a.dtype == b.dtype
+    np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(np.abs(b).max(initial=0), 1e-300))
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(("name", "opts"), RUN_CASES, ids=[f"{n}{o}" for n, o in RUN_CASES])
+def test_run_equals_repeated_steps(name: str, opts: dict, seed: int) -> None:
+    """``run`` over chunks (cut at 1, 5 and 13 steps, so TBPTT's window and RFLO/SnAp-1's
+    traces cross chunk boundaries) gives each step's loss, each chunk's summed gradient
+    (h0 included) and the final carried state of step-by-step calls, to rounding; a step after
+    the chunks continues identically."""
+    model, *_ = _random_case(seed + 3)
+    rng = np.random.default_rng(50 + seed)
+    H, I, O = model.hidden_size, model.input_size, model.output_size
+    if seed % 2:
+        w_mask = rng.uniform(size=(H, H)) < 0.4
+        model.set_recurrent_mask(w_mask)
+    B = 1 + seed % 3
+    x, y, mask = _data(rng, I, O, 14, B, bool(seed % 2 == 0), model.output, seed < 2)
+    h0 = rng.normal(size=(B, H)) * 0.5 if seed != 1 else None
+    a = online.make(name, model, batch=B, seed=7, **opts)
+    b = online.make(name, model, batch=B, seed=7, **opts)
+    a.reset(h0)
+    b.reset(h0)
+    for lo, hi in ((0, 1), (1, 5), (5, 13)):
+        m = None if mask is None else mask[lo:hi]
+        losses, total = b.run(x[lo:hi], y[lo:hi], m)
+        assert losses.shape == (hi - lo,) and losses.dtype == np.float64
+        ref_total = None
+        for t in range(lo, hi):
+            loss, g = a.step(x[t], y[t], None if mask is None else mask[t])
+            assert losses[t - lo] == pytest.approx(loss, rel=1e-10, abs=1e-14)
+            if ref_total is None:
+                ref_total = Gradients({k: v.copy() for k, v in g.items()}, h0=np.array(g.h0))
+            else:
+                for k in ref_total:
+                    ref_total[k] += g[k]
+                ref_total.h0 += g.h0
+        assert ref_total is not None and list(total) == list(ref_total)
+        for k in ref_total:
+            _close(total[k], ref_total[k])
+        _close(total.h0, ref_total.h0)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        _close(sb[k], sa[k])
+    la, ga = a.step(x[13], y[13])
+    lb, gb = b.step(x[13], y[13])
+    assert lb == pytest.approx(la, rel=1e-10)
+    for k in ga:
+        _close(gb[k], ga[k], tol=1e-9)
+
+
+def test_run_on_the_generic_tbptt_path_and_bad_chunks() -> None:
+    rng = np.random.default_rng(4)
+    model = RNN(3, 4, 2, num_layers=2, output="softmax", seed=1)
+    x, y, _ = _data(rng, 3, 2, 6, 2, True, "softmax", False)
+    a = online.make("tbptt", model, batch=2, k=3)
+    b = online.make("tbptt", model, batch=2, k=3)
+    losses, total = b.run(x, y)
+    steps = [a.step(x[t], y[t]) for t in range(6)]
+    np.testing.assert_allclose(losses, [s[0] for s in steps], rtol=1e-12)
+    for k in total:
+        _close(total[k], sum(g[k] for _, g in steps), tol=1e-12)
+    alg = online.make("rflo", ElmanRNN(3, 4, 2), batch=2)
+    with pytest.raises(ValueError, match="B=2 streams"):
+        alg.run(np.zeros((3, 1), dtype=int), np.zeros((3, 1), dtype=int))
+    with pytest.raises(ValueError, match="at least one step"):
+        alg.run(np.zeros((0, 2), dtype=int), np.zeros((0, 2), dtype=int))
+    with pytest.raises(ValueError, match="mask must have shape"):
+        alg.run(np.zeros((3, 2), dtype=int), np.zeros((3, 2), dtype=int), np.ones((3, 1)))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -35,6 +36,19 @@ from ..params import Gradients
 from ..validation import check_inputs, check_mask, check_positive_int
 
 StateDict = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """A chunk's forward and head (T steps, B streams), for the hoisted :meth:`run`."""
+
+    hs: np.ndarray  # (T, B, H): h_1..h_T
+    hhat: np.ndarray  # (T, B, Q): ĥ_t = [x_t; h_{t-1}; 1]
+    fprime: np.ndarray  # (T, B, H): f'(E_t)
+    dz: np.ndarray  # (T, B, O): ∂L_t/∂z_t
+    c: np.ndarray  # (T, B, H): ∂L_t/∂h_t
+    losses: np.ndarray  # (T,) float64
+    head: dict[str, np.ndarray]  # Σ_t of the head's gradients: U, b_y
 
 
 def rng_to_array(rng: np.random.Generator) -> np.ndarray:
@@ -65,6 +79,16 @@ def rng_from_array(words: np.ndarray) -> np.random.Generator:
         "uinteger": w[5],
     }
     return rng
+
+
+def _outer_sum(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Σ_t Σ_b a_tb ⊗ b_tb: (T, B, H), (T, B, Q) → (H, Q), one product over T·B rows."""
+    return a.reshape(-1, a.shape[-1]).T @ b.reshape(-1, b.shape[-1])
+
+
+def _outer_per_stream(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Σ_t a_tb ⊗ b_tb per stream: (T, B, H), (T, B, Q) → (B, H, Q), B products over T."""
+    return np.matmul(a.transpose(1, 2, 0), b.transpose(1, 0, 2))
 
 
 class OnlineAlgorithm(ABC):
@@ -142,6 +166,60 @@ class OnlineAlgorithm(ABC):
         if self.model.w_mask is not None:
             self.model.mask_gradients(grads)
         return loss, grads
+
+    def run(self, xs: object, ys: object, masks: object = None) -> tuple[np.ndarray, Gradients]:
+        """Advance every stream T steps with the weights fixed: the same as T calls of
+        :meth:`step`, returning the per-step losses and the summed estimate Σ_t grads_t.
+
+            (L_1, …, L_T),  Σ_t grads_t          (grads_t as :meth:`step` gives it)
+
+        The chunk is validated once. RFLO, SnAp-1 and online TBPTT (Elman) hoist the chunk:
+        one forward over the T steps (the model's compiled loop where it has one), the head
+        over T·B rows, their traces' contributions summed by a backward recursion over the
+        chunk and one product; the others loop over their step without its per-step checks.
+        Equal to the step-by-step sums to rounding (the order of the sums differs).
+
+        Args:
+            xs: (T, B, I) dense inputs of the model's dtype, or (T, B) integer ids.
+            ys: (T, B) class ids (softmax head) or (T, B, O) targets.
+            masks: (T, B) of 0/1 or bool, or None.
+
+        Returns:
+            ``(losses, grads)``: losses (T,) float64, L_t = (1/B) Σ_b m_tb ℓ_tb, and
+            Σ_t grads_t under the model's parameter names (``grads.h0`` the sum as well).
+        """
+        model, B = self.model, self.batch
+        x = check_inputs(xs, model.input_size, model.dtype)
+        if x.shape[1] != B:
+            raise ValueError(f"xs must hold B={B} streams in axis 1, got shape {x.shape}")
+        T = x.shape[0]
+        y = model.head.check_targets(ys, (T, B), model.output_size, model.dtype)
+        mask = (
+            np.ones((T, B), dtype=model.dtype)
+            if masks is None
+            else check_mask(masks, (T, B), model.dtype)
+        )
+        losses, grads = self._run(x, y, mask)
+        if model.w_mask is not None:
+            model.mask_gradients(grads)
+        return losses, grads
+
+    def _run(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, Gradients]:
+        """T validated steps, one :meth:`_step` at a time (see :meth:`run`)."""
+        T = x.shape[0]
+        losses = np.empty(T)
+        total: Gradients | None = None
+        for t in range(T):
+            losses[t], g = self._step(x[t], y[t], mask[t])
+            self.t += 1
+            if total is None:
+                total = g
+            else:
+                for name, value in g.items():
+                    total[name] += value
+                total.h0 += g.h0
+        assert total is not None  # T >= 1 (check_inputs)
+        return losses, total
 
     def state_is_finite(self) -> bool:
         """Whether every carried array is finite (a diverging run resets the streams if not)."""
@@ -221,6 +299,55 @@ class OnlineAlgorithm(ABC):
         )
         self.h = h
         return loss, grads
+
+    def _chunk(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> _Chunk:
+        """The chunk's forward and head, hoisted over T·B rows (see :meth:`run`); advances
+        ``h`` to h_T (the caller advances ``t``)."""
+        model = self.model
+        T, B = x.shape[:2]
+        I, H, Q = self.I, self.H, self.Q
+        layer = model.layers[0]
+        cell = layer.cell
+        assert isinstance(cell, ElmanCell)
+        hs, _, _ = cell.forward(layer.take(model.params), x, self.h)  # (T, B, H)
+        hhat = np.empty((T, B, Q), dtype=model.dtype)  # ĥ_t = [x_t; h_{t-1}; 1]
+        if x.ndim == 2:
+            hhat[:, :, :I] = 0.0
+            np.put_along_axis(hhat[:, :, :I], x[:, :, None], 1.0, axis=2)
+        else:
+            hhat[:, :, :I] = x
+        hhat[0, :, I : I + H] = self.h
+        hhat[1:, :, I : I + H] = hs[:-1]
+        hhat[:, :, I + H] = 1.0
+        fprime = cell.activation.grad_from_output(hs)  # (T, B, H)
+        U = model.params["U"]
+        weight = mask / model.dtype.type(B)  # (T, B)
+        z = hs.reshape(T * B, H) @ U.T
+        z += model.params["b_y"]
+        z = z.reshape(T, B, -1)
+        losses = np.asarray(np.sum(weight * model.head.step_losses(z, y), axis=1, dtype=np.float64))
+        _, dz = model.head.loss_and_dz(z, y, weight)  # (T, B, O)
+        c = dz @ U  # (T, B, H): ∂L_t/∂h_t
+        head = {
+            "U": dz.reshape(T * B, -1).T @ hs.reshape(T * B, H),
+            "b_y": dz.sum(axis=(0, 1)),
+        }
+        self.h = hs[-1].copy()
+        return _Chunk(hs=hs, hhat=hhat, fprime=fprime, dz=dz, c=c, losses=losses, head=head)
+
+    def _gradients(self, chunk: _Chunk, theta: np.ndarray, h0: np.ndarray) -> Gradients:
+        """Named gradients from the head's and Θ's (H, Q) sums."""
+        I, H = self.I, self.H
+        return Gradients(
+            {
+                "U": chunk.head["U"],
+                "V": np.ascontiguousarray(theta[:, :I]),
+                "W": np.ascontiguousarray(theta[:, I : I + H]),
+                "b_h": np.ascontiguousarray(theta[:, I + H]),
+                "b_y": chunk.head["b_y"],
+            },
+            h0=h0,
+        )
 
     @abstractmethod
     def _propagate(self, at: StepArgs, fprime: np.ndarray) -> None:

@@ -36,8 +36,9 @@ import numpy as np
 
 from ..cells import StepArgs
 from ..model import RNN
+from ..params import Gradients
 from ._kernels import compiled
-from .base import OnlineAlgorithm, StateDict
+from .base import OnlineAlgorithm, StateDict, _outer_per_stream, _outer_sum
 from .rtrl import RTRL
 
 STORAGES = ("auto", "sparse", "dense")
@@ -94,6 +95,34 @@ class SnAp1(OnlineAlgorithm):
 
     def _h0_grad(self, c: np.ndarray) -> np.ndarray:
         return c * self.z  # (B, H)
+
+    def _run(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, Gradients]:
+        """T steps hoisted (see ``OnlineAlgorithm.run``). With j_t = f'_t ⊙ diag(W), a diagonal
+        Jacobian, the chunk's sums are a backward recursion, as in BPTT:
+
+            Σ_t c_t ⊙ m_t = (j_1 ⊙ g_1) ⊙ m_0 + Σ_s (f'_s ⊙ g_s) ⊗ ĥ_s
+            g_s = c_s + j_{s+1} ⊙ g_{s+1}
+            m_T = π_0 ⊙ m_0 + Σ_s (π_s ⊙ f'_s) ⊗ ĥ_s,   π_s = Π_{i>s} j_i     (z alike, no ĥ)
+        """
+        ch = self._chunk(x, y, mask)
+        T = ch.c.shape[0]
+        j = ch.fprime * np.diagonal(self.model.params["W"])  # (T, B, H): J_t[r, r]
+        g = ch.c.copy()  # (T, B, H)
+        pi = np.ones_like(j)  # (T, B, H): π_s
+        for s in range(T - 2, -1, -1):
+            g[s] += j[s + 1] * g[s + 1]
+            np.multiply(pi[s + 1], j[s + 1], out=pi[s])
+        theta = _outer_sum(ch.fprime * g, ch.hhat)  # (H, Q)
+        jg = j[0] * g[0]  # (B, H)
+        theta += np.einsum("br,brq->rq", jg, self.m)
+        h0 = jg * self.z
+        pi0 = pi[0] * j[0]  # (B, H)
+        m = _outer_per_stream(pi * ch.fprime, ch.hhat)  # (B, H, Q)
+        m += pi0[:, :, None] * self.m
+        self.m = m
+        self.z = pi0 * self.z
+        self.t += T
+        return ch.losses, self._gradients(ch, theta, h0)
 
 
 class DenseSnApN(RTRL):
