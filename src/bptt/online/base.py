@@ -16,9 +16,10 @@ For the one-layer Elman cell, E_t = V x_t + W h_{t-1} + b_h is linear in Θ = [V
     ∂h_t/∂h_{t-1} = J_t = diag(f'(E_t)) W          (the cell's ``state_jacobian``)
     ∂h_{t,k}/∂Θ_{rq} (immediate) = Ī_t[k, (r, q)] = δ_kr f'_k(E_t) ĥ_{t,q}
 
-J_t comes from the cell protocol; Ī_t is this Elman closed form (the fast path: it is a
-diagonal in k = r, so it is added, never stored). Other cells and deeper models are refused by
-every algorithm except ``tbptt``, which runs any unidirectional model.
+Both are used in this Elman closed form, never formed per stream: J_t X = f' ⊙ (W X) (one
+product for all streams), and Ī_t is a diagonal in k = r, so it is added, never stored. Other
+cells and deeper models are refused by every algorithm except ``tbptt``, which runs any
+unidirectional model.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..cells import ElmanCell, StepArgs
+from ..cells import ElmanCell
 from ..model import RNN
 from ..params import Gradients
 from ..validation import check_inputs, check_mask, check_positive_int
@@ -123,6 +124,9 @@ class OnlineAlgorithm(ABC):
             )
         self.t = 0
         self.h = np.zeros((self.batch, model.hidden_size), dtype=model.dtype)
+        self._hhat_buf = np.empty((self.batch, self.Q), dtype=model.dtype)  # (B, Q)
+        self._streams = np.arange(self.batch)
+        self._all = np.ones(self.batch, dtype=model.dtype)  # the mask when none is given
 
     # -- sizes ---------------------------------------------------------------------------------
 
@@ -205,7 +209,22 @@ class OnlineAlgorithm(ABC):
         return losses, grads
 
     def _run(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, Gradients]:
-        """T validated steps, one :meth:`_step` at a time (see :meth:`run`)."""
+        """T validated steps with the forward and head hoisted (:meth:`_chunk`), the influence
+        carried step by step (see :meth:`run`)."""
+        ch = self._chunk(x, y, mask)
+        theta = np.zeros((self.H, self.Q), dtype=self.model.dtype)
+        h0 = np.zeros_like(self.h)
+        for t in range(x.shape[0]):
+            self._propagate(ch.fprime[t], ch.hhat[t])
+            theta += self._theta_grad(ch.c[t], ch.dz[t])
+            h0 += self._h0_grad(ch.c[t])
+            self.t += 1
+        return ch.losses, self._gradients(ch, theta, h0)
+
+    def _run_steps(
+        self, x: np.ndarray, y: np.ndarray, mask: np.ndarray
+    ) -> tuple[np.ndarray, Gradients]:
+        """T validated steps, one :meth:`_step` at a time (any model)."""
         T = x.shape[0]
         losses = np.empty(T)
         total: Gradients | None = None
@@ -276,9 +295,8 @@ class OnlineAlgorithm(ABC):
         assert isinstance(cell, ElmanCell)
         h_prev = self.h
         h = cell.step(p, x, h_prev)  # (B, H)
-        at = StepArgs(x=x, s_prev=h_prev, s=h)
         fprime = cell.activation.grad_from_output(h)  # (B, H): f'(E_t)
-        self._propagate(at, fprime)  # M_{t-1} → M_t
+        self._propagate(fprime, self._hhat(x, h_prev))  # M_{t-1} → M_t
         U = model.params["U"]
         z = h @ U.T
         z += model.params["b_y"]
@@ -286,17 +304,7 @@ class OnlineAlgorithm(ABC):
         dz = dz[0]  # (B, O)
         c = dz @ U  # (B, H): ∂L_t/∂h_t
         theta = self._theta_grad(c, dz)  # (H, Q)
-        I, H = self.I, self.H
-        grads = Gradients(
-            {
-                "U": dz.T @ h,
-                "V": np.ascontiguousarray(theta[:, :I]),
-                "W": np.ascontiguousarray(theta[:, I : I + H]),
-                "b_h": np.ascontiguousarray(theta[:, I + H]),
-                "b_y": dz.sum(axis=0),
-            },
-            h0=self._h0_grad(c),
-        )
+        grads = self._named(dz.T @ h, dz.sum(axis=0), theta, self._h0_grad(c))
         self.h = h
         return loss, grads
 
@@ -336,22 +344,28 @@ class OnlineAlgorithm(ABC):
         return _Chunk(hs=hs, hhat=hhat, fprime=fprime, dz=dz, c=c, losses=losses, head=head)
 
     def _gradients(self, chunk: _Chunk, theta: np.ndarray, h0: np.ndarray) -> Gradients:
-        """Named gradients from the head's and Θ's (H, Q) sums."""
+        """Named gradients from a chunk's head sums and Θ's (H, Q) sum."""
+        return self._named(chunk.head["U"], chunk.head["b_y"], theta, h0)
+
+    def _named(
+        self, dU: np.ndarray, db_y: np.ndarray, theta: np.ndarray, h0: np.ndarray
+    ) -> Gradients:
+        """The model's names for dU (O, H), db_y (O,), Θ = [V | W | b_h] (H, Q) and dh_0;
+        fresh arrays of the right shapes, so adopted without the constructor's checks."""
         I, H = self.I, self.H
-        return Gradients(
-            {
-                "U": chunk.head["U"],
-                "V": np.ascontiguousarray(theta[:, :I]),
-                "W": np.ascontiguousarray(theta[:, I : I + H]),
-                "b_h": np.ascontiguousarray(theta[:, I + H]),
-                "b_y": chunk.head["b_y"],
-            },
-            h0=h0,
-        )
+        arrays = {
+            "U": dU,
+            "V": np.ascontiguousarray(theta[:, :I]),
+            "W": np.ascontiguousarray(theta[:, I : I + H]),
+            "b_h": np.ascontiguousarray(theta[:, I + H]),
+            "b_y": db_y,
+        }
+        return Gradients.from_backward(arrays, h0)
 
     @abstractmethod
-    def _propagate(self, at: StepArgs, fprime: np.ndarray) -> None:
-        """Carry the influence estimate from step t−1 to t."""
+    def _propagate(self, fprime: np.ndarray, hhat: np.ndarray) -> None:
+        """Carry the influence estimate from step t−1 to t, given f'(E_t) (B, H) and
+        ĥ_t = [x_t; h_{t-1}; 1] (B, Q)."""
 
     @abstractmethod
     def _theta_grad(self, c: np.ndarray, dz: np.ndarray) -> np.ndarray:
@@ -362,23 +376,18 @@ class OnlineAlgorithm(ABC):
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _hhat(self, at: StepArgs) -> np.ndarray:
+    def _hhat(self, x: np.ndarray, h_prev: np.ndarray) -> np.ndarray:
         """ĥ_t = [x_t; h_{t-1}; 1] (B, Q); token ids become one-hot rows."""
-        B, I, H = self.batch, self.I, self.H
-        out = np.empty((B, self.Q), dtype=self.model.dtype)
-        if at.x.ndim == 1:
+        I, H = self.I, self.H
+        out = self._hhat_buf  # reused: every caller consumes ĥ_t within the step
+        if x.ndim == 1:
             out[:, :I] = 0.0
-            out[np.arange(B), at.x] = 1.0
+            out[self._streams, x] = 1.0
         else:
-            out[:, :I] = at.x
-        out[:, I : I + H] = at.s_prev
+            out[:, :I] = x
+        out[:, I : I + H] = h_prev
         out[:, I + H] = 1.0
         return out
-
-    def _jacobian(self, at: StepArgs) -> np.ndarray:
-        """J_t = ∂h_t/∂h_{t-1} (B, H, H) from the cell protocol."""
-        cell = self.model.layers[0].cell
-        return cell.state_jacobian(self.model.layers[0].take(self.model.params), at)
 
     def _check_step(
         self, x_t: object, y_t: object, mask_t: object
@@ -395,7 +404,7 @@ class OnlineAlgorithm(ABC):
         y_arr = np.asarray(y_t)
         y = model.head.check_targets(y_arr[None], (1, B), model.output_size, model.dtype)[0]
         if mask_t is None:
-            return x, y, np.ones(B, dtype=model.dtype)
+            return x, y, self._all
         return x, y, check_mask(np.asarray(mask_t)[None], (1, B), model.dtype)[0]
 
     def __repr__(self) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cells import StepArgs
 from ..model import RNN
 from ..params import Gradients
 from .base import OnlineAlgorithm, StateDict, _outer_per_stream, _outer_sum
@@ -61,10 +60,10 @@ class RFLO(OnlineAlgorithm):
     def _traces(self) -> StateDict:
         return {"e": self.e, "B_fb": self.B_fb}
 
-    def _propagate(self, at: StepArgs, fprime: np.ndarray) -> None:
+    def _propagate(self, fprime: np.ndarray, hhat: np.ndarray) -> None:
         a = self.model.dtype.type(self.alpha)
         self.e *= 1 - a
-        self.e += (a * fprime)[:, :, None] * self._hhat(at)[:, None, :]
+        self.e += (a * fprime)[:, :, None] * hhat[:, None, :]
 
     def _theta_grad(self, c: np.ndarray, dz: np.ndarray) -> np.ndarray:
         c_tilde = c if self.feedback == "symmetric" else dz @ self.B_fb  # (B, H)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..cells import StepArgs
 from ..model import RNN
 from .base import OnlineAlgorithm, StateDict
 
@@ -90,14 +89,14 @@ class RTRL(OnlineAlgorithm):
 
     # -- one step ------------------------------------------------------------------------------
 
-    def _propagate(self, at: StepArgs, fprime: np.ndarray) -> None:
+    def _propagate(self, fprime: np.ndarray, hhat: np.ndarray) -> None:
         H, Q = self.H, self.Q
         W = self.model.params["W"]
         cur, nxt = self._buf, self._next
         # W @ [M | Z] for all streams at once: (H, H) @ (H, B·(H·Q + H))
         np.matmul(W, cur.reshape(H, -1), out=nxt.reshape(H, -1))
         nxt *= fprime.T[:, :, None]  # diag(f'_k): J_t [M | Z]
-        np.multiply(fprime.T[:, :, None], self._hhat(at)[None], out=self._tmp)  # (H, B, Q)
+        np.multiply(fprime.T[:, :, None], hhat[None], out=self._tmp)  # (H, B, Q)
         self._diagonal(nxt, Q)[...] += self._tmp  # + Ī_t on the k = r blocks
         self._buf, self._next = nxt, cur
 

@@ -34,11 +34,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cells import StepArgs
 from ..model import RNN
 from ..params import Gradients
 from ._kernels import compiled
-from .base import OnlineAlgorithm, StateDict, _outer_per_stream, _outer_sum
+from .base import OnlineAlgorithm, StateDict, _outer_sum
 from .rtrl import RTRL
 
 STORAGES = ("auto", "sparse", "dense")
@@ -84,10 +83,10 @@ class SnAp1(OnlineAlgorithm):
     def _traces(self) -> StateDict:
         return {"m": self.m, "z": self.z}
 
-    def _propagate(self, at: StepArgs, fprime: np.ndarray) -> None:
+    def _propagate(self, fprime: np.ndarray, hhat: np.ndarray) -> None:
         jdiag = fprime * np.diagonal(self.model.params["W"])  # (B, H): J_t[r, r]
         self.m *= jdiag[:, :, None]
-        self.m += fprime[:, :, None] * self._hhat(at)[:, None, :]
+        self.m += fprime[:, :, None] * hhat[:, None, :]
         self.z *= jdiag
 
     def _theta_grad(self, c: np.ndarray, dz: np.ndarray) -> np.ndarray:
@@ -98,29 +97,29 @@ class SnAp1(OnlineAlgorithm):
 
     def _run(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, Gradients]:
         """T steps hoisted (see ``OnlineAlgorithm.run``). With j_t = f'_t ⊙ diag(W), a diagonal
-        Jacobian, the chunk's sums are a backward recursion, as in BPTT:
+        Jacobian, the chunk's gradient is a backward recursion, as in BPTT:
 
             Σ_t c_t ⊙ m_t = (j_1 ⊙ g_1) ⊙ m_0 + Σ_s (f'_s ⊙ g_s) ⊗ ĥ_s
-            g_s = c_s + j_{s+1} ⊙ g_{s+1}
-            m_T = π_0 ⊙ m_0 + Σ_s (π_s ⊙ f'_s) ⊗ ĥ_s,   π_s = Π_{i>s} j_i     (z alike, no ĥ)
+            g_s = c_s + j_{s+1} ⊙ g_{s+1}                      (dL/dh_0: (j_1 ⊙ g_1) ⊙ z_0)
+
+        and m_T, z_T are carried forward step by step as :meth:`step` does (a product
+        Π j_i over the chunk would underflow into slow subnormal numbers).
         """
         ch = self._chunk(x, y, mask)
         T = ch.c.shape[0]
         j = ch.fprime * np.diagonal(self.model.params["W"])  # (T, B, H): J_t[r, r]
         g = ch.c.copy()  # (T, B, H)
-        pi = np.ones_like(j)  # (T, B, H): π_s
         for s in range(T - 2, -1, -1):
             g[s] += j[s + 1] * g[s + 1]
-            np.multiply(pi[s + 1], j[s + 1], out=pi[s])
         theta = _outer_sum(ch.fprime * g, ch.hhat)  # (H, Q)
         jg = j[0] * g[0]  # (B, H)
         theta += np.einsum("br,brq->rq", jg, self.m)
         h0 = jg * self.z
-        pi0 = pi[0] * j[0]  # (B, H)
-        m = _outer_per_stream(pi * ch.fprime, ch.hhat)  # (B, H, Q)
-        m += pi0[:, :, None] * self.m
-        self.m = m
-        self.z = pi0 * self.z
+        m = self.m
+        for s in range(T):
+            m *= j[s][:, :, None]
+            m += ch.fprime[s][:, :, None] * ch.hhat[s][:, None, :]
+            self.z *= j[s]
         self.t += T
         return ch.losses, self._gradients(ch, theta, h0)
 
@@ -143,8 +142,8 @@ class DenseSnApN(RTRL):
         self._keep = keep[:, None, :].astype(model.dtype)  # (H, 1, H·Q + H): P_n on [M | Z]
         super().__init__(model, batch, seed)
 
-    def _propagate(self, at: StepArgs, fprime: np.ndarray) -> None:
-        super()._propagate(at, fprime)
+    def _propagate(self, fprime: np.ndarray, hhat: np.ndarray) -> None:
+        super()._propagate(fprime, hhat)
         self._buf *= self._keep
 
 
@@ -215,14 +214,13 @@ class SnApN(OnlineAlgorithm):
     def _load_traces(self, arrays: StateDict) -> None:
         self.M[...] = arrays["M"]
 
-    def _propagate(self, at: StepArgs, fprime: np.ndarray) -> None:
+    def _propagate(self, fprime: np.ndarray, hhat: np.ndarray) -> None:
         Q = self.Q
         W = self.model.params["W"]
         cur, nxt = self.M, self._next
         fT = np.ascontiguousarray(fprime.T)  # (H, B)
         kernels = compiled()
         if kernels is not None:
-            hhat = self._hhat(at)
             args = (self.rows, self.cols, self._indptr, self._src, self._wcol, fT, hhat)
             kernels["snap_propagate"](cur, nxt, W, *args)
             self.M, self._next = nxt, cur
@@ -230,7 +228,7 @@ class SnApN(OnlineAlgorithm):
         for a, e, block in self._blocks:  # W[S_r, S_r] M_{t-1}[S_r, r]: (s, s) @ (s, B·(Q + 1))
             np.matmul(W[block], cur[a:e].reshape(e - a, -1), out=nxt[a:e].reshape(e - a, -1))
         nxt *= fT[self.rows][:, :, None]  # f'_k
-        np.multiply(fT[:, :, None], self._hhat(at)[None], out=self._tmp)  # (H, B, Q)
+        np.multiply(fT[:, :, None], hhat[None], out=self._tmp)  # (H, B, Q)
         nxt[self._diag, :, :Q] += self._tmp  # + Ī_t on k = r
         self.M, self._next = nxt, cur
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cells import StepArgs
 from ..model import RNN
 from .base import OnlineAlgorithm, StateDict
 
@@ -43,8 +42,9 @@ class _RankOne(OnlineAlgorithm):
         self._reset_traces()
 
     def _signs(self, shape: tuple[int, ...]) -> np.ndarray:
-        """Independent ±1 of the model's dtype."""
-        return self.rng.choice(np.array([-1.0, 1.0], dtype=self.model.dtype), size=shape)
+        """Independent ±1 of the model's dtype (one uniform double each: u < ½ → −1)."""
+        signs = np.where(self.rng.random(shape) < 0.5, -1.0, 1.0)
+        return signs.astype(self.model.dtype, copy=False)
 
 
 class UORO(_RankOne):
@@ -64,12 +64,10 @@ class UORO(_RankOne):
     def _traces(self) -> StateDict:
         return {"a": self.a, "b": self.b}
 
-    def _propagate(self, at: StepArgs, fprime: np.ndarray) -> None:
-        layer = self.model.layers[0]
-        cell, p = layer.cell, layer.take(self.model.params)
+    def _propagate(self, fprime: np.ndarray, hhat: np.ndarray) -> None:
         nu = self._signs((self.batch, self.H))
-        ja = cell.jvp_state(p, at, self.a)  # (B, H): J_t ã_{t-1}
-        nu_i = (nu * fprime)[:, :, None] * self._hhat(at)[:, None, :]  # (B, H, Q): νᵀĪ_t
+        ja = fprime * (self.a @ self.model.params["W"].T)  # (B, H): J_t ã_{t-1}
+        nu_i = (nu * fprime)[:, :, None] * hhat[:, None, :]  # (B, H, Q): νᵀĪ_t
         eps = self.eps
         rho0 = np.sqrt((_norms(self.b) + eps) / (_norms(ja) + eps))  # (B,)
         rho1 = np.sqrt((_norms(nu_i) + eps) / (_norms(nu) + eps))  # (B,)
@@ -99,11 +97,11 @@ class KFRTRL(_RankOne):
     def _traces(self) -> StateDict:
         return {"u": self.u, "A": self.A}
 
-    def _propagate(self, at: StepArgs, fprime: np.ndarray) -> None:
+    def _propagate(self, fprime: np.ndarray, hhat: np.ndarray) -> None:
         signs = self._signs((2, self.batch))
         c1, c2 = signs[0], signs[1]  # (B,) each
-        ja = np.matmul(self._jacobian(at), self.A)  # (B, H, H): J_t A_{t-1}
-        hhat = self._hhat(at)  # (B, Q)
+        ja = np.matmul(self.model.params["W"], self.A)  # (B, H, H): W A_{t-1}
+        ja *= fprime[:, :, None]  # J_t A_{t-1} = diag(f') W A_{t-1}
         eps = self.eps
         p1 = np.sqrt((_norms(ja) + eps) / (_norms(self.u) + eps))  # (B,)
         p2 = np.sqrt((_norms(fprime) + eps) / (_norms(hhat) + eps))  # (B,)

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..cells import ElmanCell, StepArgs
+from ..cells import ElmanCell
 from ..model import RNN
 from ..params import Gradients
 from ..truncation import TruncatedBPTT
@@ -57,9 +57,9 @@ class OnlineTBPTT(OnlineAlgorithm):
     def _traces(self) -> StateDict:
         return {"hhat": self.hhat, "fp": self.fp} if self.fast else {}
 
-    def _propagate(self, at: StepArgs, fprime: np.ndarray) -> None:
+    def _propagate(self, fprime: np.ndarray, hhat: np.ndarray) -> None:
         slot = self.t % self.k
-        self.hhat[slot] = self._hhat(at)
+        self.hhat[slot] = hhat
         self.fp[slot] = fprime
 
     def _backward(self, c: np.ndarray) -> np.ndarray:
@@ -90,7 +90,7 @@ class OnlineTBPTT(OnlineAlgorithm):
             Σ_t dΘ_t = Σ_i (Σ_l D_l[i])ᵀ ĥ_i             dL/dh_0: (Σ_l D_l[0]) W  (while t < k)
         """
         if not self.fast:
-            return super()._run(x, y, mask)
+            return self._run_steps(x, y, mask)
         t0, k = self.t, self.k
         ch = self._chunk(x, y, mask)
         T, B, H = ch.c.shape
