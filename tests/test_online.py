@@ -461,11 +461,11 @@ def _close(a, b, tol=1e-10):
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize(("name", "opts"), RUN_CASES, ids=[f"{n}{o}" for n, o in RUN_CASES])
-def test_run_equals_repeated_steps(name: str, opts: dict, seed: int) -> None:
+def test_run_equals_repeated_steps(name: str, opts: dict, seed: int, kernels: str) -> None:
     """``run`` over chunks (cut at 1, 5 and 13 steps, so TBPTT's window and RFLO/SnAp-1's
     traces cross chunk boundaries) gives each step's loss, each chunk's summed gradient
     (h0 included) and the final carried state of step-by-step calls, to rounding; a step after
-    the chunks continues identically."""
+    the chunks continues identically. On the NumPy path and with the compiled kernels."""
     model, *_ = _random_case(seed + 3)
     rng = np.random.default_rng(50 + seed)
     H, I, O = model.hidden_size, model.input_size, model.output_size

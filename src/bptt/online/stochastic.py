@@ -19,10 +19,14 @@ scalings ρ, p only change variance), so E[Σ_t grads_t] is the BPTT gradient wi
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import numpy as np
 
 from ..model import RNN
-from .base import OnlineAlgorithm, StateDict
+from ..params import Gradients
+from ._kernels import compiled
+from .base import OnlineAlgorithm, StateDict, _Chunk
 
 
 def _norms(a: np.ndarray) -> np.ndarray:
@@ -45,6 +49,24 @@ class _RankOne(OnlineAlgorithm):
         """Independent ±1 of the model's dtype (one uniform double each: u < ½ → −1)."""
         signs = np.where(self.rng.random(shape) < 0.5, -1.0, 1.0)
         return signs.astype(self.model.dtype, copy=False)
+
+    def _run(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, Gradients]:
+        """T steps on a hoisted forward (see ``OnlineAlgorithm.run``); with Numba, the whole
+        chunk's influence updates in one compiled loop, its signs drawn at once beforehand
+        (one uniform double each, so the same signs as step by step)."""
+        kernels = compiled()
+        if kernels is None:
+            return super()._run(x, y, mask)
+        ch = self._chunk(x, y, mask)
+        T, _, H = ch.c.shape
+        theta = np.zeros((H, self.Q), dtype=self.model.dtype)
+        self._kernel(kernels, ch, theta)
+        self.t += T
+        return ch.losses, self._gradients(ch, theta, np.zeros_like(self.h))
+
+    @abstractmethod
+    def _kernel(self, kernels: dict, ch: _Chunk, theta: np.ndarray) -> None:
+        """Run the chunk through the compiled loop (updates the factors, adds into theta)."""
 
 
 class UORO(_RankOne):
@@ -77,6 +99,12 @@ class UORO(_RankOne):
     def _theta_grad(self, c: np.ndarray, dz: np.ndarray) -> np.ndarray:
         scale = np.einsum("bk,bk->b", c, self.a)  # (B,): c_t·ã_t
         return np.einsum("b,brq->rq", scale, self.b)  # (H, Q)
+
+    def _kernel(self, kernels: dict, ch: _Chunk, theta: np.ndarray) -> None:
+        T, B, H = ch.c.shape
+        nus = self._signs((T, B, H))
+        W = np.ascontiguousarray(self.model.params["W"])
+        kernels["uoro_run"](ch.fprime, ch.hhat, ch.c, nus, W, self.a, self.b, self.eps, theta)
 
 
 class KFRTRL(_RankOne):
@@ -114,3 +142,9 @@ class KFRTRL(_RankOne):
     def _theta_grad(self, c: np.ndarray, dz: np.ndarray) -> np.ndarray:
         ca = np.einsum("bk,bkr->br", c, self.A)  # (B, H): c_t A_t
         return ca.T @ self.u  # (H, Q)
+
+    def _kernel(self, kernels: dict, ch: _Chunk, theta: np.ndarray) -> None:
+        T, B, _ = ch.c.shape
+        signs = self._signs((T, 2, B))
+        W = np.ascontiguousarray(self.model.params["W"])
+        kernels["kf_run"](ch.fprime, ch.hhat, ch.c, signs, W, self.u, self.A, self.eps, theta)
