@@ -12,7 +12,8 @@ How the step is laid out (the product is the whole cost; everything else is O(B�
 - M and Z share one array ``[M | Z]`` of shape (H, B, H·Q + H), unit k first, so that
   J_t [M | Z] = diag(f') (W @ [M | Z]) is ONE matrix product (H × H) @ (H × B·(H·Q + H)) for all
   B streams, written into a preallocated second buffer (the two are swapped each step), then
-  scaled by f'_k row by row in place;
+  scaled by f'_k row by row in place (B = 1: W's rows are scaled before the product instead,
+  J_t @ [M | Z], which saves a pass over the influence);
 - Ī_t is never formed: a strided view of the k = r diagonal blocks (H, B, Q) gets f' ⊗ ĥ added.
 
 With the weights fixed, Σ_t grads_t is the BPTT gradient of the whole stream.
@@ -93,9 +94,11 @@ class RTRL(OnlineAlgorithm):
         H, Q = self.H, self.Q
         W = self.model.params["W"]
         cur, nxt = self._buf, self._next
-        # W @ [M | Z] for all streams at once: (H, H) @ (H, B·(H·Q + H))
-        np.matmul(W, cur.reshape(H, -1), out=nxt.reshape(H, -1))
-        nxt *= fprime.T[:, :, None]  # diag(f'_k): J_t [M | Z]
+        if self.batch == 1:  # J_t = diag(f') W is (H, H): scale W's rows, not the product's
+            np.matmul(fprime.T * W, cur.reshape(H, -1), out=nxt.reshape(H, -1))
+        else:  # W @ [M | Z] for all streams at once: (H, H) @ (H, B·(H·Q + H)), then diag(f'_k)
+            np.matmul(W, cur.reshape(H, -1), out=nxt.reshape(H, -1))
+            nxt *= fprime.T[:, :, None]
         np.multiply(fprime.T[:, :, None], hhat[None], out=self._tmp)  # (H, B, Q)
         self._diagonal(nxt, Q)[...] += self._tmp  # + Ī_t on the k = r blocks
         self._buf, self._next = nxt, cur
