@@ -3,6 +3,7 @@
     alg = bptt.online.make(name, model, batch=B, seed=0, **options)
     alg.reset(h0=None)                                 # (B, H) like the model, zeros if None
     loss_t, grads_t = alg.step(x_t, y_t, mask_t=None)  # one step of every stream
+    losses, total = alg.run(xs, ys, masks=None)        # T steps at once: = T calls of step
 
 ``grads_t`` estimates dL_t/dθ under the model's parameter names (the head's U, b_y exactly);
 with the weights held fixed, Σ_t grads_t estimates the whole stream's BPTT gradient.
@@ -12,7 +13,8 @@ random generator), so a run resumes bit for bit.
     name       carries                          cost / step     exact?
     rtrl       M_t = J_t M_{t-1} + Ī_t           O(B H⁴)         yes
     snap-1     diag of M (k = r)                O(B H Q)        = RTRL when W is diagonal
-    snap-n     M on P_n (n-step reach of W)     O(B·Q·|reads|)  = RTRL when the pattern is full
+    snap-n     M on P_n (n-step reach of W),    O(B·Q·reads)    = RTRL when the pattern is full
+               stored only there (sparse W)
     uoro       rank one ã b̃ᵀ, random signs      O(B H Q)        unbiased
     kf-rtrl    u ⊗ A, random signs              O(B H³)         unbiased
     rflo       leaky diagonal trace, random B   O(B H Q)        biased

@@ -177,11 +177,13 @@ class OnlineAlgorithm(ABC):
 
             (L_1, …, L_T),  Σ_t grads_t          (grads_t as :meth:`step` gives it)
 
-        The chunk is validated once. RFLO, SnAp-1 and online TBPTT (Elman) hoist the chunk:
-        one forward over the T steps (the model's compiled loop where it has one), the head
-        over T·B rows, their traces' contributions summed by a backward recursion over the
-        chunk and one product; the others loop over their step without its per-step checks.
-        Equal to the step-by-step sums to rounding (the order of the sums differs).
+        The chunk is validated once, and the Elman algorithms hoist it (:meth:`_chunk`): one
+        forward over the T steps (the model's compiled loop where it has one) and the head
+        over T·B rows. Then RFLO, SnAp-1 and online TBPTT sum their traces' contributions by a
+        backward recursion over the chunk and one product; UORO and KF-RTRL run the chunk's
+        updates in one compiled loop (Numba; else step by step); RTRL and SnAp-n carry their
+        influence step by step. tbptt on other models loops its step. Equal to the
+        step-by-step results to rounding (the order of the sums differs).
 
         Args:
             xs: (T, B, I) dense inputs of the model's dtype, or (T, B) integer ids.
