@@ -244,7 +244,7 @@ class OnlineAlgorithm(ABC):
 
     def state_is_finite(self) -> bool:
         """Whether every carried array is finite (a diverging run resets the streams if not)."""
-        return all(bool(np.isfinite(v).all()) for v in self.state_dict().values())
+        return all(bool(np.isfinite(v).all()) for v in self._carried())
 
     def state_dict(self) -> StateDict:
         """Everything that defines the run from here on, as named arrays (RNG included)."""
@@ -287,6 +287,10 @@ class OnlineAlgorithm(ABC):
     def _load_traces(self, arrays: StateDict) -> None:
         for key, value in arrays.items():
             setattr(self, key, value)
+
+    def _carried(self) -> list[np.ndarray]:
+        """Every carried array, for :meth:`state_is_finite` (RTRL's avoid the copies)."""
+        return list(self.state_dict().values())
 
     def _step(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tuple[float, Gradients]:
         """The Elman step shared by the influence-carrying algorithms (see the module)."""

@@ -80,6 +80,9 @@ class RTRL(OnlineAlgorithm):
     def _traces(self) -> StateDict:
         return {"M": self.M, "Z": self.Z}
 
+    def _carried(self) -> list[np.ndarray]:
+        return [self.h, self._buf]
+
     def _load_traces(self, arrays: StateDict) -> None:
         B, H, Q = self.batch, self.H, self.Q
         dt = self.model.dtype
