@@ -526,3 +526,14 @@ def test_run_on_the_generic_tbptt_path_and_bad_chunks() -> None:
         alg.run(np.zeros((0, 2), dtype=int), np.zeros((0, 2), dtype=int))
     with pytest.raises(ValueError, match="mask must have shape"):
         alg.run(np.zeros((3, 2), dtype=int), np.zeros((3, 2), dtype=int), np.ones((3, 1)))
+
+
+@pytest.mark.parametrize(("name", "carried"), [("rtrl", "_buf"), ("snap-2", "M"), ("uoro", "b")])
+def test_state_is_finite_sees_the_carried_influence(name: str, carried: str) -> None:
+    model = ElmanRNN(2, 4, 2, seed=0)
+    model.set_recurrent_mask(np.eye(4, dtype=bool) | np.eye(4, k=1, dtype=bool))
+    alg = online.make(name, model, batch=2)
+    alg.step(np.zeros(2, dtype=int), np.zeros(2, dtype=int))
+    assert alg.state_is_finite()
+    getattr(alg, carried).flat[-1] = np.nan
+    assert not alg.state_is_finite()
