@@ -508,17 +508,30 @@ def test_run_equals_repeated_steps(name: str, opts: dict, seed: int, kernels: st
         _close(gb[k], ga[k], tol=1e-9)
 
 
-def test_run_on_the_generic_tbptt_path_and_bad_chunks() -> None:
+@pytest.mark.parametrize(("cell", "layers"), [("elman", 2), ("lstm", 1)])
+def test_run_on_the_generic_tbptt_path(cell: str, layers: int) -> None:
+    """Models other than one Elman layer: run = step by step, h_0's gradient (a pair for the
+    LSTM) included, with a window (k = 8 > T) that reaches h_0 throughout."""
     rng = np.random.default_rng(4)
-    model = RNN(3, 4, 2, num_layers=2, output="softmax", seed=1)
+    model = RNN(3, 4, 2, cell=cell, num_layers=layers, output="softmax", seed=1)
     x, y, _ = _data(rng, 3, 2, 6, 2, True, "softmax", False)
-    a = online.make("tbptt", model, batch=2, k=3)
-    b = online.make("tbptt", model, batch=2, k=3)
+    a = online.make("tbptt", model, batch=2, k=8)
+    b = online.make("tbptt", model, batch=2, k=8)
     losses, total = b.run(x, y)
     steps = [a.step(x[t], y[t]) for t in range(6)]
     np.testing.assert_allclose(losses, [s[0] for s in steps], rtol=1e-12)
     for k in total:
         _close(total[k], sum(g[k] for _, g in steps), tol=1e-12)
+    h0_parts = total.h0 if isinstance(total.h0, tuple) else (total.h0,)
+    step_parts = [g.h0 if isinstance(g.h0, tuple) else (g.h0,) for _, g in steps]
+    for i, part in enumerate(h0_parts):
+        _close(part, sum(p[i] for p in step_parts), tol=1e-12)
+        assert np.abs(part).max() > 0
+    _, ref = model.loss_and_grads(x, y)  # k ≥ T: the whole sequence's gradient
+    assert _rel_err(total, ref) < 1e-9
+
+
+def test_run_rejects_bad_chunks() -> None:
     alg = online.make("rflo", ElmanRNN(3, 4, 2), batch=2)
     with pytest.raises(ValueError, match="B=2 streams"):
         alg.run(np.zeros((3, 1), dtype=int), np.zeros((3, 1), dtype=int))

@@ -161,8 +161,10 @@ class OnlineAlgorithm(ABC):
 
         Returns:
             ``(loss_t, grads_t)``: L_t = (1/B) Σ_b m_tb ℓ_tb and the estimate of dL_t/dθ under
-            the model's parameter names; ``grads_t.h0`` (B, H) estimates dL_t/dh_0 (exact for
-            ``rtrl`` and, while its window reaches h_0, ``tbptt``; zeros for the others).
+            the model's parameter names; ``grads_t.h0`` (B, H) estimates dL_t/dh_0: exact for
+            ``rtrl`` and, while its window reaches h_0, ``tbptt``; SnAp's on its pattern
+            (exact where the pattern is); zeros for ``uoro``, ``kf-rtrl``, ``rflo``
+            (docs/online.md says why).
         """
         x, y, mask = self._check_step(x_t, y_t, mask_t)
         loss, grads = self._step(x, y, mask)
@@ -235,9 +237,13 @@ class OnlineAlgorithm(ABC):
             self.t += 1
             if total is None:
                 total = g
+                continue
+            for name, value in g.items():
+                total[name] += value
+            if isinstance(total.h0, tuple):  # (h, c) of the LSTM: add part by part
+                h0 = tuple(a + b for a, b in zip(total.h0, g.h0, strict=True))
+                total = Gradients.from_backward(dict(total.items()), h0)
             else:
-                for name, value in g.items():
-                    total[name] += value
                 total.h0 += g.h0
         assert total is not None  # T >= 1 (check_inputs)
         return losses, total
