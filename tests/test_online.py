@@ -550,3 +550,24 @@ def test_state_is_finite_sees_the_carried_influence(name: str, carried: str) -> 
     assert alg.state_is_finite()
     getattr(alg, carried).flat[-1] = np.nan
     assert not alg.state_is_finite()
+
+
+@pytest.mark.parametrize(("name", "opts"), RUN_CASES, ids=[f"{n}{o}" for n, o in RUN_CASES])
+def test_run_keeps_float32(name: str, opts: dict, kernels: str) -> None:
+    """float32 flows through run (compiled loops included): float32 gradients and carried
+    state, equal to step by step to float32 rounding."""
+    rng = np.random.default_rng(12)
+    model = ElmanRNN(3, 5, 2, output="softmax", seed=2, dtype=np.float32)
+    model.set_recurrent_mask(rng.uniform(size=(5, 5)) < 0.4)
+    x, y, _ = _data(rng, 3, 2, 9, 2, True, "softmax", False)
+    a = online.make(name, model, batch=2, seed=3, **opts)
+    b = online.make(name, model, batch=2, seed=3, **opts)
+    steps = [a.step(x[t], y[t]) for t in range(9)]
+    losses, total = b.run(x, y)
+    np.testing.assert_allclose(losses, [s[0] for s in steps], rtol=1e-5)
+    for k in total:
+        assert total[k].dtype == np.float32, k
+        ref = sum(g[k].astype(np.float64) for _, g in steps)
+        np.testing.assert_allclose(total[k], ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+    for k, v in b.state_dict().items():
+        assert v.dtype == a.state_dict()[k].dtype, k
