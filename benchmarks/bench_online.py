@@ -3,6 +3,7 @@
     python benchmarks/bench_online.py quality   # cosine / relative error / bias / variance
     python benchmarks/bench_online.py speed     # vs an unbatched NumPy baseline, B=1 and B=32
     python benchmarks/bench_online.py scaling   # time and memory per step, H = 16 … 256
+    python benchmarks/bench_online.py sparse    # SnAp-n on a sparse W: sparse vs dense storage
     python benchmarks/bench_online.py curves    # lagged-dependencies learning curves (+ figure)
     python benchmarks/bench_online.py shakespeare  # tiny Shakespeare learning curves (+ figure)
 
@@ -45,6 +46,15 @@ from bptt.data.tasks import LaggedDependenciesTask  # noqa: E402
 from bptt.model import ElmanRNN  # noqa: E402
 
 ALGS = ("rtrl", "snap-1", "snap-2", "uoro", "kf-rtrl", "rflo", "tbptt")
+SPEED_ALGS = (*ALGS, "snap-2@0.1")  # name@d: W keeps a fixed random fraction d of its entries
+RUN_CHUNK = 100  # steps per alg.run call in the "ours-run" timings
+IMPLS = {
+    "ours": "bptt.online, alg.step per step",
+    "ours-run": f"bptt.online, alg.run over chunks of {RUN_CHUNK} steps",
+    "ours-dense": "bptt.online, SnAp-n with dense storage (storage='dense')",
+    "ours-numpy": "bptt.online with the NumPy kernels only (no Numba)",
+    "naive": "the unbatched NumPy baseline below",
+}
 RECURRENT = ("V", "W", "b_h")
 FIGURES = HERE.parent / "docs" / "figures"
 
@@ -199,49 +209,83 @@ NAIVE = {
 # ---------------------------------------------------------------------------------------------
 
 
-def _time_one(impl: str, alg: str, H: int, B: int, min_s: float, min_steps: int) -> dict:
-    I = O = 2
-    model = ElmanRNN(I, H, O, seed=0)
-    rng = np.random.default_rng(0)
-    steps = max(min_steps, 4)
-    xs = rng.integers(0, I, size=(steps + 10_000, B))
-    ys = rng.integers(0, O, size=(steps + 10_000, B))
-    options = {"k": 10} if alg == "tbptt" else {}
-    tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
-    if impl == "ours":
-        alg_obj = online.make(alg, model, batch=B, **options)
+def _parse(alg: str) -> tuple[str, float | None]:
+    """``snap-2@0.1`` → ("snap-2", 0.1): the algorithm and W's density (None: dense W)."""
+    name, _, density = alg.partition("@")
+    return name, float(density) if density else None
 
-        def run(t: int) -> None:
-            alg_obj.step(xs[t], ys[t])
+
+def _model(H: int, density: float | None, I: int = 2, O: int = 2) -> ElmanRNN:
+    model = ElmanRNN(I, H, O, seed=0)
+    if density is not None:
+        model.set_recurrent_mask(np.random.default_rng(1).uniform(size=(H, H)) < density)
+    return model
+
+
+def _time_one(impl: str, alg: str, H: int, B: int, min_s: float, min_steps: int) -> dict:
+    from bptt import _kernels
+
+    name, density = _parse(alg)
+    model = _model(H, density)
+    rng = np.random.default_rng(0)
+    n_data = 20_000
+    xs = rng.integers(0, 2, size=(n_data, B))
+    ys = rng.integers(0, 2, size=(n_data, B))
+    options: dict[str, Any] = {"k": 10} if name == "tbptt" else {}
+    if impl == "ours-dense":
+        options["storage"] = "dense"
+    if impl == "ours-numpy":
+        _kernels.set_backend("numpy")
+    per_unit = RUN_CHUNK if impl == "ours-run" else 1  # steps per timed call
+    tracemalloc.start()
+    if impl.startswith("ours"):
+        alg_obj = online.make(name, model, batch=B, **options)
+        if impl == "ours-run":
+
+            def run(u: int) -> None:
+                lo = (u * RUN_CHUNK) % (n_data - RUN_CHUNK)
+                alg_obj.run(xs[lo : lo + RUN_CHUNK], ys[lo : lo + RUN_CHUNK])
+
+        else:
+
+            def run(u: int) -> None:
+                alg_obj.step(xs[u % n_data], ys[u % n_data])
 
         state = sum(a.nbytes for a in alg_obj.state_dict().values())
     else:
-        streams = [NAIVE[alg](dict(model.params.items()), seed=b) for b in range(B)]
+        streams = [NAIVE[name](dict(model.params.items()), seed=b) for b in range(B)]
 
-        def run(t: int) -> None:
+        def run(u: int) -> None:
+            t = u % n_data
             for b, s in enumerate(streams):
                 s.step(int(xs[t, b]), int(ys[t, b]))
 
         state = sum(
             v.nbytes for s in streams for v in vars(s).values() if isinstance(v, np.ndarray)
         )
-    for t in range(3):  # warm-up
-        run(t)
+    for u in range(3):  # warm-up (and Numba's compilation)
+        run(u)
     tracemalloc.reset_peak()
     before = tracemalloc.get_traced_memory()[0]
     run(3)
     peak = tracemalloc.get_traced_memory()[1] - before
     tracemalloc.stop()
-    del base
+    for u in range(2):  # untimed: the first call after tracemalloc stops takes ~20 ms more
+        run(u)
     n, t0 = 0, time.perf_counter()
-    while n < min_steps or time.perf_counter() - t0 < min_s:
+    units = max(1, min_steps // per_unit)
+    while n < units or time.perf_counter() - t0 < min_s:
         run(4 + n)
         n += 1
-        if n >= 10_000:
+        if n * per_unit >= 10_000:
             break
-    per_step = (time.perf_counter() - t0) / n
-    return {"per_step_s": per_step, "steps": n, "state_bytes": int(state), "peak_bytes": int(peak)}
+    per_step = (time.perf_counter() - t0) / (n * per_unit)
+    return {
+        "per_step_s": per_step,
+        "steps": n * per_unit,
+        "state_bytes": int(state),
+        "peak_bytes": int(peak),
+    }
 
 
 def _spawn(impl: str, alg: str, H: int, B: int, min_s: float, min_steps: int) -> dict:
@@ -289,46 +333,113 @@ def _ms(r: dict) -> str:
 
 
 def validate_baseline(H: int = 6, steps: int = 15) -> None:
-    """The baseline computes the same gradients as bptt.online (deterministic algorithms)."""
-    model = ElmanRNN(2, H, 2, seed=0)
+    """Before any timing: the baseline computes the same gradients as bptt.online (the
+    deterministic algorithms; SnAp-2 on a dense W and on a sparse one, both storages and both
+    kernel paths), and alg.run gives what alg.step gives, for every timed configuration."""
+    from bptt import _kernels
+
     rng = np.random.default_rng(0)
     xs, ys = rng.integers(0, 2, size=(steps, 1)), rng.integers(0, 2, size=(steps, 1))
-    for alg in ("rtrl", "snap-1", "snap-2", "tbptt"):
-        ours = online.make(alg, model, batch=1, **({"k": 10} if alg == "tbptt" else {}))
-        naive = NAIVE[alg](dict(model.params.items()))
-        for t in range(steps):
-            _, g = ours.step(xs[t], ys[t])
-            gn = naive.step(int(xs[t, 0]), int(ys[t, 0]))
-            theta = np.concatenate([g["V"], g["W"], g["b_h"][:, None]], axis=1).ravel()
-            assert np.allclose(theta, gn["theta"], rtol=1e-9, atol=1e-12), (alg, t)
-            assert np.allclose(g["U"], gn["U"], rtol=1e-9, atol=1e-12), (alg, t)
-    print("baseline validated: same gradients as bptt.online (rtrl, snap-1, snap-2, tbptt)")
+    checks = [(alg, {}) for alg in ("rtrl", "snap-1", "snap-2", "tbptt", "snap-2@0.3")]
+    checks += [("snap-2@0.3", {"storage": "dense"})]
+    for alg, extra in checks:
+        name, density = _parse(alg)
+        model = _model(H, density)
+        for backend in ("auto", "numpy"):
+            with _kernels.backend(backend):
+                opts = {"k": 10} if name == "tbptt" else {}
+                ours = online.make(name, model, batch=1, **opts, **extra)
+                naive = NAIVE[name](dict(model.params.items()))
+                for t in range(steps):
+                    _, g = ours.step(xs[t], ys[t])
+                    gn = naive.step(int(xs[t, 0]), int(ys[t, 0]))
+                    theta = np.concatenate([g["V"], g["W"], g["b_h"][:, None]], axis=1)
+                    if density is not None:  # the masked W entries get no gradient
+                        gn["theta"] = (
+                            gn["theta"].reshape(theta.shape)
+                            * np.concatenate([np.ones((H, 2)), model.w_mask, np.ones((H, 1))], 1)
+                        ).ravel()
+                    assert np.allclose(theta.ravel(), gn["theta"], rtol=1e-9, atol=1e-12), alg
+                    assert np.allclose(g["U"], gn["U"], rtol=1e-9, atol=1e-12), (alg, t)
+    for alg in SPEED_ALGS:
+        name, density = _parse(alg)
+        model = _model(H, density)
+        opts = {"k": 10} if name == "tbptt" else {}
+        for B in (1, 3):
+            xb = rng.integers(0, 2, size=(steps, B))
+            yb = rng.integers(0, 2, size=(steps, B))
+            a = online.make(name, model, batch=B, seed=1, **opts)
+            b = online.make(name, model, batch=B, seed=1, **opts)
+            total = None
+            for t in range(steps):
+                _, g = a.step(xb[t], yb[t])
+                total = _flat(g) if total is None else total + _flat(g)
+            _, g_run = b.run(xb, yb)
+            assert total is not None and np.allclose(_flat(g_run), total, rtol=1e-9), alg
+    print(
+        "baseline validated: same gradients as bptt.online (rtrl, snap-1, snap-2 on dense and "
+        "sparse W, tbptt); alg.run = Σ alg.step for every timed algorithm"
+    )
 
 
 def cmd_speed(args: argparse.Namespace) -> str:
     validate_baseline()
-    configs = []
-    for H in args.hidden:
-        for alg in ALGS:
-            for impl in ("ours", "naive"):
-                configs.append((impl, alg, H, 1))
-                configs.append((impl, alg, H, args.batch))
+    B = args.batch
+    impls = ("ours", "ours-run", "naive")
+    configs = [
+        (impl, alg, H, b)
+        for H in args.hidden
+        for alg in SPEED_ALGS
+        for impl in impls
+        for b in (1, B)
+    ]
     res = _timings(configs, args.repeats, args.min_seconds)
     lines = [
-        "| H | algorithm | B=1 ours ms/step | B=1 baseline ms/step | speed-up | "
-        f"B={args.batch} ours stream-steps/s | B={args.batch} baseline stream-steps/s | "
-        "speed-up |",
-        "|---|---|---|---|---|---|---|---|",
+        "| H | algorithm | B=1 step ms | B=1 run() ms/step | B=1 baseline ms | speed-up "
+        f"step · run | B={B} step stream-steps/s | B={B} run() stream-steps/s | "
+        f"B={B} baseline stream-steps/s | speed-up step · run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    B = args.batch
     for H in args.hidden:
-        for alg in ALGS:
-            o1, n1 = res[("ours", alg, H, 1)], res[("naive", alg, H, 1)]
-            oB, nB = res[("ours", alg, H, B)], res[("naive", alg, H, B)]
+        for alg in SPEED_ALGS:
+            o1, r1, n1 = (res[(i, alg, H, 1)] for i in impls)
+            oB, rB, nB = (res[(i, alg, H, B)] for i in impls)
+            label = alg.replace("@", ", W density ")
             lines.append(
-                f"| {H} | {alg} | {_ms(o1)} | {_ms(n1)} | {n1['median'] / o1['median']:.1f}x | "
-                f"{B / oB['median']:,.0f} | {B / nB['median']:,.0f} | "
-                f"{nB['median'] / oB['median']:.1f}x |"
+                f"| {H} | {label} | {_ms(o1)} | {_ms(r1)} | {_ms(n1)} | "
+                f"{n1['median'] / o1['median']:.1f}x · {n1['median'] / r1['median']:.1f}x | "
+                f"{B / oB['median']:,.0f} | {B / rB['median']:,.0f} | {B / nB['median']:,.0f} | "
+                f"{nB['median'] / oB['median']:.1f}x · {nB['median'] / rB['median']:.1f}x |"
+            )
+    _save_json(args, {str(k): v for k, v in res.items()})
+    return "\n".join(lines)
+
+
+def cmd_sparse(args: argparse.Namespace) -> str:
+    """SnAp-n on a sparse W (a fixed random mask of density d): the sparse storage (with the
+    compiled kernel, and NumPy only) against the dense, masked storage, B = 1."""
+    validate_baseline()
+    impls = ("ours", "ours-numpy", "ours-dense")
+    algs = [f"snap-{n}@{d:g}" for n in args.n for d in args.density]
+    configs = [(impl, alg, H, 1) for H in args.hidden for alg in algs for impl in impls]
+    res = _timings(configs, args.repeats, args.min_seconds)
+    lines = [
+        "| H | SnAp | W density | pattern P_n density | sparse ms/step (Numba · NumPy) | "
+        "dense ms/step | speed-up | sparse state MiB · step peak MiB | "
+        "dense state MiB · step peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for H in args.hidden:
+        for alg in algs:
+            name, density = _parse(alg)
+            pattern = online.snap_pattern(_model(H, density).w_mask, int(name[5:]))
+            sp, npy, de = (res[(i, alg, H, 1)] for i in impls)
+            lines.append(
+                f"| {H} | {name} | {density:g} | {pattern.mean():.3f} | "
+                f"{sp['median'] * 1e3:.3g} · {npy['median'] * 1e3:.3g} | "
+                f"{de['median'] * 1e3:.3g} | {de['median'] / sp['median']:.1f}x | "
+                f"{sp['state_bytes'] / 2**20:.3g} · {sp['peak_bytes'] / 2**20:.3g} | "
+                f"{de['state_bytes'] / 2**20:.3g} · {de['peak_bytes'] / 2**20:.3g} |"
             )
     _save_json(args, {str(k): v for k, v in res.items()})
     return "\n".join(lines)
@@ -707,7 +818,11 @@ def main() -> None:
     sc = sub.add_parser("scaling")
     sc.add_argument("--hidden", type=int, nargs="+", default=[16, 32, 64, 128, 256])
     sc.add_argument("--figure", action="store_true")
-    for p in (s, sc):
+    sp = sub.add_parser("sparse")
+    sp.add_argument("--hidden", type=int, nargs="+", default=[64, 128, 256])
+    sp.add_argument("--density", type=float, nargs="+", default=[0.1, 0.25])
+    sp.add_argument("--n", type=int, nargs="+", default=[2])
+    for p in (s, sc, sp):
         p.add_argument("--repeats", type=int, default=3)
         p.add_argument("--min-seconds", type=float, default=0.3)
     c = sub.add_parser("curves")
@@ -728,7 +843,7 @@ def main() -> None:
     sh.add_argument("--eval-every", type=int, default=500)
     sh.add_argument("--eval-windows", type=int, default=20)
     sh.add_argument("--figure", action="store_true")
-    for p in (q, s, sc, c, sh):
+    for p in (q, s, sc, sp, c, sh):
         p.add_argument("--markdown", type=Path, default=None)
         p.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -736,6 +851,7 @@ def main() -> None:
         "quality": cmd_quality,
         "speed": cmd_speed,
         "scaling": cmd_scaling,
+        "sparse": cmd_sparse,
         "curves": cmd_curves,
         "shakespeare": cmd_shakespeare,
     }

@@ -277,3 +277,297 @@ def test_recurrent_mask_is_respected_by_bptt_and_online() -> None:
     assert _rel_err(exact, ref) < 1e-9
     with pytest.raises(ValueError, match="mask must be"):
         model.set_recurrent_mask(np.ones((5, 5)))
+
+
+def _snap_literal(model, x, y, mask, h0, n):
+    """SnAp-n as the paper writes it, one dense (B, H, H·Q + H) influence masked by P_n each
+    step, with J_t = diag(f') W formed explicitly: Σ_t of (dΘ_t, dL_t/dh_0) (an independent
+    reference for both storages)."""
+    T, B = x.shape[:2]
+    H, I = model.hidden_size, model.input_size
+    Q = I + H + 1
+    p = model.params
+    w_nz = np.ones((H, H), bool) if model.w_mask is None else model.w_mask
+    P = online.snap_pattern(w_nz, n)
+    keep = np.concatenate([np.kron(P, np.ones((1, Q))), P], axis=1)  # (H, H·Q + H)
+    M = np.zeros((B, H, H * Q + H))
+    M[:, :, H * Q :] = np.eye(H)
+    h = np.zeros((B, H)) if h0 is None else np.array(h0)
+    d_theta, d_h0 = np.zeros((H, Q)), np.zeros((B, H))
+    for t in range(T):
+        xv = np.eye(I)[x[t]] if x.ndim == 2 else x[t]  # (B, I)
+        hhat = np.concatenate([xv, h, np.ones((B, 1))], axis=1)  # (B, Q)
+        h = model.layers[0].cell.activation(xv @ p["V"].T + h @ p["W"].T + p["b_h"])
+        fp = model.layers[0].cell.activation.grad_from_output(h)
+        J = fp[:, :, None] * p["W"]  # (B, H, H)
+        imm = np.zeros((B, H, H * Q + H))
+        for k in range(H):
+            imm[:, k, k * Q : (k + 1) * Q] = fp[:, k : k + 1] * hhat
+        M = (J @ M + imm) * keep
+        z = h @ p["U"].T + p["b_y"]
+        w = np.ones(B) / B if mask is None else mask[t] / B
+        _, dz = model.head.loss_and_dz(z[None], y[t][None], w[None])
+        c = dz[0] @ p["U"]  # (B, H)
+        d_theta += np.einsum("bk,bkp->p", c, M[:, :, : H * Q]).reshape(H, Q)
+        d_h0 += np.einsum("bk,bkj->bj", c, M[:, :, H * Q :])
+    d_theta[:, I : I + H] *= w_nz  # W's masked entries get no gradient (as in BPTT)
+    return d_theta, d_h0
+
+
+def _theta(g):
+    return np.concatenate([g["V"], g["W"], g["b_h"][:, None]], axis=1)
+
+
+@pytest.fixture(params=["numpy", "numba"])
+def kernels(request):
+    """Run a test on the NumPy path and on the compiled (Numba) kernels."""
+    from bptt import _kernels
+    from bptt.online._kernels import compiled
+
+    if request.param == "numba" and compiled() is None:
+        pytest.skip("Numba is not installed (the 'fast' extra)")
+    with _kernels.backend("numpy" if request.param == "numpy" else "auto"):
+        yield request.param
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_sparse_and_dense_snap_storage_equal_the_literal_masked_influence(
+    seed: int, kernels: str
+) -> None:
+    """Random sparse masks, n = 2, 3, every activation, ids/dense, h0, stream masks: the sparse
+    storage (NumPy blocks and the compiled kernel), the dense storage and the literal masked
+    dense influence agree to rounding, h0's gradient included."""
+    model, x, y, mask, h0, B = _random_case(seed)
+    H = model.hidden_size
+    rng = np.random.default_rng(100 + seed)
+    w_mask = rng.uniform(size=(H, H)) < 0.3
+    w_mask[0, 1 % H] = True  # at least one edge
+    model.set_recurrent_mask(w_mask)
+    n = 2 + seed % 2
+    ref_theta, ref_h0 = _snap_literal(model, x, y, mask, h0, n)
+    _, sparse = _run(online.make(f"snap-{n}", model, batch=B, storage="sparse"), x, y, mask, h0)
+    _, dense = _run(online.make(f"snap-{n}", model, batch=B, storage="dense"), x, y, mask, h0)
+    assert isinstance(online.make(f"snap-{n}", model, batch=B, storage="sparse"), online.SnApN)
+    scale, scale_h0 = np.abs(ref_theta).max(), max(np.abs(ref_h0).max(), 1.0)
+    for got in (sparse, dense):
+        np.testing.assert_allclose(_theta(got), ref_theta, rtol=0, atol=1e-12 * scale)
+        np.testing.assert_allclose(got.h0, ref_h0, rtol=0, atol=1e-12 * scale_h0)
+    np.testing.assert_allclose(_theta(sparse), _theta(dense), rtol=0, atol=1e-13 * scale)
+
+
+@pytest.mark.parametrize("storage", ["sparse", "dense"])
+def test_snap_n_with_full_pattern_equals_rtrl_and_bptt_h0_included(
+    storage: str, kernels: str
+) -> None:
+    """A ring W (k ← k−1): SnAp-H's pattern is full, so both storages are exact, dL/dh_0
+    included; SnAp-2 on the ring is not."""
+    rng = np.random.default_rng(6)
+    H, B = 6, 2
+    model = ElmanRNN(3, H, 2, output="softmax", seed=4)
+    model.set_recurrent_mask(np.roll(np.eye(H, dtype=bool), 1, axis=0))
+    x, y, mask = _data(rng, 3, 2, 9, B, True, "softmax", True)
+    h0 = rng.normal(size=(B, H)) * 0.5
+    _, bptt = model.loss_and_grads(x, y, h0, mask)
+    _, full = _run(online.make(f"snap-{H}", model, batch=B, storage=storage), x, y, mask, h0)
+    _, part = _run(online.make("snap-2", model, batch=B, storage=storage), x, y, mask, h0)
+    assert _rel_err(full, bptt) < 1e-9
+    np.testing.assert_allclose(full.h0, bptt.h0, rtol=1e-9, atol=1e-13)
+    assert _rel_err(part, bptt) > 1e-3
+    assert np.abs(part.h0 - bptt.h0).max() > 1e-3 * np.abs(bptt.h0).max()
+
+
+def test_sparse_snap_with_dense_w_is_rtrl(kernels: str) -> None:
+    """Forcing the sparse storage on a dense W (SnAp-2's pattern is then full) gives RTRL."""
+    rng = np.random.default_rng(8)
+    model = ElmanRNN(2, 5, 3, output="identity", seed=3)
+    x, y, _ = _data(rng, 2, 3, 7, 3, False, "identity", False)
+    h0 = rng.normal(size=(3, 5))
+    _, ref = _run(online.make("rtrl", model, batch=3), x, y, None, h0)
+    _, got = _run(online.make("snap-2", model, batch=3, storage="sparse"), x, y, None, h0)
+    assert _rel_err(got, ref) < 1e-12
+    np.testing.assert_allclose(got.h0, ref.h0, rtol=1e-12, atol=1e-14)
+
+
+def test_snap1_h0_gradient_with_diagonal_w_is_exact() -> None:
+    rng = np.random.default_rng(2)
+    model = ElmanRNN(3, 4, 2, output="softmax", seed=2)
+    model.set_recurrent_mask(np.eye(4, dtype=bool))
+    x, y, mask = _data(rng, 3, 2, 8, 2, True, "softmax", True)
+    h0 = rng.normal(size=(2, 4))
+    _, ref = model.loss_and_grads(x, y, h0, mask)
+    _, got = _run(online.make("snap-1", model, batch=2), x, y, mask, h0)
+    np.testing.assert_allclose(got.h0, ref.h0, rtol=1e-9, atol=1e-13)
+    assert np.abs(got.h0).max() > 1e-3
+
+
+def test_sparse_snap_stores_only_its_pattern() -> None:
+    """The carried state scales with the pattern (nnz entries of Q + 1), not H²·Q; the memory
+    check's count matches what is allocated; auto picks the sparse storage for a sparse W."""
+    H, I, B = 40, 3, 2
+    model = ElmanRNN(I, H, 2, seed=0)
+    rng = np.random.default_rng(0)
+    model.set_recurrent_mask(rng.uniform(size=(H, H)) < 0.1)
+    alg = online.make("snap-2", model, batch=B)
+    assert isinstance(alg, online.SnApN)
+    nnz = int(alg.pattern.sum())
+    assert nnz < 0.3 * H * H
+    Q = I + H + 1
+    assert alg.state_dict()["M"].shape == (nnz, B, Q + 1)
+    allocated = alg.M.nbytes + alg._next.nbytes + alg._tmp.nbytes
+    assert online.carried_bytes("snap-2", B, I, H, 8, 0, w_mask=model.w_mask) == allocated
+    assert online.carried_bytes("snap-2", B, I, H, 8, 0) > 3 * allocated  # RTRL's upper bound
+    with pytest.raises(ValueError, match="storage"):
+        online.make("snap-2", model, storage="csr")
+
+
+@pytest.mark.parametrize("storage", ["sparse", "dense"])
+def test_snap_n_state_dict_resumes_bit_for_bit(storage: str) -> None:
+    rng = np.random.default_rng(3)
+    model = ElmanRNN(3, 8, 2, output="softmax", seed=1)
+    model.set_recurrent_mask(rng.uniform(size=(8, 8)) < 0.25)
+    x, y, _ = _data(rng, 3, 2, 10, 2, True, "softmax", False)
+    a = online.make("snap-3", model, batch=2, storage=storage)
+    for t in range(5):
+        a.step(x[t], y[t])
+    saved = {k: np.array(v) for k, v in a.state_dict().items()}
+    rest = [a.step(x[t], y[t]) for t in range(5, 10)]
+    b = online.make("snap-3", model, batch=2, storage=storage)
+    b.load_state_dict(saved)
+    for t, (la, ga) in zip(range(5, 10), rest, strict=True):
+        lb, gb = b.step(x[t], y[t])
+        assert la == lb and all(np.array_equal(ga[k], gb[k]) for k in ga)
+        assert np.array_equal(ga.h0, gb.h0)
+
+
+RUN_CASES = [
+    ("rtrl", {}),
+    ("uoro", {}),
+    ("kf-rtrl", {}),
+    ("snap-1", {}),
+    ("snap-2", {"storage": "sparse"}),
+    ("snap-2", {"storage": "dense"}),
+    ("rflo", {}),
+    ("rflo", {"alpha": 0.4, "feedback": "symmetric"}),
+    ("tbptt", {"k": 4}),
+    ("tbptt", {"k": 1}),
+]
+
+
+def _close(a, b, tol=1e-10):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape and a.dtype == b.dtype
+    np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(np.abs(b).max(initial=0), 1e-300))
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(("name", "opts"), RUN_CASES, ids=[f"{n}{o}" for n, o in RUN_CASES])
+def test_run_equals_repeated_steps(name: str, opts: dict, seed: int, kernels: str) -> None:
+    """``run`` over chunks (cut at 1, 5 and 13 steps, so TBPTT's window and RFLO/SnAp-1's
+    traces cross chunk boundaries) gives each step's loss, each chunk's summed gradient
+    (h0 included) and the final carried state of step-by-step calls, to rounding; a step after
+    the chunks continues identically. On the NumPy path and with the compiled kernels."""
+    model, *_ = _random_case(seed + 3)
+    rng = np.random.default_rng(50 + seed)
+    H, I, O = model.hidden_size, model.input_size, model.output_size
+    if seed % 2:
+        w_mask = rng.uniform(size=(H, H)) < 0.4
+        model.set_recurrent_mask(w_mask)
+    B = 1 + seed % 3
+    x, y, mask = _data(rng, I, O, 14, B, bool(seed % 2 == 0), model.output, seed < 2)
+    h0 = rng.normal(size=(B, H)) * 0.5 if seed != 1 else None
+    a = online.make(name, model, batch=B, seed=7, **opts)
+    b = online.make(name, model, batch=B, seed=7, **opts)
+    a.reset(h0)
+    b.reset(h0)
+    for lo, hi in ((0, 1), (1, 5), (5, 13)):
+        m = None if mask is None else mask[lo:hi]
+        losses, total = b.run(x[lo:hi], y[lo:hi], m)
+        assert losses.shape == (hi - lo,) and losses.dtype == np.float64
+        ref_total = None
+        for t in range(lo, hi):
+            loss, g = a.step(x[t], y[t], None if mask is None else mask[t])
+            assert losses[t - lo] == pytest.approx(loss, rel=1e-10, abs=1e-14)
+            if ref_total is None:
+                ref_total = Gradients({k: v.copy() for k, v in g.items()}, h0=np.array(g.h0))
+            else:
+                for k in ref_total:
+                    ref_total[k] += g[k]
+                ref_total.h0 += g.h0
+        assert ref_total is not None and list(total) == list(ref_total)
+        for k in ref_total:
+            _close(total[k], ref_total[k])
+        _close(total.h0, ref_total.h0)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        _close(sb[k], sa[k])
+    la, ga = a.step(x[13], y[13])
+    lb, gb = b.step(x[13], y[13])
+    assert lb == pytest.approx(la, rel=1e-10)
+    for k in ga:
+        _close(gb[k], ga[k], tol=1e-9)
+
+
+@pytest.mark.parametrize(("cell", "layers"), [("elman", 2), ("lstm", 1)])
+def test_run_on_the_generic_tbptt_path(cell: str, layers: int) -> None:
+    """Models other than one Elman layer: run = step by step, h_0's gradient (a pair for the
+    LSTM) included, with a window (k = 8 > T) that reaches h_0 throughout."""
+    rng = np.random.default_rng(4)
+    model = RNN(3, 4, 2, cell=cell, num_layers=layers, output="softmax", seed=1)
+    x, y, _ = _data(rng, 3, 2, 6, 2, True, "softmax", False)
+    a = online.make("tbptt", model, batch=2, k=8)
+    b = online.make("tbptt", model, batch=2, k=8)
+    losses, total = b.run(x, y)
+    steps = [a.step(x[t], y[t]) for t in range(6)]
+    np.testing.assert_allclose(losses, [s[0] for s in steps], rtol=1e-12)
+    for k in total:
+        _close(total[k], sum(g[k] for _, g in steps), tol=1e-12)
+    h0_parts = total.h0 if isinstance(total.h0, tuple) else (total.h0,)
+    step_parts = [g.h0 if isinstance(g.h0, tuple) else (g.h0,) for _, g in steps]
+    for i, part in enumerate(h0_parts):
+        _close(part, sum(p[i] for p in step_parts), tol=1e-12)
+        assert np.abs(part).max() > 0
+    _, ref = model.loss_and_grads(x, y)  # k ≥ T: the whole sequence's gradient
+    assert _rel_err(total, ref) < 1e-9
+
+
+def test_run_rejects_bad_chunks() -> None:
+    alg = online.make("rflo", ElmanRNN(3, 4, 2), batch=2)
+    with pytest.raises(ValueError, match="B=2 streams"):
+        alg.run(np.zeros((3, 1), dtype=int), np.zeros((3, 1), dtype=int))
+    with pytest.raises(ValueError, match="at least one step"):
+        alg.run(np.zeros((0, 2), dtype=int), np.zeros((0, 2), dtype=int))
+    with pytest.raises(ValueError, match="mask must have shape"):
+        alg.run(np.zeros((3, 2), dtype=int), np.zeros((3, 2), dtype=int), np.ones((3, 1)))
+
+
+@pytest.mark.parametrize(("name", "carried"), [("rtrl", "_buf"), ("snap-2", "M"), ("uoro", "b")])
+def test_state_is_finite_sees_the_carried_influence(name: str, carried: str) -> None:
+    model = ElmanRNN(2, 4, 2, seed=0)
+    model.set_recurrent_mask(np.eye(4, dtype=bool) | np.eye(4, k=1, dtype=bool))
+    alg = online.make(name, model, batch=2)
+    alg.step(np.zeros(2, dtype=int), np.zeros(2, dtype=int))
+    assert alg.state_is_finite()
+    getattr(alg, carried).flat[-1] = np.nan
+    assert not alg.state_is_finite()
+
+
+@pytest.mark.parametrize(("name", "opts"), RUN_CASES, ids=[f"{n}{o}" for n, o in RUN_CASES])
+def test_run_keeps_float32(name: str, opts: dict, kernels: str) -> None:
+    """float32 flows through run (compiled loops included): float32 gradients and carried
+    state, equal to step by step to float32 rounding."""
+    rng = np.random.default_rng(12)
+    model = ElmanRNN(3, 5, 2, output="softmax", seed=2, dtype=np.float32)
+    model.set_recurrent_mask(rng.uniform(size=(5, 5)) < 0.4)
+    x, y, _ = _data(rng, 3, 2, 9, 2, True, "softmax", False)
+    a = online.make(name, model, batch=2, seed=3, **opts)
+    b = online.make(name, model, batch=2, seed=3, **opts)
+    steps = [a.step(x[t], y[t]) for t in range(9)]
+    losses, total = b.run(x, y)
+    np.testing.assert_allclose(losses, [s[0] for s in steps], rtol=1e-5)
+    for k in total:
+        assert total[k].dtype == np.float32, k
+        ref = sum(g[k].astype(np.float64) for _, g in steps)
+        np.testing.assert_allclose(total[k], ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+    for k, v in b.state_dict().items():
+        assert v.dtype == a.state_dict()[k].dtype, k

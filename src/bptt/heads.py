@@ -83,7 +83,9 @@ class SoftmaxCrossEntropy(Head):
         self, z: np.ndarray, y: np.ndarray, weight: np.ndarray
     ) -> tuple[float, np.ndarray]:
         # One pass: shift, exponentiate in place, normalise; ŷ − onehot(y) at the target.
-        z_target = np.take_along_axis(z, y[..., None], axis=-1)[..., 0]  # (T, B)
+        steps, batch = y.shape
+        at_target = (np.arange(steps)[:, None], np.arange(batch)[None, :], y)
+        z_target = z[at_target]  # (T, B) (plain indexing: take_along_axis costs ~10 µs a call)
         z_max = z.max(axis=-1)  # (T, B)
         z -= z_max[..., None]
         np.exp(z, out=z)
@@ -91,8 +93,7 @@ class SoftmaxCrossEntropy(Head):
         step_loss = np.log(norm) + z_max - z_target  # (T, B)
         loss = float(np.sum(weight * step_loss, dtype=np.float64))
         z *= (weight / norm)[..., None]
-        steps, batch = y.shape
-        z[np.arange(steps)[:, None], np.arange(batch)[None, :], y] -= weight
+        z[at_target] -= weight
         return loss, z
 
     def check_targets(

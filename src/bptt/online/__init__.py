@@ -3,6 +3,7 @@
     alg = bptt.online.make(name, model, batch=B, seed=0, **options)
     alg.reset(h0=None)                                 # (B, H) like the model, zeros if None
     loss_t, grads_t = alg.step(x_t, y_t, mask_t=None)  # one step of every stream
+    losses, total = alg.run(xs, ys, masks=None)        # T steps at once: = T calls of step
 
 ``grads_t`` estimates dL_t/dθ under the model's parameter names (the head's U, b_y exactly);
 with the weights held fixed, Σ_t grads_t estimates the whole stream's BPTT gradient.
@@ -12,7 +13,8 @@ random generator), so a run resumes bit for bit.
     name       carries                          cost / step     exact?
     rtrl       M_t = J_t M_{t-1} + Ī_t           O(B H⁴)         yes
     snap-1     diag of M (k = r)                O(B H Q)        = RTRL when W is diagonal
-    snap-2     M on the 2-step pattern of W     (as RTRL here)  = RTRL when the pattern is full
+    snap-n     M on P_n (n-step reach of W),    O(B·Q·reads)    = RTRL when the pattern is full
+               stored only there (sparse W)
     uoro       rank one ã b̃ᵀ, random signs      O(B H Q)        unbiased
     kf-rtrl    u ⊗ A, random signs              O(B H³)         unbiased
     rflo       leaky diagonal trace, random B   O(B H Q)        biased
@@ -25,11 +27,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..model import RNN
 from .base import OnlineAlgorithm, rng_from_array, rng_to_array
 from .rflo import RFLO
 from .rtrl import RTRL
-from .snap import SnAp1, SnApN, snap_pattern
+from .snap import SPARSE_BELOW, STORAGES, DenseSnApN, SnAp1, SnApN, snap_pattern
 from .stochastic import KFRTRL, UORO
 from .tbptt import OnlineTBPTT
 
@@ -47,39 +51,70 @@ _CLASSES: dict[str, type[OnlineAlgorithm]] = {
 
 
 def carried_bytes(
-    name: str, batch: int, input_size: int, hidden: int, itemsize: int, k: int
+    name: str,
+    batch: int,
+    input_size: int,
+    hidden: int,
+    itemsize: int,
+    k: int,
+    w_mask: np.ndarray | None = None,
 ) -> int:
     """The peak bytes an algorithm's carried state takes (the table above; RTRL and SnAp-n keep
-    two influences during a step), for a memory check before anything is allocated."""
+    two influences during a step), for a memory check before anything is allocated.
+
+    ``w_mask`` (H, H), W's sparsity mask, sizes SnAp-n's sparse storage (as ``make`` with
+    ``storage="auto"`` would choose it); without it SnAp-n is counted as RTRL (an upper bound).
+    """
     B, I, H = int(batch), int(input_size), int(hidden)
     Q = I + H + 1
     per_stream = {
-        "rtrl": 2 * H * H * Q,
+        "rtrl": 2 * H * (H * Q + H),
         "uoro": 3 * H * Q,
         "kf-rtrl": 3 * H * H + 2 * Q,
-        "snap-1": 3 * H * Q,
+        "snap-1": 3 * H * Q + H,
         "rflo": 3 * H * Q,
         "tbptt": int(k) * (Q + H) + 2 * H,
-    }.get(name, 2 * H * H * Q)  # snap-n (n >= 2) as RTRL
+    }.get(name, 2 * H * (H * Q + H))  # snap-n (n >= 2), dense storage: as RTRL
+    n = _snap_n(name)
+    if n is not None and n >= 2 and w_mask is not None:
+        nnz = int(snap_pattern(np.asarray(w_mask, dtype=bool), n).sum())
+        if nnz <= SPARSE_BELOW * H * H:
+            per_stream = 2 * nnz * (Q + 1) + H * Q  # two (nnz, Q + 1) buffers and f' ⊗ ĥ
     return itemsize * B * per_stream
+
+
+def _snap_n(name: object) -> int | None:
+    """n of ``snap-n``, or None."""
+    if isinstance(name, str) and name.startswith("snap-") and name[5:].isdigit():
+        return int(name[5:])
+    return None
 
 
 def make(name: str, model: RNN, batch: int = 1, seed: int = 0, **options: Any) -> OnlineAlgorithm:
     """Build the online algorithm ``name`` for ``model`` over ``batch`` streams, then reset it.
 
-    Options: ``uoro``/``kf-rtrl``: ``eps``; ``rflo``: ``alpha``, ``feedback``; ``tbptt``: ``k``.
+    Options: ``uoro``/``kf-rtrl``: ``eps``; ``rflo``: ``alpha``, ``feedback``; ``tbptt``: ``k``;
+    ``snap-n`` (n ≥ 2): ``storage`` = ``auto`` (sparse when P_n keeps at most half of the
+    (k, r) pairs), ``sparse`` (:class:`SnApN`) or ``dense`` (:class:`DenseSnApN`).
 
     Raises:
-        ValueError: an unknown name, or a model the algorithm does not define (only ``tbptt``
-            runs other cells and depths).
+        ValueError: an unknown name or storage, or a model the algorithm does not define (only
+            ``tbptt`` runs other cells and depths).
         TypeError: an option the algorithm does not take.
     """
-    if isinstance(name, str) and name.startswith("snap-") and name[5:].isdigit():
-        n = int(name[5:])
-        if n >= 2:
-            alg: OnlineAlgorithm = SnApN(model, batch, seed, n=n, **options)
-            alg.reset()
-            return alg
+    n = _snap_n(name)
+    if n is not None and n >= 2:
+        storage = options.pop("storage", "auto")
+        if storage not in STORAGES:
+            raise ValueError(f"snap-n storage must be one of {list(STORAGES)}, got {storage!r}")
+        if storage == "auto":
+            w_nz = np.ones((1, 1), bool) if model.w_mask is None else np.asarray(model.w_mask)
+            sparse = snap_pattern(w_nz, n).mean() <= SPARSE_BELOW
+            storage = "sparse" if sparse else "dense"
+        cls = SnApN if storage == "sparse" else DenseSnApN
+        alg: OnlineAlgorithm = cls(model, batch, seed, n=n, **options)
+        alg.reset()
+        return alg
     if not isinstance(name, str) or name not in _CLASSES:
         raise ValueError(f"online algorithm must be one of {list(ALGORITHMS)}, got {name!r}")
     alg = _CLASSES[name](model, batch, seed, **options)
@@ -93,6 +128,7 @@ __all__ = [
     "RFLO",
     "RTRL",
     "UORO",
+    "DenseSnApN",
     "OnlineAlgorithm",
     "OnlineTBPTT",
     "SnAp1",

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cells import StepArgs
 from ..model import RNN
-from .base import OnlineAlgorithm, StateDict
+from ..params import Gradients
+from .base import OnlineAlgorithm, StateDict, _outer_per_stream, _outer_sum
 
 
 class RFLO(OnlineAlgorithm):
@@ -60,11 +60,37 @@ class RFLO(OnlineAlgorithm):
     def _traces(self) -> StateDict:
         return {"e": self.e, "B_fb": self.B_fb}
 
-    def _propagate(self, at: StepArgs, fprime: np.ndarray) -> None:
+    def _propagate(self, fprime: np.ndarray, hhat: np.ndarray) -> None:
         a = self.model.dtype.type(self.alpha)
         self.e *= 1 - a
-        self.e += (a * fprime)[:, :, None] * self._hhat(at)[:, None, :]
+        self.e += (a * fprime)[:, :, None] * hhat[:, None, :]
 
     def _theta_grad(self, c: np.ndarray, dz: np.ndarray) -> np.ndarray:
         c_tilde = c if self.feedback == "symmetric" else dz @ self.B_fb  # (B, H)
         return np.einsum("br,brq->rq", c_tilde, self.e)  # (H, Q)
+
+    def _run(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, Gradients]:
+        """T steps hoisted (see ``OnlineAlgorithm.run``). With a₁ = 1 − α and the chunk's
+        e_t = a₁ᵗ e_0 + Σ_{s≤t} a₁^{t−s} α f'_s ⊗ ĥ_s:
+
+            Σ_t c̃_t ⊙ e_t = a₁ g_1 ⊙ e_0 + Σ_s (α f'_s ⊙ g_s) ⊗ ĥ_s,   g_s = c̃_s + a₁ g_{s+1}
+            e_T = a₁ᵀ e_0 + Σ_s a₁^{T−s} α f'_s ⊗ ĥ_s
+        """
+        dt = self.model.dtype
+        ch = self._chunk(x, y, mask)
+        T = ch.c.shape[0]
+        a = dt.type(self.alpha)
+        a1 = dt.type(1) - a
+        c_tilde = ch.c if self.feedback == "symmetric" else ch.dz @ self.B_fb  # (T, B, H)
+        g = c_tilde.copy()  # (T, B, H): g_s = Σ_{t≥s} a₁^{t−s} c̃_t
+        if a1 != 0:
+            for s in range(T - 2, -1, -1):
+                g[s] += a1 * g[s + 1]
+        theta = _outer_sum(a * ch.fprime * g, ch.hhat)  # (H, Q)
+        theta += np.einsum("br,brq->rq", a1 * g[0], self.e)
+        decay = (a1 ** np.arange(T - 1, -1, -1)).astype(dt)  # (T,): a₁^{T−s}
+        e = _outer_per_stream((a * decay)[:, None, None] * ch.fprime, ch.hhat)  # (B, H, Q)
+        e += a1**T * self.e
+        self.e = e
+        self.t += T
+        return ch.losses, self._gradients(ch, theta, np.zeros_like(self.h))

@@ -22,11 +22,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..cells import ElmanCell, StepArgs
+from ..cells import ElmanCell
 from ..model import RNN
 from ..params import Gradients
 from ..truncation import TruncatedBPTT
-from .base import OnlineAlgorithm, StateDict
+from .base import OnlineAlgorithm, StateDict, _outer_sum
 
 
 class OnlineTBPTT(OnlineAlgorithm):
@@ -57,9 +57,9 @@ class OnlineTBPTT(OnlineAlgorithm):
     def _traces(self) -> StateDict:
         return {"hhat": self.hhat, "fp": self.fp} if self.fast else {}
 
-    def _propagate(self, at: StepArgs, fprime: np.ndarray) -> None:
+    def _propagate(self, fprime: np.ndarray, hhat: np.ndarray) -> None:
         slot = self.t % self.k
-        self.hhat[slot] = self._hhat(at)
+        self.hhat[slot] = hhat
         self.fp[slot] = fprime
 
     def _backward(self, c: np.ndarray) -> np.ndarray:
@@ -80,6 +80,41 @@ class OnlineTBPTT(OnlineAlgorithm):
         n, B = deltas.shape[:2]
         hhat = self.hhat[self._order].reshape(n * B, self.Q)
         return deltas.reshape(n * B, self.H).T @ hhat  # (H, Q)
+
+    def _run(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, Gradients]:
+        """T steps hoisted (see ``OnlineAlgorithm.run``), Elman path. Over the chunk and the
+        n ≤ k − 1 ring steps before it (with c = 0: their losses are counted), step t's δ at
+        lag l (i = t − l) is one shifted product for all t at once:
+
+            D_0[i] = c_i ⊙ f'_i      D_l[i] = (D_{l−1}[i+1] W) ⊙ f'_i      l = 1 … k − 1
+            Σ_t dΘ_t = Σ_i (Σ_l D_l[i])ᵀ ĥ_i             dL/dh_0: (Σ_l D_l[0]) W  (while t < k)
+        """
+        if not self.fast:
+            return self._run_steps(x, y, mask)
+        t0, k = self.t, self.k
+        ch = self._chunk(x, y, mask)
+        T, B, H = ch.c.shape
+        n = min(t0, k - 1)  # ring steps before the chunk that its windows reach
+        ring = (t0 - n + np.arange(n)) % k  # their slots, oldest first
+        hhat = np.concatenate([self.hhat[ring], ch.hhat])  # (L, B, Q)
+        fp = np.concatenate([self.fp[ring], ch.fprime])  # (L, B, H)
+        L = n + T
+        W = self.model.params["W"]
+        delta = np.zeros((L, B, H), dtype=self.model.dtype)  # Σ_l D_l
+        lag = ch.c * ch.fprime  # D_0 on the chunk's rows
+        delta[n:] = lag
+        lag = delta.copy()
+        for ell in range(1, min(k, L)):
+            lag = (lag[1:] @ W) * fp[: L - ell]  # D_ℓ (L − ℓ, B, H)
+            delta[: L - ell] += lag
+        theta = _outer_sum(delta, hhat)  # (H, Q)
+        h0 = delta[0] @ W if t0 < k else np.zeros_like(self.h)  # step 0 is row 0 when t0 < k
+        keep = np.arange(L - min(k, L), L)  # the last k steps stay in the ring
+        slots = (t0 - n + keep) % k
+        self.hhat[slots] = hhat[keep]
+        self.fp[slots] = fp[keep]
+        self.t += T
+        return ch.losses, self._gradients(ch, theta, h0)
 
     def _h0_grad(self, c: np.ndarray) -> np.ndarray:
         if self.t >= self.k:  # the window no longer starts at h_0
