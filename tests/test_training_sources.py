@@ -104,3 +104,37 @@ def test_sources_report_their_metric(tmp_path) -> None:
     assert (copy.metric_key, copy.higher_is_better) == ("val_accuracy", True)
     metrics = adding.evaluate()
     assert adding.score(metrics) == metrics["val_mse"]
+
+
+class _Chunks:
+    """A stand-in source: chunks of 4 steps numbered 0, 1, 2, …; every other one restarts."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def next_chunk(self):  # type: ignore[no-untyped-def]
+        from bptt.data import Batch
+
+        x = np.arange(4 * self.n, 4 * self.n + 4).reshape(4, 1)
+        self.n += 1
+        return Batch(x, x + 100, None), self.n % 2 == 1
+
+
+def test_step_stream_takes_runs_within_chunks_and_resumes_where_it_stopped() -> None:
+    """take(n) gives the next n steps in order, cut at chunk ends, restart only at a
+    restarting chunk's first step; a stream restored from state_arrays continues the same."""
+    from bptt.training.sources import StepStream
+
+    stream = StepStream(_Chunks())  # type: ignore[arg-type]
+    runs = list(stream.take(6))
+    assert [r[0].ravel().tolist() for r in runs] == [[0, 1, 2, 3], [4, 5]]
+    assert [r[3] for r in runs] == [True, False]
+    assert all(np.array_equal(r[1], r[0] + 100) for r in runs)
+    saved = stream.state_arrays()
+    runs = list(stream.take(5))
+    assert [r[0].ravel().tolist() for r in runs] == [[6, 7], [8, 9, 10]]
+    assert [r[3] for r in runs] == [False, True]  # chunk 2 (steps 8-11) restarts
+    again = StepStream(_Chunks())  # type: ignore[arg-type]
+    again.source.n = 2  # the source's own position is restored by the source
+    again.load_state_arrays(saved)
+    assert [r[0].ravel().tolist() for r in again.take(5)] == [[6, 7], [8, 9, 10]]

@@ -11,7 +11,8 @@ Backward, with δ_t = dL/dE_t and the recursion run from t = T down to 1:
     dL/dU    = Σ_t dL/dz_t h_t^T      dL/db_y = Σ_t dL/dz_t      dL/dh_0 = W^T δ_1
 
 Unrolling the carry gives the seed's double sum over Jacobian products (see
-:mod:`bptt.seed_formula`); here it is evaluated right to left, one (B, H) vector per step.
+:mod:`bptt.algorithms.seed_formula`); here it is evaluated right to left, one (B, H) vector
+per step.
 
 Everything that is not recurrent is hoisted out of the time loop into single products over
 all T·B rows: the input projection, the output projection, dU, dW, dV and the bias sums

@@ -2,8 +2,8 @@
 
     grads_t = ∂L_t/∂θ  with h_{t−k} treated as a constant          (every step, window k)
 
-This is :class:`bptt.truncation.TruncatedBPTT` with k1 = 1 and k2 = k: the last k − 1 steps
-are buffered with the state before them, and each step reruns the model's forward and
+This is :class:`bptt.algorithms.truncated.TruncatedBPTT` with k1 = 1 and k2 = k: the last
+k − 1 steps are buffered with the state before them, and each step reruns the model's forward and
 backward over its window (cost O(k) model steps per step). With k ≥ T (weights fixed) the
 sum over a stream of T steps equals full BPTT, h_0's gradient included. It runs any
 unidirectional model (every cell and depth).
@@ -22,10 +22,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..algorithms.truncated import TruncatedBPTT
 from ..cells import ElmanCell
 from ..model import RNN
 from ..params import Gradients
-from ..truncation import TruncatedBPTT
 from .base import OnlineAlgorithm, StateDict, _outer_sum
 
 

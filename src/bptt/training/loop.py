@@ -407,13 +407,16 @@ class Trainer:
         total_loss, total, counted = 0.0, None, 0.0
         H, Q = self.model.hidden_size, self.model.input_size + self.model.hidden_size + 1
         with np.errstate(over="ignore", invalid="ignore"), loop_blas_threads(B * H * H * Q):
-            for _ in range(self.config.update_every):
-                x_t, y_t, m_t, restart = self.stream.next()
+            # runs of steps within one chunk, each advanced by one call (alg.run: the forward
+            # and the head hoisted over the run; the same as its steps one by one, to rounding)
+            for xs, ys, masks, restart in self.stream.take(self.config.update_every):
                 if restart:
                     self.online.reset()
-                loss, g = self.online.step(x_t, y_t, m_t)
-                total_loss += loss
-                counted += B if m_t is None else float(np.sum(m_t, dtype=np.float64))
+                losses, g = self.online.run(xs, ys, masks)
+                total_loss += float(np.sum(losses))
+                counted += (
+                    xs.shape[0] * B if masks is None else float(np.sum(masks, dtype=np.float64))
+                )
                 if total is None:
                     total = g
                 else:

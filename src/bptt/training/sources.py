@@ -319,7 +319,7 @@ class TaskSource(DataSource):
 
 
 class StepStream:
-    """An online algorithm's cursor: B streams, one step at a time, over the source's chunks.
+    """An online algorithm's cursor: B streams, runs of steps at a time, over the source's chunks.
 
     Its state (the current chunk and the position in it) is saved as ``stream.…`` arrays.
     """
@@ -332,16 +332,22 @@ class StepStream:
         self.pos = 0
         self.restart = False  # the chunk starts new streams
 
-    def next(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, bool]:
-        """(x_t, y_t, mask_t, restart): one step; restart means reset the algorithm first."""
-        if self.x is None or self.pos >= self.x.shape[0]:
-            (self.x, self.y, self.mask), self.restart = self.source.next_chunk()
-            self.pos = 0
-        assert self.x is not None and self.y is not None
-        t = self.pos
-        self.pos += 1
-        restart = self.restart and t == 0
-        return self.x[t], self.y[t], None if self.mask is None else self.mask[t], restart
+    def take(self, steps: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None, bool]]:
+        """The next ``steps`` steps as runs of consecutive steps, ``(xs, ys, masks, restart)``
+        each within one chunk: what :meth:`next` would give one at a time, for
+        :meth:`bptt.online.OnlineAlgorithm.run`. ``restart``: reset before the run."""
+        left = steps
+        while left > 0:
+            if self.x is None or self.pos >= self.x.shape[0]:
+                (self.x, self.y, self.mask), self.restart = self.source.next_chunk()
+                self.pos = 0
+            assert self.x is not None and self.y is not None
+            t0 = self.pos
+            t1 = min(self.x.shape[0], t0 + left)
+            self.pos = t1
+            left -= t1 - t0
+            mask = None if self.mask is None else self.mask[t0:t1]
+            yield self.x[t0:t1], self.y[t0:t1], mask, self.restart and t0 == 0
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         out = {
