@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from .. import _kernels
+from . import _gated_kernels
 from ._gated import input_grads, project_inputs, sigmoid_, step_input_grads
 from .base import Cell, CellGrads, CellParams, StepArgs
 
@@ -132,6 +133,10 @@ class GRUCell(Cell):
         G = project_inputs(p["V"], p["b"], x)  # (T, B, 3H): V x_t + b, all steps at once
         hs = np.empty((T + 1, B, H), dtype=G.dtype)  # (T+1, B, H)
         hs[0] = s0
+        shards = _gated_kernels.shard_count(B, H)
+        if shards:  # row blocks of the batch, each its own GIL-free compiled loop (same equations)
+            gates = _gated_kernels.gru_forward(G, hs, p["W"], p["b_hn"], shards)  # (T, B, 4H)
+            return hs[1:], hs[-1].copy(), GRUCache(x=x, hs=hs, gates=gates)
         gates = np.empty((T, B, 4 * H), dtype=G.dtype)  # (T, B, 4H): r z m n
         W_T = np.ascontiguousarray(p["W"].T)  # (H, 3H)
         R = np.empty((B, 3 * H), dtype=G.dtype)  # (B, 3H) scratch: W h_{t-1}
@@ -153,13 +158,32 @@ class GRUCell(Cell):
         assert isinstance(cache, GRUCache)
         hs, gates = cache.hs, cache.gates
         T, B, H = dh.shape
-        # (T, B, 4H): the factors F_t for all steps at once, then dA_t = dh_t ⊙ F_t in place
-        dA = _backward_factors(gates, hs[:-1], np.empty((T, B, 4 * H), dtype=dh.dtype))
-        dA4 = dA.reshape(T, B, 4, H)
         carry = np.zeros((B, H), dtype=dh.dtype)  # (B, H): ∂L/∂h_t through step t+1
         if ds_last is not None:
             carry += ds_last
-        W = p["W"]  # (3H, H)
+        shards = _gated_kernels.shard_count(B, H) if dh.dtype == gates.dtype else 0
+        if shards:  # the factors F_t fused into each shard's loop (same equations)
+            dA = _gated_kernels.gru_backward(dh, gates, hs, p["W"], carry, shards)
+        else:
+            dA = self._numpy_backward(dh, hs, gates, p["W"], carry)
+        rows = T * B
+        dA_rows = dA.reshape(rows, 4 * H)
+        # (3H, H): Σ_t dR_tᵀ h_{t-1}
+        dW = _kernels.matmul_tn(dA_rows[:, : 3 * H], hs[:-1].reshape(rows, H))
+        db_hn = dA_rows[:, 2 * H : 3 * H].sum(axis=0)  # (H,)
+        dG = np.delete(dA, np.s_[2 * H : 3 * H], axis=2)  # (T, B, 3H): [da_r, da_z, da_n]
+        dV, db, dx = input_grads(dG, cache.x, p["V"], need_dx)
+        return CellGrads(params={"V": dV, "W": dW, "b": db, "b_hn": db_hn}, dx=dx, ds0=carry)
+
+    @staticmethod
+    def _numpy_backward(
+        dh: np.ndarray, hs: np.ndarray, gates: np.ndarray, W: np.ndarray, carry: np.ndarray
+    ) -> np.ndarray:
+        """dA (T, B, 4H) by the NumPy loop; carry (B, H) carried in place."""
+        T, B, H = dh.shape
+        # (T, B, 4H): the factors F_t for all steps at once, then dA_t = dh_t ⊙ F_t in place
+        dA = _backward_factors(gates, hs[:-1], np.empty((T, B, 4 * H), dtype=dh.dtype))
+        dA4 = dA.reshape(T, B, 4, H)
         total = np.empty((B, H), dtype=dh.dtype)
         with _kernels.loop_blas_threads(3 * B * H * H):
             for t in range(T - 1, -1, -1):
@@ -168,13 +192,7 @@ class GRUCell(Cell):
                 np.matmul(dA[t, :, : 3 * H], W, out=carry)  # dR_t W
                 total *= gates[t, :, H : 2 * H]
                 carry += total  # + dh ⊙ z
-        rows = T * B
-        dA_rows = dA.reshape(rows, 4 * H)
-        dW = dA_rows[:, : 3 * H].T @ hs[:-1].reshape(rows, H)  # (3H, H): Σ_t dR_tᵀ h_{t-1}
-        db_hn = dA_rows[:, 2 * H : 3 * H].sum(axis=0)  # (H,)
-        dG = np.delete(dA, np.s_[2 * H : 3 * H], axis=2)  # (T, B, 3H): [da_r, da_z, da_n]
-        dV, db, dx = input_grads(dG, cache.x, p["V"], need_dx)
-        return CellGrads(params={"V": dV, "W": dW, "b": db, "b_hn": db_hn}, dx=dx, ds0=carry)
+        return dA
 
     # -- one step and its Jacobians ---------------------------------------------------------
 
