@@ -117,11 +117,13 @@ def _make_lstm_forward(gemm: Any, tanh: Callable[[float], float], one: Any, zero
             # S (4H, rows) ← W (4H, H) · h_{t-1}ᵀ, then added onto G_t row by row
             h_ptr = hs.ctypes.data + np.uintp(h_prev * size)
             gemm(101, 111, 112, G4, n, H, one, W.ctypes.data, H, h_ptr, H, zero, s_ptr, n)
-            for b in range(n):
-                row = gflat[g_off + b * G4 : g_off + (b + 1) * G4]
-                col = S[b:]
-                for j in range(G4):
-                    row[j] += col[j * n]
+            for j0 in range(0, G4, 16):  # in column blocks: each S row stays in cache
+                w = min(16, G4 - j0)
+                for b in range(n):
+                    row = gflat[g_off + b * G4 + j0 : g_off + b * G4 + j0 + w]
+                    col = S[j0 * n + b :]
+                    for j in range(w):
+                        row[j] += col[j * n]
             for b in range(n):
                 o0 = g_off + b * G4
                 ai = gflat[o0 : o0 + H]  # views from 0: the loop below vectorises
@@ -156,13 +158,15 @@ def _make_lstm_backward(gemm: Any, tanh: Callable[[float], float], one: Any, zer
         W_T: np.ndarray,
         carry: np.ndarray,
         dc: np.ndarray,
+        db: np.ndarray,
         b0: int,
         b1: int,
         code: int,
     ) -> None:  # pragma: no cover - compiled
         """Rows b0:b1 of the LSTM backward, t = T−1..0: dA (T, B, 4H) written; dh (T, B, H)
         and gates, cs read; carry, dc (B, H) hold ∂L/∂h_T, ∂L/∂c_T from beyond on entry and
-        ∂L/∂h_0, ∂L/∂c_0 on exit. W_T = Wᵀ (H, 4H) C-contiguous; ``code`` unused."""
+        ∂L/∂h_0, ∂L/∂c_0 on exit; db[b0] (B, 4H) float64 zeros on entry gets Σ_t Σ_rows dA_t.
+        W_T = Wᵀ (H, 4H) C-contiguous; ``code`` unused."""
         T, B, G4 = dA.shape
         H = G4 // 4
         n = b1 - b0
@@ -175,6 +179,8 @@ def _make_lstm_backward(gemm: Any, tanh: Callable[[float], float], one: Any, zer
         dcs = dc.reshape(-1)[b0 * H : b1 * H]
         C = np.empty(H * n, dtype=dA.dtype)  # (H, rows): Wᵀ dA_tᵀ
         c_ptr = C.ctypes.data
+        acc = db[b0]  # (4H,) float64: this shard's bias gradient
+        si, sf, sg, so = acc[:H], acc[H : 2 * H], acc[2 * H : 3 * H], acc[3 * H :]
         for t in range(T - 1, -1, -1):
             g_off = (t * B + b0) * G4
             h_off = (t * B + b0) * H
@@ -200,10 +206,18 @@ def _make_lstm_backward(gemm: Any, tanh: Callable[[float], float], one: Any, zer
                     k = tanh(cn[j])
                     tot = dht[j] + car[j]  # ∂L/∂h_t
                     d = dcb[j] + tot * o * (one - k * k)  # ∂L/∂c_t
-                    di[j] = d * g * i * (one - i)
-                    df[j] = d * cp[j] * f * (one - f)
-                    dg[j] = d * i * (one - g * g)
-                    do[j] = tot * k * o * (one - o)
+                    ai = d * g * i * (one - i)
+                    af = d * cp[j] * f * (one - f)
+                    ag = d * i * (one - g * g)
+                    ao = tot * k * o * (one - o)
+                    di[j] = ai
+                    df[j] = af
+                    dg[j] = ag
+                    do[j] = ao
+                    si[j] += ai
+                    sf[j] += af
+                    sg[j] += ag
+                    so[j] += ao
                     dcb[j] = d * f  # the cell path: ∂L/∂c_{t-1}
             # C (H, rows) ← Wᵀ (H, 4H) · dA_tᵀ, then back into this shard's rows of the carry
             a_ptr = dA.ctypes.data + np.uintp(g_off * size)
@@ -287,13 +301,15 @@ def _make_gru_backward(gemm: Any, one: Any, zero: Any) -> Any:
         hs: np.ndarray,
         W_T: np.ndarray,
         carry: np.ndarray,
+        db: np.ndarray,
         b0: int,
         b1: int,
         code: int,
     ) -> None:  # pragma: no cover - compiled
         """Rows b0:b1 of the GRU backward, t = T−1..0: dA (T, B, 4H) [da_r da_z dm da_n]
         written; dh (T, B, H), gates, hs read; carry (B, H) holds ∂L/∂h_T from beyond on
-        entry, ∂L/∂h_0 on exit. W_T = Wᵀ (H, 3H) C-contiguous."""
+        entry, ∂L/∂h_0 on exit; db[b0] (B, 4H) float64 zeros on entry gets Σ_t Σ_rows dA_t.
+        W_T = Wᵀ (H, 3H) C-contiguous."""
         T, B, G4 = dA.shape
         H = G4 // 4
         n = b1 - b0
@@ -306,6 +322,8 @@ def _make_gru_backward(gemm: Any, one: Any, zero: Any) -> Any:
         C = np.empty(H * n, dtype=dA.dtype)  # (H, rows): Wᵀ dR_tᵀ
         Z = np.empty(H * n, dtype=dA.dtype)  # (rows, H): dh ⊙ z, the direct path
         c_ptr = C.ctypes.data
+        acc = db[b0]  # (4H,) float64: this shard's Σ dA
+        sr, sz, sm, sn = acc[:H], acc[H : 2 * H], acc[2 * H : 3 * H], acc[3 * H :]
         for t in range(T - 1, -1, -1):
             g_off = (t * B + b0) * G4
             h_off = (t * B + b0) * H
@@ -327,10 +345,17 @@ def _make_gru_backward(gemm: Any, one: Any, zero: Any) -> Any:
                     r, z, m, nn = gr[j], gz[j], gm[j], gn[j]
                     tot = dht[j] + car[j]  # ∂L/∂h_t
                     fn = tot * (one - z) * (one - nn * nn)  # da_n
+                    fm = fn * r
+                    fr = fm * m * (one - r)
+                    fz = tot * (hp[j] - nn) * z * (one - z)
                     dn[j] = fn
-                    dm[j] = fn * r
-                    dr[j] = fn * m * r * (one - r)
-                    dz[j] = tot * (hp[j] - nn) * z * (one - z)
+                    dm[j] = fm
+                    dr[j] = fr
+                    dz[j] = fz
+                    sr[j] += fr
+                    sz[j] += fz
+                    sm[j] += fm
+                    sn[j] += fn
                     zb[j] = tot * z
             # C (H, rows) ← Wᵀ (H, 3H) · dR_tᵀ with dR_t = dA_t[:, :3H] (row stride 4H)
             a_ptr = dA.ctypes.data + np.uintp(g_off * size)
@@ -375,14 +400,22 @@ def lstm_backward(
     carry: np.ndarray,
     dc: np.ndarray,
     shards: int,
-) -> np.ndarray:
-    """The LSTM backward loop; returns dA (T, B, 4H); carry, dc (B, H) updated in place."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The LSTM backward loop: returns dA (T, B, 4H) and db = Σ_t Σ_b dA_t (4H,);
+    carry, dc (B, H) updated in place."""
     dA = np.empty_like(gates)  # (T, B, 4H)
     W_T = np.ascontiguousarray(W.T)  # (H, 4H)
     dh = np.ascontiguousarray(dh)
     kernel = _kernel("lstm_backward", gates.dtype)
-    _kernels._run_shards(kernel, gates.shape[1], shards, dA, dh, gates, cs, W_T, carry, dc, 0)
-    return dA
+    db = np.zeros(gates.shape[1:], dtype=np.float64)  # (B, 4H): row b0 per shard
+    _kernels._run_shards(kernel, gates.shape[1], shards, dA, dh, gates, cs, W_T, carry, dc, db, 0)
+    return dA, _shard_sum(db, shards).astype(dA.dtype)
+
+
+def _shard_sum(db: np.ndarray, shards: int) -> np.ndarray:
+    """Σ of the shards' float64 rows of db (B, kH), at their first rows as in _run_shards."""
+    B = db.shape[0]
+    return db[[B * s // shards for s in range(shards)]].sum(axis=0)
 
 
 def gru_forward(
@@ -400,11 +433,13 @@ def gru_forward(
 
 def gru_backward(
     dh: np.ndarray, gates: np.ndarray, hs: np.ndarray, W: np.ndarray, carry: np.ndarray, shards: int
-) -> np.ndarray:
-    """The GRU backward loop; returns dA (T, B, 4H) [da_r da_z dm da_n]; carry updated."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """The GRU backward loop: returns dA (T, B, 4H) [da_r da_z dm da_n] and its sum over
+    steps and rows (4H,); carry updated in place."""
     dA = np.empty_like(gates)
     W_T = np.ascontiguousarray(W.T)  # (H, 3H)
     dh = np.ascontiguousarray(dh)
     kernel = _kernel("gru_backward", gates.dtype)
-    _kernels._run_shards(kernel, gates.shape[1], shards, dA, dh, gates, hs, W_T, carry, 0)
-    return dA
+    db = np.zeros(gates.shape[1:], dtype=np.float64)  # (B, 4H): row b0 per shard
+    _kernels._run_shards(kernel, gates.shape[1], shards, dA, dh, gates, hs, W_T, carry, db, 0)
+    return dA, _shard_sum(db, shards).astype(dA.dtype)

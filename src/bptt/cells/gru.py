@@ -41,7 +41,14 @@ import numpy as np
 
 from .. import _kernels
 from . import _gated_kernels
-from ._gated import input_grads, project_inputs, sigmoid_, step_input_grads
+from ._gated import (
+    input_dV,
+    input_dx,
+    input_grads,
+    project_inputs,
+    sigmoid_,
+    step_input_grads,
+)
 from .base import Cell, CellGrads, CellParams, StepArgs
 
 
@@ -162,17 +169,23 @@ class GRUCell(Cell):
         if ds_last is not None:
             carry += ds_last
         shards = _gated_kernels.shard_count(B, H) if dh.dtype == gates.dtype else 0
-        if shards:  # the factors F_t fused into each shard's loop (same equations)
-            dA = _gated_kernels.gru_backward(dh, gates, hs, p["W"], carry, shards)
+        rows = T * B
+        G_cols = np.r_[0 : 2 * H, 3 * H : 4 * H]  # dG = [da_r, da_z, da_n] among dA's columns
+        if shards:  # the factors F_t and Σ dA fused into each shard's loop (same equations)
+            dA, sums = _gated_kernels.gru_backward(dh, gates, hs, p["W"], carry, shards)
+            # dV over dA's 4H columns (the m block then dropped: no (T, B, 3H) copy of dG)
+            dV = input_dV(dA, cache.x, p["V"].shape[1])[G_cols]  # (3H, I)
+            db, db_hn = sums[G_cols], sums[2 * H : 3 * H]
+            dx = None
+            if need_dx and cache.x.dtype.kind not in "iu":  # dense: dG (T, B, 3H) copied out
+                dx = input_dx(dA[..., G_cols], cache.x, p["V"], need_dx)
         else:
             dA = self._numpy_backward(dh, hs, gates, p["W"], carry)
-        rows = T * B
-        dA_rows = dA.reshape(rows, 4 * H)
+            db_hn = dA.reshape(rows, 4 * H)[:, 2 * H : 3 * H].sum(axis=0)  # (H,)
+            dG = np.delete(dA, np.s_[2 * H : 3 * H], axis=2)  # (T, B, 3H): [da_r, da_z, da_n]
+            dV, db, dx = input_grads(dG, cache.x, p["V"], need_dx)
         # (3H, H): Σ_t dR_tᵀ h_{t-1}
-        dW = _kernels.matmul_tn(dA_rows[:, : 3 * H], hs[:-1].reshape(rows, H))
-        db_hn = dA_rows[:, 2 * H : 3 * H].sum(axis=0)  # (H,)
-        dG = np.delete(dA, np.s_[2 * H : 3 * H], axis=2)  # (T, B, 3H): [da_r, da_z, da_n]
-        dV, db, dx = input_grads(dG, cache.x, p["V"], need_dx)
+        dW = _kernels.matmul_tn(dA.reshape(rows, 4 * H)[:, : 3 * H], hs[:-1].reshape(rows, H))
         return CellGrads(params={"V": dV, "W": dW, "b": db, "b_hn": db_hn}, dx=dx, ds0=carry)
 
     @staticmethod

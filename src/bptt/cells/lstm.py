@@ -36,7 +36,14 @@ import numpy as np
 
 from .. import _kernels
 from . import _gated_kernels
-from ._gated import input_grads, project_inputs, sigmoid_, step_input_grads
+from ._gated import (
+    input_dV,
+    input_dx,
+    input_grads,
+    project_inputs,
+    sigmoid_,
+    step_input_grads,
+)
 from .base import Cell, CellGrads, CellParams, StepArgs
 
 
@@ -174,13 +181,15 @@ class LSTMCell(Cell):
             carry_h += ds_last[:, :H]
             dc += ds_last[:, H:]
         shards = _gated_kernels.shard_count(B, H) if dh.dtype == gates.dtype else 0
-        if shards:  # the gate factors fused into each shard's loop (same equations)
-            dA = _gated_kernels.lstm_backward(dh, gates, cs, p["W"], carry_h, dc, shards)
+        if shards:  # the gate factors and db fused into each shard's loop (same equations)
+            dA, db = _gated_kernels.lstm_backward(dh, gates, cs, p["W"], carry_h, dc, shards)
+            dV = input_dV(dA, cache.x, p["V"].shape[1])
+            dx = input_dx(dA, cache.x, p["V"], need_dx)
         else:
             dA = self._numpy_backward(dh, hs, cs, gates, p["W"], carry_h, dc)
+            dV, db, dx = input_grads(dA, cache.x, p["V"], need_dx)
         rows = T * B
         dW = _kernels.matmul_tn(dA.reshape(rows, 4 * H), hs[:-1].reshape(rows, H))  # (4H, H)
-        dV, db, dx = input_grads(dA, cache.x, p["V"], need_dx)
         ds0 = np.concatenate([carry_h, dc], axis=1)  # (B, 2H)
         return CellGrads(params={"V": dV, "W": dW, "b": db}, dx=dx, ds0=ds0)
 
