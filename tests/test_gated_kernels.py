@@ -14,7 +14,7 @@ import pytest
 
 import bptt
 from bptt import _kernels
-from bptt.cells import _gated_kernels
+from bptt.cells import _gated_kernels, _workspace
 
 SHARDED = _gated_kernels._load() is not None
 needs_sharded = pytest.mark.skipif(not SHARDED, reason="sharded kernels unavailable")
@@ -102,3 +102,46 @@ def test_sharded_forward_keeps_nan_in_its_row(cell: str, rng: np.random.Generato
 def test_numpy_path_when_sharding_is_off() -> None:
     with _kernels.backend("numpy"):
         assert _gated_kernels.shard_count(64, 512) == 0
+
+
+@needs_sharded
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_reused_arrays_never_overwrite_live_results(cell: str, rng: np.random.Generator) -> None:
+    """Two sweeps alive at once (their outputs and caches held) get separate arrays; the
+    first sweep's states and gradients are unchanged by the second (cf. _workspace)."""
+    model, a = _problem(cell, np.float64, ids=True, rng=rng, T=6, B=5)
+    layer = model.layers[0]
+    c, p = layer.cell, layer.take(model.params)
+    s0 = np.zeros((5, c.state_size))
+    with _kernels.backend("sharded"):
+        h1, _, cache1 = c.forward(p, a["x"], s0)
+        kept = h1.copy()
+        x2 = rng.integers(0, model.input_size, a["x"].shape)
+        h2, _, cache2 = c.forward(p, x2, s0)
+        assert not np.shares_memory(h1, h2)
+        np.testing.assert_array_equal(h1, kept)
+        dh = rng.standard_normal(h1.shape)
+        g1 = c.backward(dh.copy(), cache1, p)
+        c.backward(dh.copy(), cache2, p)
+        again = c.backward(dh.copy(), cache1, p)  # the cache is not spent by its backward
+    for name in g1.params:
+        np.testing.assert_array_equal(g1.params[name], again.params[name])
+    np.testing.assert_array_equal(h1, kept)
+
+
+def test_workspace_reuses_only_unreferenced_arrays() -> None:
+    _workspace.clear()
+    a = _workspace.empty((3, 4), np.float32)
+    b = _workspace.empty((3, 4), np.float32)
+    assert a is not b and a.dtype == np.float32 and a.flags.c_contiguous
+    a_id = id(a)
+    del a
+    c = _workspace.empty((3, 4), np.float32)
+    assert id(c) == a_id  # free again: handed out anew
+    view = c[1:]
+    del c
+    d = _workspace.empty((3, 4), np.float32)
+    assert id(d) != a_id  # a view still holds it
+    assert not np.shares_memory(d, view)
+    assert _workspace.empty((3, 4), np.float64).dtype == np.float64  # dtype is part of the key
+    _workspace.clear()

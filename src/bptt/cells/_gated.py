@@ -18,14 +18,25 @@ sigmoid_ = get_activation("sigmoid").forward_inplace
 """σ(a) = ½(1 + tanh(a/2)) in place: one transcendental, no overflow for large |a|."""
 
 
-def project_inputs(V: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """G = V x + b for every leading index of x: (…, I) dense or (…,) ids → (…, kH)."""
+def project_inputs(
+    V: np.ndarray, b: np.ndarray, x: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
+    """G = V x + b for every leading index of x: (…, I) dense or (…,) ids → (…, kH).
+
+    ``out``: a C-contiguous (…, kH) array to write G into (None: a new one).
+
+    Raises:
+        IndexError: an id outside 0..I−1.
+    """
+    kH, I = V.shape
     if x.dtype.kind in "iu":  # token ids: a row gather of the small table Vᵀ + b (I, kH)
-        return np.take(V.T + b, x, axis=0)
-    lead = x.shape[:-1]
-    out = _kernels.matmul(x.reshape(-1, x.shape[-1]), V.T).reshape(*lead, V.shape[0])
-    out += b
-    return out
+        if x.size and (x.min() < 0 or x.max() >= I):
+            raise IndexError(f"token ids must be in 0..{I - 1}")
+        return np.take(V.T + b, x, axis=0, out=out, mode="clip")  # clip: checked, unbuffered
+    rows = x.reshape(-1, I)
+    G = _kernels.matmul(rows, V.T, out=None if out is None else out.reshape(rows.shape[0], kH))
+    G += b
+    return G.reshape(*x.shape[:-1], kH)
 
 
 def input_grads(

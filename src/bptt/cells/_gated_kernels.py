@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from .. import _kernels
+from . import _workspace
 
 _compiled: dict[str, Callable[..., Any]] | None = None
 _failed = False
@@ -403,13 +404,20 @@ def lstm_backward(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The LSTM backward loop: returns dA (T, B, 4H) and db = Σ_t Σ_b dA_t (4H,);
     carry, dc (B, H) updated in place."""
-    dA = np.empty_like(gates)  # (T, B, 4H)
-    W_T = np.ascontiguousarray(W.T)  # (H, 4H)
+    dA = _workspace.empty(gates.shape, gates.dtype)  # (T, B, 4H)
+    W_T = _transposed(W)  # (H, 4H)
     dh = np.ascontiguousarray(dh)
     kernel = _kernel("lstm_backward", gates.dtype)
     db = np.zeros(gates.shape[1:], dtype=np.float64)  # (B, 4H): row b0 per shard
     _kernels._run_shards(kernel, gates.shape[1], shards, dA, dh, gates, cs, W_T, carry, dc, db, 0)
     return dA, _shard_sum(db, shards).astype(dA.dtype)
+
+
+def _transposed(W: np.ndarray) -> np.ndarray:
+    """Wᵀ as a C-contiguous array from the workspace."""
+    out = _workspace.empty(W.shape[::-1], W.dtype)
+    out[...] = W.T
+    return out
 
 
 def _shard_sum(db: np.ndarray, shards: int) -> np.ndarray:
@@ -423,7 +431,7 @@ def gru_forward(
 ) -> np.ndarray:
     """The GRU forward loop: returns gates (T, B, 4H) [r z m n]; hs[1:] (T+1, B, H) written."""
     T, B, G3 = G.shape
-    gates = np.empty((T, B, 4 * (G3 // 3)), dtype=G.dtype)
+    gates = _workspace.empty((T, B, 4 * (G3 // 3)), G.dtype)  # (T, B, 4H)
     kernel = _kernel("gru_forward", G.dtype)
     W = np.ascontiguousarray(W)
     b_hn = np.ascontiguousarray(b_hn)
@@ -436,8 +444,8 @@ def gru_backward(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The GRU backward loop: returns dA (T, B, 4H) [da_r da_z dm da_n] and its sum over
     steps and rows (4H,); carry updated in place."""
-    dA = np.empty_like(gates)
-    W_T = np.ascontiguousarray(W.T)  # (H, 3H)
+    dA = _workspace.empty(gates.shape, gates.dtype)  # (T, B, 4H)
+    W_T = _transposed(W)  # (H, 3H)
     dh = np.ascontiguousarray(dh)
     kernel = _kernel("gru_backward", gates.dtype)
     db = np.zeros(gates.shape[1:], dtype=np.float64)  # (B, 4H): row b0 per shard

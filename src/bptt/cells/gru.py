@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from .. import _kernels
-from . import _gated_kernels
+from . import _gated_kernels, _workspace
 from ._gated import (
     input_dV,
     input_dx,
@@ -137,13 +137,17 @@ class GRUCell(Cell):
     ) -> tuple[np.ndarray, np.ndarray, Any]:
         T, B = x.shape[:2]
         H = self.hidden_size
+        shards = _gated_kernels.shard_count(B, H)
+        if shards:  # row blocks of the batch, each its own GIL-free compiled loop (same equations)
+            dtype = p["W"].dtype  # arrays reused from step to step (see _workspace)
+            G = project_inputs(p["V"], p["b"], x, out=_workspace.empty((T, B, 3 * H), dtype))
+            hs = _workspace.empty((T + 1, B, H), dtype)  # (T+1, B, H)
+            hs[0] = s0
+            gates = _gated_kernels.gru_forward(G, hs, p["W"], p["b_hn"], shards)  # (T, B, 4H)
+            return hs[1:], hs[-1].copy(), GRUCache(x=x, hs=hs, gates=gates)
         G = project_inputs(p["V"], p["b"], x)  # (T, B, 3H): V x_t + b, all steps at once
         hs = np.empty((T + 1, B, H), dtype=G.dtype)  # (T+1, B, H)
         hs[0] = s0
-        shards = _gated_kernels.shard_count(B, H)
-        if shards:  # row blocks of the batch, each its own GIL-free compiled loop (same equations)
-            gates = _gated_kernels.gru_forward(G, hs, p["W"], p["b_hn"], shards)  # (T, B, 4H)
-            return hs[1:], hs[-1].copy(), GRUCache(x=x, hs=hs, gates=gates)
         gates = np.empty((T, B, 4 * H), dtype=G.dtype)  # (T, B, 4H): r z m n
         W_T = np.ascontiguousarray(p["W"].T)  # (H, 3H)
         R = np.empty((B, 3 * H), dtype=G.dtype)  # (B, 3H) scratch: W h_{t-1}

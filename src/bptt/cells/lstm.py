@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from .. import _kernels
-from . import _gated_kernels
+from . import _gated_kernels, _workspace
 from ._gated import (
     input_dV,
     input_dx,
@@ -134,9 +134,11 @@ class LSTMCell(Cell):
         H = self.hidden_size
         shards = _gated_kernels.shard_count(B, H)
         if shards:  # row blocks of the batch, each its own GIL-free compiled loop (same equations)
-            gates = project_inputs(p["V"], p["b"], x)  # (T, B, 4H): V x_t + b, then the gates
-            hs = np.empty((T + 1, B, H), dtype=gates.dtype)  # (T+1, B, H)
-            cs = np.empty((T + 1, B, H), dtype=gates.dtype)  # (T+1, B, H)
+            dtype = p["W"].dtype  # arrays reused from step to step (see _workspace)
+            gates = _workspace.empty((T, B, 4 * H), dtype)  # (T, B, 4H): V x_t + b, then gates
+            project_inputs(p["V"], p["b"], x, out=gates)
+            hs = _workspace.empty((T + 1, B, H), dtype)  # (T+1, B, H)
+            cs = _workspace.empty((T + 1, B, H), dtype)  # (T+1, B, H)
             hs[0], cs[0] = s0[:, :H], s0[:, H:]
             _gated_kernels.lstm_forward(gates, hs, cs, p["W"], shards)
             s_last = np.concatenate([hs[-1], cs[-1]], axis=1)  # (B, 2H)
