@@ -9,6 +9,10 @@ inputs, with h0, a mask and an upstream gradient on the last state, none of them
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -145,3 +149,27 @@ def test_workspace_reuses_only_unreferenced_arrays() -> None:
     assert not np.shares_memory(d, view)
     assert _workspace.empty((3, 4), np.float64).dtype == np.float64  # dtype is part of the key
     _workspace.clear()
+
+
+def test_without_numba_the_numpy_loops_run() -> None:
+    """With Numba absent (import blocked in a fresh process) the gated cells take the NumPy
+    loops and give the same loss as the compiled path here."""
+    code = """
+import sys
+sys.modules["numba"] = None  # import numba raises ImportError
+import numpy as np, bptt
+from bptt.cells import _gated_kernels
+assert _gated_kernels.shard_count(32, 64) == 0
+for cell in ("gru", "lstm"):
+    m = bptt.RNN(5, 64, 5, cell=cell, seed=0)
+    x = np.random.default_rng(0).integers(0, 5, (4, 32))
+    print(cell, repr(m.loss_and_grads(x, x)[0]))
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    ).stdout.split()
+    x = np.random.default_rng(0).integers(0, 5, (4, 32))
+    for cell, loss in zip(out[::2], out[1::2], strict=True):
+        here = bptt.RNN(5, 64, 5, cell=cell, seed=0).loss_and_grads(x, x)[0]
+        assert abs(float(loss) - here) <= 1e-12 * abs(here), cell

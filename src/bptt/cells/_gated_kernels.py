@@ -7,7 +7,8 @@ through a ctypes pointer to NumPy's own ``cblas_?gemm``, and the gate arithmetic
 fused into one pass over the shard's (rows, H) units with the vectorisable tanh of
 :mod:`bptt._kernels` (σ(a) = ½ + ½ tanh(a/2)). No (T, B, ·) temporaries beyond what the
 backward needs: the forward writes the activated gates, h_t and c_t; the backward writes
-dA_t and nothing else of that size.
+dA_t and nothing else of that size, and sums db = Σ_t Σ_b dA_t in float64 per shard in the
+same pass. The large arrays come from :mod:`bptt.cells._workspace` (no page faults per step).
 
 LSTM (gates i, f, g, o; see :mod:`bptt.cells.lstm`):
 
@@ -31,8 +32,9 @@ GRU (gates r, z, n; see :mod:`bptt.cells.gru`):
               carry ← dh ⊙ z + dA_t[:, :3H] W
 
 Every kernel computes its NumPy twin's equation in the same dtype; only the order of the
-floating-point sums inside the GEMMs and tanh's last bits differ (``tests/test_perf_paths.py``
-and ``tests/test_gated_kernels.py`` run both).
+floating-point sums inside the GEMMs, db (summed in float64 here) and tanh's last bits differ
+(``tests/test_gated_kernels.py`` and ``tests/test_cells_gated.py`` run both paths, the latter
+against PyTorch autograd in float64).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def _load() -> dict[str, Callable[..., Any]] | None:
     jit = numba.njit(cache=False, nogil=True, boundscheck=False, error_model="numpy")
     inline = numba.njit(inline="always", error_model="numpy")
     _compiled = {}
+    quarters = inline(_quarters_py)
     for dtype, gemm, tanh_py in (
         (np.float32, gemms[0], _kernels._tanh32_py),
         (np.float64, gemms[1], _kernels._tanh64_py),
@@ -70,10 +73,11 @@ def _load() -> dict[str, Callable[..., Any]] | None:
         tanh = inline(tanh_py)
         name = np.dtype(dtype).name
         one, zero = dtype(1), dtype(0)
-        _compiled[f"lstm_forward_{name}"] = jit(_make_lstm_forward(gemm, tanh, one, zero))
-        _compiled[f"lstm_backward_{name}"] = jit(_make_lstm_backward(gemm, tanh, one, zero))
-        _compiled[f"gru_forward_{name}"] = jit(_make_gru_forward(gemm, tanh, one, zero))
-        _compiled[f"gru_backward_{name}"] = jit(_make_gru_backward(gemm, one, zero))
+        q = quarters
+        _compiled[f"lstm_forward_{name}"] = jit(_make_lstm_forward(gemm, tanh, q, one, zero))
+        _compiled[f"lstm_backward_{name}"] = jit(_make_lstm_backward(gemm, tanh, q, one, zero))
+        _compiled[f"gru_forward_{name}"] = jit(_make_gru_forward(gemm, tanh, q, one, zero))
+        _compiled[f"gru_backward_{name}"] = jit(_make_gru_backward(gemm, q, one, zero))
     return _compiled
 
 
@@ -85,10 +89,22 @@ def shard_count(batch: int, hidden: int) -> int:
     return n
 
 
+def _quarters_py(a: np.ndarray, start: int, H: int) -> tuple[np.ndarray, ...]:  # pragma: no cover
+    """The four H-long gate blocks of a 4H row beginning at a[start], as views."""
+    return (
+        a[start : start + H],
+        a[start + H : start + 2 * H],
+        a[start + 2 * H : start + 3 * H],
+        a[start + 3 * H : start + 4 * H],
+    )
+
+
 # CBLAS enums: CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112
 
 
-def _make_lstm_forward(gemm: Any, tanh: Callable[[float], float], one: Any, zero: Any) -> Any:
+def _make_lstm_forward(
+    gemm: Any, tanh: Callable[[float], float], quarters: Any, one: Any, zero: Any
+) -> Any:
     def lstm_forward_shard(
         gates: np.ndarray,
         hs: np.ndarray,
@@ -127,10 +143,7 @@ def _make_lstm_forward(gemm: Any, tanh: Callable[[float], float], one: Any, zero
                         row[j] += col[j * n]
             for b in range(n):
                 o0 = g_off + b * G4
-                ai = gflat[o0 : o0 + H]  # views from 0: the loop below vectorises
-                af = gflat[o0 + H : o0 + 2 * H]
-                ag = gflat[o0 + 2 * H : o0 + 3 * H]
-                ao = gflat[o0 + 3 * H : o0 + 4 * H]
+                ai, af, ag, ao = quarters(gflat, o0, H)  # views from 0: the loop vectorises
                 cp = cflat[h_prev + b * H : h_prev + (b + 1) * H]
                 cn = cflat[h_next + b * H : h_next + (b + 1) * H]
                 hn = hflat[h_next + b * H : h_next + (b + 1) * H]
@@ -150,7 +163,9 @@ def _make_lstm_forward(gemm: Any, tanh: Callable[[float], float], one: Any, zero
     return lstm_forward_shard
 
 
-def _make_lstm_backward(gemm: Any, tanh: Callable[[float], float], one: Any, zero: Any) -> Any:
+def _make_lstm_backward(
+    gemm: Any, tanh: Callable[[float], float], quarters: Any, one: Any, zero: Any
+) -> Any:
     def lstm_backward_shard(
         dA: np.ndarray,
         dh: np.ndarray,
@@ -180,8 +195,7 @@ def _make_lstm_backward(gemm: Any, tanh: Callable[[float], float], one: Any, zer
         dcs = dc.reshape(-1)[b0 * H : b1 * H]
         C = np.empty(H * n, dtype=dA.dtype)  # (H, rows): Wᵀ dA_tᵀ
         c_ptr = C.ctypes.data
-        acc = db[b0]  # (4H,) float64: this shard's bias gradient
-        si, sf, sg, so = acc[:H], acc[H : 2 * H], acc[2 * H : 3 * H], acc[3 * H :]
+        si, sf, sg, so = quarters(db[b0], 0, H)  # (4H,) float64: this shard's bias gradient
         for t in range(T - 1, -1, -1):
             g_off = (t * B + b0) * G4
             h_off = (t * B + b0) * H
@@ -189,14 +203,8 @@ def _make_lstm_backward(gemm: Any, tanh: Callable[[float], float], one: Any, zer
             c_now = h_off + B * H
             for b in range(n):
                 o0 = g_off + b * G4
-                gi = gflat[o0 : o0 + H]
-                gf = gflat[o0 + H : o0 + 2 * H]
-                gg = gflat[o0 + 2 * H : o0 + 3 * H]
-                go = gflat[o0 + 3 * H : o0 + 4 * H]
-                di = aflat[o0 : o0 + H]
-                df = aflat[o0 + H : o0 + 2 * H]
-                dg = aflat[o0 + 2 * H : o0 + 3 * H]
-                do = aflat[o0 + 3 * H : o0 + 4 * H]
+                gi, gf, gg, go = quarters(gflat, o0, H)
+                di, df, dg, do = quarters(aflat, o0, H)
                 dht = dflat[h_off + b * H : h_off + (b + 1) * H]
                 cp = cflat[c_prev + b * H : c_prev + (b + 1) * H]
                 cn = cflat[c_now + b * H : c_now + (b + 1) * H]
@@ -232,7 +240,9 @@ def _make_lstm_backward(gemm: Any, tanh: Callable[[float], float], one: Any, zer
     return lstm_backward_shard
 
 
-def _make_gru_forward(gemm: Any, tanh: Callable[[float], float], one: Any, zero: Any) -> Any:
+def _make_gru_forward(
+    gemm: Any, tanh: Callable[[float], float], quarters: Any, one: Any, zero: Any
+) -> Any:
     def gru_forward_shard(
         G: np.ndarray,
         gates: np.ndarray,
@@ -271,10 +281,7 @@ def _make_gru_forward(gemm: Any, tanh: Callable[[float], float], one: Any, zero:
                 xz = Gf[x_off + b * G3 + H : x_off + b * G3 + 2 * H]
                 xn = Gf[x_off + b * G3 + 2 * H : x_off + (b + 1) * G3]
                 o0 = g_off + b * 4 * H
-                gr = gflat[o0 : o0 + H]
-                gz = gflat[o0 + H : o0 + 2 * H]
-                gm = gflat[o0 + 2 * H : o0 + 3 * H]
-                gn = gflat[o0 + 3 * H : o0 + 4 * H]
+                gr, gz, gm, gn = quarters(gflat, o0, H)
                 hp = hflat[h_prev + b * H : h_prev + (b + 1) * H]
                 hn = hflat[h_next + b * H : h_next + (b + 1) * H]
                 Rr = R[:H]
@@ -294,7 +301,7 @@ def _make_gru_forward(gemm: Any, tanh: Callable[[float], float], one: Any, zero:
     return gru_forward_shard
 
 
-def _make_gru_backward(gemm: Any, one: Any, zero: Any) -> Any:
+def _make_gru_backward(gemm: Any, quarters: Any, one: Any, zero: Any) -> Any:
     def gru_backward_shard(
         dA: np.ndarray,
         dh: np.ndarray,
@@ -323,21 +330,14 @@ def _make_gru_backward(gemm: Any, one: Any, zero: Any) -> Any:
         C = np.empty(H * n, dtype=dA.dtype)  # (H, rows): Wᵀ dR_tᵀ
         Z = np.empty(H * n, dtype=dA.dtype)  # (rows, H): dh ⊙ z, the direct path
         c_ptr = C.ctypes.data
-        acc = db[b0]  # (4H,) float64: this shard's Σ dA
-        sr, sz, sm, sn = acc[:H], acc[H : 2 * H], acc[2 * H : 3 * H], acc[3 * H :]
+        sr, sz, sm, sn = quarters(db[b0], 0, H)  # (4H,) float64: this shard's Σ dA
         for t in range(T - 1, -1, -1):
             g_off = (t * B + b0) * G4
             h_off = (t * B + b0) * H
             for b in range(n):
                 o0 = g_off + b * G4
-                gr = gflat[o0 : o0 + H]
-                gz = gflat[o0 + H : o0 + 2 * H]
-                gm = gflat[o0 + 2 * H : o0 + 3 * H]
-                gn = gflat[o0 + 3 * H : o0 + 4 * H]
-                dr = aflat[o0 : o0 + H]
-                dz = aflat[o0 + H : o0 + 2 * H]
-                dm = aflat[o0 + 2 * H : o0 + 3 * H]
-                dn = aflat[o0 + 3 * H : o0 + 4 * H]
+                gr, gz, gm, gn = quarters(gflat, o0, H)
+                dr, dz, dm, dn = quarters(aflat, o0, H)
                 dht = dflat[h_off + b * H : h_off + (b + 1) * H]
                 hp = hflat[h_off + b * H : h_off + (b + 1) * H]
                 car = ch[b * H : (b + 1) * H]

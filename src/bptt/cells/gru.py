@@ -25,6 +25,8 @@ Only R_t = W h_{t-1} (forward) and dR_t W (backward) run step by step; G, dV, dW
 are single products over all T·B rows. Every block of dA_t = [da_r, da_z, dm, da_n] is dh_t
 times a factor known after the forward (:func:`_backward_factors`), so the factors of all steps
 are computed at once and the loop does one multiply, the product dR_t W and the dh ⊙ z term.
+With Numba, the same equations run in batch-sharded compiled loops
+(:mod:`bptt.cells._gated_kernels`) that compute F_t inside the backward loop instead.
 
 The cache keeps the inputs, h_0..h_T and per step the activated gates [r, z, m, n]
 (T, B, 4H): m = W_hn h_{t-1} + b_hn cannot be had from the others without dividing by r, nor n

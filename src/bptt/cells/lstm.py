@@ -19,7 +19,9 @@ Backward, with dh_t = ∂L/∂h_t from above plus the carry, and dc_t the carry 
 
 Only W h_{t-1} (forward) and dA_t W (backward) run step by step; the input projection, dV, dW,
 db and dx are single products over all T·B rows, and so are the backward's gate factors
-(dA_t is dc_t or dh_t times a factor known after the forward). The cache keeps the inputs, h_0..h_T,
+(dA_t is dc_t or dh_t times a factor known after the forward). With Numba, the same
+equations run in batch-sharded compiled loops (:mod:`bptt.cells._gated_kernels`) that fuse
+the gate factors into the backward loop instead. The cache keeps the inputs, h_0..h_T,
 c_0..c_T and the activated gates (T, B, 4H); tanh(c_t) and the gate derivatives are
 recomputed from them (elementwise, cheap).
 
