@@ -13,6 +13,7 @@ import numpy as np
 from .. import _kernels
 from ..activations import get_activation
 from ..rnn import input_projection_backward
+from . import _workspace
 
 sigmoid_ = get_activation("sigmoid").forward_inplace
 """σ(a) = ½(1 + tanh(a/2)) in place: one transcendental, no overflow for large |a|."""
@@ -68,7 +69,9 @@ def input_dx(dG: np.ndarray, x: np.ndarray, V: np.ndarray, need_dx: bool) -> np.
     if not need_dx or x.dtype.kind in "iu":
         return None
     T, B, G = dG.shape
-    return _kernels.matmul(dG.reshape(T * B, G), V).reshape(T, B, -1)  # (T, B, I)
+    dx = _workspace.empty((T, B, V.shape[1]), dG.dtype)  # (T, B, I), reused (see _workspace)
+    _kernels.matmul(dG.reshape(T * B, G), V, out=dx.reshape(T * B, -1))
+    return dx
 
 
 def step_input_grads(dG: np.ndarray, x_t: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, ...]:

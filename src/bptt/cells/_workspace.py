@@ -22,7 +22,7 @@ import threading
 
 import numpy as np
 
-PER_SHAPE = 4
+PER_SHAPE = 16  # h and c of every layer and direction share a shape
 MAX_BYTES = 256 << 20
 
 _lock = threading.Lock()
