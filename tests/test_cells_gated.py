@@ -13,9 +13,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from batches import max_relative_error, random_targets  # noqa: E402
-from bptt import RNN  # noqa: E402
+from bptt import RNN, _kernels  # noqa: E402
 from bptt.algorithms.truncated import TruncatedBPTT, tbptt_gradients  # noqa: E402
-from bptt.cells import CELLS, StepArgs  # noqa: E402
+from bptt.cells import (  # noqa: E402
+    CELLS,
+    StepArgs,
+    _gated_kernels,
+)
 from torch_cells import (  # noqa: E402
     STEP_MODULES,
     cell_grads_from_torch,
@@ -27,6 +31,9 @@ from torch_cells import (  # noqa: E402
 from torch_reference import step_losses  # noqa: E402
 
 CELL_NAMES = sorted(CELLS)
+# as configured (the NumPy loops at these sizes), and where available the batch-sharded
+# compiled loops for every step (2 shards)
+BACKENDS = ["auto"] + (["sharded"] if _gated_kernels._load() is not None else [])
 
 # (num_layers, bidirectional, head, ids, mask, h0, upstream dh_last)
 CONFIGS = [
@@ -86,9 +93,15 @@ def _torch_run(model, module, head, x, y, mask, h0s, upstream):
     )
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("cell", CELL_NAMES)
-def test_matches_torch_module_and_linear(cell, config, rng):
+def test_matches_torch_module_and_linear(cell, config, backend, rng):
+    with _kernels.backend(backend):
+        _check_against_torch(cell, config, rng)
+
+
+def _check_against_torch(cell, config, rng):
     L, bi, head, ids, use_mask, use_h0, use_upstream = config
     T, B, I, H, O = (int(v) for v in rng.integers([1, 1, 2, 2, 2], [12, 5, 6, 7, 5]))
     model = RNN(I, H, O, cell=cell, num_layers=L, bidirectional=bi, output=head, seed=1)

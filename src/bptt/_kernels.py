@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _scratch
+from . import _workspace
 
 BACKENDS = ("auto", "numpy", "numba", "sharded")
 ACTIVATION_CODES = {"identity": 0, "tanh": 1, "relu": 2, "sigmoid": 3}
@@ -388,7 +388,7 @@ def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if blocks <= 1 or LOOP_BLAS_THREADS is None:
         with blas_threads(1 if LOOP_BLAS_THREADS is not None else None):
             return a.T @ b
-    partials = _scratch.empty((blocks, M, N), np.result_type(a, b))  # (blocks, M, N)
+    partials = _workspace.empty((blocks, M, N), np.result_type(a, b))  # (blocks, M, N)
     bounds = [R * k // blocks for k in range(blocks + 1)]
 
     def block(lo: int, hi: int) -> None:

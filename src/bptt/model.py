@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
-from . import _scratch
 from .activations import Activation, get_activation
 from .algorithms.recompute import recompute_forward_backward, segment_length
 from .cells import Cell, get_cell
@@ -512,14 +511,11 @@ class RNN:
         Returns:
             ``(loss, grads, ds0, finals)``: per layer-direction dL/ds_0 and s_T, each (B, S).
         """
-        # The step's (T, B, ·) temporaries come from this model's scratch arena, reused by the
-        # next step (bptt._scratch); grads, ds0 and finals are fresh arrays, safe to keep.
-        with _scratch.using(_scratch.arena_for(self)):
-            sweep = self._forward(params, x, states)
-            z = self._head(params, sweep.top)  # (T, B, O)
-            loss, dz = self.head.loss_and_dz(z, y, weight)
-            del z
-            grads, ds0 = self._backward(params, sweep, dz, ds_last)
+        sweep = self._forward(params, x, states)
+        z = self._head(params, sweep.top)  # (T, B, O)
+        loss, dz = self.head.loss_and_dz(z, y, weight)
+        del z
+        grads, ds0 = self._backward(params, sweep, dz, ds_last)
         return loss, grads, ds0, sweep.finals
 
     # -- validated entry points ---------------------------------------------------------------

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _kernels, _scratch
+from . import _kernels, _workspace
 from .activations import Activation
 from .params import Params
 
@@ -88,7 +88,7 @@ def column_sums(rows: np.ndarray) -> np.ndarray:
     if R <= 64:
         return rows.sum(axis=0)
     n = R // 2
-    buf = np.add(rows[:n], rows[n : 2 * n], out=_scratch.empty((n, rows.shape[1]), rows.dtype))
+    buf = np.add(rows[:n], rows[n : 2 * n], out=_workspace.empty((n, rows.shape[1]), rows.dtype))
     if R % 2:
         buf[0] += rows[-1]
     while n > 64:
@@ -116,7 +116,7 @@ def recurrent_forward(
     """
     T, B = x.shape[:2]
     H = params.W.shape[0]
-    hs = _scratch.empty((T + 1, B, H), params.W.dtype)  # (T+1, B, H)
+    hs = _workspace.empty((T + 1, B, H), params.W.dtype)  # (T+1, B, H)
     hs[0] = h0
     input_projection(params, x, out=hs[1:])  # hs[t] holds V x_t + b_h until step t
     W_T = np.ascontiguousarray(params.W.T)  # (H, H): a plain GEMM operand, no transpose flag
@@ -200,7 +200,7 @@ def output_forward(params: Params, top: np.ndarray) -> np.ndarray:
     T, B, K = top.shape
     O = params.U.shape[0]
     z = _kernels.matmul(
-        top.reshape(T * B, K), params.U.T, out=_scratch.empty((T * B, O), top.dtype)
+        top.reshape(T * B, K), params.U.T, out=_workspace.empty((T * B, O), top.dtype)
     )
     z += params.b_y
     return z.reshape(T, B, -1)
@@ -221,7 +221,7 @@ def output_backward(
     K = top.shape[2]
     dz_rows = dz.reshape(T * B, O)
     dU = _kernels.matmul_tn(dz_rows, top.reshape(T * B, K))  # (O, K)
-    dh = _kernels.matmul(dz_rows, params.U, out=_scratch.empty((T * B, K), dz.dtype))
+    dh = _kernels.matmul(dz_rows, params.U, out=_workspace.empty((T * B, K), dz.dtype))
     dh = dh.reshape(T, B, K)
     db_y = column_sums(dz_rows)
     return dU, db_y, dh

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _kernels, _workspace
 from ..activations import get_activation
 from ..rnn import input_projection_backward
 
@@ -17,15 +18,25 @@ sigmoid_ = get_activation("sigmoid").forward_inplace
 """σ(a) = ½(1 + tanh(a/2)) in place: one transcendental, no overflow for large |a|."""
 
 
-def project_inputs(V: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """G = V x + b for every leading index of x: (…, I) dense or (…,) ids → (…, kH)."""
-    if x.dtype.kind in "iu":  # token ids: a row gather of Vᵀ
-        out = np.take(V.T, x, axis=0)
-    else:
-        lead = x.shape[:-1]
-        out = (x.reshape(-1, x.shape[-1]) @ V.T).reshape(*lead, V.shape[0])
-    out += b
-    return out
+def project_inputs(
+    V: np.ndarray, b: np.ndarray, x: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
+    """G = V x + b for every leading index of x: (…, I) dense or (…,) ids → (…, kH).
+
+    ``out``: a C-contiguous (…, kH) array to write G into (None: a new one).
+
+    Raises:
+        IndexError: an id outside 0..I−1.
+    """
+    kH, I = V.shape
+    if x.dtype.kind in "iu":  # token ids: a row gather of the small table Vᵀ + b (I, kH)
+        if x.size and (x.min() < 0 or x.max() >= I):
+            raise IndexError(f"token ids must be in 0..{I - 1}")
+        return np.take(V.T + b, x, axis=0, out=out, mode="clip")  # clip: checked, unbuffered
+    rows = x.reshape(-1, I)
+    G = _kernels.matmul(rows, V.T, out=None if out is None else out.reshape(rows.shape[0], kH))
+    G += b
+    return G.reshape(*x.shape[:-1], kH)
 
 
 def input_grads(
@@ -40,11 +51,26 @@ def input_grads(
         need_dx: whether to form dx.
     """
     dV, db = input_projection_backward(dG, x, V.shape[1])  # (kH, I), (kH,)
-    dx = None
-    if need_dx and x.dtype.kind not in "iu":
-        T, B, G = dG.shape
-        dx = (dG.reshape(T * B, G) @ V).reshape(T, B, -1)  # (T, B, I)
-    return dV, db, dx
+    return dV, db, input_dx(dG, x, V, need_dx)
+
+
+def input_dV(dG: np.ndarray, x: np.ndarray, n_in: int) -> np.ndarray:
+    """dV = Σ_t dG_tᵀ x_t (kH, I) alone, for a db summed elsewhere (in a compiled loop)."""
+    T, B, G = dG.shape
+    rows = dG.reshape(T * B, G)  # (T·B, kH)
+    if x.dtype.kind in "iu":
+        return np.ascontiguousarray(_kernels.scatter_add_rows(n_in, x.reshape(-1), rows).T)
+    return _kernels.matmul_tn(rows, x.reshape(T * B, -1))
+
+
+def input_dx(dG: np.ndarray, x: np.ndarray, V: np.ndarray, need_dx: bool) -> np.ndarray | None:
+    """dx_t = dG_t V (T, B, I) for dense inputs when asked for, else None."""
+    if not need_dx or x.dtype.kind in "iu":
+        return None
+    T, B, G = dG.shape
+    dx = _workspace.empty((T, B, V.shape[1]), dG.dtype)  # (T, B, I), reused (see _workspace)
+    _kernels.matmul(dG.reshape(T * B, G), V, out=dx.reshape(T * B, -1))
+    return dx
 
 
 def step_input_grads(dG: np.ndarray, x_t: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, ...]:

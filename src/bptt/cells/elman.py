@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _kernels, _scratch
+from .. import _kernels, _workspace
 from ..activations import Activation, get_activation
 from ..rnn import Cache, recurrent_backward, recurrent_forward
 from .base import Cell, CellGrads, CellParams, StepArgs
@@ -71,7 +71,7 @@ class ElmanCell(Cell):
             # (T, B, I): δ_t V, one product over all T·B rows on the row-blocked BLAS path
             I = p["V"].shape[1]
             dx = _kernels.matmul(
-                delta.reshape(T * B, H), p["V"], out=_scratch.empty((T * B, I), delta.dtype)
+                delta.reshape(T * B, H), p["V"], out=_workspace.empty((T * B, I), delta.dtype)
             ).reshape(T, B, I)
         return CellGrads(params={"V": dV, "W": dW, "b_h": db_h}, dx=dx, ds0=dh0)
 

@@ -25,6 +25,8 @@ Only R_t = W h_{t-1} (forward) and dR_t W (backward) run step by step; G, dV, dW
 are single products over all T·B rows. Every block of dA_t = [da_r, da_z, dm, da_n] is dh_t
 times a factor known after the forward (:func:`_backward_factors`), so the factors of all steps
 are computed at once and the loop does one multiply, the product dR_t W and the dh ⊙ z term.
+With Numba, the same equations run in batch-sharded compiled loops
+(:mod:`bptt.cells._gated_kernels`) that compute F_t inside the backward loop instead.
 
 The cache keeps the inputs, h_0..h_T and per step the activated gates [r, z, m, n]
 (T, B, 4H): m = W_hn h_{t-1} + b_hn cannot be had from the others without dividing by r, nor n
@@ -39,8 +41,16 @@ from typing import Any
 
 import numpy as np
 
-from .. import _kernels
-from ._gated import input_grads, project_inputs, sigmoid_, step_input_grads
+from .. import _kernels, _workspace
+from . import _gated_kernels
+from ._gated import (
+    input_dV,
+    input_dx,
+    input_grads,
+    project_inputs,
+    sigmoid_,
+    step_input_grads,
+)
 from .base import Cell, CellGrads, CellParams, StepArgs
 
 
@@ -129,6 +139,14 @@ class GRUCell(Cell):
     ) -> tuple[np.ndarray, np.ndarray, Any]:
         T, B = x.shape[:2]
         H = self.hidden_size
+        shards = _gated_kernels.shard_count(B, H)
+        if shards:  # row blocks of the batch, each its own GIL-free compiled loop (same equations)
+            dtype = p["W"].dtype  # arrays reused from step to step (see _workspace)
+            G = project_inputs(p["V"], p["b"], x, out=_workspace.empty((T, B, 3 * H), dtype))
+            hs = _workspace.empty((T + 1, B, H), dtype)  # (T+1, B, H)
+            hs[0] = s0
+            gates = _gated_kernels.gru_forward(G, hs, p["W"], p["b_hn"], shards)  # (T, B, 4H)
+            return hs[1:], hs[-1].copy(), GRUCache(x=x, hs=hs, gates=gates)
         G = project_inputs(p["V"], p["b"], x)  # (T, B, 3H): V x_t + b, all steps at once
         hs = np.empty((T + 1, B, H), dtype=G.dtype)  # (T+1, B, H)
         hs[0] = s0
@@ -153,13 +171,38 @@ class GRUCell(Cell):
         assert isinstance(cache, GRUCache)
         hs, gates = cache.hs, cache.gates
         T, B, H = dh.shape
-        # (T, B, 4H): the factors F_t for all steps at once, then dA_t = dh_t ⊙ F_t in place
-        dA = _backward_factors(gates, hs[:-1], np.empty((T, B, 4 * H), dtype=dh.dtype))
-        dA4 = dA.reshape(T, B, 4, H)
         carry = np.zeros((B, H), dtype=dh.dtype)  # (B, H): ∂L/∂h_t through step t+1
         if ds_last is not None:
             carry += ds_last
-        W = p["W"]  # (3H, H)
+        shards = _gated_kernels.shard_count(B, H) if dh.dtype == gates.dtype else 0
+        rows = T * B
+        G_cols = np.r_[0 : 2 * H, 3 * H : 4 * H]  # dG = [da_r, da_z, da_n] among dA's columns
+        if shards:  # the factors F_t and Σ dA fused into each shard's loop (same equations)
+            dA, sums = _gated_kernels.gru_backward(dh, gates, hs, p["W"], carry, shards)
+            # dV over dA's 4H columns (the m block then dropped: no (T, B, 3H) copy of dG)
+            dV = input_dV(dA, cache.x, p["V"].shape[1])[G_cols]  # (3H, I)
+            db, db_hn = sums[G_cols], sums[2 * H : 3 * H]
+            dx = None
+            if need_dx and cache.x.dtype.kind not in "iu":  # dense: dG (T, B, 3H) copied out
+                dx = input_dx(dA[..., G_cols], cache.x, p["V"], need_dx)
+        else:
+            dA = self._numpy_backward(dh, hs, gates, p["W"], carry)
+            db_hn = dA.reshape(rows, 4 * H)[:, 2 * H : 3 * H].sum(axis=0)  # (H,)
+            dG = np.delete(dA, np.s_[2 * H : 3 * H], axis=2)  # (T, B, 3H): [da_r, da_z, da_n]
+            dV, db, dx = input_grads(dG, cache.x, p["V"], need_dx)
+        # (3H, H): Σ_t dR_tᵀ h_{t-1}
+        dW = _kernels.matmul_tn(dA.reshape(rows, 4 * H)[:, : 3 * H], hs[:-1].reshape(rows, H))
+        return CellGrads(params={"V": dV, "W": dW, "b": db, "b_hn": db_hn}, dx=dx, ds0=carry)
+
+    @staticmethod
+    def _numpy_backward(
+        dh: np.ndarray, hs: np.ndarray, gates: np.ndarray, W: np.ndarray, carry: np.ndarray
+    ) -> np.ndarray:
+        """dA (T, B, 4H) by the NumPy loop; carry (B, H) carried in place."""
+        T, B, H = dh.shape
+        # (T, B, 4H): the factors F_t for all steps at once, then dA_t = dh_t ⊙ F_t in place
+        dA = _backward_factors(gates, hs[:-1], np.empty((T, B, 4 * H), dtype=dh.dtype))
+        dA4 = dA.reshape(T, B, 4, H)
         total = np.empty((B, H), dtype=dh.dtype)
         with _kernels.loop_blas_threads(3 * B * H * H):
             for t in range(T - 1, -1, -1):
@@ -168,13 +211,7 @@ class GRUCell(Cell):
                 np.matmul(dA[t, :, : 3 * H], W, out=carry)  # dR_t W
                 total *= gates[t, :, H : 2 * H]
                 carry += total  # + dh ⊙ z
-        rows = T * B
-        dA_rows = dA.reshape(rows, 4 * H)
-        dW = dA_rows[:, : 3 * H].T @ hs[:-1].reshape(rows, H)  # (3H, H): Σ_t dR_tᵀ h_{t-1}
-        db_hn = dA_rows[:, 2 * H : 3 * H].sum(axis=0)  # (H,)
-        dG = np.delete(dA, np.s_[2 * H : 3 * H], axis=2)  # (T, B, 3H): [da_r, da_z, da_n]
-        dV, db, dx = input_grads(dG, cache.x, p["V"], need_dx)
-        return CellGrads(params={"V": dV, "W": dW, "b": db, "b_hn": db_hn}, dx=dx, ds0=carry)
+        return dA
 
     # -- one step and its Jacobians ---------------------------------------------------------
 

@@ -19,7 +19,9 @@ Backward, with dh_t = ∂L/∂h_t from above plus the carry, and dc_t the carry 
 
 Only W h_{t-1} (forward) and dA_t W (backward) run step by step; the input projection, dV, dW,
 db and dx are single products over all T·B rows, and so are the backward's gate factors
-(dA_t is dc_t or dh_t times a factor known after the forward). The cache keeps the inputs, h_0..h_T,
+(dA_t is dc_t or dh_t times a factor known after the forward). With Numba, the same
+equations run in batch-sharded compiled loops (:mod:`bptt.cells._gated_kernels`) that fuse
+the gate factors into the backward loop instead. The cache keeps the inputs, h_0..h_T,
 c_0..c_T and the activated gates (T, B, 4H); tanh(c_t) and the gate derivatives are
 recomputed from them (elementwise, cheap).
 
@@ -34,8 +36,16 @@ from typing import Any
 
 import numpy as np
 
-from .. import _kernels
-from ._gated import input_grads, project_inputs, sigmoid_, step_input_grads
+from .. import _kernels, _workspace
+from . import _gated_kernels
+from ._gated import (
+    input_dV,
+    input_dx,
+    input_grads,
+    project_inputs,
+    sigmoid_,
+    step_input_grads,
+)
 from .base import Cell, CellGrads, CellParams, StepArgs
 
 
@@ -124,6 +134,17 @@ class LSTMCell(Cell):
     ) -> tuple[np.ndarray, np.ndarray, Any]:
         T, B = x.shape[:2]
         H = self.hidden_size
+        shards = _gated_kernels.shard_count(B, H)
+        if shards:  # row blocks of the batch, each its own GIL-free compiled loop (same equations)
+            dtype = p["W"].dtype  # arrays reused from step to step (see _workspace)
+            gates = _workspace.empty((T, B, 4 * H), dtype)  # (T, B, 4H): V x_t + b, then gates
+            project_inputs(p["V"], p["b"], x, out=gates)
+            hs = _workspace.empty((T + 1, B, H), dtype)  # (T+1, B, H)
+            cs = _workspace.empty((T + 1, B, H), dtype)  # (T+1, B, H)
+            hs[0], cs[0] = s0[:, :H], s0[:, H:]
+            _gated_kernels.lstm_forward(gates, hs, cs, p["W"], shards)
+            s_last = np.concatenate([hs[-1], cs[-1]], axis=1)  # (B, 2H)
+            return hs[1:], s_last, LSTMCache(x=x, hs=hs, cs=cs, gates=gates)
         # σ(a) = ½ + ½ tanh(a/2): with the σ gates' rows of V, b and W halved (exact, a power of
         # two), one tanh over all 4H pre-activations gives tanh(A^g) and tanh(A^{i,f,o}/2).
         half = np.where(np.arange(4 * H) // H == 2, 1.0, 0.5).astype(p["W"].dtype)  # (4H,)
@@ -158,6 +179,36 @@ class LSTMCell(Cell):
         assert isinstance(cache, LSTMCache)
         hs, cs, gates = cache.hs, cache.cs, cache.gates
         T, B, H = dh.shape
+        carry_h = np.zeros((B, H), dtype=dh.dtype)  # ∂L/∂h_t through step t+1
+        dc = np.zeros((B, H), dtype=dh.dtype)  # ∂L/∂c_t through step t+1
+        if ds_last is not None:
+            carry_h += ds_last[:, :H]
+            dc += ds_last[:, H:]
+        shards = _gated_kernels.shard_count(B, H) if dh.dtype == gates.dtype else 0
+        if shards:  # the gate factors and db fused into each shard's loop (same equations)
+            dA, db = _gated_kernels.lstm_backward(dh, gates, cs, p["W"], carry_h, dc, shards)
+            dV = input_dV(dA, cache.x, p["V"].shape[1])
+            dx = input_dx(dA, cache.x, p["V"], need_dx)
+        else:
+            dA = self._numpy_backward(dh, hs, cs, gates, p["W"], carry_h, dc)
+            dV, db, dx = input_grads(dA, cache.x, p["V"], need_dx)
+        rows = T * B
+        dW = _kernels.matmul_tn(dA.reshape(rows, 4 * H), hs[:-1].reshape(rows, H))  # (4H, H)
+        ds0 = np.concatenate([carry_h, dc], axis=1)  # (B, 2H)
+        return CellGrads(params={"V": dV, "W": dW, "b": db}, dx=dx, ds0=ds0)
+
+    @staticmethod
+    def _numpy_backward(
+        dh: np.ndarray,
+        hs: np.ndarray,
+        cs: np.ndarray,
+        gates: np.ndarray,
+        W: np.ndarray,
+        carry_h: np.ndarray,
+        dc: np.ndarray,
+    ) -> np.ndarray:
+        """dA (T, B, 4H) by the NumPy loop; carry_h, dc (B, H) carried in place."""
+        T, B, H = dh.shape
         i, f, g, o = (gates[..., k * H : (k + 1) * H] for k in range(4))
         # Hoisted: dA_t = [dc ⊙ F^i, dc ⊙ F^f, dc ⊙ F^g, dh ⊙ F^o] with factors known after the
         # forward, F = [g i(1−i), c_{t-1} f(1−f), i(1−g²), tanh(c_t) o(1−o)], and the carry onto
@@ -181,12 +232,6 @@ class LSTMCell(Cell):
         np.subtract(1.0, P, out=P)
         P *= o  # o (1 − tanh² c_t)
         dA4 = dA.reshape(T, B, 4, H)
-        carry_h = np.zeros((B, H), dtype=dh.dtype)  # ∂L/∂h_t through step t+1
-        dc = np.zeros((B, H), dtype=dh.dtype)  # ∂L/∂c_t through step t+1
-        if ds_last is not None:
-            carry_h += ds_last[:, :H]
-            dc += ds_last[:, H:]
-        W = p["W"]  # (4H, H)
         total = np.empty((B, H), dtype=dh.dtype)
         scratch = np.empty((B, H), dtype=dh.dtype)
         with _kernels.loop_blas_threads(4 * B * H * H):
@@ -198,11 +243,7 @@ class LSTMCell(Cell):
                 dA4[t, :, 3] *= total  # da_o
                 np.matmul(dA[t], W, out=carry_h)  # dA_t W
                 dc *= f[t]  # ∂L/∂c_{t-1} = dc ⊙ f: the cell path
-        rows = T * B
-        dW = dA.reshape(rows, 4 * H).T @ hs[:-1].reshape(rows, H)  # (4H, H)
-        dV, db, dx = input_grads(dA, cache.x, p["V"], need_dx)
-        ds0 = np.concatenate([carry_h, dc], axis=1)  # (B, 2H)
-        return CellGrads(params={"V": dV, "W": dW, "b": db}, dx=dx, ds0=ds0)
+        return dA
 
     # -- one step and its Jacobians ---------------------------------------------------------
 

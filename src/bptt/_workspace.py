@@ -1,0 +1,70 @@
+"""Reused scratch arrays for a training step's (T, B, ·) temporaries: no page faults per step.
+
+A step allocates its (T, B, ·) arrays (the hidden states, a gated cell's gates and c, the
+logits and dL/dz, dL/dh from the head, dA, the partial sums of the hoisted products) and
+frees them at its end: about 12 MB at the charlm shape for the Elman cell, 40 MB for the
+LSTM. glibc gives the top of its heap back to the system once more than its (dynamic) trim
+threshold is free there, so the next step touches fresh pages again, each a page fault that
+the kernel answers with a zeroed page: measured at the charlm shape (``getrusage``,
+docs/benchmarks.md), ~2,950 minor faults and ~5 ms of kernel time per Elman step (13 ms at
+T = 1000), ~3,700 faults and about 8 ms of a 46 ms LSTM step.
+
+:func:`empty` hands out an array of the asked shape and dtype that nobody else holds: the
+pool keeps a reference to every array it made, and an array counts as free again when that
+reference is its only one (``sys.getrefcount``: any view, cache or caller that still holds it,
+or a view of it, adds one). So reuse never overwrites a live array, and nothing has to be
+given back explicitly. Requests under :data:`MIN_ELEMENTS` elements are plain ``np.empty``
+(NumPy's small-block cache serves them, and at min-char-rnn's size the pool's lookup would
+cost more than it saves). At most :data:`PER_SHAPE` arrays per (shape, dtype) and
+:data:`MAX_BYTES` in all are kept; beyond that ``empty`` returns a plain new array.
+:func:`clear` drops the pool.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+
+import numpy as np
+
+MIN_ELEMENTS = 1 << 14  # smaller requests bypass the pool (64 KiB in float32)
+PER_SHAPE = 16  # h and c of every layer and direction share a shape
+MAX_BYTES = 256 << 20
+
+_lock = threading.Lock()
+_pool: dict[tuple[tuple[int, ...], np.dtype], list[np.ndarray]] = {}
+_bytes = 0
+
+
+def _references(arrays: list[np.ndarray], i: int) -> int:
+    return sys.getrefcount(arrays[i])
+
+
+_UNUSED = _references([np.empty(0)], 0)  # the count of an array only the pool holds
+
+
+def empty(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+    """An uninitialised C-contiguous array (like ``np.empty``) that no one else references."""
+    global _bytes
+    if math.prod(shape) < MIN_ELEMENTS:
+        return np.empty(shape, dtype)
+    key = (tuple(int(n) for n in shape), np.dtype(dtype))
+    with _lock:
+        arrays = _pool.setdefault(key, [])
+        for i in range(len(arrays)):
+            if _references(arrays, i) == _UNUSED:  # the pool's own reference only
+                return arrays[i]
+        out = np.empty(key[0], key[1])
+        if len(arrays) < PER_SHAPE and _bytes + out.nbytes <= MAX_BYTES:
+            arrays.append(out)
+            _bytes += out.nbytes
+        return out
+
+
+def clear() -> None:
+    """Forget every pooled array (the memory goes once no one else holds them)."""
+    global _bytes
+    with _lock:
+        _pool.clear()
+        _bytes = 0
