@@ -22,7 +22,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -55,7 +54,7 @@ def profile(cell: str, reps: int, clock: Callable[[], float]) -> list[tuple[str,
     x = rng.integers(0, K, (T, B))
     y = rng.integers(0, K, (T, B))
     s0 = np.zeros((B, c.state_size), np.float32)
-    weights = SimpleNamespace(U=model.params["U"], b_y=model.params["b_y"])  # as model.py
+    weights = {"U": model.params["U"], "b_y": model.params["b_y"]}  # as model.py
     weight = np.full((T, B), 1.0 / B, np.float32)
     top, _, cache = c.forward(p, x, s0)
 

@@ -56,10 +56,10 @@ def test_gradcheck_report_passes_and_catches_a_wrong_gradient(rng, monkeypatch):
 
     def truncated(dh, cache, params, activation, dh_last=None):
         dh *= activation.grad_from_output(cache.hs[1:])
-        dV, db_h = rnn.input_projection_backward(dh, cache.x, params.V.shape[1])
+        dV, db_h = rnn.input_projection_backward(dh, cache.x, params["V"].shape[1])
         H = dh.shape[2]
         dW = dh.reshape(-1, H).T @ cache.hs[:-1].reshape(-1, H)
-        return dV, dW, db_h, dh[0] @ params.W
+        return dV, dW, db_h, dh[0] @ params["W"]
 
     monkeypatch.setattr("bptt.cells.elman.recurrent_backward", truncated)
     broken = gradcheck(prob.model, prob.x, prob.y, prob.h0, prob.mask)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -38,11 +37,6 @@ from .validation import (
     check_mask,
     check_positive_int,
 )
-
-
-def _weights(params: Mapping[str, np.ndarray]) -> Any:
-    """The head's ``U``, ``b_y`` with attribute access, as :mod:`bptt.rnn` reads them."""
-    return SimpleNamespace(U=params["U"], b_y=params["b_y"])
 
 
 @dataclass(frozen=True)
@@ -448,7 +442,7 @@ class RNN:
 
     def _head(self, params: Mapping[str, np.ndarray], top: np.ndarray) -> np.ndarray:
         """z_t = U x^L_t + b_y for every step at once: (T, B, D·H) → (T, B, O)."""
-        return output_forward(_weights(params), top)
+        return output_forward(params, top)
 
     def _backward(
         self,
@@ -465,7 +459,7 @@ class RNN:
         "direct" term of that layer's BPTT (what diagnostics decompose by lag).
         """
         # dL/dU, dL/db_y: one term per step, no BPTT; d_in (T, B, D·H) = ∂L/∂x^L_t = U^T dz_t
-        dU, db_y, d_in = output_backward(dz, sweep.top, _weights(params))
+        dU, db_y, d_in = output_backward(dz, sweep.top, params)
         grads: dict[str, np.ndarray] = {"U": dU, "b_y": db_y}
         ds0: list[np.ndarray] = [np.empty(0)] * len(self.layers)
         H, D = self.hidden_size, self.num_directions

@@ -24,13 +24,13 @@ blocks the same way (:func:`bptt._kernels.matmul`, :func:`bptt._kernels.matmul_t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import _kernels, _workspace
 from .activations import Activation
-from .params import Params
 
 
 @dataclass(frozen=True)
@@ -52,15 +52,15 @@ class Cache:
         return self.x.ndim == 2
 
 
-def input_projection(params: Params, x: np.ndarray, out: np.ndarray) -> None:
+def input_projection(params: Mapping[str, np.ndarray], x: np.ndarray, out: np.ndarray) -> None:
     """out[t, b] = V x_tb + b_h for every step at once; ids gather columns of V."""
     T, B = x.shape[:2]
-    H = params.W.shape[0]
+    H = params["W"].shape[0]
     if x.ndim == 2:
-        np.take(params.V.T, x, axis=0, out=out)  # (T, B, H): row gather of V^T
+        np.take(params["V"].T, x, axis=0, out=out)  # (T, B, H): row gather of V^T
     else:
-        _kernels.matmul(x.reshape(T * B, -1), params.V.T, out=out.reshape(T * B, H))
-    out += params.b_h
+        _kernels.matmul(x.reshape(T * B, -1), params["V"].T, out=out.reshape(T * B, H))
+    out += params["b_h"]
 
 
 def input_projection_backward(
@@ -101,7 +101,7 @@ def column_sums(rows: np.ndarray) -> np.ndarray:
 
 
 def recurrent_forward(
-    params: Params, x: np.ndarray, h0: np.ndarray, activation: Activation
+    params: Mapping[str, np.ndarray], x: np.ndarray, h0: np.ndarray, activation: Activation
 ) -> tuple[np.ndarray, Cache]:
     """h_t = f_h(V x_t + W h_{t-1} + b_h) for t = 1..T.
 
@@ -115,11 +115,11 @@ def recurrent_forward(
         hs: (T+1, B, H) with ``hs[0] = h0``, and the :class:`Cache` for the backward.
     """
     T, B = x.shape[:2]
-    H = params.W.shape[0]
-    hs = _workspace.empty((T + 1, B, H), params.W.dtype)  # (T+1, B, H)
+    H = params["W"].shape[0]
+    hs = _workspace.empty((T + 1, B, H), params["W"].dtype)  # (T+1, B, H)
     hs[0] = h0
     input_projection(params, x, out=hs[1:])  # hs[t] holds V x_t + b_h until step t
-    W_T = np.ascontiguousarray(params.W.T)  # (H, H): a plain GEMM operand, no transpose flag
+    W_T = np.ascontiguousarray(params["W"].T)  # (H, H): a plain GEMM operand, no transpose flag
     if _kernels.use_time_loop_kernel(B, H):
         _kernels.forward_loop(hs, W_T, activation.name)  # compiled loop, same equation
         return hs, Cache(x=x, hs=hs)
@@ -139,7 +139,7 @@ def recurrent_forward(
 def recurrent_backward(
     dh: np.ndarray,
     cache: Cache,
-    params: Params,
+    params: Mapping[str, np.ndarray],
     activation: Activation,
     dh_last: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -163,7 +163,7 @@ def recurrent_backward(
     carry = np.zeros((B, H), dtype=dh.dtype)  # (B, H)
     if dh_last is not None:
         carry[...] = dh_last
-    W = params.W
+    W = params["W"]
     shards = _kernels.shard_count(B, H) if delta.flags.c_contiguous else 0
     if shards and hs.flags.c_contiguous:  # f'(E_t) fused into each shard's loop
         _kernels.sharded_backward(delta, hs, W, carry, activation.name, shards)
@@ -182,32 +182,32 @@ def recurrent_backward(
 
 
 def _hoisted_backward(
-    delta: np.ndarray, cache: Cache, params: Params
+    delta: np.ndarray, cache: Cache, params: Mapping[str, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """dW = Σ_t δ_t h_{t-1}^T, dV, db_h: products over all T·B rows at once; (dV, dW, db_h)."""
     T, B, H = delta.shape
     rows = T * B
     dW = _kernels.matmul_tn(delta.reshape(rows, H), cache.hs[:-1].reshape(rows, H))  # (H, H)
-    dV, db_h = input_projection_backward(delta, cache.x, params.V.shape[1])
+    dV, db_h = input_projection_backward(delta, cache.x, params["V"].shape[1])
     return dV, dW, db_h
 
 
-def output_forward(params: Params, top: np.ndarray) -> np.ndarray:
+def output_forward(params: Mapping[str, np.ndarray], top: np.ndarray) -> np.ndarray:
     """z_t = U h_t + b_y for t = 1..T as one product: top (T, B, K) → (T, B, O).
 
     ``top`` is the head's input, the top layer's states h_1..h_T (K = D·H).
     """
     T, B, K = top.shape
-    O = params.U.shape[0]
+    O = params["U"].shape[0]
     z = _kernels.matmul(
-        top.reshape(T * B, K), params.U.T, out=_workspace.empty((T * B, O), top.dtype)
+        top.reshape(T * B, K), params["U"].T, out=_workspace.empty((T * B, O), top.dtype)
     )
-    z += params.b_y
+    z += params["b_y"]
     return z.reshape(T, B, -1)
 
 
 def output_backward(
-    dz: np.ndarray, top: np.ndarray, params: Params
+    dz: np.ndarray, top: np.ndarray, params: Mapping[str, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """dL/dU = Σ_t dz_t h_t^T, dL/db_y = Σ_t dz_t, ∂L/∂h_t = U^T dz_t (all steps at once).
 
@@ -221,7 +221,7 @@ def output_backward(
     K = top.shape[2]
     dz_rows = dz.reshape(T * B, O)
     dU = _kernels.matmul_tn(dz_rows, top.reshape(T * B, K))  # (O, K)
-    dh = _kernels.matmul(dz_rows, params.U, out=_workspace.empty((T * B, K), dz.dtype))
+    dh = _kernels.matmul(dz_rows, params["U"], out=_workspace.empty((T * B, K), dz.dtype))
     dh = dh.reshape(T, B, K)
     db_y = column_sums(dz_rows)
     return dU, db_y, dh

@@ -12,7 +12,6 @@ this class adds dL/dx = δ V so that layers stack, and the one-step Jacobian pro
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -21,15 +20,6 @@ from .. import _kernels, _workspace
 from ..activations import Activation, get_activation
 from ..rnn import Cache, recurrent_backward, recurrent_forward
 from .base import Cell, CellGrads, CellParams, StepArgs
-
-
-def _weights(p: CellParams) -> Any:
-    """``p`` with attribute access (``.V .W .b_h``), as :mod:`bptt.rnn` reads its weights.
-
-    A plain namespace: building a checked :class:`~bptt.params.Params` on every call costs
-    more than the whole step at min-char-rnn's size.
-    """
-    return SimpleNamespace(**p)
 
 
 class ElmanCell(Cell):
@@ -51,7 +41,7 @@ class ElmanCell(Cell):
     def forward(
         self, p: CellParams, x: np.ndarray, s0: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, Any]:
-        hs, cache = recurrent_forward(_weights(p), x, s0, self.activation)  # (T+1, B, H)
+        hs, cache = recurrent_forward(p, x, s0, self.activation)  # (T+1, B, H)
         return hs[1:], hs[-1].copy(), cache  # a copy: a view would keep all of hs alive
 
     def backward(
@@ -64,7 +54,7 @@ class ElmanCell(Cell):
     ) -> CellGrads:
         assert isinstance(cache, Cache)
         delta = np.ascontiguousarray(dh)  # (T, B, H), becomes δ_t = dL/dE_t in place
-        dV, dW, db_h, dh0 = recurrent_backward(delta, cache, _weights(p), self.activation, ds_last)
+        dV, dW, db_h, dh0 = recurrent_backward(delta, cache, p, self.activation, ds_last)
         dx = None
         if need_dx and not cache.inputs_are_ids:
             T, B, H = delta.shape
