@@ -356,9 +356,9 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     """
     R, K = a.shape
     N = b.shape[1]
-    blocks = min(product_shards(R * K * N), max(R, 1))
-    if R * K * N < PRODUCT_MIN_MACS:
+    if R * K * N < PRODUCT_MIN_MACS:  # first: the common small case pays nothing more
         return np.matmul(a, b, out=out)
+    blocks = min(product_shards(R * K * N), max(R, 1))
     if blocks <= 1 or LOOP_BLAS_THREADS is None:
         with blas_threads(1 if LOOP_BLAS_THREADS is not None else None):
             return np.matmul(a, b, out=out)
@@ -382,9 +382,9 @@ def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     R, M = a.shape
     N = b.shape[1]
-    blocks = min(product_shards(R * M * N), max(R, 1))
     if R * M * N < PRODUCT_MIN_MACS:
         return a.T @ b
+    blocks = min(product_shards(R * M * N), max(R, 1))
     if blocks <= 1 or LOOP_BLAS_THREADS is None:
         with blas_threads(1 if LOOP_BLAS_THREADS is not None else None):
             return a.T @ b

@@ -420,6 +420,10 @@ class RNN:
         keep: bool = True,
     ) -> Sweep:
         """The layers over a validated sequence x (T, B, I) or (T, B) ids, from ``states``."""
+        if self.simple:  # one layer, one direction: the loop below without its bookkeeping
+            layer = self.layers[0]
+            h, s_last, cache = layer.cell.forward(layer.take(params), x, states[0])
+            return Sweep([x] if keep else [], [cache] if keep else [], [s_last], h)
         inputs: list[Any] = []
         caches: list[Any] = []
         finals: list[np.ndarray] = []
@@ -460,8 +464,16 @@ class RNN:
         """
         # dL/dU, dL/db_y: one term per step, no BPTT; d_in (T, B, D·H) = ∂L/∂x^L_t = U^T dz_t
         dU, db_y, d_in = output_backward(dz, sweep.top, params)
+        if self.simple and capture is None:  # the loop below for one layer-direction
+            layer = self.layers[0]
+            result = layer.cell.backward(
+                d_in, sweep.caches[0], layer.take(params), ds_last[0], False
+            )
+            named = {layer.names[local]: g for local, g in result.params.items()}
+            named["U"], named["b_y"] = dU, db_y
+            return {name: named[name] for name in self._shapes}, [result.ds0]
         grads: dict[str, np.ndarray] = {"U": dU, "b_y": db_y}
-        ds0: list[np.ndarray] = [np.empty(0)] * len(self.layers)
+        ds0: list[Any] = [None] * len(self.layers)  # every entry set below
         H, D = self.hidden_size, self.num_directions
         for index in range(self.num_layers - 1, -1, -1):
             d_below: np.ndarray | None = None
