@@ -19,6 +19,7 @@ import pytest
 import bptt
 from bptt import _kernels, _workspace
 from bptt.cells import _gated_kernels
+from sharding import numpy_and_sharded
 
 SHARDED = _gated_kernels._load() is not None
 needs_sharded = pytest.mark.skipif(not SHARDED, reason="sharded kernels unavailable")
@@ -63,17 +64,7 @@ def test_sharded_matches_numpy_path(
 ) -> None:
     """Every shard count gives the NumPy loops' loss, final state and gradients."""
     model, a = _problem(cell, dtype, ids=shards % 2 == 1, rng=rng)
-    args = (a["x"], a["y"], a["h0"], a["mask"])
-    with _kernels.backend("numpy"):
-        ref = model.forward_backward(*args, dh_last=a["dh_last"])
-    saved = _kernels.LOOP_BLAS_THREADS
-    try:
-        _kernels.set_loop_threads(shards)
-        with _kernels.backend("sharded"):
-            assert _gated_kernels.shard_count(7, 33) == shards
-            got = model.forward_backward(*args, dh_last=a["dh_last"])
-    finally:
-        _kernels.set_loop_threads(saved)
+    ref, got = numpy_and_sharded(model, a, shards, _gated_kernels.shard_count)
     tol = 1e-13 if dtype == np.float64 else 2e-5
     assert abs(got.loss - ref.loss) <= tol * abs(ref.loss)
     for g, r in zip(_parts(got.h_last), _parts(ref.h_last), strict=True):

@@ -16,6 +16,7 @@ import pytest
 import bptt
 from bptt import _kernels
 from bptt.rnn import recurrent_forward
+from sharding import numpy_and_sharded
 
 try:
     import numba  # noqa: F401
@@ -278,17 +279,7 @@ def test_sharded_matches_numpy_path(
 ) -> None:
     """Every shard count (uneven splits included) gives the NumPy loops' loss and gradients."""
     model, a = _sharded_problem(act, dtype, ids=shards % 2 == 1, rng=rng)
-    args = (a["x"], a["y"], a["h0"], a["mask"])
-    with _kernels.backend("numpy"):
-        ref = model.forward_backward(*args, dh_last=a["dh_last"])
-    saved = _kernels.LOOP_BLAS_THREADS
-    try:
-        _kernels.set_loop_threads(shards)
-        with _kernels.backend("sharded"):
-            assert _kernels.shard_count(7, 33) == shards
-            got = model.forward_backward(*args, dh_last=a["dh_last"])
-    finally:
-        _kernels.set_loop_threads(saved)
+    ref, got = numpy_and_sharded(model, a, shards, _kernels.shard_count)
     tol = 1e-13 if dtype == np.float64 else 2e-5
     assert abs(got.loss - ref.loss) <= tol * abs(ref.loss)
     assert rel(got.h_last, ref.h_last) < tol
