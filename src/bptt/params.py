@@ -14,11 +14,12 @@ clipping, checkpoints and gradcheck iterate the names and know no model.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 PARAM_NAMES: tuple[str, ...] = ("U", "V", "W", "b_h", "b_y")
+_P = TypeVar("_P", bound="Params")
 """The names of a single-layer, one-direction Elman model's parameters."""
 
 
@@ -46,7 +47,7 @@ class Params(MutableMapping[str, np.ndarray]):
             self[name] = array
 
     @classmethod
-    def adopt(cls, arrays: dict[str, np.ndarray]) -> Params:
+    def adopt(cls: type[_P], arrays: dict[str, np.ndarray]) -> _P:
         """Wrap ``arrays`` (name → NumPy array, built by this package) without the
         per-entry checks of the constructor: for hot paths that made the arrays themselves."""
         params = cls.__new__(cls)
@@ -204,7 +205,6 @@ class Gradients(Params):
     def from_backward(cls, arrays: dict[str, np.ndarray], h0: Any) -> Gradients:
         """Adopt ``arrays`` (name → NumPy array, as a backward produced them) without the
         per-entry checks of the constructor: the model's hot path, once per step."""
-        grads = cls.__new__(cls)
-        object.__setattr__(grads, "_arrays", arrays)
+        grads = cls.adopt(arrays)
         object.__setattr__(grads, "h0", h0)
         return grads
