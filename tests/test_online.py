@@ -571,3 +571,60 @@ def test_run_keeps_float32(name: str, opts: dict, kernels: str) -> None:
         np.testing.assert_allclose(total[k], ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
     for k, v in b.state_dict().items():
         assert v.dtype == a.state_dict()[k].dtype, k
+
+
+@pytest.mark.parametrize("name", ["rtrl", "snap-2"])
+@pytest.mark.parametrize("block_steps", [1, 3, 100])
+def test_rtrl_chunk_in_blocks_equals_steps(name: str, block_steps: int, monkeypatch) -> None:
+    """RTRL's chunk (BPTT inside it, one influence product; SnAp-2 on a dense W is RTRL and
+    takes the same path) gives the step-by-step losses, summed gradients, h0's gradient and
+    carried [M | Z], also when its A_s are summed in blocks of 1 or 3 steps."""
+    from bptt.online import rtrl
+
+    rng = np.random.default_rng(block_steps)
+    B, I, H, O, T = 2, 3, 5, 4, 10
+    model = ElmanRNN(I, H, O, output="softmax", seed=5, dtype=np.float64)
+    monkeypatch.setattr(rtrl, "_BLOCK_BYTES", block_steps * B * H * H * 8)
+    x, y, mask = _data(rng, I, O, T, B, True, "softmax", True)
+    h0 = rng.normal(size=(B, H))
+    opts = {"storage": "dense"} if name == "snap-2" else {}
+    a = online.make(name, model, batch=B, **opts)
+    b = online.make(name, model, batch=B, **opts)
+    assert getattr(b, "full", True)  # SnAp-2's pattern on a dense W keeps every entry
+    a.reset(h0)
+    b.reset(h0)
+    for t in range(2):  # a nonzero influence at the chunk's start
+        a.step(x[t], y[t], mask[t])
+        b.step(x[t], y[t], mask[t])
+    losses, total = b.run(x[2:], y[2:], mask[2:])
+    steps = [a.step(x[t], y[t], mask[t]) for t in range(2, T)]
+    np.testing.assert_allclose(losses, [s[0] for s in steps], rtol=1e-12)
+    for k in total:
+        _close(total[k], sum(g[k] for _, g in steps))
+    _close(total.h0, sum(g.h0 for _, g in steps))
+    for k, v in a.state_dict().items():
+        _close(b.state_dict()[k], v)
+
+
+@pytest.mark.parametrize("name", ["rtrl", "snap-2"])
+def test_memory_check_covers_what_an_rtrl_chunk_allocates(name: str) -> None:
+    """carried_bytes bounds the traced peak of building RTRL (or dense SnAp-2) and running a
+    chunk through it, beyond the chunk's own (T, B, ·) arrays."""
+    import tracemalloc
+
+    B, I, H, T = 2, 3, 24, 40
+    model = ElmanRNN(I, H, 2, seed=0)
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, I, size=(T, B)), rng.integers(0, 2, size=(T, B))
+    online.make(name, model, batch=B).run(x, y)  # compiles and caches outside the trace
+    tracemalloc.start()
+    try:
+        alg = online.make(name, model, batch=B)
+        alg.run(x, y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    chunk = T * B * (I + H + 1 + 4 * H + 2) * 8  # ĥ, h, f', c, δ, dz: the chunk's arrays
+    assert peak <= online.carried_bytes(name, B, I, H, 8, 0) + chunk
+    blocks = max(online.rtrl._BLOCK_BYTES, B * H * H * 8)  # the bound on A_s's block
+    assert peak > (online.carried_bytes(name, B, I, H, 8, 0) - blocks) / 2  # not inflated

@@ -183,8 +183,10 @@ class OnlineAlgorithm(ABC):
         forward over the T steps (the model's compiled loop where it has one) and the head
         over T·B rows. Then RFLO, SnAp-1 and online TBPTT sum their traces' contributions by a
         backward recursion over the chunk and one product; UORO and KF-RTRL run the chunk's
-        updates in one compiled loop (Numba; else step by step); RTRL and SnAp-n carry their
-        influence step by step. tbptt on other models loops its step. Equal to the
+        updates in one compiled loop (Numba; else step by step); RTRL (and SnAp-n where its
+        pattern is full) runs BPTT inside the chunk and advances its influence with one
+        product (``bptt.online.rtrl``); SnAp-n on a partial pattern carries its influence step
+        by step. tbptt on other models loops its step. Equal to the
         step-by-step results to rounding (the order of the sums differs).
 
         Args:

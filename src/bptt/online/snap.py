@@ -140,11 +140,21 @@ class DenseSnApN(RTRL):
         Q = model.input_size + model.hidden_size + 1
         keep = np.concatenate([np.repeat(self.pattern, Q, axis=1), self.pattern], axis=1)
         self._keep = keep[:, None, :].astype(model.dtype)  # (H, 1, H·Q + H): P_n on [M | Z]
+        self.full = bool(self.pattern.all())  # P_n keeps every entry: exactly RTRL
         super().__init__(model, batch, seed)
 
     def _propagate(self, fprime: np.ndarray, hhat: np.ndarray) -> None:
         super()._propagate(fprime, hhat)
-        self._buf *= self._keep
+        if not self.full:
+            self._buf *= self._keep
+
+    def _run(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, Gradients]:
+        """A full pattern is RTRL, chunk and all (:meth:`RTRL._run`); otherwise the mask after
+        every step does not commute with the products, so the influence is carried step by
+        step (:meth:`OnlineAlgorithm._run`)."""
+        if self.full:
+            return super()._run(x, y, mask)
+        return OnlineAlgorithm._run(self, x, y, mask)
 
 
 class SnApN(OnlineAlgorithm):
