@@ -211,3 +211,17 @@ def test_online_config_errors() -> None:
         TrainConfig(algorithm="snap-1", profile_every=10)
     with pytest.raises(ValueError, match="--algorithm must be one of"):
         TrainConfig(algorithm="magic")
+
+
+def test_the_memory_check_sizes_snap_on_the_runs_own_sparse_mask(tmp_path, monkeypatch) -> None:
+    """--recurrent-density: the memory check counts SnAp-n's sparse storage on the very mask
+    the run then carries, not RTRL's dense upper bound."""
+    from bptt.training import loop
+
+    needs: list[int] = []
+    monkeypatch.setattr(loop, "check_memory", lambda need, *a, **k: needs.append(need))
+    kw = dict(task="lagged", algorithm="snap-2", hidden=48, steps=1)
+    sparse = Trainer(_config(tmp_path, "sparse", recurrent_density=0.02, **kw))
+    Trainer(_config(tmp_path, "dense", **kw))
+    assert np.array_equal(sparse.model.w_mask, loop._recurrent_mask(sparse.config))
+    assert needs[0] < needs[1] / 5

@@ -118,6 +118,16 @@ def _check_model_fits(model: RNN, n_in: int, n_out: int, output: str, config: Tr
 # ---------------------------------------------------------------------------------------------
 
 
+def _recurrent_mask(config: TrainConfig) -> np.ndarray | None:
+    """W's fixed sparsity mask (H, H) for ``--recurrent-density`` below 1, drawn from the seed
+    (the same mask every time, so the memory check sizes what the run will carry)."""
+    if config.recurrent_density >= 1.0:
+        return None
+    H = config.hidden
+    mask_rng = np.random.default_rng([config.seed, 104729])  # fixed by the seed
+    return mask_rng.uniform(size=(H, H)) < config.recurrent_density
+
+
 class Trainer:
     """Builds the model, data and optimizer from a :class:`TrainConfig` and runs the loop.
 
@@ -229,10 +239,9 @@ class Trainer:
             )
             if config.init_from is not None and ckpt is None:
                 self.model.params = initial_weights(config.init_from, self.model)
-        if config.recurrent_density < 1.0:
-            H = self.model.hidden_size
-            mask_rng = np.random.default_rng([config.seed, 104729])  # fixed by the seed
-            self.model.set_recurrent_mask(mask_rng.uniform(size=(H, H)) < config.recurrent_density)
+        w_mask = _recurrent_mask(config)
+        if w_mask is not None:
+            self.model.set_recurrent_mask(w_mask)
         self.optimizer = make_optimizer(
             config.optimizer,
             config.lr,
@@ -290,7 +299,9 @@ class Trainer:
         if cfg.algorithm != "bptt":
             k = cfg.truncation or cfg.seq_len
             itemsize = np.dtype(cfg.dtype).itemsize
-            need += carried_bytes(cfg.algorithm, cfg.batch, n_in, cfg.hidden, itemsize, k)
+            need += carried_bytes(
+                cfg.algorithm, cfg.batch, n_in, cfg.hidden, itemsize, k, w_mask=_recurrent_mask(cfg)
+            )
         check_memory(
             need,
             f"this configuration (I={n_in}, H={cfg.hidden}, O={n_out}, T={window}, B={batch}"
