@@ -7,7 +7,9 @@ Three ways to run the same optimizer steps, each in its own fresh process (``_ha
 alternated and repeated; per-step milliseconds, median [min–max] over rounds:
 
 - **core**: ``model.loss_and_grads(x, y)`` alone on the stream's windows (the step that
-  ``bench_step.py`` times);
+  ``bench_step.py`` times), at the initial weights (nothing trains them);
+- **trained**: the same core alone, at fixed weights trained first by ``warmup + steps / 2``
+  untimed bare-loop steps (where the trainer's timed window is halfway);
 - **bare**: core + the recipe's clipping + ``optimizer.step`` (``bptt.optim``), carrying
   nothing else: the loop a user would write by hand;
 - **trainer**: :class:`bptt.training.Trainer` (what ``bptt train`` runs): truncated BPTT with the
@@ -15,6 +17,14 @@ alternated and repeated; per-step milliseconds, median [min–max] over rounds:
   the learning-rate schedule, ``metrics.jsonl`` every ``log_every`` steps, the progress bar.
   Evaluation, sampling and checkpoints are set beyond the timed steps: they are separate,
   configurable work, not per-step overhead. Steps are timed from a callback, after warm-up.
+
+Every mode also times, inside its own loop, the calls to ``model.forward_backward`` (what
+``loss_and_grads`` and the trainer's truncated BPTT call): the **core in the loop**, the same
+step at the weights that loop is training. The step's cost depends on the weights (the tanh
+and the softmax's exp take longer on the larger pre-activations of a trained model: at
+min-char-rnn's size the core step at the initial weights is ~125 µs, at weights trained for
+3,000 steps ~150 µs), so the trainer's overhead is trainer / its own core in the loop; the
+fresh-weight core is shown for comparison with ``bench_step.py``.
 
 Recipes: minchar = Karpathy's min-char-rnn (H 100, T 25, B 1, Adagrad lr 0.1, entries
 clipped to ±5); charlm = H 256, T 100, B 32, Adam 2e-3, global-norm clip 5. Text: the
@@ -51,7 +61,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     ),
     "charlm": dict(hidden=256, seq_len=100, batch=32, optimizer="adam", lr=2e-3, clip=5.0),
 }
-MODES = ("core", "bare", "trainer")
+MODES = ("core", "trained", "bare", "trainer")
 
 
 def child(mode: str, recipe: str, steps: int, warmup: int) -> dict[str, object]:
@@ -73,12 +83,26 @@ def child(mode: str, recipe: str, steps: int, warmup: int) -> dict[str, object]:
             **RECIPES[recipe],
         )
         trainer = Trainer(cfg, echo=None)
+        inner = trainer.model.forward_backward
+        core_s = 0.0  # seconds inside forward_backward (the core in the loop)
+
+        def timed_forward_backward(*args: Any, **kwargs: Any) -> Any:
+            nonlocal core_s
+            t0 = time.perf_counter()
+            result = inner(*args, **kwargs)
+            core_s += time.perf_counter() - t0
+            return result
+
+        trainer.model.forward_backward = timed_forward_backward  # type: ignore[method-assign]
         if mode == "trainer":
             stamps: list[float] = []
 
             def on_step(event: Any) -> None:
+                nonlocal core_s
                 if event.kind == "step":
                     stamps.append(time.perf_counter())
+                    if len(stamps) == warmup + 1:  # the timed steps start here
+                        core_s = 0.0
                     if len(stamps) > warmup + steps:
                         trainer.request_stop("benchmark")
 
@@ -92,6 +116,8 @@ def child(mode: str, recipe: str, steps: int, warmup: int) -> dict[str, object]:
             opt = make_optimizer(cfg.optimizer, cfg.lr)
             batches = stream_batches(ids, cfg.batch, cfg.seq_len)
 
+            train = False
+
             def one() -> None:
                 nonlocal batches
                 try:
@@ -100,22 +126,25 @@ def child(mode: str, recipe: str, steps: int, warmup: int) -> dict[str, object]:
                     batches = stream_batches(ids, cfg.batch, cfg.seq_len)
                     x, y = next(batches)
                 _, grads = model.loss_and_grads(x, y)
-                if mode == "bare":
+                if mode == "bare" or train:
                     if cfg.clip_value:
                         clip_grad_value(grads, cfg.clip_value)
                     if cfg.clip:
                         clip_grad_norm(grads, cfg.clip)
                     opt.step(model.params, grads)
 
-            for _ in range(warmup):
+            train = mode == "trained"  # the bare loop first, then the core alone
+            for _ in range(warmup + steps // 2 if train else warmup):
                 one()
+            train = False
+            core_s = 0.0
             start = time.perf_counter()
             for _ in range(steps):
                 one()
             elapsed = time.perf_counter() - start
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    return {"ms": 1e3 * elapsed / steps, "steps": steps}
+    return {"ms": 1e3 * elapsed / steps, "core_ms": 1e3 * core_s / steps, "steps": steps}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,15 +171,21 @@ def main(argv: list[str] | None = None) -> int:
             cmds = {m: [script, "--child", m, recipe, str(steps), "20"] for m in MODES}
             runs = alternate(cmds, args.reps)
             ms = {m: [float(r["ms"]) for r in runs[m]] for m in MODES}  # type: ignore[arg-type]
+            inner_ms = [float(r["core_ms"]) for r in runs["trainer"]]  # type: ignore[arg-type]
             ratio_bare = spread([t / b for t, b in zip(ms["trainer"], ms["bare"], strict=True)])
             ratio_core = spread([t / c for t, c in zip(ms["trainer"], ms["core"], strict=True)])
+            ratio_inner = spread([t / c for t, c in zip(ms["trainer"], inner_ms, strict=True)])
             rows.append(
-                f"| {recipe} | {spread(ms['core']).fmt(3)} | {spread(ms['bare']).fmt(3)} "
-                f"| {spread(ms['trainer']).fmt(3)} | {ratio_bare.fmt()} | {ratio_core.fmt()} |"
+                f"| {recipe} | {spread(ms['core']).fmt(3)} | {spread(ms['trained']).fmt(3)} "
+                f"| {spread(inner_ms).fmt(3)} "
+                f"| {spread(ms['bare']).fmt(3)} | {spread(ms['trainer']).fmt(3)} "
+                f"| {ratio_bare.fmt()} | {ratio_core.fmt()} | **{ratio_inner.fmt()}** |"
             )
     text = (
-        "| recipe | core ms/step | bare loop ms/step | trainer ms/step | trainer / bare "
-        "| trainer / core |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+        "| recipe | core ms/step (initial weights) | core (trained weights) "
+        "| core in the trainer's loop | bare loop ms/step | trainer ms/step | trainer / bare "
+        "| trainer / core (initial) | trainer / its core in the loop |\n"
+        "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
         f"median [min–max] over {args.reps} alternated rounds, each mode in a fresh process; "
         f"ratios per round; competing load: {args.load} busy-loop process(es); {env_threads()}; "
         f"load average before {before}, after {load_average()}"
