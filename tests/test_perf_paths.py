@@ -250,7 +250,8 @@ def _tanh_via_kernel(x: np.ndarray) -> np.ndarray:
     n = x.size
     hs = np.zeros((2, n, 1), x.dtype)  # T = 1, B = n rows, H = 1
     hs[1, :, 0] = x
-    _kernels.sharded_forward(hs, np.zeros((1, 1), x.dtype), "tanh", 2)
+    W = np.zeros((1, 1), x.dtype)
+    _kernels.sharded_forward(hs, W, W, "tanh", 2)
     return hs[1, :, 0]
 
 
@@ -271,13 +272,17 @@ def _sharded_problem(
 
 
 @needs_sharded
+@pytest.mark.parametrize("transposed", [False, True], ids=["rows", "transposed"])
 @pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shards", [1, 2, 3, 7])
 def test_sharded_matches_numpy_path(
-    act: str, dtype: type, shards: int, rng: np.random.Generator
+    act: str, dtype: type, shards: int, transposed: bool, rng: np.random.Generator, monkeypatch
 ) -> None:
-    """Every shard count (uneven splits included) gives the NumPy loops' loss and gradients."""
+    """Every shard count (uneven splits included) gives the NumPy loops' loss and gradients,
+    with the step's product in rows, h W^T, and transposed, W hᵀ (forced either way)."""
+    monkeypatch.setattr(_kernels, "TRANSPOSED_MIN_MACS", 0 if transposed else 1 << 62)
+    assert _kernels.transposed_product(7, 33, shards) == transposed
     model, a = _sharded_problem(act, dtype, ids=shards % 2 == 1, rng=rng)
     ref, got = numpy_and_sharded(model, a, shards, _kernels.shard_count)
     tol = 1e-13 if dtype == np.float64 else 2e-5
@@ -384,7 +389,11 @@ def test_self_check_rejects_wrong_loops() -> None:
     def noop(*args: object) -> None:
         return None
 
-    fake = {f"{d}_{t}": noop for d in ("forward", "backward") for t in ("float32", "float64")}
+    kinds = ("forward", "backward", "forwardT", "backwardT")
+    fake = {f"{d}_{t}": noop for d in kinds for t in ("float32", "float64")}
     assert "disagree" in _kernels._self_check(fake)
     if SHARDED:
-        assert _kernels._self_check(_kernels._load_sharded() or {}) == ""
+        real = _kernels._load_sharded() or {}
+        assert _kernels._self_check(real) == ""
+        for kind in ("forwardT", "backwardT"):  # a wrong transposed loop alone is caught
+            assert "disagree" in _kernels._self_check(real | {f"{kind}_float64": noop})

@@ -18,7 +18,8 @@ Which path runs:
   stream, Karpathy's min-char-rnn, where per-call overhead dominates);
 - larger steps: the batch-sharded loops (:func:`shard_count`, :func:`sharded_forward`,
   :func:`sharded_backward`), each shard of batch rows on its own core running its whole
-  loop GIL-free with single-threaded GEMMs from NumPy's own BLAS;
+  loop GIL-free with single-threaded GEMMs from NumPy's own BLAS, the step's product in
+  rows (h W^T) or, for large enough shards, transposed (W hᵀ; :data:`TRANSPOSED_MIN_MACS`);
 - without Numba, threadpoolctl or a usable CBLAS: the NumPy loops.
 
 The hoisted products outside the loops go through :func:`matmul` and :func:`matmul_tn`,
@@ -440,6 +441,12 @@ _sharded: dict[str, Callable[..., Any]] | None = None
 _sharded_error: str | None = None
 _pool: Any = None
 MIN_SHARD_ROWS = 4  # rows per shard at least: smaller blocks lose more to BLAS call overhead
+TRANSPOSED_MIN_MACS = 1 << 20
+"""From this many multiply-adds per shard and step (rows·H²), the loops compute the step's
+product transposed, S = W h_{t−1}ᵀ (H, rows) and carryᵀ = Wᵀ δ_tᵀ, and read S back across
+its rows in cache: OpenBLAS's single-threaded SGEMM runs (H, H) @ (H, rows)ᵀ up to 1.35×
+faster than (rows, H) @ (H, H) at rows = 16–32, H ≥ 256 (the dense and charlm shapes), and
+slower at H = 128 or rows ≤ 8 (docs/benchmarks.md, "How the step uses the cores")."""
 SHARD_MIN_STEP = 1024  # B·H below which one thread runs the loop (thread hand-off dominates)
 
 
@@ -492,6 +499,8 @@ def _load_sharded() -> dict[str, Callable[..., Any]] | None:
         name = np.dtype(dtype).name
         _sharded[f"forward_{name}"] = jit(_make_forward_shard(gemm, dtype(1), act))
         _sharded[f"backward_{name}"] = jit(_make_backward_shard(gemm, dtype(1), grad))
+        _sharded[f"forwardT_{name}"] = jit(_make_forward_shard_t(gemm, dtype(1), act))
+        _sharded[f"backwardT_{name}"] = jit(_make_backward_shard_t(gemm, dtype(1), grad))
     problem = _self_check(_sharded)
     if problem:  # e.g. a CBLAS with another integer width under the same symbol name
         _sharded, _sharded_error = None, problem
@@ -505,6 +514,7 @@ def _self_check(kernels: dict[str, Callable[..., Any]]) -> str:
         T, B, H = 3, 5, 7
         W = (0.3 * rng.standard_normal((H, H))).astype(dtype)
         hs = rng.standard_normal((T + 1, B, H)).astype(dtype)
+        hs0 = hs.copy()
         ref = hs.copy()
         for t in range(1, T + 1):
             ref[t] = np.tanh(ref[t] + ref[t - 1] @ W.T)
@@ -512,13 +522,27 @@ def _self_check(kernels: dict[str, Callable[..., Any]]) -> str:
         kernels[f"forward_{np.dtype(dtype).name}"](hs, np.ascontiguousarray(W.T), 0, 1, 1)
         delta = rng.standard_normal((T, B, H)).astype(dtype)
         carry = rng.standard_normal((B, H)).astype(dtype)
+        delta0, carry0 = delta.copy(), carry.copy()
         d_ref, c_ref = delta.copy(), carry.copy()
         for t in range(T - 1, -1, -1):
             d_ref[t] = (d_ref[t] + c_ref) * (1 - ref[t + 1] ** 2)
             c_ref = d_ref[t] @ W
         kernels[f"backward_{np.dtype(dtype).name}"](delta, ref, W, carry, 0, B, 1)
+        hs_t, delta_t, carry_t = hs0.copy(), delta0.copy(), carry0.copy()
+        kernels[f"forwardT_{np.dtype(dtype).name}"](hs_t, W, 0, 2, 1)
+        kernels[f"forwardT_{np.dtype(dtype).name}"](hs_t, W, 2, B, 1)
+        kernels[f"backwardT_{np.dtype(dtype).name}"](
+            delta_t, ref, np.ascontiguousarray(W.T), carry_t, 0, B, 1
+        )
         tol = 1e-4 if dtype == np.float32 else 1e-12
-        for got, want in ((hs, ref), (delta, d_ref), (carry, c_ref)):
+        for got, want in (
+            (hs, ref),
+            (delta, d_ref),
+            (carry, c_ref),
+            (hs_t, ref),
+            (delta_t, d_ref),
+            (carry_t, c_ref),
+        ):
             if not np.allclose(got, want, rtol=tol, atol=tol):
                 return f"the compiled loops disagree with NumPy ({np.dtype(dtype).name})"
     return ""
@@ -689,6 +713,127 @@ def _make_backward_shard(
     return backward_shard
 
 
+def _make_forward_shard_t(
+    gemm: Any, one: Any, activation: Callable[[float, int], float]
+) -> Callable[..., None]:
+    def forward_shard_t(
+        hs: np.ndarray, W: np.ndarray, b0: int, b1: int, code: int
+    ) -> None:  # pragma: no cover - compiled
+        """Rows b0:b1 of hs (T+1, B, H): S = W h_{t−1}ᵀ (H, rows), E_t = hs[t] + Sᵀ,
+        h_t = f(E_t); hs[t] holds V x_t + b_h on entry (t ≥ 1) and h_t on exit."""
+        T1, B, H = hs.shape
+        rows = b1 - b0
+        flat = hs.reshape(-1)
+        base = hs.ctypes.data
+        size = hs.itemsize
+        S = np.empty(H * rows, dtype=hs.dtype)  # (H, rows): W h_{t-1}ᵀ
+        s_ptr = S.ctypes.data
+        w = W.ctypes.data
+        for t in range(1, T1):
+            prev = ((t - 1) * B + b0) * H
+            cur = (t * B + b0) * H
+            # S (H, rows) ← W (H, H) @ h_{t−1}ᵀ: row-major, h's block read transposed
+            gemm(
+                101,
+                111,
+                112,
+                H,
+                rows,
+                H,
+                one,
+                w,
+                H,
+                base + np.uintp(prev * size),
+                H,
+                one * 0,
+                s_ptr,
+                rows,
+            )
+            for b in range(rows):  # E_t = hs[t] + Sᵀ: S read across its rows, in cache
+                e = flat[cur + b * H : cur + b * H + H]
+                for k in range(H):
+                    e[k] += S[k * rows + b]
+            e = flat[cur : cur + rows * H]  # then f over the contiguous block, vectorised
+            if code == 1:
+                for i in range(e.size):
+                    e[i] = activation(e[i], 1)
+            elif code == 2:
+                for i in range(e.size):
+                    e[i] = activation(e[i], 2)
+            elif code == 3:
+                for i in range(e.size):
+                    e[i] = activation(e[i], 3)
+
+    return forward_shard_t
+
+
+def _make_backward_shard_t(
+    gemm: Any, one: Any, grad: Callable[[float, int], float]
+) -> Callable[..., None]:
+    def backward_shard_t(
+        delta: np.ndarray,
+        hs: np.ndarray,
+        W_T: np.ndarray,
+        carry: np.ndarray,
+        b0: int,
+        b1: int,
+        code: int,
+    ) -> None:  # pragma: no cover - compiled
+        """Rows b0:b1: δ_t = (dh_t + carry) ⊙ f'(E_t), carryᵀ ← Wᵀ δ_tᵀ (H, rows)."""
+        T, B, H = delta.shape
+        rows = b1 - b0
+        d = delta.reshape(-1)
+        h = hs.reshape(-1)
+        c = carry.reshape(-1)
+        dbase = delta.ctypes.data
+        size = delta.itemsize
+        S = np.empty(H * rows, dtype=delta.dtype)  # (H, rows): carryᵀ
+        for b in range(rows):
+            for k in range(H):
+                S[k * rows + b] = c[(b0 + b) * H + k]
+        s_ptr = S.ctypes.data
+        w = W_T.ctypes.data
+        for t in range(T - 1, -1, -1):
+            off = (t * B + b0) * H
+            for b in range(rows):
+                dt = d[off + b * H : off + b * H + H]
+                ht = h[off + B * H + b * H : off + B * H + b * H + H]  # hs[t + 1] = h_t
+                if code == 1:
+                    for k in range(H):
+                        dt[k] = (dt[k] + S[k * rows + b]) * grad(ht[k], 1)
+                elif code == 2:
+                    for k in range(H):
+                        dt[k] = (dt[k] + S[k * rows + b]) * grad(ht[k], 2)
+                elif code == 3:
+                    for k in range(H):
+                        dt[k] = (dt[k] + S[k * rows + b]) * grad(ht[k], 3)
+                else:
+                    for k in range(H):
+                        dt[k] = dt[k] + S[k * rows + b]
+            # S (H, rows) ← Wᵀ (H, H) @ δ_tᵀ
+            gemm(
+                101,
+                111,
+                112,
+                H,
+                rows,
+                H,
+                one,
+                w,
+                H,
+                dbase + np.uintp(off * size),
+                H,
+                one * 0,
+                s_ptr,
+                rows,
+            )
+        for b in range(rows):
+            for k in range(H):
+                c[(b0 + b) * H + k] = S[k * rows + b]
+
+    return backward_shard_t
+
+
 def shard_count(batch: int, hidden: int) -> int:
     """How many row shards the time loops use for a (B, H) step; 0 means "not sharded".
 
@@ -762,12 +907,25 @@ def _run_shards(kernel: Callable[..., None], batch: int, shards: int, *args: Any
             f.result()
 
 
-def sharded_forward(hs: np.ndarray, W_T: np.ndarray, activation: str, shards: int) -> None:
-    """The forward recurrence over hs (T+1, B, H) in place, ``shards`` row blocks in parallel."""
+def transposed_product(batch: int, hidden: int, shards: int) -> bool:
+    """Whether the sharded loops compute their step's product transposed (see
+    :data:`TRANSPOSED_MIN_MACS`)."""
+    return (batch // shards) * hidden * hidden >= TRANSPOSED_MIN_MACS
+
+
+def sharded_forward(
+    hs: np.ndarray, W: np.ndarray, W_T: np.ndarray, activation: str, shards: int
+) -> None:
+    """The forward recurrence over hs (T+1, B, H) in place, ``shards`` row blocks in parallel;
+    W (H, H) and W_T = Wᵀ, both C-contiguous (one of them is the product's operand)."""
     kernels = _load_sharded()
     assert kernels is not None
-    kernel = kernels[f"forward_{hs.dtype.name}"]
-    _run_shards(kernel, hs.shape[1], shards, hs, W_T, ACTIVATION_CODES[activation])
+    _, B, H = hs.shape
+    if transposed_product(B, H, shards):
+        kernel, weight = kernels[f"forwardT_{hs.dtype.name}"], W
+    else:
+        kernel, weight = kernels[f"forward_{hs.dtype.name}"], W_T
+    _run_shards(kernel, B, shards, hs, weight, ACTIVATION_CODES[activation])
 
 
 def sharded_backward(
@@ -781,8 +939,12 @@ def sharded_backward(
     """The BPTT recursion in place, ``shards`` row blocks in parallel; see backward_shard."""
     kernels = _load_sharded()
     assert kernels is not None
-    kernel = kernels[f"backward_{delta.dtype.name}"]
-    _run_shards(kernel, delta.shape[1], shards, delta, hs, W, carry, ACTIVATION_CODES[activation])
+    _, B, H = delta.shape
+    if transposed_product(B, H, shards):
+        kernel, weight = kernels[f"backwardT_{delta.dtype.name}"], np.ascontiguousarray(W.T)
+    else:
+        kernel, weight = kernels[f"backward_{delta.dtype.name}"], np.ascontiguousarray(W)
+    _run_shards(kernel, B, shards, delta, hs, weight, carry, ACTIVATION_CODES[activation])
 
 
 BACKEND_FROM_ENV = os.environ.get("BPTT_KERNELS", "auto")

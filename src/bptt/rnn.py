@@ -125,7 +125,8 @@ def recurrent_forward(
         return hs, Cache(x=x, hs=hs)
     shards = _kernels.shard_count(B, H)
     if shards:  # row blocks of the batch, each its own GIL-free loop (same equation)
-        _kernels.sharded_forward(hs, W_T, activation.name, shards)
+        W = np.ascontiguousarray(params["W"])
+        _kernels.sharded_forward(hs, W, W_T, activation.name, shards)
         return hs, Cache(x=x, hs=hs)
     recurrent = np.empty((B, H), dtype=hs.dtype)  # (B, H) scratch for W h_{t-1}
     with _kernels.loop_blas_threads(B * H * H):  # one thread for small steps (see there)
