@@ -62,6 +62,22 @@ def empty(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
         return out
 
 
+def zeros(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+    """:func:`empty` filled with zeros (like ``np.zeros``)."""
+    out = empty(shape, dtype)
+    out.fill(0)
+    return out
+
+
+def contiguous(a: np.ndarray) -> np.ndarray:
+    """``np.ascontiguousarray(a)`` whose copy, when one is needed, comes from the pool."""
+    if a.flags.c_contiguous:
+        return np.ascontiguousarray(a)
+    out = empty(a.shape, a.dtype)
+    np.copyto(out, a)
+    return out
+
+
 def clear() -> None:
     """Forget every pooled array (the memory goes once no one else holds them)."""
     global _bytes

@@ -71,7 +71,7 @@ def input_projection_backward(
     delta_rows = delta.reshape(T * B, H)
     if x.ndim == 2:
         dV_t = _kernels.scatter_add_rows(n_in, x.reshape(-1), delta_rows)  # (I, H)
-        dV = np.ascontiguousarray(dV_t.T)
+        dV = _workspace.contiguous(dV_t.T)
     else:
         dV = _kernels.matmul_tn(delta_rows, x.reshape(T * B, -1))  # (H, I)
     return dV, column_sums(delta_rows)
@@ -119,7 +119,7 @@ def recurrent_forward(
     hs = _workspace.empty((T + 1, B, H), params["W"].dtype)  # (T+1, B, H)
     hs[0] = h0
     input_projection(params, x, out=hs[1:])  # hs[t] holds V x_t + b_h until step t
-    W_T = np.ascontiguousarray(params["W"].T)  # (H, H): a plain GEMM operand, no transpose flag
+    W_T = _workspace.contiguous(params["W"].T)  # (H, H): a plain GEMM operand, no transpose flag
     if _kernels.use_time_loop_kernel(B, H):
         _kernels.forward_loop(hs, W_T, activation.name)  # compiled loop, same equation
         return hs, Cache(x=x, hs=hs)
