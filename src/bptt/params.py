@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from . import _workspace
+
 PARAM_NAMES: tuple[str, ...] = ("U", "V", "W", "b_h", "b_y")
 _P = TypeVar("_P", bound="Params")
 """The names of a single-layer, one-direction Elman model's parameters."""
@@ -173,7 +175,11 @@ def _sum_squares(a: np.ndarray) -> float:
     took 17 µs on a quiet 2-core machine but 130–220 µs beside other jobs, waiting for its
     second thread, where ``einsum`` took 26–38 µs either way.
     """
-    flat = a.reshape(-1).astype(np.float64, copy=False)
+    flat = a.reshape(-1)
+    if flat.dtype != np.float64:  # astype(np.float64) into the pool: no allocation per call
+        wide = _workspace.empty(flat.shape, np.float64)
+        np.copyto(wide, flat, casting="unsafe")
+        flat = wide
     if flat.size <= 8192:
         return float(np.dot(flat, flat))
     return float(np.einsum("i,i->", flat, flat))
