@@ -1,4 +1,4 @@
-"""Reused scratch arrays for a training step's (T, B, ·) temporaries: no page faults per step.
+"""Reused arrays for a training step's temporaries, gradients and updates: no allocation per step.
 
 A step allocates its (T, B, ·) arrays (the hidden states, a gated cell's gates and c, the
 logits and dL/dz, dL/dh from the head, dA, the partial sums of the hoisted products) and
@@ -9,13 +9,29 @@ the kernel answers with a zeroed page: measured at the charlm shape (``getrusage
 docs/benchmarks.md), ~2,950 minor faults and ~5 ms of kernel time per Elman step (13 ms at
 T = 1000), ~3,700 faults and about 8 ms of a 46 ms LSTM step.
 
+What comes from the pool (at or above :data:`MIN_ELEMENTS` elements), in every step:
+
+- the (T, B, ·) temporaries above, the Wᵀ operand copies and the Vᵀ + b gather tables;
+- the parameter-sized gradients the backward returns (dW, dU, dV: from
+  :func:`bptt._kernels.matmul_tn`, or the ids' scatter-add and its transposed copy), and the
+  float64 copy that a float32 gradient's norm is summed in
+  (:meth:`bptt.params.Params.global_norm`, for ``clip_norm``);
+- the new parameters and optimizer slots of the fused update
+  (:func:`bptt._fused_optim.fused_compute`), written into arrays distinct from their inputs:
+  the optimizer still holds its previous slots, so they are never handed out again while read.
+
+Not from the pool: bias gradients and anything else under the threshold, and the NumPy
+optimizer path (``optimizer.compute``: RMSprop, AdamW, momentum, weight decay, no Numba).
+Measured with ``benchmarks/alloc_per_step.py``.
+
 :func:`empty` hands out an array of the asked shape and dtype that nobody else holds: the
 pool keeps a reference to every array it made, and an array counts as free again when that
 reference is its only one (``sys.getrefcount``: any view, cache or caller that still holds it,
-or a view of it, adds one). So reuse never overwrites a live array, and nothing has to be
-given back explicitly. Requests under :data:`MIN_ELEMENTS` elements are plain ``np.empty``
-(NumPy's small-block cache serves them, and at min-char-rnn's size the pool's lookup would
-cost more than it saves). At most :data:`PER_SHAPE` arrays per (shape, dtype) and
+or a view of it, adds one). So reuse never overwrites a live array (gradients or optimizer
+state that a caller keeps stay as they were), and nothing has to be given back explicitly.
+Requests under :data:`MIN_ELEMENTS` elements are plain ``np.empty`` (NumPy's small-block
+cache serves them, and at min-char-rnn's size the pool's lookup would cost more than it
+saves). At most :data:`PER_SHAPE` arrays per (shape, dtype) and
 :data:`MAX_BYTES` in all are kept; beyond that ``empty`` returns a plain new array.
 :func:`clear` drops the pool.
 """
