@@ -46,7 +46,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-def make_step(recipe: str, out: Path, cell: str) -> Callable[[], Any]:
+def make_step(recipe: str, out: Path, cell: str, optimizer: str | None) -> Callable[[], Any]:
     from bptt.training import TrainConfig, Trainer
 
     cfg = TrainConfig(
@@ -58,7 +58,7 @@ def make_step(recipe: str, out: Path, cell: str) -> Callable[[], Any]:
         plot=False,
         out=str(out / recipe),
         cell=cell,
-        **RECIPES[recipe],
+        **(RECIPES[recipe] | ({} if optimizer is None else {"optimizer": optimizer})),
     )
     trainer = Trainer(cfg, echo=None)
     return trainer.train_step
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--cell", default="elman", help="recurrent cell (elman, gru, lstm)")
+    parser.add_argument("--optimizer", help="instead of the recipe's (e.g. adamw: NumPy path)")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--no-pool", action="store_true", help="every request a plain np.empty")
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     with tempfile.TemporaryDirectory(prefix="alloc_per_step_") as tmp:
         for recipe in args.recipes:
-            step = make_step(recipe, Path(tmp), args.cell)
+            step = make_step(recipe, Path(tmp), args.cell, args.optimizer)
             for _ in range(args.warmup):
                 step()
             faults = minor_faults(step, args.steps)

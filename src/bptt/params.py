@@ -138,7 +138,7 @@ class Params(MutableMapping[str, np.ndarray]):
         return float(np.sqrt(sum(_sum_squares(a) for a in self._arrays.values())))
 
     def is_finite(self) -> bool:
-        return all(bool(np.isfinite(a).all()) for a in self._arrays.values())
+        return all(all_finite(a) for a in self._arrays.values())
 
     def check_shapes(
         self, expected: Mapping[str, tuple[int, ...]], dtype: np.dtype, what: str = "params"
@@ -165,6 +165,11 @@ class Params(MutableMapping[str, np.ndarray]):
                 raise TypeError(
                     f"{what}.{name} must have the model's floating dtype {dtype}, got {array.dtype}"
                 )
+
+
+def all_finite(a: np.ndarray) -> bool:
+    """``np.isfinite(a).all()``, its boolean array from the workspace (none per call)."""
+    return bool(np.isfinite(a, out=_workspace.empty(a.shape, np.bool_)).all())
 
 
 def _sum_squares(a: np.ndarray) -> float:
