@@ -46,7 +46,9 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-def make_step(recipe: str, out: Path, cell: str, optimizer: str | None) -> Callable[[], Any]:
+def make_step(
+    recipe: str, out: Path, cell: str, layers: int, optimizer: str | None
+) -> Callable[[], Any]:
     from bptt.training import TrainConfig, Trainer
 
     cfg = TrainConfig(
@@ -58,6 +60,7 @@ def make_step(recipe: str, out: Path, cell: str, optimizer: str | None) -> Calla
         plot=False,
         out=str(out / recipe),
         cell=cell,
+        layers=layers,
         **(RECIPES[recipe] | ({} if optimizer is None else {"optimizer": optimizer})),
     )
     trainer = Trainer(cfg, echo=None)
@@ -121,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--cell", default="elman", help="recurrent cell (elman, gru, lstm)")
+    parser.add_argument("--layers", type=int, default=1)
     parser.add_argument("--optimizer", help="instead of the recipe's (e.g. adamw: NumPy path)")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     with tempfile.TemporaryDirectory(prefix="alloc_per_step_") as tmp:
         for recipe in args.recipes:
-            step = make_step(recipe, Path(tmp), args.cell, args.optimizer)
+            step = make_step(recipe, Path(tmp), args.cell, args.layers, args.optimizer)
             for _ in range(args.warmup):
                 step()
             faults = minor_faults(step, args.steps)
@@ -151,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 tracemalloc.stop()
             print(
-                f"{recipe} ({args.cell}): minor faults per warm step median "
+                f"{recipe} ({args.cell} x{args.layers}): minor faults per warm step median "
                 f"{statistics.median(faults):.0f} "
                 f"[{min(faults)}-{max(faults)}]; tracemalloc peak increase median "
                 f"{statistics.median(rises) / 1024:.1f} KiB [{min(rises) / 1024:.1f}-"

@@ -20,9 +20,12 @@ What comes from the pool (at or above :data:`MIN_ELEMENTS` elements), in every s
   (:func:`bptt._fused_optim.fused_compute`), written into arrays distinct from their inputs:
   the optimizer still holds its previous slots, so they are never handed out again while read.
 
-Not from the pool: bias gradients and anything else under the threshold, and the NumPy
-optimizer path (``optimizer.compute``: RMSprop, AdamW, momentum, weight decay, no Numba).
-Measured with ``benchmarks/alloc_per_step.py``.
+  The NumPy path (``optimizer.compute``: RMSprop, AdamW, momentum, weight decay, no Numba)
+  writes each term of its update into pooled arrays too, and the finiteness check's boolean
+  arrays come from here.
+
+Not from the pool: bias gradients, (B, ·) states and anything else under the threshold.
+Measured with ``benchmarks/alloc_per_step.py`` (``--list`` names what a step still allocates).
 
 :func:`empty` hands out an array of the asked shape and dtype that nobody else holds: the
 pool keeps a reference to every array it made, and an array counts as free again when that
@@ -45,7 +48,9 @@ import threading
 import numpy as np
 
 MIN_ELEMENTS = 1 << 14  # smaller requests bypass the pool (64 KiB in float32)
-PER_SHAPE = 16  # h and c of every layer and direction share a shape
+# h and c of every layer and direction share a shape, and so do the upper layers' V and W with
+# their gradients, new values and two generations of each optimizer slot (16 ran out at 3 layers)
+PER_SHAPE = 64
 MAX_BYTES = 256 << 20
 
 _lock = threading.Lock()

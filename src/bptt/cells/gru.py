@@ -188,7 +188,10 @@ class GRUCell(Cell):
             db, db_hn = sums[G_cols], sums[2 * H : 3 * H]
             dx = None
             if need_dx and cache.x.dtype.kind not in "iu":  # dense: dG (T, B, 3H) copied out
-                dx = input_dx(dA[..., G_cols], cache.x, p["V"], need_dx)
+                dG = np.take(  # (T, B, 3H): dA[..., G_cols], unbuffered into the pool
+                    dA, G_cols, axis=2, mode="clip", out=_workspace.empty((T, B, 3 * H), dA.dtype)
+                )
+                dx = input_dx(dG, cache.x, p["V"], need_dx)
         else:
             dA = self._numpy_backward(dh, hs, gates, p["W"], carry)
             db_hn = dA.reshape(rows, 4 * H)[:, 2 * H : 3 * H].sum(axis=0)  # (H,)
