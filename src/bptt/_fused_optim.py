@@ -182,9 +182,9 @@ def fused_compute(
     gs = tuple(grads[n].reshape(-1) for n in names)
 
     def outputs() -> tuple[np.ndarray, ...]:  # one new array per parameter, from the pool
+        small = _workspace.MIN_ELEMENTS
         return tuple(
-            _workspace.empty(params[n].shape, p.dtype).reshape(-1)
-            for n, p in zip(names, ps, strict=True)
+            np.empty_like(p) if p.size < small else _workspace.empty(p.shape, p.dtype) for p in ps
         )
 
     p2s = outputs()

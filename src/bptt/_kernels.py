@@ -385,12 +385,14 @@ def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     R, M = a.shape
     N = b.shape[1]
     dtype = np.result_type(a, b)
+    # the result from the pool; a small one from NumPy (out=None), without the pool's overhead
+    out = None if M * N < _workspace.MIN_ELEMENTS else _workspace.empty((M, N), dtype)
     if R * M * N < PRODUCT_MIN_MACS:
-        return np.matmul(a.T, b, out=_workspace.empty((M, N), dtype))
+        return np.matmul(a.T, b, out=out)
     blocks = min(product_shards(R * M * N), max(R, 1))
     if blocks <= 1 or LOOP_BLAS_THREADS is None:
         with blas_threads(1 if LOOP_BLAS_THREADS is not None else None):
-            return np.matmul(a.T, b, out=_workspace.empty((M, N), dtype))
+            return np.matmul(a.T, b, out=out)
     partials = _workspace.empty((blocks, M, N), dtype)  # (blocks, M, N)
     bounds = [R * k // blocks for k in range(blocks + 1)]
 
@@ -400,7 +402,7 @@ def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     with blas_threads(1):
         _in_blocks(block, R, blocks)
-    return np.sum(partials, axis=0, out=_workspace.empty((M, N), dtype))
+    return np.sum(partials, axis=0, out=out)
 
 
 @contextmanager

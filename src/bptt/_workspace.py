@@ -85,6 +85,8 @@ def empty(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
 
 def zeros(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
     """:func:`empty` filled with zeros (like ``np.zeros``)."""
+    if math.prod(shape) < MIN_ELEMENTS:
+        return np.zeros(shape, dtype)
     out = empty(shape, dtype)
     out.fill(0)
     return out
@@ -92,7 +94,7 @@ def zeros(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
 
 def contiguous(a: np.ndarray) -> np.ndarray:
     """``np.ascontiguousarray(a)`` whose copy, when one is needed, comes from the pool."""
-    if a.flags.c_contiguous:
+    if a.size < MIN_ELEMENTS or a.flags.c_contiguous:
         return np.ascontiguousarray(a)
     out = empty(a.shape, a.dtype)
     np.copyto(out, a)

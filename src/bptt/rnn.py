@@ -60,10 +60,10 @@ def input_projection(params: Mapping[str, np.ndarray], x: np.ndarray, out: np.nd
         n_in = params["V"].shape[1]
         # mode="raise" would gather into a hidden (T, B, H) buffer; "clip" writes out directly
         # and is the same gather for ids in range (others: as before, an IndexError, or -k
-        # counted from the end)
-        in_range = not x.size or (x.min() >= 0 and x.max() < n_in)
+        # counted from the end; and small gathers, where the two checks cost more)
+        unbuffered = out.size >= _workspace.MIN_ELEMENTS and x.min() >= 0 and x.max() < n_in
         table = _workspace.contiguous(params["V"].T)  # np.take would copy it to C order
-        np.take(table, x, axis=0, out=out, mode="clip" if in_range else "raise")
+        np.take(table, x, axis=0, out=out, mode="clip" if unbuffered else "raise")
     else:
         _kernels.matmul(x.reshape(T * B, -1), params["V"].T, out=out.reshape(T * B, H))
     out += params["b_h"]
