@@ -212,3 +212,24 @@ def test_what_a_training_step_returns_survives_the_next_step() -> None:
             assert a.tobytes() == want[key].tobytes(), f"step {k}: {key}"
     for name, a in model.params.items():
         assert a.tobytes() == reference.params[name].tobytes(), name
+
+
+def test_zeros_and_contiguous_from_the_pool() -> None:
+    """zeros is np.zeros and contiguous is np.ascontiguousarray, their large results pooled."""
+    _workspace.clear()
+    n = _workspace.MIN_ELEMENTS
+    a = np.arange(2.0 * n).reshape(2, n)
+    t = _workspace.contiguous(a.T)
+    np.testing.assert_array_equal(t, np.ascontiguousarray(a.T))
+    assert t.flags.c_contiguous and any(
+        t is p for arrays in _workspace._pool.values() for p in arrays
+    )
+    assert _workspace.contiguous(a) is a
+    small = np.arange(6.0).reshape(2, 3).T
+    np.testing.assert_array_equal(_workspace.contiguous(small), np.ascontiguousarray(small))
+    z = _workspace.empty((n,), np.float64)
+    z.fill(7.0)
+    del z  # back to the pool, dirty
+    np.testing.assert_array_equal(_workspace.zeros((n,), np.float64), np.zeros(n))
+    np.testing.assert_array_equal(_workspace.zeros((3,), np.float32), np.zeros(3, np.float32))
+    _workspace.clear()
