@@ -11,7 +11,8 @@ from bptt import _workspace
 
 def test_a_step_reuses_the_pool_instead_of_allocating() -> None:
     """After the first step, a step of the same shapes takes every large array from the pool
-    (it does not grow), and returns arrays the pool does not hold."""
+    (it does not grow), and returns arrays the pool does not hold (its weights are under
+    MIN_ELEMENTS; larger gradients do come from the pool, see the tests at the end)."""
     _workspace.clear()
     model = bptt.ElmanRNN(9, 64, 9, seed=0)
     rng = np.random.default_rng(0)
@@ -97,4 +98,138 @@ def test_checkpointed_steps_pool_one_segment_not_the_sequence() -> None:
     for name in want.grads:
         np.testing.assert_allclose(got.grads[name], want.grads[name], rtol=1e-10, atol=1e-12)
     assert 0 < pooled_bytes() < full / 3
+    _workspace.clear()
+
+
+# -- parameter-sized arrays: gradients, new weights and optimizer slots ----------------------
+
+# every weight matrix at least MIN_ELEMENTS entries: V (128, 130), W (128, 128), U (130, 128)
+BIG = dict(n_in=130, hidden=128, n_out=130, T=2, B=2)  # few rows: small (T, B, ·) arrays
+POOLED = _workspace.MIN_ELEMENTS
+
+
+def _big_model_and_batches(
+    dtype: type = np.float32,
+) -> tuple[bptt.ElmanRNN, list[tuple[np.ndarray, np.ndarray]]]:
+    model = bptt.ElmanRNN(BIG["n_in"], BIG["hidden"], BIG["n_out"], seed=0, dtype=dtype)
+    for name in ("V", "W", "U"):
+        assert model.params[name].size >= POOLED, name
+    rng = np.random.default_rng(5)
+    shape = (BIG["T"], BIG["B"])
+    batches = [
+        (rng.integers(0, BIG["n_in"], shape), rng.integers(0, BIG["n_out"], shape))
+        for _ in range(6)
+    ]
+    return model, batches
+
+
+def _warm_step_peak_rise(monkeypatch: pytest.MonkeyPatch, *, pool: bool) -> int:
+    """tracemalloc's peak during one warm step (loss_and_grads + guarded_step with Adam and a
+    norm clip, as the charlm recipe) over the traced size just before it, in bytes."""
+    import tracemalloc
+
+    from bptt.optim import guarded_step, make_optimizer
+
+    _workspace.clear()
+    if not pool:
+        monkeypatch.setattr(_workspace, "MIN_ELEMENTS", 1 << 62)
+    model, batches = _big_model_and_batches()
+    opt = make_optimizer("adam", 1e-3)
+
+    def step(k: int) -> None:
+        x, y = batches[k % len(batches)]
+        loss, grads = model.loss_and_grads(x, y)
+        assert guarded_step(opt, model.params, grads, clip_norm=5.0, loss=loss).applied
+
+    for k in range(3):
+        step(k)
+    tracemalloc.start()
+    try:
+        step(3)  # tracemalloc's own tables settle
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        step(4)
+        return tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+        _workspace.clear()
+
+
+def test_a_warm_training_step_allocates_no_pool_sized_array(monkeypatch) -> None:
+    """After warm-up, the gradients, the norm clip's float64 copies, the new weights and the
+    new Adam slots all come from the pool: the step's peak rise (~18 KiB of small arrays and
+    NumPy's buffers) stays below half of one weight matrix (64 KiB in float32), where without
+    the pool it is about a dozen of them."""
+    pytest.importorskip("numba")  # the fused update (the NumPy fallback allocates)
+    one_array = POOLED * 4  # bytes of the smallest pooled float32 array
+    with_pool = _warm_step_peak_rise(monkeypatch, pool=True)
+    without = _warm_step_peak_rise(monkeypatch, pool=False)
+    assert without > 4 * one_array  # the measurement sees fresh arrays when they happen
+    assert with_pool < one_array / 2, f"{with_pool} bytes allocated in a warm step"
+
+
+def test_what_a_training_step_returns_survives_the_next_step() -> None:
+    """Gradients, the optimizer's slots (state_dict) and a fused update's new weights that
+    the caller keeps from step k are untouched by step k+1, though all come from the pool;
+    and the run equals one whose every array is fresh (the pool off)."""
+    pytest.importorskip("numba")
+    from bptt._fused_optim import fused_compute
+    from bptt.optim import guarded_step, make_optimizer
+
+    def run(pool: bool) -> tuple[list, bptt.ElmanRNN]:
+        _workspace.clear()
+        saved = _workspace.MIN_ELEMENTS
+        _workspace.MIN_ELEMENTS = saved if pool else 1 << 62
+        try:
+            model, batches = _big_model_and_batches(np.float64)
+            opt = make_optimizer("adam", 1e-2)
+            kept = []
+            for x, y in batches:
+                loss, grads = model.loss_and_grads(x, y)
+                fused = fused_compute(opt, model.params, grads, None)  # kept, not committed
+                assert fused is not None
+                new_params, new_slots, _ = fused
+                assert guarded_step(opt, model.params, grads, clip_norm=1.0, loss=loss).applied
+                state = opt.state_dict()
+                arrays = {f"grad.{n}": a for n, a in grads.items()}
+                arrays |= {f"new.{n}": a for n, a in new_params.items()}
+                arrays |= {f"new.{s}.{n}": a for s, d in new_slots.items() for n, a in d.items()}
+                arrays |= {f"slot.{k}": v for k, v in state.items() if isinstance(v, np.ndarray)}
+                kept.append((arrays, {k: a.copy() for k, a in arrays.items()}))
+            return kept, model
+        finally:
+            _workspace.MIN_ELEMENTS = saved
+            _workspace.clear()
+
+    pooled, model = run(pool=True)
+    for k, (arrays, copies) in enumerate(pooled):
+        for key, a in arrays.items():
+            np.testing.assert_array_equal(a, copies[key], err_msg=f"step {k}: {key}")
+    fresh, reference = run(pool=False)
+    for k, ((arrays, _), (want, _)) in enumerate(zip(pooled, fresh, strict=True)):
+        assert arrays.keys() == want.keys()
+        for key, a in arrays.items():
+            assert a.tobytes() == want[key].tobytes(), f"step {k}: {key}"
+    for name, a in model.params.items():
+        assert a.tobytes() == reference.params[name].tobytes(), name
+
+
+def test_zeros_and_contiguous_from_the_pool() -> None:
+    """zeros is np.zeros and contiguous is np.ascontiguousarray, their large results pooled."""
+    _workspace.clear()
+    n = _workspace.MIN_ELEMENTS
+    a = np.arange(2.0 * n).reshape(2, n)
+    t = _workspace.contiguous(a.T)
+    np.testing.assert_array_equal(t, np.ascontiguousarray(a.T))
+    assert t.flags.c_contiguous and any(
+        t is p for arrays in _workspace._pool.values() for p in arrays
+    )
+    assert _workspace.contiguous(a) is a
+    small = np.arange(6.0).reshape(2, 3).T
+    np.testing.assert_array_equal(_workspace.contiguous(small), np.ascontiguousarray(small))
+    z = _workspace.empty((n,), np.float64)
+    z.fill(7.0)
+    del z  # back to the pool, dirty
+    np.testing.assert_array_equal(_workspace.zeros((n,), np.float64), np.zeros(n))
+    np.testing.assert_array_equal(_workspace.zeros((3,), np.float32), np.zeros(3, np.float32))
     _workspace.clear()

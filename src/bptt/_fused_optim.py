@@ -8,8 +8,10 @@
 Each kernel computes, element by element, exactly the expression of the NumPy ``_update`` it
 replaces, in the same order and the same dtype (every Python scalar rounded to the array's
 dtype first, as NumPy does with a Python float beside a float32 array), so the results are
-bitwise equal (``tests/test_optim.py`` runs both). It writes into new arrays and reports
-whether every new value is finite, in the same pass; the guard then commits or drops them.
+bitwise equal (``tests/test_optim.py`` runs both). It writes into new arrays (from
+:mod:`bptt._workspace`: the optimizer's previous slots are still held, so they are never handed
+out as outputs, and Numba sees distinct arrays) and reports whether every new value is finite,
+in the same pass; the guard then commits or drops them.
 The NumPy path does the same work in about ten array passes and as many temporaries per
 parameter, which at min-char-rnn's size costs as much as the forward and backward step.
 
@@ -25,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _workspace
 from ._kernels import _load, cached_njit
 from .params import Params
 
@@ -177,7 +180,14 @@ def fused_compute(
     names = list(params)
     ps = tuple(params[n].reshape(-1) for n in names)
     gs = tuple(grads[n].reshape(-1) for n in names)
-    p2s = tuple(np.empty_like(p) for p in ps)
+
+    def outputs() -> tuple[np.ndarray, ...]:  # one new array per parameter, from the pool
+        small = _workspace.MIN_ELEMENTS
+        return tuple(
+            np.empty_like(p) if p.size < small else _workspace.empty(p.shape, p.dtype) for p in ps
+        )
+
+    p2s = outputs()
     f = ps[0].dtype.type  # every scalar rounded to the arrays' dtype, as NumPy does
     c = f(clip_value)
     new_slots: dict[str, dict[str, np.ndarray]] = {s: {} for s in optimizer.slot_names}
@@ -193,11 +203,11 @@ def fused_compute(
         new_slots[s] = {n: a.reshape(params[n].shape) for n, a in zip(names, arrays, strict=True)}
 
     if kind == "adagrad":
-        s2s = tuple(np.empty_like(p) for p in ps)
+        s2s = outputs()
         ok = kernels["adagrad"](ps, gs, slot("sum"), p2s, s2s, f(lr), f(optimizer.eps), c)
         adopt("sum", s2s)
     elif kind == "adam":
-        m2s, v2s = tuple(np.empty_like(p) for p in ps), tuple(np.empty_like(p) for p in ps)
+        m2s, v2s = outputs(), outputs()
         b1, b2 = optimizer.beta1, optimizer.beta2
         bc1, bc2 = 1 - b1**t, 1 - b2**t
         ok = kernels["adam"](

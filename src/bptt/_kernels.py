@@ -212,12 +212,13 @@ def backward_loop(delta: np.ndarray, fprime: np.ndarray, W: np.ndarray, carry: n
 
 
 def scatter_add_rows(n_rows: int, idx: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """S[i] = Σ_{r: idx[r] = i} rows[r]; returns S (n_rows, H) in rows' dtype.
+    """S[i] = Σ_{r: idx[r] = i} rows[r]; returns S (n_rows, H) in rows' dtype, from the
+    workspace.
 
     Numba: one pass in row order. NumPy: a stable sort of the ids once, then one
     ``np.add.reduceat`` over the rows grouped by id (far faster than ``np.add.at``).
     """
-    out = np.zeros((n_rows, rows.shape[1]), dtype=rows.dtype)  # (N, H)
+    out = _workspace.zeros((n_rows, rows.shape[1]), rows.dtype)  # (N, H)
     if rows.shape[0] == 0:
         return out
     if _numba_wanted():
@@ -379,17 +380,21 @@ def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """aᵀ b = Σ_r a[r]ᵀ b[r] for a (R, M), b (R, N) → (M, N): partial sums of row blocks.
 
     The reduction runs over the long axis R (T·B rows), so each core sums its own rows and
-    the few (M, N) partials are added at the end.
+    the few (M, N) partials are added at the end. The result comes from :mod:`bptt._workspace`
+    (a gradient: the caller's to keep, reused only once no one holds it).
     """
     R, M = a.shape
     N = b.shape[1]
+    dtype = np.result_type(a, b)
+    # the result from the pool; a small one from NumPy (out=None), without the pool's overhead
+    out = None if M * N < _workspace.MIN_ELEMENTS else _workspace.empty((M, N), dtype)
     if R * M * N < PRODUCT_MIN_MACS:
-        return a.T @ b
+        return np.matmul(a.T, b, out=out)
     blocks = min(product_shards(R * M * N), max(R, 1))
     if blocks <= 1 or LOOP_BLAS_THREADS is None:
         with blas_threads(1 if LOOP_BLAS_THREADS is not None else None):
-            return a.T @ b
-    partials = _workspace.empty((blocks, M, N), np.result_type(a, b))  # (blocks, M, N)
+            return np.matmul(a.T, b, out=out)
+    partials = _workspace.empty((blocks, M, N), dtype)  # (blocks, M, N)
     bounds = [R * k // blocks for k in range(blocks + 1)]
 
     def block(lo: int, hi: int) -> None:
@@ -398,7 +403,7 @@ def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     with blas_threads(1):
         _in_blocks(block, R, blocks)
-    return partials.sum(axis=0)
+    return np.sum(partials, axis=0, out=out)
 
 
 @contextmanager

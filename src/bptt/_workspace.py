@@ -1,4 +1,4 @@
-"""Reused scratch arrays for a training step's (T, B, ·) temporaries: no page faults per step.
+"""Reused arrays for a training step's temporaries, gradients and updates: no allocation per step.
 
 A step allocates its (T, B, ·) arrays (the hidden states, a gated cell's gates and c, the
 logits and dL/dz, dL/dh from the head, dA, the partial sums of the hoisted products) and
@@ -9,13 +9,32 @@ the kernel answers with a zeroed page: measured at the charlm shape (``getrusage
 docs/benchmarks.md), ~2,950 minor faults and ~5 ms of kernel time per Elman step (13 ms at
 T = 1000), ~3,700 faults and about 8 ms of a 46 ms LSTM step.
 
+What comes from the pool (at or above :data:`MIN_ELEMENTS` elements), in every step:
+
+- the (T, B, ·) temporaries above, the Wᵀ operand copies and the Vᵀ + b gather tables;
+- the parameter-sized gradients the backward returns (dW, dU, dV: from
+  :func:`bptt._kernels.matmul_tn`, or the ids' scatter-add and its transposed copy), and the
+  float64 copy that a float32 gradient's norm is summed in
+  (:meth:`bptt.params.Params.global_norm`, for ``clip_norm``);
+- the new parameters and optimizer slots of the fused update
+  (:func:`bptt._fused_optim.fused_compute`), written into arrays distinct from their inputs:
+  the optimizer still holds its previous slots, so they are never handed out again while read.
+
+  The NumPy path (``optimizer.compute``: RMSprop, AdamW, momentum, weight decay, no Numba)
+  writes each term of its update into pooled arrays too, and the finiteness check's boolean
+  arrays come from here.
+
+Not from the pool: bias gradients, (B, ·) states and anything else under the threshold.
+Measured with ``benchmarks/alloc_per_step.py`` (``--list`` names what a step still allocates).
+
 :func:`empty` hands out an array of the asked shape and dtype that nobody else holds: the
 pool keeps a reference to every array it made, and an array counts as free again when that
 reference is its only one (``sys.getrefcount``: any view, cache or caller that still holds it,
-or a view of it, adds one). So reuse never overwrites a live array, and nothing has to be
-given back explicitly. Requests under :data:`MIN_ELEMENTS` elements are plain ``np.empty``
-(NumPy's small-block cache serves them, and at min-char-rnn's size the pool's lookup would
-cost more than it saves). At most :data:`PER_SHAPE` arrays per (shape, dtype) and
+or a view of it, adds one). So reuse never overwrites a live array (gradients or optimizer
+state that a caller keeps stay as they were), and nothing has to be given back explicitly.
+Requests under :data:`MIN_ELEMENTS` elements are plain ``np.empty`` (NumPy's small-block
+cache serves them, and at min-char-rnn's size the pool's lookup would cost more than it
+saves). At most :data:`PER_SHAPE` arrays per (shape, dtype) and
 :data:`MAX_BYTES` in all are kept; beyond that ``empty`` returns a plain new array.
 :func:`clear` drops the pool.
 """
@@ -29,7 +48,9 @@ import threading
 import numpy as np
 
 MIN_ELEMENTS = 1 << 14  # smaller requests bypass the pool (64 KiB in float32)
-PER_SHAPE = 16  # h and c of every layer and direction share a shape
+# h and c of every layer and direction share a shape, and so do the upper layers' V and W with
+# their gradients, new values and two generations of each optimizer slot (16 ran out at 3 layers)
+PER_SHAPE = 64
 MAX_BYTES = 256 << 20
 
 _lock = threading.Lock()
@@ -60,6 +81,24 @@ def empty(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
             arrays.append(out)
             _bytes += out.nbytes
         return out
+
+
+def zeros(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+    """:func:`empty` filled with zeros (like ``np.zeros``)."""
+    if math.prod(shape) < MIN_ELEMENTS:
+        return np.zeros(shape, dtype)
+    out = empty(shape, dtype)
+    out.fill(0)
+    return out
+
+
+def contiguous(a: np.ndarray) -> np.ndarray:
+    """``np.ascontiguousarray(a)`` whose copy, when one is needed, comes from the pool."""
+    if a.size < MIN_ELEMENTS or a.flags.c_contiguous:
+        return np.ascontiguousarray(a)
+    out = empty(a.shape, a.dtype)
+    np.copyto(out, a)
+    return out
 
 
 def clear() -> None:

@@ -26,13 +26,53 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _workspace
 from ._fused_optim import can_fuse, fused_compute, grad_sum_squares
-from .params import Params
+from .params import Params, all_finite
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
 SCHEDULES: tuple[str, ...] = ("constant", "step", "cosine")
 
 StateValue = np.ndarray | int | float | str | bool
+
+
+def _new(*operands: np.ndarray | float) -> np.ndarray:
+    """The array ``ufunc(*operands)`` would return (NumPy's result dtype and broadcast shape),
+    from :mod:`bptt._workspace`: the updates below write each step into reused arrays."""
+    return _workspace.empty(
+        np.broadcast_shapes(*map(np.shape, operands)), np.result_type(*operands)
+    )
+
+
+def _add(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
+    return np.add(a, b, out=_new(a, b))
+
+
+def _sub(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
+    return np.subtract(a, b, out=_new(a, b))
+
+
+def _mul(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
+    return np.multiply(a, b, out=_new(a, b))
+
+
+def _div(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
+    return np.true_divide(a, b, out=_new(a, b))
+
+
+def _sqrt(a: np.ndarray) -> np.ndarray:
+    return np.sqrt(a, out=_new(a))
+
+
+class _Slots(dict[str, np.ndarray]):
+    """A parameter's slot arrays; a missing one is ``np.zeros_like(p)``."""
+
+    def __init__(self, p: np.ndarray, slots: dict[str, np.ndarray]) -> None:
+        super().__init__(slots)
+        self._p = p
+
+    def __missing__(self, key: str) -> np.ndarray:
+        return np.zeros_like(self._p)
 
 
 def _check_nonneg(name: str, value: float) -> float:
@@ -69,7 +109,9 @@ class Optimizer(ABC):
         """New θ and new slot arrays for one parameter; must not modify its inputs."""
 
     def _slots_for(self, name: str, p: np.ndarray) -> dict[str, np.ndarray]:
-        return {s: self.slots[s].get(name, np.zeros_like(p)) for s in self.slot_names}
+        """The parameter's slot arrays; a slot not yet made reads as zeros, made when read
+        (RMSprop without momentum never reads its momentum slot)."""
+        return _Slots(p, {s: self.slots[s][name] for s in self.slot_names if name in self.slots[s]})
 
     def compute(
         self, params: Params, grads: Params, lr: float | None = None
@@ -171,12 +213,17 @@ class SGD(Optimizer):
         return {**super().hyperparameters(), "momentum": self.momentum, "nesterov": self.nesterov}
 
     def _update(self, p, g, slots, t, lr):  # type: ignore[no-untyped-def]
-        d = g + self.weight_decay * p if self.weight_decay else g
+        # each line the expression in the comment, computed into reused arrays (see _new)
+        d = _add(g, _mul(self.weight_decay, p)) if self.weight_decay else g  # g + λ p
         if self.momentum == 0.0:
-            return p - lr * d, {}
-        buf = d.copy() if t == 1 else self.momentum * slots["momentum"] + d
-        step = d + self.momentum * buf if self.nesterov else buf
-        return p - lr * step, {"momentum": buf}
+            return _sub(p, _mul(lr, d)), {}  # p − η d
+        if t == 1:
+            buf = _new(d)
+            np.copyto(buf, d)
+        else:
+            buf = _add(_mul(self.momentum, slots["momentum"]), d)  # μ m + d
+        step = _add(d, _mul(self.momentum, buf)) if self.nesterov else buf  # d + μ m
+        return _sub(p, _mul(lr, step)), {"momentum": buf}  # p − η step
 
 
 class Adagrad(Optimizer):
@@ -194,9 +241,10 @@ class Adagrad(Optimizer):
 
     def _update(self, p, g, slots, t, lr):  # type: ignore[no-untyped-def]
         if self.weight_decay:
-            g = g + self.weight_decay * p
-        s = slots["sum"] + g * g
-        return p - lr * g / (np.sqrt(s) + self.eps), {"sum": s}
+            g = _add(g, _mul(self.weight_decay, p))  # g + λ p
+        s = _add(slots["sum"], _mul(g, g))  # s + g g
+        # p − η g / (√s + ε)
+        return _sub(p, _div(_mul(lr, g), _add(_sqrt(s), self.eps))), {"sum": s}
 
 
 class RMSprop(Optimizer):
@@ -231,20 +279,21 @@ class RMSprop(Optimizer):
 
     def _update(self, p, g, slots, t, lr):  # type: ignore[no-untyped-def]
         if self.weight_decay:
-            g = g + self.weight_decay * p
-        sq = self.alpha * slots["square_avg"] + (1 - self.alpha) * g * g
+            g = _add(g, _mul(self.weight_decay, p))  # g + λ p
+        a, c = self.alpha, 1 - self.alpha
+        sq = _add(_mul(a, slots["square_avg"]), _mul(_mul(c, g), g))  # α v + (1 − α) g g
         new = {"square_avg": sq}
         if self.centered:
-            ga = self.alpha * slots["grad_avg"] + (1 - self.alpha) * g
-            avg = np.sqrt(sq - ga * ga) + self.eps
+            ga = _add(_mul(a, slots["grad_avg"]), _mul(c, g))  # α ḡ + (1 − α) g
+            avg = _add(_sqrt(_sub(sq, _mul(ga, ga))), self.eps)  # √(v − ḡ ḡ) + ε
             new["grad_avg"] = ga
         else:
-            avg = np.sqrt(sq) + self.eps
+            avg = _add(_sqrt(sq), self.eps)  # √v + ε
         if self.momentum > 0:
-            buf = self.momentum * slots["momentum"] + g / avg
+            buf = _add(_mul(self.momentum, slots["momentum"]), _div(g, avg))  # μ b + g / avg
             new["momentum"] = buf
-            return p - lr * buf, new
-        return p - lr * g / avg, new
+            return _sub(p, _mul(lr, buf)), new  # p − η b
+        return _sub(p, _div(_mul(lr, g), avg)), new  # p − η g / avg
 
 
 class Adam(Optimizer):
@@ -279,15 +328,17 @@ class Adam(Optimizer):
 
     def _update(self, p, g, slots, t, lr):  # type: ignore[no-untyped-def]
         if self.decoupled:
-            p = p * (1 - lr * self.weight_decay)
+            p = _mul(p, 1 - lr * self.weight_decay)  # p (1 − η λ)
         elif self.weight_decay:
-            g = g + self.weight_decay * p
-        m = self.beta1 * slots["exp_avg"] + (1 - self.beta1) * g
-        v = self.beta2 * slots["exp_avg_sq"] + (1 - self.beta2) * g * g
+            g = _add(g, _mul(self.weight_decay, p))  # g + λ p
+        b1, b2 = self.beta1, self.beta2
+        m = _add(_mul(b1, slots["exp_avg"]), _mul(1 - b1, g))  # β₁ m + (1 − β₁) g
+        v = _add(_mul(b2, slots["exp_avg_sq"]), _mul(_mul(1 - b2, g), g))  # β₂ v + (1 − β₂) g g
         bc1 = 1 - self.beta1**t
         bc2 = 1 - self.beta2**t
-        denom = np.sqrt(v) / math.sqrt(bc2) + self.eps
-        return p - (lr / bc1) * m / denom, {"exp_avg": m, "exp_avg_sq": v}
+        denom = _add(_div(_sqrt(v), math.sqrt(bc2)), self.eps)  # √v / √(1 − β₂ᵗ) + ε
+        # p − (η / (1 − β₁ᵗ)) m / denom
+        return _sub(p, _div(_mul(lr / bc1, m), denom)), {"exp_avg": m, "exp_avg_sq": v}
 
 
 class AdamW(Adam):
@@ -475,7 +526,7 @@ def guarded_step(
         else:
             new_params, new_slots = optimizer.compute(params, grads, lr)
             finite = new_params.is_finite() and all(
-                bool(np.isfinite(a).all()) for slot in new_slots.values() for a in slot.values()
+                all_finite(a) for slot in new_slots.values() for a in slot.values()
             )
     if not finite:
         return StepInfo(norm, False, "update would make weights or optimizer state non-finite")

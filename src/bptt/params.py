@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from . import _workspace
+
 PARAM_NAMES: tuple[str, ...] = ("U", "V", "W", "b_h", "b_y")
 _P = TypeVar("_P", bound="Params")
 """The names of a single-layer, one-direction Elman model's parameters."""
@@ -136,7 +138,7 @@ class Params(MutableMapping[str, np.ndarray]):
         return float(np.sqrt(sum(_sum_squares(a) for a in self._arrays.values())))
 
     def is_finite(self) -> bool:
-        return all(bool(np.isfinite(a).all()) for a in self._arrays.values())
+        return all(all_finite(a) for a in self._arrays.values())
 
     def check_shapes(
         self, expected: Mapping[str, tuple[int, ...]], dtype: np.dtype, what: str = "params"
@@ -165,6 +167,11 @@ class Params(MutableMapping[str, np.ndarray]):
                 )
 
 
+def all_finite(a: np.ndarray) -> bool:
+    """``np.isfinite(a).all()``, its boolean array from the workspace (none per call)."""
+    return bool(np.isfinite(a, out=_workspace.empty(a.shape, np.bool_)).all())
+
+
 def _sum_squares(a: np.ndarray) -> float:
     """‖a‖² accumulated in float64 (a float32 array with entries near 1e20 must not overflow).
 
@@ -173,7 +180,11 @@ def _sum_squares(a: np.ndarray) -> float:
     took 17 µs on a quiet 2-core machine but 130–220 µs beside other jobs, waiting for its
     second thread, where ``einsum`` took 26–38 µs either way.
     """
-    flat = a.reshape(-1).astype(np.float64, copy=False)
+    flat = a.reshape(-1)
+    if flat.dtype != np.float64:  # astype(np.float64) into the pool: no allocation per call
+        wide = _workspace.empty(flat.shape, np.float64)
+        np.copyto(wide, flat, casting="unsafe")
+        flat = wide
     if flat.size <= 8192:
         return float(np.dot(flat, flat))
     return float(np.einsum("i,i->", flat, flat))

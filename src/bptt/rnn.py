@@ -56,8 +56,14 @@ def input_projection(params: Mapping[str, np.ndarray], x: np.ndarray, out: np.nd
     """out[t, b] = V x_tb + b_h for every step at once; ids gather columns of V."""
     T, B = x.shape[:2]
     H = params["W"].shape[0]
-    if x.ndim == 2:
-        np.take(params["V"].T, x, axis=0, out=out)  # (T, B, H): row gather of V^T
+    if x.ndim == 2:  # (T, B, H): row gather of V^T
+        n_in = params["V"].shape[1]
+        # mode="raise" would gather into a hidden (T, B, H) buffer; "clip" writes out directly
+        # and is the same gather for ids in range (others: as before, an IndexError, or -k
+        # counted from the end; and small gathers, where the two checks cost more)
+        unbuffered = out.size >= _workspace.MIN_ELEMENTS and x.min() >= 0 and x.max() < n_in
+        table = _workspace.contiguous(params["V"].T)  # np.take would copy it to C order
+        np.take(table, x, axis=0, out=out, mode="clip" if unbuffered else "raise")
     else:
         _kernels.matmul(x.reshape(T * B, -1), params["V"].T, out=out.reshape(T * B, H))
     out += params["b_h"]
@@ -71,7 +77,7 @@ def input_projection_backward(
     delta_rows = delta.reshape(T * B, H)
     if x.ndim == 2:
         dV_t = _kernels.scatter_add_rows(n_in, x.reshape(-1), delta_rows)  # (I, H)
-        dV = np.ascontiguousarray(dV_t.T)
+        dV = _workspace.contiguous(dV_t.T)
     else:
         dV = _kernels.matmul_tn(delta_rows, x.reshape(T * B, -1))  # (H, I)
     return dV, column_sums(delta_rows)
@@ -119,7 +125,7 @@ def recurrent_forward(
     hs = _workspace.empty((T + 1, B, H), params["W"].dtype)  # (T+1, B, H)
     hs[0] = h0
     input_projection(params, x, out=hs[1:])  # hs[t] holds V x_t + b_h until step t
-    W_T = np.ascontiguousarray(params["W"].T)  # (H, H): a plain GEMM operand, no transpose flag
+    W_T = _workspace.contiguous(params["W"].T)  # (H, H): a plain GEMM operand, no transpose flag
     if _kernels.use_time_loop_kernel(B, H):
         _kernels.forward_loop(hs, W_T, activation.name)  # compiled loop, same equation
         return hs, Cache(x=x, hs=hs)

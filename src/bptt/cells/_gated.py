@@ -32,7 +32,8 @@ def project_inputs(
     if x.dtype.kind in "iu":  # token ids: a row gather of the small table Vᵀ + b (I, kH)
         if x.size and (x.min() < 0 or x.max() >= I):
             raise IndexError(f"token ids must be in 0..{I - 1}")
-        return np.take(V.T + b, x, axis=0, out=out, mode="clip")  # clip: checked, unbuffered
+        table = np.add(V.T, b, out=_workspace.empty(V.shape[::-1], np.result_type(V, b)))
+        return np.take(table, x, axis=0, out=out, mode="clip")  # clip: checked, unbuffered
     rows = x.reshape(-1, I)
     G = _kernels.matmul(rows, V.T, out=None if out is None else out.reshape(rows.shape[0], kH))
     G += b
@@ -59,7 +60,7 @@ def input_dV(dG: np.ndarray, x: np.ndarray, n_in: int) -> np.ndarray:
     T, B, G = dG.shape
     rows = dG.reshape(T * B, G)  # (T·B, kH)
     if x.dtype.kind in "iu":
-        return np.ascontiguousarray(_kernels.scatter_add_rows(n_in, x.reshape(-1), rows).T)
+        return _workspace.contiguous(_kernels.scatter_add_rows(n_in, x.reshape(-1), rows).T)
     return _kernels.matmul_tn(rows, x.reshape(T * B, -1))
 
 

@@ -407,16 +407,14 @@ def lstm_backward(
     W_T = _transposed(W)  # (H, 4H)
     dh = np.ascontiguousarray(dh)
     kernel = _kernel("lstm_backward", gates.dtype)
-    db = np.zeros(gates.shape[1:], dtype=np.float64)  # (B, 4H): row b0 per shard
+    db = _workspace.zeros(gates.shape[1:], np.float64)  # (B, 4H): row b0 per shard
     _kernels._run_shards(kernel, gates.shape[1], shards, dA, dh, gates, cs, W_T, carry, dc, db, 0)
     return dA, _shard_sum(db, shards).astype(dA.dtype)
 
 
 def _transposed(W: np.ndarray) -> np.ndarray:
     """Wᵀ as a C-contiguous array from the workspace."""
-    out = _workspace.empty(W.shape[::-1], W.dtype)
-    out[...] = W.T
-    return out
+    return _workspace.contiguous(W.T)
 
 
 def _shard_sum(db: np.ndarray, shards: int) -> np.ndarray:
@@ -447,6 +445,6 @@ def gru_backward(
     W_T = _transposed(W)  # (H, 3H)
     dh = np.ascontiguousarray(dh)
     kernel = _kernel("gru_backward", gates.dtype)
-    db = np.zeros(gates.shape[1:], dtype=np.float64)  # (B, 4H): row b0 per shard
+    db = _workspace.zeros(gates.shape[1:], np.float64)  # (B, 4H): row b0 per shard
     _kernels._run_shards(kernel, gates.shape[1], shards, dA, dh, gates, hs, W_T, carry, db, 0)
     return dA, _shard_sum(db, shards).astype(dA.dtype)

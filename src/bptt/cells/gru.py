@@ -180,11 +180,18 @@ class GRUCell(Cell):
         if shards:  # the factors F_t and Σ dA fused into each shard's loop (same equations)
             dA, sums = _gated_kernels.gru_backward(dh, gates, hs, p["W"], carry, shards)
             # dV over dA's 4H columns (the m block then dropped: no (T, B, 3H) copy of dG)
-            dV = input_dV(dA, cache.x, p["V"].shape[1])[G_cols]  # (3H, I)
+            dV_all = input_dV(dA, cache.x, p["V"].shape[1])  # (4H, I)
+            dV = np.take(  # (3H, I); mode "clip" (ids in range) writes out unbuffered
+                dV_all, G_cols, axis=0, mode="clip",
+                out=_workspace.empty((3 * H, dV_all.shape[1]), dV_all.dtype),
+            )  # fmt: skip
             db, db_hn = sums[G_cols], sums[2 * H : 3 * H]
             dx = None
             if need_dx and cache.x.dtype.kind not in "iu":  # dense: dG (T, B, 3H) copied out
-                dx = input_dx(dA[..., G_cols], cache.x, p["V"], need_dx)
+                dG = np.take(  # (T, B, 3H): dA[..., G_cols], unbuffered into the pool
+                    dA, G_cols, axis=2, mode="clip", out=_workspace.empty((T, B, 3 * H), dA.dtype)
+                )
+                dx = input_dx(dG, cache.x, p["V"], need_dx)
         else:
             dA = self._numpy_backward(dh, hs, gates, p["W"], carry)
             db_hn = dA.reshape(rows, 4 * H)[:, 2 * H : 3 * H].sum(axis=0)  # (H,)
