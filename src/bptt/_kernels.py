@@ -946,7 +946,7 @@ def sharded_backward(
     assert kernels is not None
     _, B, H = delta.shape
     if transposed_product(B, H, shards):
-        kernel, weight = kernels[f"backwardT_{delta.dtype.name}"], np.ascontiguousarray(W.T)
+        kernel, weight = kernels[f"backwardT_{delta.dtype.name}"], _workspace.contiguous(W.T)
     else:
         kernel, weight = kernels[f"backward_{delta.dtype.name}"], np.ascontiguousarray(W)
     _run_shards(kernel, B, shards, delta, hs, weight, carry, ACTIVATION_CODES[activation])
