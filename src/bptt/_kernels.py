@@ -452,7 +452,10 @@ product transposed, S = W h_{t−1}ᵀ (H, rows) and carryᵀ = Wᵀ δ_tᵀ, an
 its rows in cache: OpenBLAS's single-threaded SGEMM runs (H, H) @ (H, rows)ᵀ up to 1.35×
 faster than (rows, H) @ (H, H) at rows = 16–32, H ≥ 256 (the dense and charlm shapes), and
 slower at H = 128 or rows ≤ 8 (docs/benchmarks.md, "How the step uses the cores")."""
-SHARD_MIN_STEP = 1024  # B·H below which one thread runs the loop (thread hand-off dominates)
+SHARD_MIN_STEP = 2048
+"""B·H below which one thread runs the loops (the hand-off costs more than the split saves):
+the quiet ``bench_threads`` run had the sine step (B 32, H 32: B·H = 1024) at 0.31 ms on one
+thread against 0.49 ms in two shards, the long step (B 16, H 128: 2048) at 19.4 against 12.0."""
 
 
 def _cblas_gemm() -> tuple[Any, Any] | None:
