@@ -483,7 +483,8 @@ def _cblas_gemm() -> tuple[Any, Any] | None:
 
 
 def _load_sharded() -> dict[str, Callable[..., Any]] | None:
-    """Compile (lazily, once) the sharded loop kernels; None without Numba or a CBLAS."""
+    """The sharded loop kernels (each compiles at its first call); None without Numba or a
+    working CBLAS GEMM."""
     global _sharded, _sharded_error
     if _sharded is not None or _sharded_error is not None:
         return _sharded
@@ -509,50 +510,43 @@ def _load_sharded() -> dict[str, Callable[..., Any]] | None:
         _sharded[f"backward_{name}"] = jit(_make_backward_shard(gemm, dtype(1), grad))
         _sharded[f"forwardT_{name}"] = jit(_make_forward_shard_t(gemm, dtype(1), act))
         _sharded[f"backwardT_{name}"] = jit(_make_backward_shard_t(gemm, dtype(1), grad))
-    problem = _self_check(_sharded)
+    problem = _gemm_check(gemms)
     if problem:  # e.g. a CBLAS with another integer width under the same symbol name
         _sharded, _sharded_error = None, problem
     return _sharded
 
 
-def _self_check(kernels: dict[str, Callable[..., Any]]) -> str:
-    """Run each compiled loop once on a small problem against NumPy; "" when they agree."""
+def _gemm_check(gemms: tuple[Any, Any]) -> str:
+    """One small product through each CBLAS GEMM, plain and with Bᵀ as the loops call them,
+    against NumPy's; "" when they agree. Catches a CBLAS with another integer width under the
+    same symbol name before any loop relies on it; the loops themselves compile lazily, each
+    at its first use (tests/test_perf_paths.py checks every one against the NumPy loops)."""
     rng = np.random.default_rng(0)
-    for dtype in (np.float32, np.float64):
-        T, B, H = 3, 5, 7
-        W = (0.3 * rng.standard_normal((H, H))).astype(dtype)
-        hs = rng.standard_normal((T + 1, B, H)).astype(dtype)
-        hs0 = hs.copy()
-        ref = hs.copy()
-        for t in range(1, T + 1):
-            ref[t] = np.tanh(ref[t] + ref[t - 1] @ W.T)
-        kernels[f"forward_{np.dtype(dtype).name}"](hs, np.ascontiguousarray(W.T), 1, B, 1)
-        kernels[f"forward_{np.dtype(dtype).name}"](hs, np.ascontiguousarray(W.T), 0, 1, 1)
-        delta = rng.standard_normal((T, B, H)).astype(dtype)
-        carry = rng.standard_normal((B, H)).astype(dtype)
-        delta0, carry0 = delta.copy(), carry.copy()
-        d_ref, c_ref = delta.copy(), carry.copy()
-        for t in range(T - 1, -1, -1):
-            d_ref[t] = (d_ref[t] + c_ref) * (1 - ref[t + 1] ** 2)
-            c_ref = d_ref[t] @ W
-        kernels[f"backward_{np.dtype(dtype).name}"](delta, ref, W, carry, 0, B, 1)
-        hs_t, delta_t, carry_t = hs0.copy(), delta0.copy(), carry0.copy()
-        kernels[f"forwardT_{np.dtype(dtype).name}"](hs_t, W, 0, 2, 1)
-        kernels[f"forwardT_{np.dtype(dtype).name}"](hs_t, W, 2, B, 1)
-        kernels[f"backwardT_{np.dtype(dtype).name}"](
-            delta_t, ref, np.ascontiguousarray(W.T), carry_t, 0, B, 1
-        )
-        tol = 1e-4 if dtype == np.float32 else 1e-12
-        for got, want in (
-            (hs, ref),
-            (delta, d_ref),
-            (carry, c_ref),
-            (hs_t, ref),
-            (delta_t, d_ref),
-            (carry_t, c_ref),
-        ):
-            if not np.allclose(got, want, rtol=tol, atol=tol):
-                return f"the compiled loops disagree with NumPy ({np.dtype(dtype).name})"
+    for dtype, gemm in zip((np.float32, np.float64), gemms, strict=True):
+        a = rng.standard_normal((3, 5)).astype(dtype)  # (M, K)
+        b = rng.standard_normal((5, 4)).astype(dtype)  # (K, N)
+        b_t = np.ascontiguousarray(b.T)  # (N, K)
+        for trans_b, operand in ((111, b), (112, b_t)):
+            c = np.zeros((3, 4), dtype)
+            ldb = 4 if trans_b == 111 else 5
+            gemm(
+                101,
+                111,
+                trans_b,
+                3,
+                4,
+                5,
+                1.0,
+                a.ctypes.data,
+                5,
+                operand.ctypes.data,
+                ldb,
+                0.0,
+                c.ctypes.data,
+                4,
+            )
+            if not np.allclose(c, a @ b, rtol=1e-4, atol=1e-5):
+                return f"NumPy's CBLAS {np.dtype(dtype).name} GEMM disagrees with NumPy's matmul"
     return ""
 
 
