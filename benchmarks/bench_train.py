@@ -20,10 +20,10 @@ alternated and repeated; per-step milliseconds, median [min–max] over rounds:
 
 Every mode also times, inside its own loop, the calls to ``model.forward_backward`` (what
 ``loss_and_grads`` and the trainer's truncated BPTT call): the **core in the loop**, the same
-step at the weights that loop is training. The step's cost depends on the weights (the tanh
-and the softmax's exp take longer on the larger pre-activations of a trained model: at
+step at the weights that loop is training. The step's cost depends on the weights (at
 min-char-rnn's size the core step at the initial weights is ~125 µs, at weights trained for
-3,000 steps ~150 µs), so the trainer's overhead is trainer / its own core in the loop; the
+3,000 steps ~150 µs, mostly in the forward's tanh and the softmax: docs/benchmarks.md), so
+the trainer's overhead is trainer / its own core in the loop; the
 fresh-weight core is shown for comparison with ``bench_step.py``.
 
 Recipes: minchar = Karpathy's min-char-rnn (H 100, T 25, B 1, Adagrad lr 0.1, entries
