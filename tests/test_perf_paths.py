@@ -282,7 +282,8 @@ def test_sharded_matches_numpy_path(
     """Every shard count (uneven splits included) gives the NumPy loops' loss and gradients,
     with the step's product in rows, h W^T, and transposed, W hᵀ (forced either way)."""
     monkeypatch.setattr(_kernels, "TRANSPOSED_MIN_MACS", 0 if transposed else 1 << 62)
-    assert _kernels.transposed_product(7, 33, shards) == transposed
+    monkeypatch.setattr(_kernels, "TRANSPOSED_DTYPES", ("float32", "float64"))
+    assert _kernels.transposed_product(7, 33, shards, np.dtype(dtype)) == transposed
     model, a = _sharded_problem(act, dtype, ids=shards % 2 == 1, rng=rng)
     ref, got = numpy_and_sharded(model, a, shards, _kernels.shard_count)
     tol = 1e-13 if dtype == np.float64 else 2e-5

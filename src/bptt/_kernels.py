@@ -452,6 +452,9 @@ product transposed, S = W h_{t−1}ᵀ (H, rows) and carryᵀ = Wᵀ δ_tᵀ, an
 its rows in cache: OpenBLAS's single-threaded SGEMM runs (H, H) @ (H, rows)ᵀ up to 1.35×
 faster than (rows, H) @ (H, H) at rows = 16–32, H ≥ 256 (the dense and charlm shapes), and
 slower at H = 128 or rows ≤ 8 (docs/benchmarks.md, "How the step uses the cores")."""
+TRANSPOSED_DTYPES = ("float32",)
+"""The dtypes that use the transposed product: in float64 at the dense shape it was ~15%
+slower than the row layout (DGEMM's kernels differ), so float64 keeps rows."""
 SHARD_MIN_STEP = 2048
 """B·H below which one thread runs the loops (the hand-off costs more than the split saves):
 the quiet ``bench_threads`` run had the sine step (B 32, H 32: B·H = 1024) at 0.31 ms on one
@@ -495,21 +498,17 @@ def _load_sharded() -> dict[str, Callable[..., Any]] | None:
     if gemms is None:
         _sharded_error = "no CBLAS GEMM found in NumPy's BLAS (threadpoolctl needed)"
         return None
-    import numba
-
-    # not cached on disk: the loops call a ctypes GEMM, and Numba cannot pickle its pointer
-    jit = numba.njit(cache=False, nogil=True, boundscheck=False, error_model="numpy")
-    inline = numba.njit(inline="always", error_model="numpy")
-    tanh32, tanh64 = inline(_tanh32_py), inline(_tanh64_py)
-    _sharded = {}
-    grad = inline(_activation_grad_py)
-    for dtype, gemm, tanh in ((np.float32, gemms[0], tanh32), (np.float64, gemms[1], tanh64)):
-        act = inline(_make_activation(tanh))
-        name = np.dtype(dtype).name
-        _sharded[f"forward_{name}"] = jit(_make_forward_shard(gemm, dtype(1), act))
-        _sharded[f"backward_{name}"] = jit(_make_backward_shard(gemm, dtype(1), grad))
-        _sharded[f"forwardT_{name}"] = jit(_make_forward_shard_t(gemm, dtype(1), act))
-        _sharded[f"backwardT_{name}"] = jit(_make_backward_shard_t(gemm, dtype(1), grad))
+    _register_compiled_helpers()
+    # cached on disk: the GEMM is an argument (a ctypes function), not a baked-in pointer
+    options = {"nogil": True, "boundscheck": False, "error_model": "numpy"}
+    _sharded = {
+        "gemm_float32": gemms[0],
+        "gemm_float64": gemms[1],
+        "forward": cached_njit(_forward_shard_py, **options),
+        "backward": cached_njit(_backward_shard_py, **options),
+        "forwardT": cached_njit(_forward_shard_t_py, **options),
+        "backwardT": cached_njit(_backward_shard_t_py, **options),
+    }
     problem = _gemm_check(gemms)
     if problem:  # e.g. a CBLAS with another integer width under the same symbol name
         _sharded, _sharded_error = None, problem
@@ -602,18 +601,21 @@ def _tanh64_py(x: float) -> float:  # pragma: no cover - compiled
     return -t if x < 0.0 else t
 
 
-def _make_activation(tanh: Callable[[float], float]) -> Callable[[float, int], float]:
-    def activation(e: float, code: int) -> float:  # pragma: no cover - compiled
-        """f(E) by ACTIVATION_CODES: identity, tanh, relu, sigmoid = ½(1 + tanh(E/2))."""
-        if code == 1:
-            return tanh(e)
-        if code == 2:
-            return e if e > 0 else e * 0
-        if code == 3:
-            return 0.5 * (1 + tanh(0.5 * e))
-        return e
+def _tanh_any(x: float) -> float:  # pragma: no cover - compiled (an overload, per dtype)
+    """tanh in compiled code: :func:`_tanh32_py` for float32 x, :func:`_tanh64_py` otherwise
+    (registered by :func:`_register_compiled_helpers`)."""
+    raise NotImplementedError("compiled only")
 
-    return activation
+
+def _activation_py(e: float, code: int) -> float:  # pragma: no cover - compiled
+    """f(E) by ACTIVATION_CODES: identity, tanh, relu, sigmoid = ½(1 + tanh(E/2))."""
+    if code == 1:
+        return _tanh_any(e)
+    if code == 2:
+        return e if e > 0 else e * 0
+    if code == 3:
+        return 0.5 * (1 + _tanh_any(0.5 * e))
+    return e
 
 
 def _activation_grad_py(h: float, code: int) -> float:  # pragma: no cover - compiled
@@ -627,213 +629,231 @@ def _activation_grad_py(h: float, code: int) -> float:  # pragma: no cover - com
     return h * 0 + 1
 
 
-def _make_forward_shard(
-    gemm: Any, one: Any, activation: Callable[[float, int], float]
-) -> Callable[..., None]:
-    def forward_shard(
-        hs: np.ndarray, W_T: np.ndarray, b0: int, b1: int, code: int
-    ) -> None:  # pragma: no cover - compiled
-        """Rows b0:b1 of hs (T+1, B, H): E_t = hs[t] + h_{t−1} W^T (GEMM, β = 1), h_t = f(E_t).
-
-        hs[t] holds V x_t + b_h on entry (t ≥ 1) and h_t on exit.
-        """
-        T1, B, H = hs.shape
-        rows = b1 - b0
-        flat = hs.reshape(-1)  # (T+1)·B·H, C order
-        base = hs.ctypes.data
-        size = hs.itemsize
-        w = W_T.ctypes.data
-        for t in range(1, T1):
-            prev = ((t - 1) * B + b0) * H
-            cur = (t * B + b0) * H
-            # C (rows, H) ← 1·A (rows, H) @ W^T (H, H) + 1·C, all row-major (CblasRowMajor=101)
-            a_ptr = base + np.uintp(prev * size)
-            c_ptr = base + np.uintp(cur * size)
-            gemm(101, 111, 111, rows, H, H, one, a_ptr, H, w, H, one, c_ptr, H)
-            e = flat[cur : cur + rows * H]  # a view: loops from 0 with no index wrap vectorise
-            if code == 1:  # one loop per activation, so each vectorises
-                for i in range(e.size):
-                    e[i] = activation(e[i], 1)
-            elif code == 2:
-                for i in range(e.size):
-                    e[i] = activation(e[i], 2)
-            elif code == 3:
-                for i in range(e.size):
-                    e[i] = activation(e[i], 3)
-
-    return forward_shard
+_helpers_registered = False
+_activation: Callable[[float, int], float] = _activation_py  # compiled, inlined helpers once
+_activation_grad: Callable[[float, int], float] = _activation_grad_py  # Numba is loaded
 
 
-def _make_backward_shard(
-    gemm: Any, one: Any, grad: Callable[[float, int], float]
-) -> Callable[..., None]:
-    def backward_shard(
-        delta: np.ndarray,
-        hs: np.ndarray,
-        W: np.ndarray,
-        carry: np.ndarray,
-        b0: int,
-        b1: int,
-        code: int,
-    ) -> None:  # pragma: no cover - compiled
-        """Rows b0:b1: δ_t = (dh_t + carry) ⊙ f'(E_t), carry ← δ_t W, for t = T−1..0.
+def _register_compiled_helpers() -> None:
+    """Make the scalar helpers callable (inlined) from the compiled loops, once."""
+    global _helpers_registered
+    if _helpers_registered:
+        return
+    import numba
+    from numba import types
+    from numba.extending import overload
 
-        delta (T, B, H) holds ∂L/∂h_t on entry and δ_t on exit; f'(E_t) is computed from
-        hs[t+1] in the same pass; carry (B, H) holds the gradient on h_T on entry and
-        dL/dh_0 on exit.
-        """
-        T, B, H = delta.shape
-        rows = b1 - b0
-        d = delta.reshape(-1)
-        h = hs.reshape(-1)
-        c = carry.reshape(-1)
-        dbase = delta.ctypes.data
-        cptr = carry.ctypes.data + np.uintp(b0 * H * carry.itemsize)
-        size = delta.itemsize
-        w = W.ctypes.data
-        n = rows * H
-        ct = c[b0 * H : b0 * H + n]  # this shard's rows of the carry
-        for t in range(T - 1, -1, -1):
-            off = (t * B + b0) * H
-            dt = d[off : off + n]  # views: see forward_shard
-            ht = h[off + B * H : off + B * H + n]  # hs[t + 1] = h_t
+    global _activation, _activation_grad
+    inline = numba.njit(inline="always", error_model="numpy")
+    tanh32, tanh64 = inline(_tanh32_py), inline(_tanh64_py)
+
+    @overload(_tanh_any)  # a thin wrapper; the tanh itself is inlined into it
+    def _tanh_overload(x: float) -> Callable[[float], float]:  # x: its Numba type
+        def tanh_f32(x: float) -> float:  # pragma: no cover - compiled
+            return tanh32(x)
+
+        def tanh_f64(x: float) -> float:  # pragma: no cover - compiled
+            return tanh64(x)
+
+        return tanh_f32 if x == types.float32 else tanh_f64
+
+    _activation, _activation_grad = inline(_activation_py), inline(_activation_grad_py)
+    _helpers_registered = True
+
+
+def _forward_shard_py(
+    gemm: Any, hs: np.ndarray, W_T: np.ndarray, b0: int, b1: int, code: int
+) -> None:  # pragma: no cover - compiled
+    """Rows b0:b1 of hs (T+1, B, H): E_t = hs[t] + h_{t−1} W^T (GEMM, β = 1), h_t = f(E_t).
+
+    hs[t] holds V x_t + b_h on entry (t ≥ 1) and h_t on exit.
+    """
+    one = np.ones(1, dtype=hs.dtype)[0]  # 1 in the arrays' dtype (GEMM α, β)
+    T1, B, H = hs.shape
+    rows = b1 - b0
+    flat = hs.reshape(-1)  # (T+1)·B·H, C order
+    base = hs.ctypes.data
+    size = hs.itemsize
+    w = W_T.ctypes.data
+    for t in range(1, T1):
+        prev = ((t - 1) * B + b0) * H
+        cur = (t * B + b0) * H
+        # C (rows, H) ← 1·A (rows, H) @ W^T (H, H) + 1·C, all row-major (CblasRowMajor=101)
+        a_ptr = base + np.uintp(prev * size)
+        c_ptr = base + np.uintp(cur * size)
+        gemm(101, 111, 111, rows, H, H, one, a_ptr, H, w, H, one, c_ptr, H)
+        e = flat[cur : cur + rows * H]  # a view: loops from 0 with no index wrap vectorise
+        if code == 1:  # one loop per activation, so each vectorises
+            for i in range(e.size):
+                e[i] = _activation(e[i], 1)
+        elif code == 2:
+            for i in range(e.size):
+                e[i] = _activation(e[i], 2)
+        elif code == 3:
+            for i in range(e.size):
+                e[i] = _activation(e[i], 3)
+
+
+def _backward_shard_py(
+    gemm: Any,
+    delta: np.ndarray,
+    hs: np.ndarray,
+    W: np.ndarray,
+    carry: np.ndarray,
+    b0: int,
+    b1: int,
+    code: int,
+) -> None:  # pragma: no cover - compiled
+    """Rows b0:b1: δ_t = (dh_t + carry) ⊙ f'(E_t), carry ← δ_t W, for t = T−1..0.
+
+    delta (T, B, H) holds ∂L/∂h_t on entry and δ_t on exit; f'(E_t) is computed from
+    hs[t+1] in the same pass; carry (B, H) holds the gradient on h_T on entry and
+    dL/dh_0 on exit.
+    """
+    one = np.ones(1, dtype=delta.dtype)[0]  # 1 in the arrays' dtype (GEMM α, β)
+    T, B, H = delta.shape
+    rows = b1 - b0
+    d = delta.reshape(-1)
+    h = hs.reshape(-1)
+    c = carry.reshape(-1)
+    dbase = delta.ctypes.data
+    cptr = carry.ctypes.data + np.uintp(b0 * H * carry.itemsize)
+    size = delta.itemsize
+    w = W.ctypes.data
+    n = rows * H
+    ct = c[b0 * H : b0 * H + n]  # this shard's rows of the carry
+    for t in range(T - 1, -1, -1):
+        off = (t * B + b0) * H
+        dt = d[off : off + n]  # views: see forward_shard
+        ht = h[off + B * H : off + B * H + n]  # hs[t + 1] = h_t
+        if code == 1:
+            for i in range(dt.size):
+                dt[i] = (dt[i] + ct[i]) * _activation_grad(ht[i], 1)
+        elif code == 2:
+            for i in range(dt.size):
+                dt[i] = (dt[i] + ct[i]) * _activation_grad(ht[i], 2)
+        elif code == 3:
+            for i in range(dt.size):
+                dt[i] = (dt[i] + ct[i]) * _activation_grad(ht[i], 3)
+        else:
+            for i in range(dt.size):
+                dt[i] = dt[i] + ct[i]
+        d_ptr = dbase + np.uintp(off * size)
+        gemm(101, 111, 111, rows, H, H, one, d_ptr, H, w, H, one * 0, cptr, H)
+
+
+def _forward_shard_t_py(
+    gemm: Any, hs: np.ndarray, W: np.ndarray, b0: int, b1: int, code: int
+) -> None:  # pragma: no cover - compiled
+    """Rows b0:b1 of hs (T+1, B, H): S = W h_{t−1}ᵀ (H, rows), E_t = hs[t] + Sᵀ,
+    h_t = f(E_t); hs[t] holds V x_t + b_h on entry (t ≥ 1) and h_t on exit."""
+    one = np.ones(1, dtype=hs.dtype)[0]  # 1 in the arrays' dtype (GEMM α, β)
+    T1, B, H = hs.shape
+    rows = b1 - b0
+    flat = hs.reshape(-1)
+    base = hs.ctypes.data
+    size = hs.itemsize
+    S = np.empty(H * rows, dtype=hs.dtype)  # (H, rows): W h_{t-1}ᵀ
+    s_ptr = S.ctypes.data
+    w = W.ctypes.data
+    for t in range(1, T1):
+        prev = ((t - 1) * B + b0) * H
+        cur = (t * B + b0) * H
+        # S (H, rows) ← W (H, H) @ h_{t−1}ᵀ: row-major, h's block read transposed
+        gemm(
+            101,
+            111,
+            112,
+            H,
+            rows,
+            H,
+            one,
+            w,
+            H,
+            base + np.uintp(prev * size),
+            H,
+            one * 0,
+            s_ptr,
+            rows,
+        )
+        for b in range(rows):  # E_t = hs[t] + Sᵀ: S read across its rows, in cache
+            e = flat[cur + b * H : cur + b * H + H]
+            for k in range(H):
+                e[k] += S[k * rows + b]
+        e = flat[cur : cur + rows * H]  # then f over the contiguous block, vectorised
+        if code == 1:
+            for i in range(e.size):
+                e[i] = _activation(e[i], 1)
+        elif code == 2:
+            for i in range(e.size):
+                e[i] = _activation(e[i], 2)
+        elif code == 3:
+            for i in range(e.size):
+                e[i] = _activation(e[i], 3)
+
+
+def _backward_shard_t_py(
+    gemm: Any,
+    delta: np.ndarray,
+    hs: np.ndarray,
+    W_T: np.ndarray,
+    carry: np.ndarray,
+    b0: int,
+    b1: int,
+    code: int,
+) -> None:  # pragma: no cover - compiled
+    """Rows b0:b1: δ_t = (dh_t + carry) ⊙ f'(E_t), carryᵀ ← Wᵀ δ_tᵀ (H, rows)."""
+    one = np.ones(1, dtype=delta.dtype)[0]  # 1 in the arrays' dtype (GEMM α, β)
+    T, B, H = delta.shape
+    rows = b1 - b0
+    d = delta.reshape(-1)
+    h = hs.reshape(-1)
+    c = carry.reshape(-1)
+    dbase = delta.ctypes.data
+    size = delta.itemsize
+    S = np.empty(H * rows, dtype=delta.dtype)  # (H, rows): carryᵀ
+    for b in range(rows):
+        for k in range(H):
+            S[k * rows + b] = c[(b0 + b) * H + k]
+    s_ptr = S.ctypes.data
+    w = W_T.ctypes.data
+    for t in range(T - 1, -1, -1):
+        off = (t * B + b0) * H
+        for b in range(rows):
+            dt = d[off + b * H : off + b * H + H]
+            ht = h[off + B * H + b * H : off + B * H + b * H + H]  # hs[t + 1] = h_t
             if code == 1:
-                for i in range(dt.size):
-                    dt[i] = (dt[i] + ct[i]) * grad(ht[i], 1)
-            elif code == 2:
-                for i in range(dt.size):
-                    dt[i] = (dt[i] + ct[i]) * grad(ht[i], 2)
-            elif code == 3:
-                for i in range(dt.size):
-                    dt[i] = (dt[i] + ct[i]) * grad(ht[i], 3)
-            else:
-                for i in range(dt.size):
-                    dt[i] = dt[i] + ct[i]
-            d_ptr = dbase + np.uintp(off * size)
-            gemm(101, 111, 111, rows, H, H, one, d_ptr, H, w, H, one * 0, cptr, H)
-
-    return backward_shard
-
-
-def _make_forward_shard_t(
-    gemm: Any, one: Any, activation: Callable[[float, int], float]
-) -> Callable[..., None]:
-    def forward_shard_t(
-        hs: np.ndarray, W: np.ndarray, b0: int, b1: int, code: int
-    ) -> None:  # pragma: no cover - compiled
-        """Rows b0:b1 of hs (T+1, B, H): S = W h_{t−1}ᵀ (H, rows), E_t = hs[t] + Sᵀ,
-        h_t = f(E_t); hs[t] holds V x_t + b_h on entry (t ≥ 1) and h_t on exit."""
-        T1, B, H = hs.shape
-        rows = b1 - b0
-        flat = hs.reshape(-1)
-        base = hs.ctypes.data
-        size = hs.itemsize
-        S = np.empty(H * rows, dtype=hs.dtype)  # (H, rows): W h_{t-1}ᵀ
-        s_ptr = S.ctypes.data
-        w = W.ctypes.data
-        for t in range(1, T1):
-            prev = ((t - 1) * B + b0) * H
-            cur = (t * B + b0) * H
-            # S (H, rows) ← W (H, H) @ h_{t−1}ᵀ: row-major, h's block read transposed
-            gemm(
-                101,
-                111,
-                112,
-                H,
-                rows,
-                H,
-                one,
-                w,
-                H,
-                base + np.uintp(prev * size),
-                H,
-                one * 0,
-                s_ptr,
-                rows,
-            )
-            for b in range(rows):  # E_t = hs[t] + Sᵀ: S read across its rows, in cache
-                e = flat[cur + b * H : cur + b * H + H]
                 for k in range(H):
-                    e[k] += S[k * rows + b]
-            e = flat[cur : cur + rows * H]  # then f over the contiguous block, vectorised
-            if code == 1:
-                for i in range(e.size):
-                    e[i] = activation(e[i], 1)
+                    dt[k] = (dt[k] + S[k * rows + b]) * _activation_grad(ht[k], 1)
             elif code == 2:
-                for i in range(e.size):
-                    e[i] = activation(e[i], 2)
+                for k in range(H):
+                    dt[k] = (dt[k] + S[k * rows + b]) * _activation_grad(ht[k], 2)
             elif code == 3:
-                for i in range(e.size):
-                    e[i] = activation(e[i], 3)
-
-    return forward_shard_t
-
-
-def _make_backward_shard_t(
-    gemm: Any, one: Any, grad: Callable[[float, int], float]
-) -> Callable[..., None]:
-    def backward_shard_t(
-        delta: np.ndarray,
-        hs: np.ndarray,
-        W_T: np.ndarray,
-        carry: np.ndarray,
-        b0: int,
-        b1: int,
-        code: int,
-    ) -> None:  # pragma: no cover - compiled
-        """Rows b0:b1: δ_t = (dh_t + carry) ⊙ f'(E_t), carryᵀ ← Wᵀ δ_tᵀ (H, rows)."""
-        T, B, H = delta.shape
-        rows = b1 - b0
-        d = delta.reshape(-1)
-        h = hs.reshape(-1)
-        c = carry.reshape(-1)
-        dbase = delta.ctypes.data
-        size = delta.itemsize
-        S = np.empty(H * rows, dtype=delta.dtype)  # (H, rows): carryᵀ
-        for b in range(rows):
-            for k in range(H):
-                S[k * rows + b] = c[(b0 + b) * H + k]
-        s_ptr = S.ctypes.data
-        w = W_T.ctypes.data
-        for t in range(T - 1, -1, -1):
-            off = (t * B + b0) * H
-            for b in range(rows):
-                dt = d[off + b * H : off + b * H + H]
-                ht = h[off + B * H + b * H : off + B * H + b * H + H]  # hs[t + 1] = h_t
-                if code == 1:
-                    for k in range(H):
-                        dt[k] = (dt[k] + S[k * rows + b]) * grad(ht[k], 1)
-                elif code == 2:
-                    for k in range(H):
-                        dt[k] = (dt[k] + S[k * rows + b]) * grad(ht[k], 2)
-                elif code == 3:
-                    for k in range(H):
-                        dt[k] = (dt[k] + S[k * rows + b]) * grad(ht[k], 3)
-                else:
-                    for k in range(H):
-                        dt[k] = dt[k] + S[k * rows + b]
-            # S (H, rows) ← Wᵀ (H, H) @ δ_tᵀ
-            gemm(
-                101,
-                111,
-                112,
-                H,
-                rows,
-                H,
-                one,
-                w,
-                H,
-                dbase + np.uintp(off * size),
-                H,
-                one * 0,
-                s_ptr,
-                rows,
-            )
-        for b in range(rows):
-            for k in range(H):
-                c[(b0 + b) * H + k] = S[k * rows + b]
-
-    return backward_shard_t
+                for k in range(H):
+                    dt[k] = (dt[k] + S[k * rows + b]) * _activation_grad(ht[k], 3)
+            else:
+                for k in range(H):
+                    dt[k] = dt[k] + S[k * rows + b]
+        # S (H, rows) ← Wᵀ (H, H) @ δ_tᵀ
+        gemm(
+            101,
+            111,
+            112,
+            H,
+            rows,
+            H,
+            one,
+            w,
+            H,
+            dbase + np.uintp(off * size),
+            H,
+            one * 0,
+            s_ptr,
+            rows,
+        )
+    for b in range(rows):
+        for k in range(H):
+            c[(b0 + b) * H + k] = S[k * rows + b]
 
 
 def shard_count(batch: int, hidden: int) -> int:
@@ -909,10 +929,11 @@ def _run_shards(kernel: Callable[..., None], batch: int, shards: int, *args: Any
             f.result()
 
 
-def transposed_product(batch: int, hidden: int, shards: int) -> bool:
+def transposed_product(batch: int, hidden: int, shards: int, dtype: np.dtype) -> bool:
     """Whether the sharded loops compute their step's product transposed (see
-    :data:`TRANSPOSED_MIN_MACS`)."""
-    return (batch // shards) * hidden * hidden >= TRANSPOSED_MIN_MACS
+    :data:`TRANSPOSED_MIN_MACS` and :data:`TRANSPOSED_DTYPES`)."""
+    big = (batch // shards) * hidden * hidden >= TRANSPOSED_MIN_MACS
+    return big and np.dtype(dtype).name in TRANSPOSED_DTYPES
 
 
 def sharded_forward(
@@ -923,11 +944,12 @@ def sharded_forward(
     kernels = _load_sharded()
     assert kernels is not None
     _, B, H = hs.shape
-    if transposed_product(B, H, shards):
-        kernel, weight = kernels[f"forwardT_{hs.dtype.name}"], W
+    gemm = kernels[f"gemm_{hs.dtype.name}"]
+    if transposed_product(B, H, shards, hs.dtype):
+        kernel, weight = kernels["forwardT"], W
     else:
-        kernel, weight = kernels[f"forward_{hs.dtype.name}"], W_T
-    _run_shards(kernel, B, shards, hs, weight, ACTIVATION_CODES[activation])
+        kernel, weight = kernels["forward"], W_T
+    _run_shards(kernel, B, shards, gemm, hs, weight, ACTIVATION_CODES[activation])
 
 
 def sharded_backward(
@@ -942,11 +964,12 @@ def sharded_backward(
     kernels = _load_sharded()
     assert kernels is not None
     _, B, H = delta.shape
-    if transposed_product(B, H, shards):
-        kernel, weight = kernels[f"backwardT_{delta.dtype.name}"], _workspace.contiguous(W.T)
+    gemm = kernels[f"gemm_{delta.dtype.name}"]
+    if transposed_product(B, H, shards, delta.dtype):
+        kernel, weight = kernels["backwardT"], _workspace.contiguous(W.T)
     else:
-        kernel, weight = kernels[f"backward_{delta.dtype.name}"], np.ascontiguousarray(W)
-    _run_shards(kernel, B, shards, delta, hs, weight, carry, ACTIVATION_CODES[activation])
+        kernel, weight = kernels["backward"], np.ascontiguousarray(W)
+    _run_shards(kernel, B, shards, gemm, delta, hs, weight, carry, ACTIVATION_CODES[activation])
 
 
 BACKEND_FROM_ENV = os.environ.get("BPTT_KERNELS", "auto")
