@@ -39,6 +39,7 @@ against PyTorch autograd in float64).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -61,22 +62,18 @@ def _load() -> dict[str, Callable[..., Any]] | None:
         return None
     import numba
 
-    jit = numba.njit(cache=False, nogil=True, boundscheck=False, error_model="numpy")
-    inline = numba.njit(inline="always", error_model="numpy")
-    _compiled = {}
-    quarters = inline(_quarters_py)
-    for dtype, gemm, tanh_py in (
-        (np.float32, gemms[0], _kernels._tanh32_py),
-        (np.float64, gemms[1], _kernels._tanh64_py),
-    ):
-        tanh = inline(tanh_py)
-        name = np.dtype(dtype).name
-        one, zero = dtype(1), dtype(0)
-        q = quarters
-        _compiled[f"lstm_forward_{name}"] = jit(_make_lstm_forward(gemm, tanh, q, one, zero))
-        _compiled[f"lstm_backward_{name}"] = jit(_make_lstm_backward(gemm, tanh, q, one, zero))
-        _compiled[f"gru_forward_{name}"] = jit(_make_gru_forward(gemm, tanh, q, one, zero))
-        _compiled[f"gru_backward_{name}"] = jit(_make_gru_backward(gemm, q, one, zero))
+    global _quarters
+    _quarters = numba.njit(inline="always", error_model="numpy")(_quarters_py)
+    # cached on disk: the GEMM is an argument (a ctypes function), not a baked-in pointer
+    options = {"nogil": True, "boundscheck": False, "error_model": "numpy"}
+    _compiled = {
+        "gemm_float32": gemms[0],
+        "gemm_float64": gemms[1],
+        "lstm_forward": _kernels.cached_njit(_lstm_forward_py, **options),
+        "lstm_backward": _kernels.cached_njit(_lstm_backward_py, **options),
+        "gru_forward": _kernels.cached_njit(_gru_forward_py, **options),
+        "gru_backward": _kernels.cached_njit(_gru_backward_py, **options),
+    }
     return _compiled
 
 
@@ -98,276 +95,274 @@ def _quarters_py(a: np.ndarray, start: int, H: int) -> tuple[np.ndarray, ...]:  
     )
 
 
+_quarters: Callable[..., Any] = _quarters_py  # the compiled, inlined helper once loaded
+_tanh = _kernels._tanh_any  # tanh per dtype in compiled code (an overload, see _kernels)
+
+
 # CBLAS enums: CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112
 
 
-def _make_lstm_forward(
-    gemm: Any, tanh: Callable[[float], float], quarters: Any, one: Any, zero: Any
-) -> Any:
-    def lstm_forward_shard(
-        gates: np.ndarray,
-        hs: np.ndarray,
-        cs: np.ndarray,
-        W: np.ndarray,
-        b0: int,
-        b1: int,
-        code: int,
-    ) -> None:  # pragma: no cover - compiled
-        """Rows b0:b1 of the LSTM forward: gates (T, B, 4H) hold G_t on entry, [i f g o] on
-        exit; hs, cs (T+1, B, H) hold h_0, c_0 in row 0 and h_t, c_t in row t on exit.
-        W (4H, H) C-contiguous; ``code`` is unused (the shard runner's slot)."""
-        T, B, G4 = gates.shape
-        H = G4 // 4
-        n = b1 - b0
-        gflat = gates.reshape(-1)
-        hflat = hs.reshape(-1)
-        cflat = cs.reshape(-1)
-        size = gates.itemsize
-        S = np.empty(G4 * n, dtype=gates.dtype)  # (4H, rows): W h_{t-1}ᵀ
-        s_ptr = S.ctypes.data
-        half = one / (one + one)
-        for t in range(T):
-            g_off = (t * B + b0) * G4
-            h_prev = (t * B + b0) * H
-            h_next = h_prev + B * H
-            # S (4H, rows) ← W (4H, H) · h_{t-1}ᵀ, then added onto G_t row by row
-            h_ptr = hs.ctypes.data + np.uintp(h_prev * size)
-            gemm(101, 111, 112, G4, n, H, one, W.ctypes.data, H, h_ptr, H, zero, s_ptr, n)
-            for j0 in range(0, G4, 16):  # in column blocks: each S row stays in cache
-                w = min(16, G4 - j0)
-                for b in range(n):
-                    row = gflat[g_off + b * G4 + j0 : g_off + b * G4 + j0 + w]
-                    col = S[j0 * n + b :]
-                    for j in range(w):
-                        row[j] += col[j * n]
+def _lstm_forward_py(
+    gemm: Any,
+    gates: np.ndarray,
+    hs: np.ndarray,
+    cs: np.ndarray,
+    W: np.ndarray,
+    b0: int,
+    b1: int,
+    code: int,
+) -> None:  # pragma: no cover - compiled
+    """Rows b0:b1 of the LSTM forward: gates (T, B, 4H) hold G_t on entry, [i f g o] on
+    exit; hs, cs (T+1, B, H) hold h_0, c_0 in row 0 and h_t, c_t in row t on exit.
+    W (4H, H) C-contiguous; ``code`` is unused (the shard runner's slot)."""
+    one = np.ones(1, dtype=gates.dtype)[0]  # 1 and 0 in the arrays' dtype
+    zero = one * 0
+    T, B, G4 = gates.shape
+    H = G4 // 4
+    n = b1 - b0
+    gflat = gates.reshape(-1)
+    hflat = hs.reshape(-1)
+    cflat = cs.reshape(-1)
+    size = gates.itemsize
+    S = np.empty(G4 * n, dtype=gates.dtype)  # (4H, rows): W h_{t-1}ᵀ
+    s_ptr = S.ctypes.data
+    half = one / (one + one)
+    for t in range(T):
+        g_off = (t * B + b0) * G4
+        h_prev = (t * B + b0) * H
+        h_next = h_prev + B * H
+        # S (4H, rows) ← W (4H, H) · h_{t-1}ᵀ, then added onto G_t row by row
+        h_ptr = hs.ctypes.data + np.uintp(h_prev * size)
+        gemm(101, 111, 112, G4, n, H, one, W.ctypes.data, H, h_ptr, H, zero, s_ptr, n)
+        for j0 in range(0, G4, 16):  # in column blocks: each S row stays in cache
+            w = min(16, G4 - j0)
             for b in range(n):
-                o0 = g_off + b * G4
-                ai, af, ag, ao = quarters(gflat, o0, H)  # views from 0: the loop vectorises
-                cp = cflat[h_prev + b * H : h_prev + (b + 1) * H]
-                cn = cflat[h_next + b * H : h_next + (b + 1) * H]
-                hn = hflat[h_next + b * H : h_next + (b + 1) * H]
-                for j in range(H):
-                    i = half + half * tanh(half * ai[j])
-                    f = half + half * tanh(half * af[j])
-                    g = tanh(ag[j])
-                    o = half + half * tanh(half * ao[j])
-                    c = f * cp[j] + i * g
-                    ai[j] = i
-                    af[j] = f
-                    ag[j] = g
-                    ao[j] = o
-                    cn[j] = c
-                    hn[j] = o * tanh(c)
-
-    return lstm_forward_shard
-
-
-def _make_lstm_backward(
-    gemm: Any, tanh: Callable[[float], float], quarters: Any, one: Any, zero: Any
-) -> Any:
-    def lstm_backward_shard(
-        dA: np.ndarray,
-        dh: np.ndarray,
-        gates: np.ndarray,
-        cs: np.ndarray,
-        W_T: np.ndarray,
-        carry: np.ndarray,
-        dc: np.ndarray,
-        db: np.ndarray,
-        b0: int,
-        b1: int,
-        code: int,
-    ) -> None:  # pragma: no cover - compiled
-        """Rows b0:b1 of the LSTM backward, t = T−1..0: dA (T, B, 4H) written; dh (T, B, H)
-        and gates, cs read; carry, dc (B, H) hold ∂L/∂h_T, ∂L/∂c_T from beyond on entry and
-        ∂L/∂h_0, ∂L/∂c_0 on exit; db[b0] (B, 4H) float64 zeros on entry gets Σ_t Σ_rows dA_t.
-        W_T = Wᵀ (H, 4H) C-contiguous; ``code`` unused."""
-        T, B, G4 = dA.shape
-        H = G4 // 4
-        n = b1 - b0
-        aflat = dA.reshape(-1)
-        gflat = gates.reshape(-1)
-        dflat = dh.reshape(-1)
-        cflat = cs.reshape(-1)
-        size = dA.itemsize
-        ch = carry.reshape(-1)[b0 * H : b1 * H]  # this shard's rows, (rows·H,)
-        dcs = dc.reshape(-1)[b0 * H : b1 * H]
-        C = np.empty(H * n, dtype=dA.dtype)  # (H, rows): Wᵀ dA_tᵀ
-        c_ptr = C.ctypes.data
-        si, sf, sg, so = quarters(db[b0], 0, H)  # (4H,) float64: this shard's bias gradient
-        for t in range(T - 1, -1, -1):
-            g_off = (t * B + b0) * G4
-            h_off = (t * B + b0) * H
-            c_prev = h_off
-            c_now = h_off + B * H
-            for b in range(n):
-                o0 = g_off + b * G4
-                gi, gf, gg, go = quarters(gflat, o0, H)
-                di, df, dg, do = quarters(aflat, o0, H)
-                dht = dflat[h_off + b * H : h_off + (b + 1) * H]
-                cp = cflat[c_prev + b * H : c_prev + (b + 1) * H]
-                cn = cflat[c_now + b * H : c_now + (b + 1) * H]
-                car = ch[b * H : (b + 1) * H]
-                dcb = dcs[b * H : (b + 1) * H]
-                for j in range(H):
-                    i, f, g, o = gi[j], gf[j], gg[j], go[j]
-                    k = tanh(cn[j])
-                    tot = dht[j] + car[j]  # ∂L/∂h_t
-                    d = dcb[j] + tot * o * (one - k * k)  # ∂L/∂c_t
-                    ai = d * g * i * (one - i)
-                    af = d * cp[j] * f * (one - f)
-                    ag = d * i * (one - g * g)
-                    ao = tot * k * o * (one - o)
-                    di[j] = ai
-                    df[j] = af
-                    dg[j] = ag
-                    do[j] = ao
-                    si[j] += ai
-                    sf[j] += af
-                    sg[j] += ag
-                    so[j] += ao
-                    dcb[j] = d * f  # the cell path: ∂L/∂c_{t-1}
-            # C (H, rows) ← Wᵀ (H, 4H) · dA_tᵀ, then back into this shard's rows of the carry
-            a_ptr = dA.ctypes.data + np.uintp(g_off * size)
-            gemm(101, 111, 112, H, n, G4, one, W_T.ctypes.data, G4, a_ptr, G4, zero, c_ptr, n)
-            for b in range(n):
-                row = ch[b * H : (b + 1) * H]
-                col = C[b:]
-                for j in range(H):
-                    row[j] = col[j * n]
-
-    return lstm_backward_shard
+                row = gflat[g_off + b * G4 + j0 : g_off + b * G4 + j0 + w]
+                col = S[j0 * n + b :]
+                for j in range(w):
+                    row[j] += col[j * n]
+        for b in range(n):
+            o0 = g_off + b * G4
+            ai, af, ag, ao = _quarters(gflat, o0, H)  # views from 0: the loop vectorises
+            cp = cflat[h_prev + b * H : h_prev + (b + 1) * H]
+            cn = cflat[h_next + b * H : h_next + (b + 1) * H]
+            hn = hflat[h_next + b * H : h_next + (b + 1) * H]
+            for j in range(H):
+                i = half + half * _tanh(half * ai[j])
+                f = half + half * _tanh(half * af[j])
+                g = _tanh(ag[j])
+                o = half + half * _tanh(half * ao[j])
+                c = f * cp[j] + i * g
+                ai[j] = i
+                af[j] = f
+                ag[j] = g
+                ao[j] = o
+                cn[j] = c
+                hn[j] = o * _tanh(c)
 
 
-def _make_gru_forward(
-    gemm: Any, tanh: Callable[[float], float], quarters: Any, one: Any, zero: Any
-) -> Any:
-    def gru_forward_shard(
-        G: np.ndarray,
-        gates: np.ndarray,
-        hs: np.ndarray,
-        W: np.ndarray,
-        b_hn: np.ndarray,
-        b0: int,
-        b1: int,
-        code: int,
-    ) -> None:  # pragma: no cover - compiled
-        """Rows b0:b1 of the GRU forward: G (T, B, 3H) = V x_t + b read; gates (T, B, 4H)
-        [r z m n] and hs[1:] (T+1, B, H) written; W (3H, H) C-contiguous."""
-        T, B, G3 = G.shape
-        H = G3 // 3
-        n = b1 - b0
-        Gf = G.reshape(-1)
-        gflat = gates.reshape(-1)
-        hflat = hs.reshape(-1)
-        size = hs.itemsize
-        S = np.empty(G3 * n, dtype=G.dtype)  # (3H, rows): W h_{t-1}ᵀ
-        s_ptr = S.ctypes.data
-        R = np.empty(G3, dtype=G.dtype)  # one row of S, transposed back
-        half = one / (one + one)
-        for t in range(T):
-            x_off = (t * B + b0) * G3
-            g_off = (t * B + b0) * 4 * H
-            h_prev = (t * B + b0) * H
-            h_next = h_prev + B * H
-            h_ptr = hs.ctypes.data + np.uintp(h_prev * size)
-            gemm(101, 111, 112, G3, n, H, one, W.ctypes.data, H, h_ptr, H, zero, s_ptr, n)
-            for b in range(n):
-                col = S[b:]
-                for j in range(G3):
-                    R[j] = col[j * n]
-                xr = Gf[x_off + b * G3 : x_off + b * G3 + H]
-                xz = Gf[x_off + b * G3 + H : x_off + b * G3 + 2 * H]
-                xn = Gf[x_off + b * G3 + 2 * H : x_off + (b + 1) * G3]
-                o0 = g_off + b * 4 * H
-                gr, gz, gm, gn = quarters(gflat, o0, H)
-                hp = hflat[h_prev + b * H : h_prev + (b + 1) * H]
-                hn = hflat[h_next + b * H : h_next + (b + 1) * H]
-                Rr = R[:H]
-                Rz = R[H : 2 * H]
-                Rn = R[2 * H :]
-                for j in range(H):
-                    r = half + half * tanh(half * (xr[j] + Rr[j]))
-                    z = half + half * tanh(half * (xz[j] + Rz[j]))
-                    m = Rn[j] + b_hn[j]
-                    nn = tanh(xn[j] + r * m)
-                    gr[j] = r
-                    gz[j] = z
-                    gm[j] = m
-                    gn[j] = nn
-                    hn[j] = nn + z * (hp[j] - nn)
+def _lstm_backward_py(
+    gemm: Any,
+    dA: np.ndarray,
+    dh: np.ndarray,
+    gates: np.ndarray,
+    cs: np.ndarray,
+    W_T: np.ndarray,
+    carry: np.ndarray,
+    dc: np.ndarray,
+    db: np.ndarray,
+    b0: int,
+    b1: int,
+    code: int,
+) -> None:  # pragma: no cover - compiled
+    """Rows b0:b1 of the LSTM backward, t = T−1..0: dA (T, B, 4H) written; dh (T, B, H)
+    and gates, cs read; carry, dc (B, H) hold ∂L/∂h_T, ∂L/∂c_T from beyond on entry and
+    ∂L/∂h_0, ∂L/∂c_0 on exit; db[b0] (B, 4H) float64 zeros on entry gets Σ_t Σ_rows dA_t.
+    W_T = Wᵀ (H, 4H) C-contiguous; ``code`` unused."""
+    one = np.ones(1, dtype=dA.dtype)[0]  # 1 and 0 in the arrays' dtype
+    zero = one * 0
+    T, B, G4 = dA.shape
+    H = G4 // 4
+    n = b1 - b0
+    aflat = dA.reshape(-1)
+    gflat = gates.reshape(-1)
+    dflat = dh.reshape(-1)
+    cflat = cs.reshape(-1)
+    size = dA.itemsize
+    ch = carry.reshape(-1)[b0 * H : b1 * H]  # this shard's rows, (rows·H,)
+    dcs = dc.reshape(-1)[b0 * H : b1 * H]
+    C = np.empty(H * n, dtype=dA.dtype)  # (H, rows): Wᵀ dA_tᵀ
+    c_ptr = C.ctypes.data
+    si, sf, sg, so = _quarters(db[b0], 0, H)  # (4H,) float64: this shard's bias gradient
+    for t in range(T - 1, -1, -1):
+        g_off = (t * B + b0) * G4
+        h_off = (t * B + b0) * H
+        c_prev = h_off
+        c_now = h_off + B * H
+        for b in range(n):
+            o0 = g_off + b * G4
+            gi, gf, gg, go = _quarters(gflat, o0, H)
+            di, df, dg, do = _quarters(aflat, o0, H)
+            dht = dflat[h_off + b * H : h_off + (b + 1) * H]
+            cp = cflat[c_prev + b * H : c_prev + (b + 1) * H]
+            cn = cflat[c_now + b * H : c_now + (b + 1) * H]
+            car = ch[b * H : (b + 1) * H]
+            dcb = dcs[b * H : (b + 1) * H]
+            for j in range(H):
+                i, f, g, o = gi[j], gf[j], gg[j], go[j]
+                k = _tanh(cn[j])
+                tot = dht[j] + car[j]  # ∂L/∂h_t
+                d = dcb[j] + tot * o * (one - k * k)  # ∂L/∂c_t
+                ai = d * g * i * (one - i)
+                af = d * cp[j] * f * (one - f)
+                ag = d * i * (one - g * g)
+                ao = tot * k * o * (one - o)
+                di[j] = ai
+                df[j] = af
+                dg[j] = ag
+                do[j] = ao
+                si[j] += ai
+                sf[j] += af
+                sg[j] += ag
+                so[j] += ao
+                dcb[j] = d * f  # the cell path: ∂L/∂c_{t-1}
+        # C (H, rows) ← Wᵀ (H, 4H) · dA_tᵀ, then back into this shard's rows of the carry
+        a_ptr = dA.ctypes.data + np.uintp(g_off * size)
+        gemm(101, 111, 112, H, n, G4, one, W_T.ctypes.data, G4, a_ptr, G4, zero, c_ptr, n)
+        for b in range(n):
+            row = ch[b * H : (b + 1) * H]
+            col = C[b:]
+            for j in range(H):
+                row[j] = col[j * n]
 
-    return gru_forward_shard
+
+def _gru_forward_py(
+    gemm: Any,
+    G: np.ndarray,
+    gates: np.ndarray,
+    hs: np.ndarray,
+    W: np.ndarray,
+    b_hn: np.ndarray,
+    b0: int,
+    b1: int,
+    code: int,
+) -> None:  # pragma: no cover - compiled
+    """Rows b0:b1 of the GRU forward: G (T, B, 3H) = V x_t + b read; gates (T, B, 4H)
+    [r z m n] and hs[1:] (T+1, B, H) written; W (3H, H) C-contiguous."""
+    one = np.ones(1, dtype=gates.dtype)[0]  # 1 and 0 in the arrays' dtype
+    zero = one * 0
+    T, B, G3 = G.shape
+    H = G3 // 3
+    n = b1 - b0
+    Gf = G.reshape(-1)
+    gflat = gates.reshape(-1)
+    hflat = hs.reshape(-1)
+    size = hs.itemsize
+    S = np.empty(G3 * n, dtype=G.dtype)  # (3H, rows): W h_{t-1}ᵀ
+    s_ptr = S.ctypes.data
+    R = np.empty(G3, dtype=G.dtype)  # one row of S, transposed back
+    half = one / (one + one)
+    for t in range(T):
+        x_off = (t * B + b0) * G3
+        g_off = (t * B + b0) * 4 * H
+        h_prev = (t * B + b0) * H
+        h_next = h_prev + B * H
+        h_ptr = hs.ctypes.data + np.uintp(h_prev * size)
+        gemm(101, 111, 112, G3, n, H, one, W.ctypes.data, H, h_ptr, H, zero, s_ptr, n)
+        for b in range(n):
+            col = S[b:]
+            for j in range(G3):
+                R[j] = col[j * n]
+            xr = Gf[x_off + b * G3 : x_off + b * G3 + H]
+            xz = Gf[x_off + b * G3 + H : x_off + b * G3 + 2 * H]
+            xn = Gf[x_off + b * G3 + 2 * H : x_off + (b + 1) * G3]
+            o0 = g_off + b * 4 * H
+            gr, gz, gm, gn = _quarters(gflat, o0, H)
+            hp = hflat[h_prev + b * H : h_prev + (b + 1) * H]
+            hn = hflat[h_next + b * H : h_next + (b + 1) * H]
+            Rr = R[:H]
+            Rz = R[H : 2 * H]
+            Rn = R[2 * H :]
+            for j in range(H):
+                r = half + half * _tanh(half * (xr[j] + Rr[j]))
+                z = half + half * _tanh(half * (xz[j] + Rz[j]))
+                m = Rn[j] + b_hn[j]
+                nn = _tanh(xn[j] + r * m)
+                gr[j] = r
+                gz[j] = z
+                gm[j] = m
+                gn[j] = nn
+                hn[j] = nn + z * (hp[j] - nn)
 
 
-def _make_gru_backward(gemm: Any, quarters: Any, one: Any, zero: Any) -> Any:
-    def gru_backward_shard(
-        dA: np.ndarray,
-        dh: np.ndarray,
-        gates: np.ndarray,
-        hs: np.ndarray,
-        W_T: np.ndarray,
-        carry: np.ndarray,
-        db: np.ndarray,
-        b0: int,
-        b1: int,
-        code: int,
-    ) -> None:  # pragma: no cover - compiled
-        """Rows b0:b1 of the GRU backward, t = T−1..0: dA (T, B, 4H) [da_r da_z dm da_n]
-        written; dh (T, B, H), gates, hs read; carry (B, H) holds ∂L/∂h_T from beyond on
-        entry, ∂L/∂h_0 on exit; db[b0] (B, 4H) float64 zeros on entry gets Σ_t Σ_rows dA_t.
-        W_T = Wᵀ (H, 3H) C-contiguous."""
-        T, B, G4 = dA.shape
-        H = G4 // 4
-        n = b1 - b0
-        aflat = dA.reshape(-1)
-        gflat = gates.reshape(-1)
-        dflat = dh.reshape(-1)
-        hflat = hs.reshape(-1)
-        size = dA.itemsize
-        ch = carry.reshape(-1)[b0 * H : b1 * H]
-        C = np.empty(H * n, dtype=dA.dtype)  # (H, rows): Wᵀ dR_tᵀ
-        Z = np.empty(H * n, dtype=dA.dtype)  # (rows, H): dh ⊙ z, the direct path
-        c_ptr = C.ctypes.data
-        sr, sz, sm, sn = quarters(db[b0], 0, H)  # (4H,) float64: this shard's Σ dA
-        for t in range(T - 1, -1, -1):
-            g_off = (t * B + b0) * G4
-            h_off = (t * B + b0) * H
-            for b in range(n):
-                o0 = g_off + b * G4
-                gr, gz, gm, gn = quarters(gflat, o0, H)
-                dr, dz, dm, dn = quarters(aflat, o0, H)
-                dht = dflat[h_off + b * H : h_off + (b + 1) * H]
-                hp = hflat[h_off + b * H : h_off + (b + 1) * H]
-                car = ch[b * H : (b + 1) * H]
-                zb = Z[b * H : (b + 1) * H]
-                for j in range(H):
-                    r, z, m, nn = gr[j], gz[j], gm[j], gn[j]
-                    tot = dht[j] + car[j]  # ∂L/∂h_t
-                    fn = tot * (one - z) * (one - nn * nn)  # da_n
-                    fm = fn * r
-                    fr = fm * m * (one - r)
-                    fz = tot * (hp[j] - nn) * z * (one - z)
-                    dn[j] = fn
-                    dm[j] = fm
-                    dr[j] = fr
-                    dz[j] = fz
-                    sr[j] += fr
-                    sz[j] += fz
-                    sm[j] += fm
-                    sn[j] += fn
-                    zb[j] = tot * z
-            # C (H, rows) ← Wᵀ (H, 3H) · dR_tᵀ with dR_t = dA_t[:, :3H] (row stride 4H)
-            a_ptr = dA.ctypes.data + np.uintp(g_off * size)
-            gemm(101, 111, 112, H, n, 3 * H, one, W_T.ctypes.data, 3 * H, a_ptr, G4, zero, c_ptr, n)
-            for b in range(n):
-                row = ch[b * H : (b + 1) * H]
-                zb = Z[b * H : (b + 1) * H]
-                col = C[b:]
-                for j in range(H):
-                    row[j] = zb[j] + col[j * n]
-
-    return gru_backward_shard
+def _gru_backward_py(
+    gemm: Any,
+    dA: np.ndarray,
+    dh: np.ndarray,
+    gates: np.ndarray,
+    hs: np.ndarray,
+    W_T: np.ndarray,
+    carry: np.ndarray,
+    db: np.ndarray,
+    b0: int,
+    b1: int,
+    code: int,
+) -> None:  # pragma: no cover - compiled
+    """Rows b0:b1 of the GRU backward, t = T−1..0: dA (T, B, 4H) [da_r da_z dm da_n]
+    written; dh (T, B, H), gates, hs read; carry (B, H) holds ∂L/∂h_T from beyond on
+    entry, ∂L/∂h_0 on exit; db[b0] (B, 4H) float64 zeros on entry gets Σ_t Σ_rows dA_t.
+    W_T = Wᵀ (H, 3H) C-contiguous."""
+    one = np.ones(1, dtype=dA.dtype)[0]  # 1 and 0 in the arrays' dtype
+    zero = one * 0
+    T, B, G4 = dA.shape
+    H = G4 // 4
+    n = b1 - b0
+    aflat = dA.reshape(-1)
+    gflat = gates.reshape(-1)
+    dflat = dh.reshape(-1)
+    hflat = hs.reshape(-1)
+    size = dA.itemsize
+    ch = carry.reshape(-1)[b0 * H : b1 * H]
+    C = np.empty(H * n, dtype=dA.dtype)  # (H, rows): Wᵀ dR_tᵀ
+    Z = np.empty(H * n, dtype=dA.dtype)  # (rows, H): dh ⊙ z, the direct path
+    c_ptr = C.ctypes.data
+    sr, sz, sm, sn = _quarters(db[b0], 0, H)  # (4H,) float64: this shard's Σ dA
+    for t in range(T - 1, -1, -1):
+        g_off = (t * B + b0) * G4
+        h_off = (t * B + b0) * H
+        for b in range(n):
+            o0 = g_off + b * G4
+            gr, gz, gm, gn = _quarters(gflat, o0, H)
+            dr, dz, dm, dn = _quarters(aflat, o0, H)
+            dht = dflat[h_off + b * H : h_off + (b + 1) * H]
+            hp = hflat[h_off + b * H : h_off + (b + 1) * H]
+            car = ch[b * H : (b + 1) * H]
+            zb = Z[b * H : (b + 1) * H]
+            for j in range(H):
+                r, z, m, nn = gr[j], gz[j], gm[j], gn[j]
+                tot = dht[j] + car[j]  # ∂L/∂h_t
+                fn = tot * (one - z) * (one - nn * nn)  # da_n
+                fm = fn * r
+                fr = fm * m * (one - r)
+                fz = tot * (hp[j] - nn) * z * (one - z)
+                dn[j] = fn
+                dm[j] = fm
+                dr[j] = fr
+                dz[j] = fz
+                sr[j] += fr
+                sz[j] += fz
+                sm[j] += fm
+                sn[j] += fn
+                zb[j] = tot * z
+        # C (H, rows) ← Wᵀ (H, 3H) · dR_tᵀ with dR_t = dA_t[:, :3H] (row stride 4H)
+        a_ptr = dA.ctypes.data + np.uintp(g_off * size)
+        gemm(101, 111, 112, H, n, 3 * H, one, W_T.ctypes.data, 3 * H, a_ptr, G4, zero, c_ptr, n)
+        for b in range(n):
+            row = ch[b * H : (b + 1) * H]
+            zb = Z[b * H : (b + 1) * H]
+            col = C[b:]
+            for j in range(H):
+                row[j] = zb[j] + col[j * n]
 
 
 # -- dispatch -------------------------------------------------------------------------------
@@ -376,7 +371,7 @@ def _make_gru_backward(gemm: Any, quarters: Any, one: Any, zero: Any) -> Any:
 def _kernel(name: str, dtype: np.dtype) -> Callable[..., Any]:
     kernels = _load()
     assert kernels is not None
-    return kernels[f"{name}_{dtype.name}"]
+    return functools.partial(kernels[name], kernels[f"gemm_{dtype.name}"])
 
 
 def lstm_forward(
