@@ -79,13 +79,13 @@ def carried_bytes(
         "rflo": 3 * H * Q,
         "tbptt": int(k) * (Q + H) + 2 * H,
     }.get(name, dense)  # snap-n (n >= 2), dense storage: as RTRL
-    blocks = max(rtrl._BLOCK_BYTES, B * H * H * itemsize) if per_stream == dense else 0
     n = _snap_n(name)
     if n is not None and n >= 2 and w_mask is not None:
         nnz = int(snap_pattern(np.asarray(w_mask, dtype=bool), n).sum())
-        if nnz <= SPARSE_BELOW * H * H:
-            per_stream = 2 * nnz * (Q + 1) + H * Q  # two (nnz, Q + 1) buffers and f' ⊗ ĥ
-            blocks = 0
+        if nnz <= SPARSE_BELOW * H * H:  # two (nnz, Q + 1) buffers and f' ⊗ ĥ
+            return itemsize * B * (2 * nnz * (Q + 1) + H * Q)
+    rtrl_chunk = name == "rtrl" or (n is not None and n >= 2)  # RTRL's run, A_s in blocks
+    blocks = max(rtrl._BLOCK_BYTES, B * H * H * itemsize) if rtrl_chunk else 0
     return itemsize * B * per_stream + blocks
 
 
