@@ -630,8 +630,26 @@ def _activation_grad_py(h: float, code: int) -> float:  # pragma: no cover - com
 
 
 _helpers_registered = False
-_activation: Callable[[float, int], float] = _activation_py  # compiled, inlined helpers once
-_activation_grad: Callable[[float, int], float] = _activation_grad_py  # Numba is loaded
+
+
+def _activate_block_py(e: np.ndarray, code: int) -> None:  # pragma: no cover - compiled
+    """e ← f(e) in place over a contiguous 1-D view (a view from 0: no index wrap, so each
+    activation's loop vectorises; one loop per activation for the same reason)."""
+    if code == 1:
+        for i in range(e.size):
+            e[i] = _activation(e[i], 1)
+    elif code == 2:
+        for i in range(e.size):
+            e[i] = _activation(e[i], 2)
+    elif code == 3:
+        for i in range(e.size):
+            e[i] = _activation(e[i], 3)
+
+
+# compiled, inlined helpers once Numba is loaded (_register_compiled_helpers)
+_activation: Callable[[float, int], float] = _activation_py
+_activation_grad: Callable[[float, int], float] = _activation_grad_py
+_activate_block: Callable[[np.ndarray, int], None] = _activate_block_py
 
 
 def _register_compiled_helpers() -> None:
@@ -643,7 +661,7 @@ def _register_compiled_helpers() -> None:
     from numba import types
     from numba.extending import overload
 
-    global _activation, _activation_grad
+    global _activation, _activation_grad, _activate_block
     inline = numba.njit(inline="always", error_model="numpy")
     tanh32, tanh64 = inline(_tanh32_py), inline(_tanh64_py)
 
@@ -658,6 +676,7 @@ def _register_compiled_helpers() -> None:
         return tanh_f32 if x == types.float32 else tanh_f64
 
     _activation, _activation_grad = inline(_activation_py), inline(_activation_grad_py)
+    _activate_block = inline(_activate_block_py)  # after _activation, which it calls
     _helpers_registered = True
 
 
@@ -682,16 +701,7 @@ def _forward_shard_py(
         a_ptr = base + np.uintp(prev * size)
         c_ptr = base + np.uintp(cur * size)
         gemm(101, 111, 111, rows, H, H, one, a_ptr, H, w, H, one, c_ptr, H)
-        e = flat[cur : cur + rows * H]  # a view: loops from 0 with no index wrap vectorise
-        if code == 1:  # one loop per activation, so each vectorises
-            for i in range(e.size):
-                e[i] = _activation(e[i], 1)
-        elif code == 2:
-            for i in range(e.size):
-                e[i] = _activation(e[i], 2)
-        elif code == 3:
-            for i in range(e.size):
-                e[i] = _activation(e[i], 3)
+        _activate_block(flat[cur : cur + rows * H], code)  # h_t = f(E_t)
 
 
 def _backward_shard_py(
@@ -780,16 +790,7 @@ def _forward_shard_t_py(
             e = flat[cur + b * H : cur + b * H + H]
             for k in range(H):
                 e[k] += S[k * rows + b]
-        e = flat[cur : cur + rows * H]  # then f over the contiguous block, vectorised
-        if code == 1:
-            for i in range(e.size):
-                e[i] = _activation(e[i], 1)
-        elif code == 2:
-            for i in range(e.size):
-                e[i] = _activation(e[i], 2)
-        elif code == 3:
-            for i in range(e.size):
-                e[i] = _activation(e[i], 3)
+        _activate_block(flat[cur : cur + rows * H], code)  # then f over the block
 
 
 def _backward_shard_t_py(
