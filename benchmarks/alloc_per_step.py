@@ -37,32 +37,18 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
+sys.path.insert(0, str(HERE))
 
-RECIPES: dict[str, dict[str, Any]] = {
-    "charlm": dict(hidden=256, seq_len=100, batch=32, optimizer="adam", lr=2e-3, clip=5.0),
-    "minchar": dict(
-        hidden=100, seq_len=25, batch=1, optimizer="adagrad", lr=0.1, clip=0.0, clip_value=5.0
-    ),
-}
+from bench_train import RECIPES, recipe_config  # noqa: E402
 
 
 def make_step(
     recipe: str, out: Path, cell: str, layers: int, optimizer: str | None
 ) -> Callable[[], Any]:
-    from bptt.training import TrainConfig, Trainer
+    from bptt.training import Trainer
 
-    cfg = TrainConfig(
-        task="charlm",
-        steps=10**9,
-        eval_every=10**9,
-        sample_every=0,
-        checkpoint_every=10**9,
-        plot=False,
-        out=str(out / recipe),
-        cell=cell,
-        layers=layers,
-        **(RECIPES[recipe] | ({} if optimizer is None else {"optimizer": optimizer})),
-    )
+    chosen = {} if optimizer is None else {"optimizer": optimizer}
+    cfg = recipe_config(recipe, out / recipe, cell=cell, layers=layers, **chosen)
     trainer = Trainer(cfg, echo=None)
     return trainer.train_step
 

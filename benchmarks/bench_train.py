@@ -64,24 +64,33 @@ RECIPES: dict[str, dict[str, Any]] = {
 MODES = ("core", "trained", "bare", "trainer")
 
 
+def recipe_config(recipe: str, out: Path, **overrides: Any) -> Any:
+    """The recipe's ``TrainConfig`` on the built-in corpus, training only: evaluation,
+    sampling, checkpoints and plots set beyond any timed step (also used by
+    ``alloc_per_step.py``)."""
+    from bptt.training import TrainConfig
+
+    return TrainConfig(
+        task="charlm",
+        steps=10**9,
+        eval_every=10**9,
+        sample_every=0,
+        checkpoint_every=10**9,
+        plot=False,
+        out=str(out),
+        **(RECIPES[recipe] | overrides),
+    )
+
+
 def child(mode: str, recipe: str, steps: int, warmup: int) -> dict[str, object]:
     """Per-step ms of ``steps`` steps after ``warmup`` ones, in this (fresh) process."""
     from bptt.data.text import stream_batches
     from bptt.optim import clip_grad_norm, clip_grad_value, make_optimizer
-    from bptt.training import CharStreamSource, TrainConfig, Trainer
+    from bptt.training import CharStreamSource, Trainer
 
     out = Path(tempfile.mkdtemp(prefix="bench_train_"))
     try:
-        cfg = TrainConfig(
-            task="charlm",
-            steps=10**9,
-            eval_every=10**9,
-            sample_every=0,
-            checkpoint_every=10**9,
-            plot=False,
-            out=str(out / "run"),
-            **RECIPES[recipe],
-        )
+        cfg = recipe_config(recipe, out / "run")
         trainer = Trainer(cfg, echo=None)
         inner = trainer.model.forward_backward
         core_s = 0.0  # seconds inside forward_backward (the core in the loop)
