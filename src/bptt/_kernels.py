@@ -646,10 +646,19 @@ def _activate_block_py(e: np.ndarray, code: int) -> None:  # pragma: no cover - 
             e[i] = _activation(e[i], 3)
 
 
+def _gemm_times_rows_t_py(
+    gemm: Any, m_ptr: Any, x_ptr: Any, s_ptr: Any, H: int, rows: int, one: Any
+) -> None:  # pragma: no cover - compiled
+    """S (H, rows) ← M (H, H) @ Xᵀ for a row-major (rows, H) block X, all C order: the
+    transposed loops' step product (CblasRowMajor = 101, NoTrans = 111, Trans = 112)."""
+    gemm(101, 111, 112, H, rows, H, one, m_ptr, H, x_ptr, H, one * 0, s_ptr, rows)
+
+
 # compiled, inlined helpers once Numba is loaded (_register_compiled_helpers)
 _activation: Callable[[float, int], float] = _activation_py
 _activation_grad: Callable[[float, int], float] = _activation_grad_py
 _activate_block: Callable[[np.ndarray, int], None] = _activate_block_py
+_gemm_times_rows_t: Callable[..., None] = _gemm_times_rows_t_py
 
 
 def _register_compiled_helpers() -> None:
@@ -661,7 +670,7 @@ def _register_compiled_helpers() -> None:
     from numba import types
     from numba.extending import overload
 
-    global _activation, _activation_grad, _activate_block
+    global _activation, _activation_grad, _activate_block, _gemm_times_rows_t
     inline = numba.njit(inline="always", error_model="numpy")
     tanh32, tanh64 = inline(_tanh32_py), inline(_tanh64_py)
 
@@ -677,6 +686,7 @@ def _register_compiled_helpers() -> None:
 
     _activation, _activation_grad = inline(_activation_py), inline(_activation_grad_py)
     _activate_block = inline(_activate_block_py)  # after _activation, which it calls
+    _gemm_times_rows_t = inline(_gemm_times_rows_t_py)
     _helpers_registered = True
 
 
@@ -770,22 +780,7 @@ def _forward_shard_t_py(
         prev = ((t - 1) * B + b0) * H
         cur = (t * B + b0) * H
         # S (H, rows) ← W (H, H) @ h_{t−1}ᵀ: row-major, h's block read transposed
-        gemm(
-            101,
-            111,
-            112,
-            H,
-            rows,
-            H,
-            one,
-            w,
-            H,
-            base + np.uintp(prev * size),
-            H,
-            one * 0,
-            s_ptr,
-            rows,
-        )
+        _gemm_times_rows_t(gemm, w, base + np.uintp(prev * size), s_ptr, H, rows, one)
         for b in range(rows):  # E_t = hs[t] + Sᵀ: S read across its rows, in cache
             e = flat[cur + b * H : cur + b * H + H]
             for k in range(H):
@@ -836,22 +831,7 @@ def _backward_shard_t_py(
                 for k in range(H):
                     dt[k] = dt[k] + S[k * rows + b]
         # S (H, rows) ← Wᵀ (H, H) @ δ_tᵀ
-        gemm(
-            101,
-            111,
-            112,
-            H,
-            rows,
-            H,
-            one,
-            w,
-            H,
-            dbase + np.uintp(off * size),
-            H,
-            one * 0,
-            s_ptr,
-            rows,
-        )
+        _gemm_times_rows_t(gemm, w, dbase + np.uintp(off * size), s_ptr, H, rows, one)
     for b in range(rows):
         for k in range(H):
             c[(b0 + b) * H + k] = S[k * rows + b]
