@@ -50,18 +50,18 @@ def profile_deep(name: str, reps: int) -> list[tuple[str, float, float]]:
     weight = np.full((s.T, B), 1.0 / B, np.float32)
     yy = y.astype(np.intp)
     states = model.split_state(None, B)
-    sweep = model._forward(params, x, states)
-    z = model._head(params, sweep.top)
+    sweep = model.forward_layers(params, x, states)
+    z = model.head_logits(params, sweep.top)
     _, dz = model.head.loss_and_dz(z.copy(), yy, weight)
     no_carry = [None] * len(model.layers)
     phases: list[tuple[str, Callable[[], object], float]] = [
         ("whole step (loss_and_grads)", lambda: model.loss_and_grads(x, y), s.flops()),
-        ("forward through the layers", lambda: model._forward(params, x, states), 0.0),
-        ("head: output projection", lambda: model._head(params, sweep.top), 0.0),
+        ("forward through the layers", lambda: model.forward_layers(params, x, states), 0.0),
+        ("head: output projection", lambda: model.head_logits(params, sweep.top), 0.0),
         ("softmax + cross-entropy + dz", lambda: model.head.loss_and_dz(z.copy(), yy, weight), 0.0),
         (
             "backward through head and layers",
-            lambda: model._backward(params, sweep, dz, no_carry),
+            lambda: model.backward_layers(params, sweep, dz, no_carry),
             0.0,
         ),
     ]

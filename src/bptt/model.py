@@ -10,7 +10,7 @@ Layer l = 0..L−1, direction d (0 forward, 1 reverse, when bidirectional):
 For one Elman layer in one direction this is the seed's E_t = V x_t + W h_{t-1} + b_h,
 h_t = f_h(E_t), ŷ_t = f_y(U h_t + b_y), with parameters ``U V W b_h b_y``.
 
-This module holds the ONE forward → head → backward sequence (:meth:`RNN._sweep`); the full,
+This module holds the ONE forward → head → backward sequence (:meth:`RNN.sweep`); the full,
 recompute (:mod:`bptt.algorithms.recompute`) and truncated (:mod:`bptt.algorithms.truncated`)
 schedules and the diagnostics all run through it.
 """
@@ -412,14 +412,19 @@ class RNN:
 
     # -- the one forward, head and backward ---------------------------------------------------
 
-    def _forward(
+    def forward_layers(
         self,
         params: Mapping[str, np.ndarray],
         x: np.ndarray,
         states: Sequence[np.ndarray],
         keep: bool = True,
     ) -> Sweep:
-        """The layers over a validated sequence x (T, B, I) or (T, B) ids, from ``states``."""
+        """The layers over a validated sequence x (T, B, I) or (T, B) ids, from ``states``.
+
+        Public to the package: algorithms and diagnostics run the model through this, the
+        head (:meth:`head_logits`) and :meth:`backward_layers`; ``states`` comes from
+        :meth:`split_state`. ``keep=False`` drops the caches (no backward will follow).
+        """
         if self.simple:  # one layer, one direction: the loop below without its bookkeeping
             layer = self.layers[0]
             h, s_last, cache = layer.cell.forward(layer.take(params), x, states[0])
@@ -444,11 +449,11 @@ class RNN:
             layer_in = outs[0] if D == 1 else np.concatenate(outs, axis=-1)  # (T, B, D·H)
         return Sweep(inputs=inputs, caches=caches, finals=finals, top=layer_in)
 
-    def _head(self, params: Mapping[str, np.ndarray], top: np.ndarray) -> np.ndarray:
+    def head_logits(self, params: Mapping[str, np.ndarray], top: np.ndarray) -> np.ndarray:
         """z_t = U x^L_t + b_y for every step at once: (T, B, D·H) → (T, B, O)."""
         return output_forward(params, top)
 
-    def _backward(
+    def backward_layers(
         self,
         params: Mapping[str, np.ndarray],
         sweep: Sweep,
@@ -503,7 +508,7 @@ class RNN:
         ordered = {name: grads[name] for name in self._shapes}
         return ordered, ds0
 
-    def _sweep(
+    def sweep(
         self,
         params: Mapping[str, np.ndarray],
         x: np.ndarray,
@@ -517,11 +522,11 @@ class RNN:
         Returns:
             ``(loss, grads, ds0, finals)``: per layer-direction dL/ds_0 and s_T, each (B, S).
         """
-        sweep = self._forward(params, x, states)
-        z = self._head(params, sweep.top)  # (T, B, O)
+        sweep = self.forward_layers(params, x, states)
+        z = self.head_logits(params, sweep.top)  # (T, B, O)
         loss, dz = self.head.loss_and_dz(z, y, weight)
         del z
-        grads, ds0 = self._backward(params, sweep, dz, ds_last)
+        grads, ds0 = self.backward_layers(params, sweep, dz, ds_last)
         return loss, grads, ds0, sweep.finals
 
     # -- validated entry points ---------------------------------------------------------------
@@ -540,8 +545,8 @@ class RNN:
         """
         params = self.validated_params()
         x_arr = check_inputs(x, self.input_size, self.dtype)
-        sweep = self._forward(params, x_arr, self.split_state(h0, x_arr.shape[1]), keep=False)
-        return self._head(params, sweep.top), self.join_state(sweep.finals)
+        sweep = self.forward_layers(params, x_arr, self.split_state(h0, x_arr.shape[1]), keep=False)
+        return self.head_logits(params, sweep.top), self.join_state(sweep.finals)
 
     def hidden_states(self, x: object, h0: object = None) -> np.ndarray:
         """The top layer's states.
@@ -553,7 +558,7 @@ class RNN:
         params = self.validated_params()
         x_arr = check_inputs(x, self.input_size, self.dtype)
         states = self.split_state(h0, x_arr.shape[1])
-        sweep = self._forward(params, x_arr, states, keep=False)
+        sweep = self.forward_layers(params, x_arr, states, keep=False)
         if not self.simple:
             return sweep.top
         h_first = self.layers[0].cell.output(states[0])
@@ -575,7 +580,7 @@ class RNN:
         """
         hs = self.hidden_states(x, h0)
         top = hs[1:] if self.simple else hs
-        return self.head.predict(self._head(self.params, top)), hs
+        return self.head.predict(self.head_logits(self.params, top)), hs
 
     def step(self, x_t: object, state: object = None) -> tuple[np.ndarray, Any]:
         """One step through every layer: (z_t (B, O), s_t) for inputs (B, I) or ids (B,).
@@ -594,8 +599,8 @@ class RNN:
         x_arr, y_arr = self._check_xy(x, y)
         T, B = x_arr.shape[:2]
         weight = self.loss_weights(mask, (T, B))
-        sweep = self._forward(params, x_arr, self.split_state(h0, B), keep=False)
-        z = self._head(params, sweep.top)
+        sweep = self.forward_layers(params, x_arr, self.split_state(h0, B), keep=False)
+        z = self.head_logits(params, sweep.top)
         return float(np.sum(weight * self.head.step_losses(z, y_arr), dtype=np.float64))
 
     def forward_backward(
@@ -651,10 +656,18 @@ class RNN:
                     "checkpoint=False for bidirectional models"
                 )
             loss, grads, ds0, finals = recompute_forward_backward(
-                self._sweep, self._forward, params, x_arr, y_arr, weight, states, ds_last, segment
+                self.sweep,
+                self.forward_layers,
+                params,
+                x_arr,
+                y_arr,
+                weight,
+                states,
+                ds_last,
+                segment,
             )
         else:
-            loss, grads, ds0, finals = self._sweep(params, x_arr, y_arr, weight, states, ds_last)
+            loss, grads, ds0, finals = self.sweep(params, x_arr, y_arr, weight, states, ds_last)
         self.mask_gradients(grads)
         return BPTTResult(
             loss=loss,

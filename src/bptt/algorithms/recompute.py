@@ -5,7 +5,7 @@ buffers: memory ∝ T·B·(H + O). This schedule cuts the sequence into segments
 
     [0, K), [K, 2K), …, [(S−1)K, T)          S = ⌈T / K⌉
 
-and runs the model's one forward/backward sweep (:meth:`bptt.model.RNN._sweep`) on each
+and runs the model's one forward/backward sweep (:meth:`bptt.model.RNN.sweep`) on each
 segment, every layer at once:
 
 1. forward sweep: each layer's state at sK for s = 0..S is all that is kept, (S+1, L, B, H);
@@ -121,7 +121,7 @@ def recompute_forward_backward(
 
     Args:
         sweep: the model's forward → head → backward over one segment
-            (:meth:`bptt.model.RNN._sweep`): ``(params, x, y, weight, states, ds_last) →
+            (:meth:`bptt.model.RNN.sweep`): ``(params, x, y, weight, states, ds_last) →
             (loss, grads, ds0, finals)``.
         forward: the model's forward without a cache (``keep=False``), for the first sweep.
         params: the weights.

@@ -93,7 +93,7 @@ def _sweep(model: RNN, x: object, y: object, h0: object, mask: object) -> _Sweep
     y_arr = model.head.check_targets(y, (T, B), model.output_size, model.dtype)
     weight = model.loss_weights(mask, (T, B))
     H = model.hidden_size
-    z = model._head(model.params, np.ascontiguousarray(states[1:, :, :H]))  # (T, B, O)
+    z = model.head_logits(model.params, np.ascontiguousarray(states[1:, :, :H]))  # (T, B, O)
     loss, dz = model.head.loss_and_dz(z, y_arr, weight)
     direct = np.zeros((T, B, S), dtype=model.dtype)  # (T, B, S): [Uᵀ dL/dz_t ‖ 0]
     direct[..., :H] = (dz.reshape(T * B, -1) @ model.params["U"]).reshape(T, B, H)

@@ -115,7 +115,7 @@ def _forward_states(
     model = _check_model(model)
     k = _check_layer(model, layer)
     x_arr = check_inputs(x, model.input_size, model.dtype)
-    sweep = model._forward(model.params, x_arr, model.split_state(h0, x_arr.shape[1]))
+    sweep = model.forward_layers(model.params, x_arr, model.split_state(h0, x_arr.shape[1]))
     cache = sweep.caches[k]  # the Elman cell's cache: the inputs it read and its states
     return cache.x, cache.hs, model.layers[k].take(model.params)["W"]
 
@@ -128,10 +128,10 @@ def _forwards(model: ElmanRNN, x: object, y: object, h0: object, mask: object) -
     y_arr = model.head.check_targets(y, (T, B), model.output_size, model.dtype)
     weight = model.loss_weights(mask, (T, B))  # (T, B): w_tb = mask_tb / B
     params = model.params
-    sweep = model._forward(params, x_arr, model.split_state(h0, B))
-    loss, dz = model.head.loss_and_dz(model._head(params, sweep.top), y_arr, weight)
+    sweep = model.forward_layers(params, x_arr, model.split_state(h0, B))
+    loss, dz = model.head.loss_and_dz(model.head_logits(params, sweep.top), y_arr, weight)
     direct: dict[int, np.ndarray] = {}
-    model._backward(params, sweep, dz, [None] * len(model.layers), capture=direct)
+    model.backward_layers(params, sweep, dz, [None] * len(model.layers), capture=direct)
     views = []
     for k, layer in enumerate(model.layers):
         cache = sweep.caches[k]  # the Elman cell's cache: the inputs it read and its states
