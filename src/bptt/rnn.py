@@ -31,6 +31,7 @@ import numpy as np
 
 from . import _kernels, _workspace
 from .activations import Activation
+from .cells import _elman_kernels
 
 
 @dataclass(frozen=True)
@@ -80,30 +81,7 @@ def input_projection_backward(
         dV = _workspace.contiguous(dV_t.T)
     else:
         dV = _kernels.matmul_tn(delta_rows, x.reshape(T * B, -1))  # (H, I)
-    return dV, column_sums(delta_rows)
-
-
-def column_sums(rows: np.ndarray) -> np.ndarray:
-    """Σ_r rows[r] for rows (R, C), summed pairwise: error O(ε log R), not O(ε R).
-
-    NumPy's ``sum(axis=0)`` on a C-ordered array adds the rows one after another, so a float32
-    bias gradient over T·B = 320,000 rows drifts by ~1e-5 relative; halving the rows in place
-    (one (R/2, C) buffer) keeps it at ~1e-7 and is no slower.
-    """
-    R = rows.shape[0]
-    if R <= 64:
-        return rows.sum(axis=0)
-    n = R // 2
-    buf = np.add(rows[:n], rows[n : 2 * n], out=_workspace.empty((n, rows.shape[1]), rows.dtype))
-    if R % 2:
-        buf[0] += rows[-1]
-    while n > 64:
-        half = n // 2
-        buf[:half] += buf[half : 2 * half]
-        if n % 2:
-            buf[0] += buf[n - 1]
-        n = half
-    return buf[:n].sum(axis=0)
+    return dV, _kernels.column_sums(delta_rows)
 
 
 def recurrent_forward(
@@ -126,13 +104,13 @@ def recurrent_forward(
     hs[0] = h0
     input_projection(params, x, out=hs[1:])  # hs[t] holds V x_t + b_h until step t
     W_T = _workspace.contiguous(params["W"].T)  # (H, H): a plain GEMM operand, no transpose flag
-    if _kernels.use_time_loop_kernel(B, H):
-        _kernels.forward_loop(hs, W_T, activation.name)  # compiled loop, same equation
+    if _elman_kernels.use_time_loop_kernel(B, H):
+        _elman_kernels.forward_loop(hs, W_T, activation.name)  # compiled loop, same equation
         return hs, Cache(x=x, hs=hs)
     shards = _kernels.shard_count(B, H)
     if shards:  # row blocks of the batch, each its own GIL-free loop (same equation)
         W = np.ascontiguousarray(params["W"])
-        _kernels.sharded_forward(hs, W, W_T, activation.name, shards)
+        _elman_kernels.sharded_forward(hs, W, W_T, activation.name, shards)
         return hs, Cache(x=x, hs=hs)
     recurrent = np.empty((B, H), dtype=hs.dtype)  # (B, H) scratch for W h_{t-1}
     with _kernels.loop_blas_threads(B * H * H):  # one thread for small steps (see there)
@@ -173,12 +151,12 @@ def recurrent_backward(
     W = params["W"]
     shards = _kernels.shard_count(B, H) if delta.flags.c_contiguous else 0
     if shards and hs.flags.c_contiguous:  # f'(E_t) fused into each shard's loop
-        _kernels.sharded_backward(delta, hs, W, carry, activation.name, shards)
+        _elman_kernels.sharded_backward(delta, hs, W, carry, activation.name, shards)
         return (*_hoisted_backward(delta, cache, params), carry)
     fprime = activation.grad_from_output(hs[1:])  # (T, B, H): f'(E_t), hoisted out of the loop
     delta *= fprime
-    if _kernels.use_time_loop_kernel(B, H) and delta.flags.c_contiguous:
-        _kernels.backward_loop(delta, fprime, W, carry)  # compiled loop, same equation
+    if _elman_kernels.use_time_loop_kernel(B, H) and delta.flags.c_contiguous:
+        _elman_kernels.backward_loop(delta, fprime, W, carry)  # compiled loop, same equation
     else:
         with _kernels.loop_blas_threads(B * H * H):
             for t in range(T - 1, -1, -1):
@@ -230,5 +208,5 @@ def output_backward(
     dU = _kernels.matmul_tn(dz_rows, top.reshape(T * B, K))  # (O, K)
     dh = _kernels.matmul(dz_rows, params["U"], out=_workspace.empty((T * B, K), dz.dtype))
     dh = dh.reshape(T, B, K)
-    db_y = column_sums(dz_rows)
+    db_y = _kernels.column_sums(dz_rows)
     return dU, db_y, dh
