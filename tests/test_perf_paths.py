@@ -16,7 +16,7 @@ import pytest
 import bptt
 from bptt import _kernels
 from bptt.cells import _elman_kernels
-from bptt.rnn import recurrent_forward
+from bptt.cells.elman import recurrent_forward
 from sharding import numpy_and_sharded
 
 try:
