@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE))
 
 from bench_step import DEFAULT_SHAPES, SHAPES, Unavailable, make_problem  # noqa: E402
 
-from bptt import _kernels, rnn  # noqa: E402
+from bptt import _kernels, heads  # noqa: E402
 from bptt.cells import elman  # noqa: E402
 
 
@@ -104,9 +104,9 @@ def profile(name: str, reps: int) -> list[tuple[str, float, float]]:
     weight = np.full((T, B), 1.0 / B, np.float32)
     yy = y.astype(np.intp)
     hs, cache = elman.recurrent_forward(p, x, h0, act)
-    z = rnn.output_forward(p, hs[1:])
+    z = heads.output_forward(p, hs[1:])
     _, dz = head.loss_and_dz(z.copy(), yy, weight)
-    _, _, dh = rnn.output_backward(dz, hs[1:], p)
+    _, _, dh = heads.output_backward(dz, hs[1:], p)
     proj = np.empty((T, B, H), np.float32)
     fprime = act.grad_from_output(hs[1:])
     delta = dh * fprime
@@ -123,9 +123,13 @@ def profile(name: str, reps: int) -> list[tuple[str, float, float]]:
             lambda: elman.recurrent_forward(p, x, h0, act),
             inp + mm_h,
         ),
-        ("output projection U h + b_y", lambda: rnn.output_forward(p, hs[1:]), mm_o),
+        ("output projection U h + b_y", lambda: heads.output_forward(p, hs[1:]), mm_o),
         ("softmax + cross-entropy + dz", lambda: head.loss_and_dz(z.copy(), yy, weight), 0.0),
-        ("output backward dU, db_y, U^T dz", lambda: rnn.output_backward(dz, hs[1:], p), 2 * mm_o),
+        (
+            "output backward dU, db_y, U^T dz",
+            lambda: heads.output_backward(dz, hs[1:], p),
+            2 * mm_o,
+        ),
         (
             "recurrent backward: time loop with f', dW, dV, db_h",
             lambda: elman.recurrent_backward(dh.copy(), cache, p, act),
