@@ -11,7 +11,7 @@ Interface (public to the package; the underscored names are this module's own):
 
     backend      BACKENDS, set_backend(name), get_backend(), backend(name) (a context),
                  numba_available(), numba_wanted() (available and not ``numpy``),
-                 BPTT_KERNELS=auto|numpy|numba|sharded in the environment (read at import)
+                 BACKEND_FROM_ENV: BPTT_KERNELS=auto|numpy|numba|sharded (read at import)
     compiling    cached_njit(fn, **options): numba.njit(cache=True), compiled once per machine
     sharding     sharding_gemms(): NumPy's CBLAS (sgemm, dgemm) for the GIL-free loops, checked,
                  or None (then sharding_error() says why); it also makes tanh_any compile
@@ -19,7 +19,7 @@ Interface (public to the package; the underscored names are this module's own):
                  tanh_any(x): tanh in compiled code, vectorisable, float32 or float64 by x
                  SMALL_STEP, SHARD_MIN_STEP, MIN_SHARD_ROWS, shard_count(B, H): row shards
                  run_shards(kernel, B, shards, *args, code): kernel(*args, b0, b1, code) per shard
-    threads      LOOP_BLAS_THREADS, set_loop_threads(n), loop_blas_threads(step_macs),
+    threads      LOOP_BLAS_THREADS (a LoopThreads), set_loop_threads(n), loop_blas_threads(macs),
                  blas_threads(n) (contexts), blas_controllers(), LARGE_STEP_MACS
     products     matmul(a, b, out), matmul_tn(a, b): row blocks on the shard pool when large
                  (PRODUCT_SHARD_MACS, PRODUCT_MIN_MACS, product_shards(macs));
