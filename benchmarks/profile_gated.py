@@ -30,7 +30,7 @@ if "PYTHONPATH" not in os.environ:
     sys.path.insert(0, str(HERE.parent / "src"))
 
 import bptt  # noqa: E402
-from bptt import _kernels, rnn  # noqa: E402
+from bptt import _kernels, heads  # noqa: E402
 
 T, B, K, H = 100, 32, 65, 256
 
@@ -59,9 +59,9 @@ def profile(cell: str, reps: int, clock: Callable[[], float]) -> list[tuple[str,
     top, _, cache = c.forward(p, x, s0)
 
     def head() -> np.ndarray:
-        z = rnn.output_forward(weights, top)
+        z = heads.output_forward(weights, top)
         _, dz = model.head.loss_and_dz(z, y, weight)
-        return rnn.output_backward(dz, top, weights)[2]
+        return heads.output_backward(dz, top, weights)[2]
 
     dh = head()
     gemm = 2.0 * T * B * H * k * H  # flops of one of the three big products

@@ -3,7 +3,7 @@
     python benchmarks/profile_step.py                 # all four shapes of bench_step.py
     python benchmarks/profile_step.py --shapes dense
 
-Each phase is the same call ``ElmanRNN.forward_backward`` makes (bptt.rnn and the head),
+Each phase is the same call ``ElmanRNN.forward_backward`` makes (bptt.cells.elman and the head),
 timed on its own (median of repetitions), with the matrix-product flops it does and the
 GFLOP/s that gives. The phases add up to roughly the whole step; the rest is input checking
 and Python glue. Sequential phases (the time loops) cannot use the big-GEMM peak: one small
@@ -27,7 +27,8 @@ sys.path.insert(0, str(HERE))
 
 from bench_step import DEFAULT_SHAPES, SHAPES, Unavailable, make_problem  # noqa: E402
 
-from bptt import _kernels, rnn  # noqa: E402
+from bptt import _kernels, heads  # noqa: E402
+from bptt.cells import elman  # noqa: E402
 
 
 def median_ms(fn: Callable[[], object], reps: int) -> float:
@@ -102,10 +103,10 @@ def profile(name: str, reps: int) -> list[tuple[str, float, float]]:
     h0 = np.zeros((B, H), np.float32)
     weight = np.full((T, B), 1.0 / B, np.float32)
     yy = y.astype(np.intp)
-    hs, cache = rnn.recurrent_forward(p, x, h0, act)
-    z = rnn.output_forward(p, hs[1:])
+    hs, cache = elman.recurrent_forward(p, x, h0, act)
+    z = heads.output_forward(p, hs[1:])
     _, dz = head.loss_and_dz(z.copy(), yy, weight)
-    _, _, dh = rnn.output_backward(dz, hs[1:], p)
+    _, _, dh = heads.output_backward(dz, hs[1:], p)
     proj = np.empty((T, B, H), np.float32)
     fprime = act.grad_from_output(hs[1:])
     delta = dh * fprime
@@ -116,18 +117,22 @@ def profile(name: str, reps: int) -> list[tuple[str, float, float]]:
 
     phases: list[tuple[str, Callable[[], object], float]] = [
         ("whole step (loss_and_grads)", lambda: model.loss_and_grads(x, y), s.flops()),
-        ("input projection V x + b_h", lambda: rnn.input_projection(p, x, proj), inp),
+        ("input projection V x + b_h", lambda: elman.input_projection(p, x, proj), inp),
         (
             "forward time loop (incl. input proj.)",
-            lambda: rnn.recurrent_forward(p, x, h0, act),
+            lambda: elman.recurrent_forward(p, x, h0, act),
             inp + mm_h,
         ),
-        ("output projection U h + b_y", lambda: rnn.output_forward(p, hs[1:]), mm_o),
+        ("output projection U h + b_y", lambda: heads.output_forward(p, hs[1:]), mm_o),
         ("softmax + cross-entropy + dz", lambda: head.loss_and_dz(z.copy(), yy, weight), 0.0),
-        ("output backward dU, db_y, U^T dz", lambda: rnn.output_backward(dz, hs[1:], p), 2 * mm_o),
+        (
+            "output backward dU, db_y, U^T dz",
+            lambda: heads.output_backward(dz, hs[1:], p),
+            2 * mm_o,
+        ),
         (
             "recurrent backward: time loop with f', dW, dV, db_h",
-            lambda: rnn.recurrent_backward(dh.copy(), cache, p, act),
+            lambda: elman.recurrent_backward(dh.copy(), cache, p, act),
             2 * mm_h + inp,
         ),
         (
@@ -135,7 +140,11 @@ def profile(name: str, reps: int) -> list[tuple[str, float, float]]:
             lambda: _kernels.matmul_tn(delta.reshape(rows, H), hs[:-1].reshape(rows, H)),
             mm_h,
         ),
-        ("dV, db_h (scatter-add for ids)", lambda: rnn.input_projection_backward(delta, x, I), inp),
+        (
+            "dV, db_h (scatter-add for ids)",
+            lambda: elman.input_projection_backward(delta, x, I),
+            inp,
+        ),
     ]
     out = []
     for label, fn, flops in phases:

@@ -50,13 +50,13 @@ def test_gradcheck_report_passes_and_catches_a_wrong_gradient(rng, monkeypatch):
     assert report.passed, report.format()
 
     # Break the backward (drop the carry through time): gradcheck must notice.
-    import bptt.rnn as rnn
+    import bptt.cells.elman as elman
 
-    original = rnn.recurrent_backward
+    original = elman.recurrent_backward
 
     def truncated(dh, cache, params, activation, dh_last=None):
         dh *= activation.grad_from_output(cache.hs[1:])
-        dV, db_h = rnn.input_projection_backward(dh, cache.x, params["V"].shape[1])
+        dV, db_h = elman.input_projection_backward(dh, cache.x, params["V"].shape[1])
         H = dh.shape[2]
         dW = dh.reshape(-1, H).T @ cache.hs[:-1].reshape(-1, H)
         return dV, dW, db_h, dh[0] @ params["W"]

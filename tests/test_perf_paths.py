@@ -15,7 +15,8 @@ import pytest
 
 import bptt
 from bptt import _kernels
-from bptt.rnn import recurrent_forward
+from bptt.cells import _elman_kernels
+from bptt.cells.elman import recurrent_forward
 from sharding import numpy_and_sharded
 
 try:
@@ -24,7 +25,7 @@ try:
     BACKENDS = ["numpy", "numba"]
 except ImportError:  # the fallback is still tested
     BACKENDS = ["numpy"]
-SHARDED = _kernels._load_sharded() is not None
+SHARDED = _kernels.sharding_gemms() is not None
 if SHARDED:  # batch-sharded GIL-free loops (Numba + NumPy's CBLAS)
     BACKENDS.append("sharded")
 needs_sharded = pytest.mark.skipif(not SHARDED, reason="sharded kernels unavailable")
@@ -76,17 +77,17 @@ def test_backend_context_restores() -> None:
     before = _kernels.get_backend()
     with _kernels.backend("numpy"):
         assert _kernels.get_backend() == "numpy"
-        assert not _kernels.use_time_loop_kernel(1, 8)
+        assert not _elman_kernels.use_time_loop_kernel(1, 8)
     assert _kernels.get_backend() == before
 
 
 @pytest.mark.skipif("numba" not in BACKENDS, reason="Numba not installed")
 def test_auto_uses_kernels_only_for_small_steps() -> None:
     with _kernels.backend("auto"):
-        assert _kernels.use_time_loop_kernel(1, _kernels.SMALL_STEP)
-        assert not _kernels.use_time_loop_kernel(2, _kernels.SMALL_STEP)
+        assert _elman_kernels.use_time_loop_kernel(1, _kernels.SMALL_STEP)
+        assert not _elman_kernels.use_time_loop_kernel(2, _kernels.SMALL_STEP)
     with _kernels.backend("numba"):
-        assert _kernels.use_time_loop_kernel(64, 512)
+        assert _elman_kernels.use_time_loop_kernel(64, 512)
 
 
 # -- whole step: numba == numpy == torch float64 ----------------------------------------------
@@ -196,7 +197,7 @@ def test_float32_paths_agree_and_stay_float32(B: int, H: int, rng: np.random.Gen
 
 
 def test_loop_blas_threads_restores_the_thread_count() -> None:
-    controllers = _kernels._blas()
+    controllers = _kernels.blas_controllers()
     if not controllers:
         pytest.skip("threadpoolctl not installed or cannot drive this BLAS")
     before = [c.num_threads for c in controllers]
@@ -251,7 +252,7 @@ def _tanh_via_kernel(x: np.ndarray) -> np.ndarray:
     hs = np.zeros((2, n, 1), x.dtype)  # T = 1, B = n rows, H = 1
     hs[1, :, 0] = x
     W = np.zeros((1, 1), x.dtype)
-    _kernels.sharded_forward(hs, W, W, "tanh", 2)
+    _elman_kernels.sharded_forward(hs, W, W, "tanh", 2)
     return hs[1, :, 0]
 
 
@@ -281,9 +282,9 @@ def test_sharded_matches_numpy_path(
 ) -> None:
     """Every shard count (uneven splits included) gives the NumPy loops' loss and gradients,
     with the step's product in rows, h W^T, and transposed, W hᵀ (forced either way)."""
-    monkeypatch.setattr(_kernels, "TRANSPOSED_MIN_MACS", 0 if transposed else 1 << 62)
-    monkeypatch.setattr(_kernels, "TRANSPOSED_DTYPES", ("float32", "float64"))
-    assert _kernels.transposed_product(7, 33, shards, np.dtype(dtype)) == transposed
+    monkeypatch.setattr(_elman_kernels, "TRANSPOSED_MIN_MACS", 0 if transposed else 1 << 62)
+    monkeypatch.setattr(_elman_kernels, "TRANSPOSED_DTYPES", ("float32", "float64"))
+    assert _elman_kernels.transposed_product(7, 33, shards, np.dtype(dtype)) == transposed
     model, a = _sharded_problem(act, dtype, ids=shards % 2 == 1, rng=rng)
     ref, got = numpy_and_sharded(model, a, shards, _kernels.shard_count)
     tol = 1e-13 if dtype == np.float64 else 2e-5
@@ -330,7 +331,7 @@ def test_shard_count_policy() -> None:
 
 
 def test_blas_threads_never_raises_the_users_limit() -> None:
-    controllers = _kernels._blas()
+    controllers = _kernels.blas_controllers()
     if not controllers:
         pytest.skip("threadpoolctl not installed or cannot drive this BLAS")
     before = [c.num_threads for c in controllers]
@@ -347,7 +348,7 @@ def test_blas_threads_never_raises_the_users_limit() -> None:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_column_sums_pairwise(dtype: type, rng: np.random.Generator) -> None:
     """Pairwise bias sums: exact for integers, far closer than a running sum in float32."""
-    from bptt.rnn import column_sums
+    from bptt._kernels import column_sums
 
     for R in (1, 63, 64, 65, 129, 1000, 4097):
         ints = rng.integers(-50, 50, (R, 3)).astype(dtype)
@@ -392,8 +393,8 @@ def test_gemm_check_rejects_a_wrong_gemm() -> None:
     def writes_nothing(*args: object) -> None:
         return None
 
-    assert "disagrees" in _kernels._gemm_check((writes_nothing, writes_nothing))
-    gemms = _kernels._cblas_gemm()
+    assert "disagrees" in _kernels.gemm_check((writes_nothing, writes_nothing))
+    gemms = _kernels.find_cblas_gemms()
     if gemms is not None:
-        assert _kernels._gemm_check(gemms) == ""
-        assert "float64" in _kernels._gemm_check((gemms[0], writes_nothing))
+        assert _kernels.gemm_check(gemms) == ""
+        assert "float64" in _kernels.gemm_check((gemms[0], writes_nothing))

@@ -7,7 +7,7 @@ import pytest
 
 from bptt import ElmanRNN
 from bptt.data.text import CharVocab
-from bptt.rnn import output_forward
+from bptt.heads import output_forward
 from bptt.sample import next_distribution, sample_ids, sample_text
 
 

@@ -43,7 +43,6 @@ SUBMODULES = (
     "optim",
     "params",
     "predict",
-    "rnn",
     "sample",
     "sweep",
     "training",

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import _workspace
-from ._kernels import _load, cached_njit
+from ._kernels import cached_njit, numba_available
 from .params import Params
 
 _compiled: dict[str, Callable[..., bool]] | None = None
@@ -101,7 +101,7 @@ def _sum_squares_py(gs):  # type: ignore[no-untyped-def]  # pragma: no cover
 
 def _kernels() -> dict[str, Callable[..., bool]] | None:
     global _compiled
-    if _compiled is None and _load() is not None:
+    if _compiled is None and numba_available():
         options = dict(nogil=True, boundscheck=False, error_model="numpy")
         _compiled = {
             "adagrad": cached_njit(_adagrad_py, **options),

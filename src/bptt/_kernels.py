@@ -1,12 +1,30 @@
-"""Compiled inner loops (Numba, the optional extra ``fast``) beside their NumPy fallbacks.
+"""What every compiled loop of the package shares: the backend switch, BLAS threads, row-blocked
+GEMMs, NumPy's CBLAS GEMM, the shard runner, tanh per dtype and the disk-cached ``njit``.
 
-Each kernel computes exactly the equation of its NumPy twin, in the same dtype; only the
-order of floating-point sums may differ, so the two agree to the dtype's rounding (tested in
-``tests/test_perf_paths.py``, where both paths run).
+The cells' own loops live with their cells (:mod:`bptt.cells._elman_kernels`,
+:mod:`bptt.cells._gated_kernels`); the optimizers' fused updates (:mod:`bptt._fused_optim`)
+and the online algorithms' loops (:mod:`bptt.online._kernels`) use the same switch. Every
+compiled kernel computes exactly the equation of its NumPy twin, in the same dtype; only the
+order of floating-point sums may differ (tests run both paths).
 
-    forward loop     E_t = hs[t] + h_{t-1} W^T,  h_t = f(E_t)           t = 1..T
-    backward loop    δ_t = (dh_t + δ_{t+1} W) ⊙ f'(E_t)                  t = T..1
-    scatter-add      out[idx[r]] += rows[r]                               (dL/dV for token ids)
+Interface (public to the package; the underscored names are this module's own):
+
+    backend      BACKENDS, set_backend(name), get_backend(), backend(name) (a context),
+                 numba_available(), numba_wanted() (available and not ``numpy``),
+                 BACKEND_FROM_ENV: BPTT_KERNELS=auto|numpy|numba|sharded (read at import)
+    compiling    cached_njit(fn, **options): numba.njit(cache=True), compiled once per machine
+    sharding     sharding_gemms(): NumPy's CBLAS (sgemm, dgemm) for the GIL-free loops, checked,
+                 or None (then sharding_error() says why); it also makes tanh_any compile
+                 find_cblas_gemms(), gemm_check(gemms): the lookup and the check behind it
+                 tanh_any(x): tanh in compiled code, vectorisable, float32 or float64 by x
+                 SMALL_STEP, SHARD_MIN_STEP, MIN_SHARD_ROWS, shard_count(B, H): row shards
+                 run_shards(kernel, B, shards, *args, code): kernel(*args, b0, b1, code) per shard
+    threads      LOOP_BLAS_THREADS (a LoopThreads), set_loop_threads(n), loop_blas_threads(macs),
+                 blas_threads(n) (contexts), blas_controllers(), LARGE_STEP_MACS
+    products     matmul(a, b, out), matmul_tn(a, b): row blocks on the shard pool when large
+                 (PRODUCT_SHARD_MACS, PRODUCT_MIN_MACS, product_shards(macs));
+                 column_sums(rows): pairwise Σ_r rows[r]; scatter_add_rows(n, idx, rows):
+                 S[i] = Σ_{r: idx[r] = i} rows[r] (dL/dV for token ids)
 
 Which path runs:
 
@@ -16,10 +34,9 @@ Which path runs:
   loops for every step (for tests); ``"auto"`` (the default) picks by size:
 - B·H ≤ :data:`SMALL_STEP`: the per-row Numba loops (the latency-bound regime of one
   stream, Karpathy's min-char-rnn, where per-call overhead dominates);
-- larger steps: the batch-sharded loops (:func:`shard_count`, :func:`sharded_forward`,
-  :func:`sharded_backward`), each shard of batch rows on its own core running its whole
-  loop GIL-free with single-threaded GEMMs from NumPy's own BLAS, the step's product in
-  rows (h W^T) or, for large enough shards, transposed (W hᵀ; :data:`TRANSPOSED_MIN_MACS`);
+- larger steps: the batch-sharded loops (:func:`shard_count`, :func:`run_shards`), each shard
+  of batch rows on its own core running its whole loop GIL-free with single-threaded GEMMs
+  from NumPy's own BLAS (:func:`sharding_gemms`);
 - without Numba, threadpoolctl or a usable CBLAS: the NumPy loops.
 
 The hoisted products outside the loops go through :func:`matmul` and :func:`matmul_tn`,
@@ -30,7 +47,6 @@ chooses the thread count; measurements: docs/benchmarks.md.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,32 +57,32 @@ import numpy as np
 from . import _workspace
 
 BACKENDS = ("auto", "numpy", "numba", "sharded")
-ACTIVATION_CODES = {"identity": 0, "tanh": 1, "relu": 2, "sigmoid": 3}
 SMALL_STEP = 256  # B·H at or below which the compiled time loops win (measured, see docs)
 
 _backend = "auto"
-_compiled: dict[str, Callable[..., Any]] | None = None
+_numba_checked = False
 _numba_error: str | None = None
 
 
 def set_backend(name: str) -> None:
-    """Choose the kernel backend: ``auto``, ``numpy`` or ``numba``.
+    """Choose the kernel backend: ``auto``, ``numpy``, ``numba`` or ``sharded``.
 
     Raises:
         ValueError: an unknown name.
-        ImportError: ``numba`` was asked for and Numba is not installed.
+        ImportError: ``numba`` was asked for and Numba is not installed, or ``sharded`` and
+            Numba, threadpoolctl or NumPy's CBLAS is missing.
     """
     global _backend
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
-    if name == "numba" and _load() is None:
+    if name == "numba" and not numba_available():
         raise ImportError(
             f"the numba backend needs Numba: pip install 'bptt[fast]' ({_numba_error})"
         )
-    if name == "sharded" and _load_sharded() is None:
+    if name == "sharded" and sharding_gemms() is None:
         raise ImportError(
             f"the sharded backend needs Numba, threadpoolctl and NumPy's CBLAS: "
-            f"pip install 'bptt[fast]' ({_sharded_error})"
+            f"pip install 'bptt[fast]' ({_sharding_error})"
         )
     _backend = name
 
@@ -86,37 +102,30 @@ def backend(name: str) -> Iterator[None]:
         set_backend(previous)
 
 
-def _numba_wanted() -> bool:
-    return _backend != "numpy" and _load() is not None
+def numba_wanted() -> bool:
+    """Whether compiled loops may run: Numba is installed and the backend is not ``numpy``."""
+    return _backend != "numpy" and numba_available()
 
 
-def _load() -> dict[str, Callable[..., Any]] | None:
-    """Compile (lazily, once) the Numba kernels; None when Numba is unavailable."""
-    global _compiled, _numba_error
-    if _compiled is not None or _numba_error is not None:
-        return _compiled
-    try:
-        import numba  # noqa: F401  (availability: the kernels compile through cached_njit)
-    except ImportError as err:
-        _numba_error = str(err)
-        return None
-    _compiled = {
-        name: cached_njit(fn, nogil=True, boundscheck=False)
-        for name, fn in (
-            ("forward_loop", _forward_loop_py),
-            ("backward_loop", _backward_loop_py),
-            ("scatter_add", _scatter_add_py),
-        )
-    }
-    return _compiled
+def numba_available() -> bool:
+    """Whether Numba imports (checked once; the kernels compile through :func:`cached_njit`)."""
+    global _numba_checked, _numba_error
+    if not _numba_checked:
+        try:
+            import numba  # noqa: F401
+        except ImportError as err:
+            _numba_error = str(err)
+        _numba_checked = True
+    return _numba_error is None
 
 
 def cached_njit(fn: Callable[..., Any], **options: Any) -> Callable[..., Any]:
     """``numba.njit(fn, cache=True, **options)``: compiled once per machine, not per process.
 
-    The machine code goes to ``__pycache__`` beside this file, or Numba's user-wide cache
-    directory when that is read-only (a first step at min-char-rnn's size: 4.4 s → 0.5 s in a
-    fresh process). Where Numba finds no writable place at all it compiles per process.
+    The machine code goes to ``__pycache__`` beside the file that defines ``fn``, or Numba's
+    user-wide cache directory when that is read-only (a first step at min-char-rnn's size:
+    4.4 s → 0.5 s in a fresh process). Where Numba finds no writable place at all it compiles
+    per process.
     """
     import numba
 
@@ -126,53 +135,9 @@ def cached_njit(fn: Callable[..., Any], **options: Any) -> Callable[..., Any]:
         return numba.njit(cache=False, **options)(fn)
 
 
-# -- pure-Python bodies compiled by Numba (never run uncompiled: far too slow) ------------
+# -- scatter-add (the input layer's dL/dV for token ids, every cell) -------------------------
 
-
-def _forward_loop_py(hs: np.ndarray, W_T: np.ndarray, code: int) -> None:  # pragma: no cover
-    """hs[t] ← f(hs[t] + hs[t−1] W^T) for t = 1..T, in place; hs (T+1, B, H)."""
-    T1, B, H = hs.shape
-    for t in range(1, T1):
-        for b in range(B):
-            prev = hs[t - 1, b]  # (H,)
-            cur = hs[t, b]  # (H,) holds V x_t + b_h on entry
-            for k in range(H):
-                hk = prev[k]
-                row = W_T[k]
-                for j in range(H):
-                    cur[j] += hk * row[j]
-            for j in range(H):
-                if code == 1:
-                    cur[j] = math.tanh(cur[j])
-                elif code == 2:
-                    if cur[j] < 0.0:
-                        cur[j] = 0.0
-                elif code == 3:
-                    cur[j] = 0.5 * (1.0 + math.tanh(0.5 * cur[j]))
-
-
-def _backward_loop_py(
-    delta: np.ndarray, fprime: np.ndarray, W: np.ndarray, carry: np.ndarray
-) -> None:  # pragma: no cover
-    """δ_t = (δ_t + carry) ⊙ f'_t, carry ← δ_t W for t = T−1..0, in place.
-
-    On entry delta holds dh_t ⊙ f'_t and carry the gradient on h_T; on exit carry = dL/dh_0.
-    """
-    T, B, H = delta.shape
-    for t in range(T - 1, -1, -1):
-        for b in range(B):
-            d = delta[t, b]  # (H,)
-            c = carry[b]  # (H,)
-            fp = fprime[t, b]
-            for j in range(H):
-                d[j] += c[j] * fp[j]
-            for j in range(H):
-                c[j] = 0.0
-            for k in range(H):
-                dk = d[k]
-                row = W[k]
-                for j in range(H):
-                    c[j] += dk * row[j]
+_scatter_add: Callable[..., Any] | None = None
 
 
 def _scatter_add_py(out: np.ndarray, idx: np.ndarray, rows: np.ndarray) -> None:  # pragma: no cover
@@ -185,30 +150,11 @@ def _scatter_add_py(out: np.ndarray, idx: np.ndarray, rows: np.ndarray) -> None:
             dst[j] += src[j]
 
 
-# -- dispatch -----------------------------------------------------------------------------
-
-
-def use_time_loop_kernel(batch: int, hidden: int) -> bool:
-    """Whether the compiled time loops run for a step of B·H units."""
-    if _backend == "numba":
-        return _load() is not None
-    if _backend == "sharded":
-        return False
-    return _numba_wanted() and batch * hidden <= SMALL_STEP
-
-
-def forward_loop(hs: np.ndarray, W_T: np.ndarray, activation: str) -> None:
-    """Compiled forward recurrence over hs (T+1, B, H) in place; W_T (H, H) contiguous."""
-    kernels = _load()
-    assert kernels is not None
-    kernels["forward_loop"](hs, W_T, ACTIVATION_CODES[activation])
-
-
-def backward_loop(delta: np.ndarray, fprime: np.ndarray, W: np.ndarray, carry: np.ndarray) -> None:
-    """Compiled backward recursion; see :func:`_backward_loop_py`."""
-    kernels = _load()
-    assert kernels is not None
-    kernels["backward_loop"](delta, fprime, W, carry)
+def _scatter_add_kernel() -> Callable[..., Any]:
+    global _scatter_add
+    if _scatter_add is None:
+        _scatter_add = cached_njit(_scatter_add_py, nogil=True, boundscheck=False)
+    return _scatter_add
 
 
 def scatter_add_rows(n_rows: int, idx: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -221,10 +167,8 @@ def scatter_add_rows(n_rows: int, idx: np.ndarray, rows: np.ndarray) -> np.ndarr
     out = _workspace.zeros((n_rows, rows.shape[1]), rows.dtype)  # (N, H)
     if rows.shape[0] == 0:
         return out
-    if _numba_wanted():
-        kernels = _load()
-        assert kernels is not None
-        kernels["scatter_add"](out, idx, rows)
+    if numba_wanted():
+        _scatter_add_kernel()(out, idx, rows)
         return out
     order = np.argsort(idx, kind="stable")  # (R,)
     sorted_idx = idx[order]
@@ -233,12 +177,35 @@ def scatter_add_rows(n_rows: int, idx: np.ndarray, rows: np.ndarray) -> np.ndarr
     return out
 
 
+def column_sums(rows: np.ndarray) -> np.ndarray:
+    """Σ_r rows[r] for rows (R, C), summed pairwise: error O(ε log R), not O(ε R).
+
+    NumPy's ``sum(axis=0)`` on a C-ordered array adds the rows one after another, so a float32
+    bias gradient over T·B = 320,000 rows drifts by ~1e-5 relative; halving the rows in place
+    (one (R/2, C) buffer) keeps it at ~1e-7 and is no slower.
+    """
+    R = rows.shape[0]
+    if R <= 64:
+        return rows.sum(axis=0)
+    n = R // 2
+    buf = np.add(rows[:n], rows[n : 2 * n], out=_workspace.empty((n, rows.shape[1]), rows.dtype))
+    if R % 2:
+        buf[0] += rows[-1]
+    while n > 64:
+        half = n // 2
+        buf[:half] += buf[half : 2 * half]
+        if n % 2:
+            buf[0] += buf[n - 1]
+        n = half
+    return buf[:n].sum(axis=0)
+
+
 # -- BLAS threads in the time loops -----------------------------------------------------------
 
 _blas_controllers: list[Any] | None = None
 
 
-def _blas() -> list[Any]:
+def blas_controllers() -> list[Any]:
     """threadpoolctl's handles on the loaded BLAS libraries (empty without threadpoolctl)."""
     global _blas_controllers
     if _blas_controllers is None:
@@ -413,7 +380,7 @@ def blas_threads(want: int | None) -> Iterator[None]:
     Never raises BLAS above the thread count it had on entry (the user's own limit, e.g.
     ``OPENBLAS_NUM_THREADS``), and restores that count on exit. No-op without threadpoolctl.
     """
-    controllers = _blas() if want else []
+    controllers = blas_controllers() if want else []
     saved = [c.num_threads for c in controllers]
     changed = []
     for c, n in zip(controllers, saved, strict=True):
@@ -427,7 +394,7 @@ def blas_threads(want: int | None) -> Iterator[None]:
             c.set_num_threads(n)
 
 
-# -- batch-sharded time loops -----------------------------------------------------------------
+# -- batch-sharded time loops: what every cell's loops share ------------------------------------
 #
 # The rows of a batch never meet inside the time loops, so the batch is cut into shards of
 # rows and each shard runs its whole forward (or backward) loop on its own thread: one
@@ -442,30 +409,21 @@ def blas_threads(want: int | None) -> Iterator[None]:
 # Cephes's rational for |x| < 0.625 and 1 − 2/(e^{2|x|}+1) above it with Cephes's exp (within
 # 2 ulp of np.tanh). Both propagate NaN.
 
-_sharded: dict[str, Callable[..., Any]] | None = None
-_sharded_error: str | None = None
+_gemms: tuple[Any, Any] | None = None
+_sharding_error: str | None = None
 _pool: Any = None
 MIN_SHARD_ROWS = 4  # rows per shard at least: smaller blocks lose more to BLAS call overhead
-TRANSPOSED_MIN_MACS = 1 << 20
-"""From this many multiply-adds per shard and step (rows·H²), the loops compute the step's
-product transposed, S = W h_{t−1}ᵀ (H, rows) and carryᵀ = Wᵀ δ_tᵀ, and read S back across
-its rows in cache: OpenBLAS's single-threaded SGEMM runs (H, H) @ (H, rows)ᵀ up to 1.35×
-faster than (rows, H) @ (H, H) at rows = 16–32, H ≥ 256 (the dense and charlm shapes), and
-slower at H = 128 or rows ≤ 8 (docs/benchmarks.md, "How the step uses the cores")."""
-TRANSPOSED_DTYPES = ("float32",)
-"""The dtypes that use the transposed product: in float64 at the dense shape it was ~15%
-slower than the row layout (DGEMM's kernels differ), so float64 keeps rows."""
 SHARD_MIN_STEP = 2048
 """B·H below which one thread runs the loops (the hand-off costs more than the split saves):
 the quiet ``bench_threads`` run had the sine step (B 32, H 32: B·H = 1024) at 0.31 ms on one
 thread against 0.49 ms in two shards, the long step (B 16, H 128: 2048) at 19.4 against 12.0."""
 
 
-def _cblas_gemm() -> tuple[Any, Any] | None:
+def find_cblas_gemms() -> tuple[Any, Any] | None:
     """``(sgemm, dgemm)``: ctypes handles on the CBLAS GEMMs of the BLAS NumPy uses, or None."""
     import ctypes
 
-    libs = [getattr(lib, "filepath", "") for lib in _blas()]
+    libs = [getattr(lib, "filepath", "") for lib in blas_controllers()]
     # NumPy's own BLAS: the one inside numpy's wheel, else the only one loaded (conda, distros)
     paths = [p for p in libs if "numpy" in p] or (libs if len(libs) == 1 else [])
     for path in paths:
@@ -485,37 +443,39 @@ def _cblas_gemm() -> tuple[Any, Any] | None:
     return None
 
 
-def _load_sharded() -> dict[str, Callable[..., Any]] | None:
-    """The sharded loop kernels (each compiles at its first call); None without Numba or a
-    working CBLAS GEMM."""
-    global _sharded, _sharded_error
-    if _sharded is not None or _sharded_error is not None:
-        return _sharded
-    if _load() is None:
-        _sharded_error = _numba_error
+def sharding_gemms() -> tuple[Any, Any] | None:
+    """``(sgemm, dgemm)``, NumPy's CBLAS GEMMs for the sharded loops (found and checked once),
+    or None without Numba, threadpoolctl or a CBLAS GEMM that agrees with NumPy (see
+    :func:`sharding_error`). Once it returns them, :func:`tanh_any` compiles.
+
+    The loops take the GEMM as an argument (a ctypes function), not a baked-in pointer, so
+    they are cached on disk (:func:`cached_njit`).
+    """
+    global _gemms, _sharding_error
+    if _gemms is not None or _sharding_error is not None:
+        return _gemms
+    if not numba_available():
+        _sharding_error = _numba_error
         return None
-    gemms = _cblas_gemm()
+    gemms = find_cblas_gemms()
     if gemms is None:
-        _sharded_error = "no CBLAS GEMM found in NumPy's BLAS (threadpoolctl needed)"
+        _sharding_error = "no CBLAS GEMM found in NumPy's BLAS (threadpoolctl needed)"
         return None
-    _register_compiled_helpers()
-    # cached on disk: the GEMM is an argument (a ctypes function), not a baked-in pointer
-    options = {"nogil": True, "boundscheck": False, "error_model": "numpy"}
-    _sharded = {
-        "gemm_float32": gemms[0],
-        "gemm_float64": gemms[1],
-        "forward": cached_njit(_forward_shard_py, **options),
-        "backward": cached_njit(_backward_shard_py, **options),
-        "forwardT": cached_njit(_forward_shard_t_py, **options),
-        "backwardT": cached_njit(_backward_shard_t_py, **options),
-    }
-    problem = _gemm_check(gemms)
+    _register_tanh()
+    problem = gemm_check(gemms)
     if problem:  # e.g. a CBLAS with another integer width under the same symbol name
-        _sharded, _sharded_error = None, problem
-    return _sharded
+        _sharding_error = problem
+        return None
+    _gemms = gemms
+    return _gemms
 
 
-def _gemm_check(gemms: tuple[Any, Any]) -> str:
+def sharding_error() -> str | None:
+    """Why :func:`sharding_gemms` returned None (None before it was asked, or when it worked)."""
+    return _sharding_error
+
+
+def gemm_check(gemms: tuple[Any, Any]) -> str:
     """One small product through each CBLAS GEMM, plain and with Bᵀ as the loops call them,
     against NumPy's; "" when they agree. Catches a CBLAS with another integer width under the
     same symbol name before any loop relies on it; the loops themselves compile lazily, each
@@ -601,80 +561,28 @@ def _tanh64_py(x: float) -> float:  # pragma: no cover - compiled
     return -t if x < 0.0 else t
 
 
-def _tanh_any(x: float) -> float:  # pragma: no cover - compiled (an overload, per dtype)
+def tanh_any(x: float) -> float:  # pragma: no cover - compiled (an overload, per dtype)
     """tanh in compiled code: :func:`_tanh32_py` for float32 x, :func:`_tanh64_py` otherwise
-    (registered by :func:`_register_compiled_helpers`)."""
+    (registered by :func:`sharding_gemms`)."""
     raise NotImplementedError("compiled only")
 
 
-def _activation_py(e: float, code: int) -> float:  # pragma: no cover - compiled
-    """f(E) by ACTIVATION_CODES: identity, tanh, relu, sigmoid = ½(1 + tanh(E/2))."""
-    if code == 1:
-        return _tanh_any(e)
-    if code == 2:
-        return e if e > 0 else e * 0
-    if code == 3:
-        return 0.5 * (1 + _tanh_any(0.5 * e))
-    return e
+_tanh_registered = False
 
 
-def _activation_grad_py(h: float, code: int) -> float:  # pragma: no cover - compiled
-    """f'(E) from h = f(E): 1 − h², [h > 0], h(1 − h), 1."""
-    if code == 1:
-        return 1 - h * h
-    if code == 2:
-        return h * 0 + 1 if h > 0 else h * 0
-    if code == 3:
-        return h * (1 - h)
-    return h * 0 + 1
-
-
-_helpers_registered = False
-
-
-def _activate_block_py(e: np.ndarray, code: int) -> None:  # pragma: no cover - compiled
-    """e ← f(e) in place over a contiguous 1-D view (a view from 0: no index wrap, so each
-    activation's loop vectorises; one loop per activation for the same reason)."""
-    if code == 1:
-        for i in range(e.size):
-            e[i] = _activation(e[i], 1)
-    elif code == 2:
-        for i in range(e.size):
-            e[i] = _activation(e[i], 2)
-    elif code == 3:
-        for i in range(e.size):
-            e[i] = _activation(e[i], 3)
-
-
-def _gemm_times_rows_t_py(
-    gemm: Any, m_ptr: Any, x_ptr: Any, s_ptr: Any, H: int, rows: int, one: Any
-) -> None:  # pragma: no cover - compiled
-    """S (H, rows) ← M (H, H) @ Xᵀ for a row-major (rows, H) block X, all C order: the
-    transposed loops' step product (CblasRowMajor = 101, NoTrans = 111, Trans = 112)."""
-    gemm(101, 111, 112, H, rows, H, one, m_ptr, H, x_ptr, H, one * 0, s_ptr, rows)
-
-
-# compiled, inlined helpers once Numba is loaded (_register_compiled_helpers)
-_activation: Callable[[float, int], float] = _activation_py
-_activation_grad: Callable[[float, int], float] = _activation_grad_py
-_activate_block: Callable[[np.ndarray, int], None] = _activate_block_py
-_gemm_times_rows_t: Callable[..., None] = _gemm_times_rows_t_py
-
-
-def _register_compiled_helpers() -> None:
-    """Make the scalar helpers callable (inlined) from the compiled loops, once."""
-    global _helpers_registered
-    if _helpers_registered:
+def _register_tanh() -> None:
+    """Make :func:`tanh_any` callable from compiled code (per dtype, inlined), once."""
+    global _tanh_registered
+    if _tanh_registered:
         return
     import numba
     from numba import types
     from numba.extending import overload
 
-    global _activation, _activation_grad, _activate_block, _gemm_times_rows_t
     inline = numba.njit(inline="always", error_model="numpy")
     tanh32, tanh64 = inline(_tanh32_py), inline(_tanh64_py)
 
-    @overload(_tanh_any)  # a thin wrapper; the tanh itself is inlined into it
+    @overload(tanh_any)  # a thin wrapper; the tanh itself is inlined into it
     def _tanh_overload(x: float) -> Callable[[float], float]:  # x: its Numba type
         def tanh_f32(x: float) -> float:  # pragma: no cover - compiled
             return tanh32(x)
@@ -684,157 +592,7 @@ def _register_compiled_helpers() -> None:
 
         return tanh_f32 if x == types.float32 else tanh_f64
 
-    _activation, _activation_grad = inline(_activation_py), inline(_activation_grad_py)
-    _activate_block = inline(_activate_block_py)  # after _activation, which it calls
-    _gemm_times_rows_t = inline(_gemm_times_rows_t_py)
-    _helpers_registered = True
-
-
-def _forward_shard_py(
-    gemm: Any, hs: np.ndarray, W_T: np.ndarray, b0: int, b1: int, code: int
-) -> None:  # pragma: no cover - compiled
-    """Rows b0:b1 of hs (T+1, B, H): E_t = hs[t] + h_{t−1} W^T (GEMM, β = 1), h_t = f(E_t).
-
-    hs[t] holds V x_t + b_h on entry (t ≥ 1) and h_t on exit.
-    """
-    one = np.ones(1, dtype=hs.dtype)[0]  # 1 in the arrays' dtype (GEMM α, β)
-    T1, B, H = hs.shape
-    rows = b1 - b0
-    flat = hs.reshape(-1)  # (T+1)·B·H, C order
-    base = hs.ctypes.data
-    size = hs.itemsize
-    w = W_T.ctypes.data
-    for t in range(1, T1):
-        prev = ((t - 1) * B + b0) * H
-        cur = (t * B + b0) * H
-        # C (rows, H) ← 1·A (rows, H) @ W^T (H, H) + 1·C, all row-major (CblasRowMajor=101)
-        a_ptr = base + np.uintp(prev * size)
-        c_ptr = base + np.uintp(cur * size)
-        gemm(101, 111, 111, rows, H, H, one, a_ptr, H, w, H, one, c_ptr, H)
-        _activate_block(flat[cur : cur + rows * H], code)  # h_t = f(E_t)
-
-
-def _backward_shard_py(
-    gemm: Any,
-    delta: np.ndarray,
-    hs: np.ndarray,
-    W: np.ndarray,
-    carry: np.ndarray,
-    b0: int,
-    b1: int,
-    code: int,
-) -> None:  # pragma: no cover - compiled
-    """Rows b0:b1: δ_t = (dh_t + carry) ⊙ f'(E_t), carry ← δ_t W, for t = T−1..0.
-
-    delta (T, B, H) holds ∂L/∂h_t on entry and δ_t on exit; f'(E_t) is computed from
-    hs[t+1] in the same pass; carry (B, H) holds the gradient on h_T on entry and
-    dL/dh_0 on exit.
-    """
-    one = np.ones(1, dtype=delta.dtype)[0]  # 1 in the arrays' dtype (GEMM α, β)
-    T, B, H = delta.shape
-    rows = b1 - b0
-    d = delta.reshape(-1)
-    h = hs.reshape(-1)
-    c = carry.reshape(-1)
-    dbase = delta.ctypes.data
-    cptr = carry.ctypes.data + np.uintp(b0 * H * carry.itemsize)
-    size = delta.itemsize
-    w = W.ctypes.data
-    n = rows * H
-    ct = c[b0 * H : b0 * H + n]  # this shard's rows of the carry
-    for t in range(T - 1, -1, -1):
-        off = (t * B + b0) * H
-        dt = d[off : off + n]  # views: see forward_shard
-        ht = h[off + B * H : off + B * H + n]  # hs[t + 1] = h_t
-        if code == 1:
-            for i in range(dt.size):
-                dt[i] = (dt[i] + ct[i]) * _activation_grad(ht[i], 1)
-        elif code == 2:
-            for i in range(dt.size):
-                dt[i] = (dt[i] + ct[i]) * _activation_grad(ht[i], 2)
-        elif code == 3:
-            for i in range(dt.size):
-                dt[i] = (dt[i] + ct[i]) * _activation_grad(ht[i], 3)
-        else:
-            for i in range(dt.size):
-                dt[i] = dt[i] + ct[i]
-        d_ptr = dbase + np.uintp(off * size)
-        gemm(101, 111, 111, rows, H, H, one, d_ptr, H, w, H, one * 0, cptr, H)
-
-
-def _forward_shard_t_py(
-    gemm: Any, hs: np.ndarray, W: np.ndarray, b0: int, b1: int, code: int
-) -> None:  # pragma: no cover - compiled
-    """Rows b0:b1 of hs (T+1, B, H): S = W h_{t−1}ᵀ (H, rows), E_t = hs[t] + Sᵀ,
-    h_t = f(E_t); hs[t] holds V x_t + b_h on entry (t ≥ 1) and h_t on exit."""
-    one = np.ones(1, dtype=hs.dtype)[0]  # 1 in the arrays' dtype (GEMM α, β)
-    T1, B, H = hs.shape
-    rows = b1 - b0
-    flat = hs.reshape(-1)
-    base = hs.ctypes.data
-    size = hs.itemsize
-    S = np.empty(H * rows, dtype=hs.dtype)  # (H, rows): W h_{t-1}ᵀ
-    s_ptr = S.ctypes.data
-    w = W.ctypes.data
-    for t in range(1, T1):
-        prev = ((t - 1) * B + b0) * H
-        cur = (t * B + b0) * H
-        # S (H, rows) ← W (H, H) @ h_{t−1}ᵀ: row-major, h's block read transposed
-        _gemm_times_rows_t(gemm, w, base + np.uintp(prev * size), s_ptr, H, rows, one)
-        for b in range(rows):  # E_t = hs[t] + Sᵀ: S read across its rows, in cache
-            e = flat[cur + b * H : cur + b * H + H]
-            for k in range(H):
-                e[k] += S[k * rows + b]
-        _activate_block(flat[cur : cur + rows * H], code)  # then f over the block
-
-
-def _backward_shard_t_py(
-    gemm: Any,
-    delta: np.ndarray,
-    hs: np.ndarray,
-    W_T: np.ndarray,
-    carry: np.ndarray,
-    b0: int,
-    b1: int,
-    code: int,
-) -> None:  # pragma: no cover - compiled
-    """Rows b0:b1: δ_t = (dh_t + carry) ⊙ f'(E_t), carryᵀ ← Wᵀ δ_tᵀ (H, rows)."""
-    one = np.ones(1, dtype=delta.dtype)[0]  # 1 in the arrays' dtype (GEMM α, β)
-    T, B, H = delta.shape
-    rows = b1 - b0
-    d = delta.reshape(-1)
-    h = hs.reshape(-1)
-    c = carry.reshape(-1)
-    dbase = delta.ctypes.data
-    size = delta.itemsize
-    S = np.empty(H * rows, dtype=delta.dtype)  # (H, rows): carryᵀ
-    for b in range(rows):
-        for k in range(H):
-            S[k * rows + b] = c[(b0 + b) * H + k]
-    s_ptr = S.ctypes.data
-    w = W_T.ctypes.data
-    for t in range(T - 1, -1, -1):
-        off = (t * B + b0) * H
-        for b in range(rows):
-            dt = d[off + b * H : off + b * H + H]
-            ht = h[off + B * H + b * H : off + B * H + b * H + H]  # hs[t + 1] = h_t
-            if code == 1:
-                for k in range(H):
-                    dt[k] = (dt[k] + S[k * rows + b]) * _activation_grad(ht[k], 1)
-            elif code == 2:
-                for k in range(H):
-                    dt[k] = (dt[k] + S[k * rows + b]) * _activation_grad(ht[k], 2)
-            elif code == 3:
-                for k in range(H):
-                    dt[k] = (dt[k] + S[k * rows + b]) * _activation_grad(ht[k], 3)
-            else:
-                for k in range(H):
-                    dt[k] = dt[k] + S[k * rows + b]
-        # S (H, rows) ← Wᵀ (H, H) @ δ_tᵀ
-        _gemm_times_rows_t(gemm, w, dbase + np.uintp(off * size), s_ptr, H, rows, one)
-    for b in range(rows):
-        for k in range(H):
-            c[(b0 + b) * H + k] = S[k * rows + b]
+    _tanh_registered = True
 
 
 def shard_count(batch: int, hidden: int) -> int:
@@ -852,7 +610,7 @@ def shard_count(batch: int, hidden: int) -> int:
         return 0
     if _backend != "sharded" and (_backend == "numba" or batch * hidden <= SMALL_STEP):
         return 0  # the per-row loops (above) win on tiny steps; nothing to compile for them
-    if _load_sharded() is None:
+    if sharding_gemms() is None:
         return 0
     if _backend == "sharded":
         n = want if isinstance(want, int) else 2
@@ -871,7 +629,7 @@ def _user_blas_threads() -> list[int]:
     """BLAS's thread counts as found at first use (the user's setting, before we touch it)."""
     global _user_threads
     if _user_threads is None:
-        _user_threads = [c.num_threads for c in _blas()]
+        _user_threads = [c.num_threads for c in blas_controllers()]
     return _user_threads
 
 
@@ -893,7 +651,7 @@ def _shard_pool(workers: int) -> Any:
     return _pool
 
 
-def _run_shards(kernel: Callable[..., None], batch: int, shards: int, *args: Any) -> None:
+def run_shards(kernel: Callable[..., None], batch: int, shards: int, *args: Any) -> None:
     """kernel(*head, b0, b1, code) on each shard; shard 0 on this thread, the rest pooled."""
     *head, code = args
     bounds = [batch * s // shards for s in range(shards + 1)]
@@ -908,49 +666,6 @@ def _run_shards(kernel: Callable[..., None], batch: int, shards: int, *args: Any
         kernel(*head, bounds[0], bounds[1], code)
         for f in futures:
             f.result()
-
-
-def transposed_product(batch: int, hidden: int, shards: int, dtype: np.dtype) -> bool:
-    """Whether the sharded loops compute their step's product transposed (see
-    :data:`TRANSPOSED_MIN_MACS` and :data:`TRANSPOSED_DTYPES`)."""
-    big = (batch // shards) * hidden * hidden >= TRANSPOSED_MIN_MACS
-    return big and np.dtype(dtype).name in TRANSPOSED_DTYPES
-
-
-def sharded_forward(
-    hs: np.ndarray, W: np.ndarray, W_T: np.ndarray, activation: str, shards: int
-) -> None:
-    """The forward recurrence over hs (T+1, B, H) in place, ``shards`` row blocks in parallel;
-    W (H, H) and W_T = Wᵀ, both C-contiguous (one of them is the product's operand)."""
-    kernels = _load_sharded()
-    assert kernels is not None
-    _, B, H = hs.shape
-    gemm = kernels[f"gemm_{hs.dtype.name}"]
-    if transposed_product(B, H, shards, hs.dtype):
-        kernel, weight = kernels["forwardT"], W
-    else:
-        kernel, weight = kernels["forward"], W_T
-    _run_shards(kernel, B, shards, gemm, hs, weight, ACTIVATION_CODES[activation])
-
-
-def sharded_backward(
-    delta: np.ndarray,
-    hs: np.ndarray,
-    W: np.ndarray,
-    carry: np.ndarray,
-    activation: str,
-    shards: int,
-) -> None:
-    """The BPTT recursion in place, ``shards`` row blocks in parallel; see backward_shard."""
-    kernels = _load_sharded()
-    assert kernels is not None
-    _, B, H = delta.shape
-    gemm = kernels[f"gemm_{delta.dtype.name}"]
-    if transposed_product(B, H, shards, delta.dtype):
-        kernel, weight = kernels["backwardT"], _workspace.contiguous(W.T)
-    else:
-        kernel, weight = kernels["backward"], np.ascontiguousarray(W)
-    _run_shards(kernel, B, shards, gemm, delta, hs, weight, carry, ACTIVATION_CODES[activation])
 
 
 BACKEND_FROM_ENV = os.environ.get("BPTT_KERNELS", "auto")

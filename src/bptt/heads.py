@@ -1,6 +1,12 @@
-"""Output heads f_y with their losses: canonical link/loss pairs, so dL/dz = ŷ − y.
+"""Output heads: the affine layer z = U h + b_y, and f_y with its loss (canonical link/loss
+pairs, so dL/dz = ŷ − y).
 
-With z_t = U h_t + b_y (T, B, O) and a per-step weight w_tb = mask_tb / B:
+    z_t = U h_t + b_y                     (:func:`output_forward`, every step at once)
+    dL/dU = Σ_t dL/dz_t h_t^T   dL/db_y = Σ_t dL/dz_t   ∂L/∂h_t = U^T dL/dz_t
+                                          (:func:`output_backward`)
+
+h_t is the head's input, the top layer's states (K = D·H features). With z_t (T, B, O) and a
+per-step weight w_tb = mask_tb / B:
 
     softmax   ŷ = softmax(z)     L_tb = −log ŷ_tb[y_tb]                  y: class ids (T, B)
     sigmoid   ŷ = σ(z)           L_tb = −Σ_o y log ŷ + (1−y) log(1−ŷ)    y: (T, B, O) in [0, 1]
@@ -15,8 +21,51 @@ usable piece by piece (``predict``, ``step_losses``) for evaluation and teaching
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 
 import numpy as np
+
+from . import _kernels, _workspace
+
+# -- the affine layer z = U h + b_y -------------------------------------------------------
+
+
+def output_forward(params: Mapping[str, np.ndarray], top: np.ndarray) -> np.ndarray:
+    """z_t = U h_t + b_y for t = 1..T as one product: top (T, B, K) → (T, B, O).
+
+    ``top`` is the head's input, the top layer's states h_1..h_T (K = D·H).
+    """
+    T, B, K = top.shape
+    O = params["U"].shape[0]
+    z = _kernels.matmul(
+        top.reshape(T * B, K), params["U"].T, out=_workspace.empty((T * B, O), top.dtype)
+    )
+    z += params["b_y"]
+    return z.reshape(T, B, -1)
+
+
+def output_backward(
+    dz: np.ndarray, top: np.ndarray, params: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dL/dU = Σ_t dz_t h_t^T, dL/db_y = Σ_t dz_t, ∂L/∂h_t = U^T dz_t (all steps at once).
+
+    Args:
+        dz: (T, B, O) dL/dz_t. top: (T, B, K) the head's input h_1..h_T.
+
+    Returns:
+        dU (O, K), db_y (O,), dh (T, B, K).
+    """
+    T, B, O = dz.shape
+    K = top.shape[2]
+    dz_rows = dz.reshape(T * B, O)
+    dU = _kernels.matmul_tn(dz_rows, top.reshape(T * B, K))  # (O, K)
+    dh = _kernels.matmul(dz_rows, params["U"], out=_workspace.empty((T * B, K), dz.dtype))
+    dh = dh.reshape(T, B, K)
+    db_y = _kernels.column_sums(dz_rows)
+    return dU, db_y, dh
+
+
+# -- f_y and its loss ----------------------------------------------------------------------
 
 
 def _softplus(z: np.ndarray) -> np.ndarray:

@@ -27,9 +27,8 @@ from numpy.typing import DTypeLike
 from .activations import Activation, get_activation
 from .algorithms.recompute import recompute_forward_backward, segment_length
 from .cells import Cell, get_cell
-from .heads import Head, get_head
+from .heads import Head, get_head, output_backward, output_forward
 from .params import Gradients, Params
-from .rnn import output_backward, output_forward
 from .validation import (
     check_dtype,
     check_float_array,

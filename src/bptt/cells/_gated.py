@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import _kernels, _workspace
 from ..activations import get_activation
-from ..rnn import input_projection_backward
+from .elman import input_projection_backward
 
 sigmoid_ = get_activation("sigmoid").forward_inplace
 """σ(a) = ½(1 + tanh(a/2)) in place: one transcendental, no overflow for large |a|."""

@@ -56,7 +56,7 @@ def _load() -> dict[str, Callable[..., Any]] | None:
     global _compiled, _failed
     if _compiled is not None or _failed:
         return _compiled
-    gemms = _kernels._cblas_gemm() if _kernels._load_sharded() is not None else None
+    gemms = _kernels.sharding_gemms()  # also makes _tanh compile
     if gemms is None:
         _failed = True
         return None
@@ -96,7 +96,7 @@ def _quarters_py(a: np.ndarray, start: int, H: int) -> tuple[np.ndarray, ...]:  
 
 
 _quarters: Callable[..., Any] = _quarters_py  # the compiled, inlined helper once loaded
-_tanh = _kernels._tanh_any  # tanh per dtype in compiled code (an overload, see _kernels)
+_tanh = _kernels.tanh_any  # tanh per dtype in compiled code (an overload, see _kernels)
 
 
 # CBLAS enums: CblasRowMajor = 101, CblasNoTrans = 111, CblasTrans = 112
@@ -384,7 +384,7 @@ def lstm_forward(
     """
     W = np.ascontiguousarray(W)  # (4H, H)
     kernel = _kernel("lstm_forward", gates.dtype)
-    _kernels._run_shards(kernel, gates.shape[1], shards, gates, hs, cs, W, 0)
+    _kernels.run_shards(kernel, gates.shape[1], shards, gates, hs, cs, W, 0)
 
 
 def lstm_backward(
@@ -403,7 +403,7 @@ def lstm_backward(
     dh = np.ascontiguousarray(dh)
     kernel = _kernel("lstm_backward", gates.dtype)
     db = _workspace.zeros(gates.shape[1:], np.float64)  # (B, 4H): row b0 per shard
-    _kernels._run_shards(kernel, gates.shape[1], shards, dA, dh, gates, cs, W_T, carry, dc, db, 0)
+    _kernels.run_shards(kernel, gates.shape[1], shards, dA, dh, gates, cs, W_T, carry, dc, db, 0)
     return dA, _shard_sum(db, shards).astype(dA.dtype)
 
 
@@ -427,7 +427,7 @@ def gru_forward(
     kernel = _kernel("gru_forward", G.dtype)
     W = np.ascontiguousarray(W)
     b_hn = np.ascontiguousarray(b_hn)
-    _kernels._run_shards(kernel, B, shards, G, gates, hs, W, b_hn, 0)
+    _kernels.run_shards(kernel, B, shards, G, gates, hs, W, b_hn, 0)
     return gates
 
 
@@ -441,5 +441,5 @@ def gru_backward(
     dh = np.ascontiguousarray(dh)
     kernel = _kernel("gru_backward", gates.dtype)
     db = _workspace.zeros(gates.shape[1:], np.float64)  # (B, 4H): row b0 per shard
-    _kernels._run_shards(kernel, gates.shape[1], shards, dA, dh, gates, hs, W_T, carry, db, 0)
+    _kernels.run_shards(kernel, gates.shape[1], shards, dA, dh, gates, hs, W_T, carry, db, 0)
     return dA, _shard_sum(db, shards).astype(dA.dtype)

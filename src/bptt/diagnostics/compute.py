@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_write_text
+from ..cells.elman import input_projection_backward
 from ..model import RNN, ElmanRNN
-from ..rnn import input_projection_backward
 from ..validation import check_inputs, check_max_lag
 from .cells import lag_contributions as cell_lag_contributions
 

@@ -31,7 +31,7 @@ _compiled: dict[str, Callable[..., Any]] | None = None
 def compiled() -> dict[str, Callable[..., Any]] | None:
     """The compiled kernels (compiled lazily, once), or None: Numba missing or not wanted."""
     global _compiled
-    if not _kernels._numba_wanted():
+    if not _kernels.numba_wanted():
         return None
     if _compiled is None:
         import numba
