@@ -25,11 +25,10 @@ memory model (:mod:`bptt.algorithms.recompute`) call it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import math
 
 import numpy as np
 from numpy.typing import DTypeLike
