@@ -320,16 +320,10 @@ class WindowBPTT(GradientAlgorithm):
         return all(bool(np.isfinite(p).all()) for p in parts)
 
     @classmethod
-    def carried_bytes(
-        cls,
-        model: RNN,
-        batch: int,
-        k1: int | None = None,
-        k2: int | None = None,
-        checkpoint: bool | int = False,
-    ) -> int:
+    def carried_bytes(cls, model: RNN, batch: int, **options: Any) -> int:
         """The carried state (every layer's, B·S each) and the k2 − k1 buffered steps'
         inputs, targets and mask (at most I + O + 1 numbers per stream step)."""
+        k1, k2 = options.get("k1"), options.get("k2")
         itemsize = model.dtype.itemsize
         S = model.state_parts * model.hidden_size
         state = len(model.layers) * batch * S
