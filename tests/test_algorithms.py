@@ -40,6 +40,9 @@ def test_the_registry_holds_every_way_to_compute_a_gradient() -> None:
         assert entry.name == name and issubclass(entry.cls, GradientAlgorithm)
         assert entry.summary and set(entry.options) <= set(OPTION_FIELDS)
     assert algorithms.get("snap-3").streaming  # snap-N for any N
+    # checkpoints keep the array names they have always had (docs/checkpoint-format.md)
+    assert algorithms.get("bptt").cls.checkpoint_prefix == "tbptt"
+    assert {algorithms.get(n).cls.checkpoint_prefix for n in online.ALGORITHMS} == {"online"}
     with pytest.raises(ValueError, match=r"must be one of \['bptt', 'recompute'"):
         algorithms.get("magic")
     with pytest.raises(ValueError, match="already registered"):
@@ -253,14 +256,14 @@ def test_every_algorithm_trains_checkpoints_and_resumes_bit_exact(tmp_path, name
 
 @pytest.mark.parametrize("name", ["bptt", "recompute", "tbptt"])
 def test_algorithms_that_run_any_cell_train_a_deep_gated_model(tmp_path, name) -> None:
-    cfg = _config(tmp_path, "gru", name, "charlm", cell="lstm", layers=2, steps=4)
+    cfg = _config(tmp_path, "lstm", name, "charlm", cell="lstm", layers=2, steps=4)
     Trainer(cfg, echo=None).train()
     Trainer(
-        _config(tmp_path, "gru", name, "charlm", cell="lstm", layers=2, steps=6),
+        _config(tmp_path, "lstm", name, "charlm", cell="lstm", layers=2, steps=6),
         resume=True,
         echo=None,
     ).train()
-    assert load_checkpoint(tmp_path / "gru").step == 6
+    assert load_checkpoint(tmp_path / "lstm").step == 6
 
 
 def test_a_bidirectional_model_trains_by_window_bptt_on_fresh_batches(tmp_path) -> None:
