@@ -90,7 +90,7 @@ class GradientAlgorithm(ABC):
     puts it in ``bptt train --algorithm``, the docs' table and the parametrised tests.
     """
 
-    name: ClassVar[str]
+    name: str  # the registry name (an instance may refine it: the online adapter's method)
     streaming: ClassVar[bool] = False
     """True: advances step by step on unbroken streams (served ``--update-every`` steps at a
     time); False: backpropagates through each batch as a whole."""

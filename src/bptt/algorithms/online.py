@@ -46,7 +46,7 @@ class OnlineGradient(GradientAlgorithm):
         self, model: RNN, batch: int = 1, seed: int = 0, method: str = "rtrl", **options: Any
     ) -> None:
         super().__init__(model, batch, seed)
-        self.name = method  # type: ignore[misc]  # an instance refines the class's name
+        self.name = method
         self.online = online.make(method, model, batch=self.batch, seed=seed, **options)
 
     def reset(self, state: object = None) -> None:

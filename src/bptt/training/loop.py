@@ -159,7 +159,7 @@ class Trainer:
         CheckpointError: ``resume`` without a checkpoint, a checkpoint from another task or
             configuration or data, or a fresh run into a directory that already holds one.
         ValueError: a ``model`` that does not fit the task; a ``--seq-len`` that the task
-            cannot honour.
+            cannot honour; a model the ``--algorithm`` does not run (its own message).
         RunDirBusyError: another process (or Trainer) holds ``config.out``.
         ResourceError: the configuration needs more memory than the machine has.
     """
