@@ -12,7 +12,6 @@ import pytest
 import bptt.training.loop
 from bptt.checkpoint import CheckpointError, load_checkpoint
 from bptt.data.text import stream_batches
-from bptt.model import BPTTResult
 from bptt.training import TrainConfig, Trainer, TrainingDiverged
 
 
@@ -117,11 +116,11 @@ class _PoisonedTrainer(Trainer):
 
     poison_from = 5
 
-    def _forward_backward(self, x, y, mask):
-        res = super()._forward_backward(x, y, mask)
+    def _gradient(self, batch, restart):
+        res = super()._gradient(batch, restart)
         if self.step >= self.poison_from:
             res.grads.W[0, 0] = np.nan
-        return BPTTResult(res.loss, res.grads, res.h_last)
+        return res
 
 
 def test_repeated_non_finite_steps_stop_with_checkpoint(tmp_path) -> None:
@@ -137,8 +136,8 @@ def test_repeated_non_finite_steps_stop_with_checkpoint(tmp_path) -> None:
 
 def test_isolated_bad_step_is_skipped_and_counted(tmp_path) -> None:
     class OneBad(Trainer):
-        def _forward_backward(self, x, y, mask):
-            res = super()._forward_backward(x, y, mask)
+        def _gradient(self, batch, restart):
+            res = super()._gradient(batch, restart)
             if self.step == 3:
                 res.grads.U[...] = np.inf
             return res

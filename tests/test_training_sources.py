@@ -1,17 +1,28 @@
-"""bptt.training.sources: each DataSource, restored from its own checkpoint state, continues
-with the same batches and gradients as the source it was saved from."""
+"""bptt.training.sources: each DataSource, restored from its own checkpoint state (and the
+algorithm from its state_dict), continues with the same batches and gradients as the source it
+was saved from; sources only serve data (a batch, and whether it starts new streams)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from bptt import algorithms
+from bptt.algorithms import GradientAlgorithm
+from bptt.data import Batch
 from bptt.data.arrays import ArrayTask
 from bptt.model import build_model
 from bptt.training import CharStreamSource, DataSource, TaskSource, TrainConfig, make_source
 
+Pair = tuple[DataSource, GradientAlgorithm]
+
 
 def _attached(config: TrainConfig, **kw) -> DataSource:
+    return _pair(config, **kw)[0]
+
+
+def _pair(config: TrainConfig, **kw) -> Pair:
+    """A source and the configuration's algorithm on one fresh model."""
     source = make_source(config, **kw)
     model = build_model(
         input_size=source.input_size,
@@ -22,24 +33,29 @@ def _attached(config: TrainConfig, **kw) -> DataSource:
         dtype=np.float64,
     )
     source.attach(model)
-    return source
+    alg = algorithms.make(
+        config.algorithm, model, batch=config.batch, seed=config.seed, **config.algorithm_options()
+    )
+    return source, alg
 
 
-def _draw(source: DataSource, n: int) -> list[tuple[np.ndarray, float, np.ndarray]]:
-    """n steps of (x, loss, dL/dW); the source's carried state moves on."""
+def _draw(pair: Pair, n: int) -> list[tuple[np.ndarray, float, np.ndarray]]:
+    """n steps of (x, loss, dL/dW); the source and the algorithm's carried state move on."""
+    source, alg = pair
     out = []
     for _ in range(n):
-        (x, y, mask), _ = source.next_batch()
-        res = source.gradient(x, y, mask)
-        out.append((x, res.loss, res.grads["W"]))
+        batch, restart = source.next_batch()
+        res = alg.gradient(batch, restart)
+        out.append((batch.x, res.loss, res.grads["W"]))
     return out
 
 
-def _saved_and_restored(config: TrainConfig, steps: int) -> tuple[DataSource, DataSource]:
-    a = _attached(config)
+def _saved_and_restored(config: TrainConfig, steps: int) -> tuple[Pair, Pair]:
+    a = _pair(config)
     _draw(a, steps)
-    b = _attached(config, vocab=a.vocab)
-    b.restore(a.data_state(), a.state_arrays(), a.rng.bit_generator.state)
+    b = _pair(config, vocab=a[0].vocab)
+    b[0].restore(a[0].data_state(), a[0].state_arrays(), a[0].rng.bit_generator.state)
+    b[1].load_state_dict(a[1].state_dict())
     return a, b
 
 
@@ -49,8 +65,8 @@ def test_char_stream_source_continues_from_its_state(tmp_path, k2) -> None:
     text.write_text("the quick brown fox jumps over the lazy dog. " * 40)
     config = TrainConfig(text=str(text), hidden=6, seq_len=5, k2=k2, batch=3, out=str(tmp_path))
     a, b = _saved_and_restored(config, steps=4)
-    assert isinstance(a, CharStreamSource) and a.window == 4
-    assert a.state_arrays() and set(a.state_arrays()) == set(b.state_arrays())
+    assert isinstance(a[0], CharStreamSource) and a[0].window == 4
+    assert a[1].state_dict() and set(a[1].state_dict()) == set(b[1].state_dict())
     for (xa, la, ga), (xb, lb, gb) in zip(_draw(a, 3), _draw(b, 3), strict=True):
         np.testing.assert_array_equal(xa, xb)
         assert la == lb
@@ -69,7 +85,7 @@ def test_char_stream_source_refuses_a_position_beyond_its_text(tmp_path) -> None
 def test_task_source_continues_from_its_rng(tmp_path) -> None:
     config = TrainConfig(task="adding", hidden=5, seq_len=7, batch=4, out=str(tmp_path))
     a, b = _saved_and_restored(config, steps=3)
-    assert isinstance(a, TaskSource) and a.state_arrays() == {}
+    assert isinstance(a[0], TaskSource) and a[0].state_arrays() == {}
     for (xa, la, ga), (xb, lb, gb) in zip(_draw(a, 2), _draw(b, 2), strict=True):
         np.testing.assert_array_equal(xa, xb)
         assert la == lb
@@ -78,13 +94,13 @@ def test_task_source_continues_from_its_rng(tmp_path) -> None:
 
 def test_a_streaming_task_carries_its_streams_across_chunks(tmp_path) -> None:
     config = TrainConfig(task="lagged", hidden=4, seq_len=12, batch=2, out=str(tmp_path))
-    a = _attached(config)
-    _, restart1 = a.next_chunk()
+    a = _attached(config, steps=12)  # a streaming algorithm's source: the stream continues
+    _, restart1 = a.next_batch()
     assert not restart1 and "stream.carry" in a.state_arrays()
-    b = _attached(config)
+    b = _attached(config, steps=12)
     b.restore(a.data_state(), a.state_arrays(), a.rng.bit_generator.state)
-    (xa, ya, _), _ = a.next_chunk()
-    (xb, yb, _), _ = b.next_chunk()
+    (xa, ya, _), _ = a.next_batch()
+    (xb, yb, _), _ = b.next_batch()
     np.testing.assert_array_equal(xa, xb)
     np.testing.assert_array_equal(ya, yb)  # y_t depends on x up to lag2 steps back
 
@@ -106,35 +122,61 @@ def test_sources_report_their_metric(tmp_path) -> None:
     assert adding.score(metrics) == metrics["val_mse"]
 
 
-class _Chunks:
-    """A stand-in source: chunks of 4 steps numbered 0, 1, 2, …; every other one restarts."""
+class _Chunks(DataSource):
+    """A stand-in source: windows of 4 steps numbered 0, 1, 2, …; every other one restarts."""
 
-    def __init__(self) -> None:
+    def __init__(self, steps: int) -> None:
+        super().__init__(TrainConfig(), steps)
         self.n = 0
 
-    def next_chunk(self):  # type: ignore[no-untyped-def]
-        from bptt.data import Batch
+    def describe(self) -> str:
+        return "chunks"
 
+    def evaluate(self):  # type: ignore[no-untyped-def]
+        return {}
+
+    def next_window(self) -> tuple[Batch, bool]:
         x = np.arange(4 * self.n, 4 * self.n + 4).reshape(4, 1)
         self.n += 1
         return Batch(x, x + 100, None), self.n % 2 == 1
 
 
-def test_step_stream_takes_runs_within_chunks_and_resumes_where_it_stopped() -> None:
-    """take(n) gives the next n steps in order, cut at chunk ends, restart only at a
-    restarting chunk's first step; a stream restored from state_arrays continues the same."""
-    from bptt.training.sources import StepStream
+def test_a_streaming_source_serves_n_steps_cut_at_restarts_and_resumes() -> None:
+    """With steps=N a source serves the next N steps in order, across windows that continue
+    the streams; a restarting window ends the batch before it and starts the next one with
+    restart=True. A source restored from its state_arrays continues the same."""
+    source = _Chunks(steps=6)
+    batches = [source.next_batch() for _ in range(2)]
+    assert [b.x.ravel().tolist() for b, _ in batches] == [[0, 1, 2, 3, 4, 5], [6, 7]]
+    assert [r for _, r in batches] == [True, False]
+    assert all(np.array_equal(b.y, b.x + 100) and b.mask is None for b, _ in batches)
+    saved, position = source.state_arrays(), source.n  # window 2 already drawn, held
+    after = [source.next_batch() for _ in range(2)]
+    assert [b.x.ravel().tolist() for b, _ in after] == [[8, 9, 10, 11, 12, 13], [14, 15]]
+    assert [r for _, r in after] == [True, False]  # window 2 (steps 8-11) restarts
+    again = _Chunks(steps=6)
+    again.n = position  # the source's own position is restored by the source
+    again.restore({}, saved, None)
+    assert [again.next_batch()[0].x.ravel().tolist() for _ in range(2)] == [
+        [8, 9, 10, 11, 12, 13],
+        [14, 15],
+    ]
 
-    stream = StepStream(_Chunks())  # type: ignore[arg-type]
-    runs = list(stream.take(6))
-    assert [r[0].ravel().tolist() for r in runs] == [[0, 1, 2, 3], [4, 5]]
-    assert [r[3] for r in runs] == [True, False]
-    assert all(np.array_equal(r[1], r[0] + 100) for r in runs)
-    saved = stream.state_arrays()
-    runs = list(stream.take(5))
-    assert [r[0].ravel().tolist() for r in runs] == [[6, 7], [8, 9, 10]]
-    assert [r[3] for r in runs] == [False, True]  # chunk 2 (steps 8-11) restarts
-    again = StepStream(_Chunks())  # type: ignore[arg-type]
-    again.source.n = 2  # the source's own position is restored by the source
-    again.load_state_arrays(saved)
-    assert [r[0].ravel().tolist() for r in again.take(5)] == [[6, 7], [8, 9, 10]]
+
+def test_a_streaming_batch_across_windows_fills_a_missing_mask_with_ones() -> None:
+    class Masked(_Chunks):
+        def next_window(self) -> tuple[Batch, bool]:
+            batch, _ = super().next_window()
+            mask = np.zeros((4, 1)) if self.n == 1 else None  # the first window masked out
+            return Batch(batch.x, batch.y, mask), False
+
+    batch, _ = Masked(steps=6).next_batch()
+    assert batch.mask is not None and batch.mask.ravel().tolist() == [0, 0, 0, 0, 1, 1]
+
+
+def test_a_window_source_serves_whole_windows_and_restarts_each_task_batch(tmp_path) -> None:
+    config = TrainConfig(task="adding", hidden=3, seq_len=7, batch=2, out=str(tmp_path))
+    source = _attached(config)
+    for _ in range(2):
+        batch, restart = source.next_batch()
+        assert batch.x.shape[:2] == (7, 2) and restart

@@ -10,13 +10,22 @@ Layer l = 0..L−1, direction d (0 forward, 1 reverse, when bidirectional):
 For one Elman layer in one direction this is the seed's E_t = V x_t + W h_{t-1} + b_h,
 h_t = f_h(E_t), ŷ_t = f_y(U h_t + b_y), with parameters ``U V W b_h b_y``.
 
-This module holds the ONE forward → head → backward sequence (:meth:`RNN.sweep`); the full,
-recompute (:mod:`bptt.algorithms.recompute`) and truncated (:mod:`bptt.algorithms.truncated`)
-schedules and the diagnostics all run through it.
+This module holds the ONE forward → head → backward sequence (:meth:`RNN.sweep`) and its
+public parts (:meth:`RNN.forward_layers`, :meth:`RNN.head_logits`, :meth:`RNN.backward_layers`,
+:meth:`RNN.split_state` / :meth:`RNN.join_state`, :meth:`RNN.loss_weights`); the gradient
+algorithms (:mod:`bptt.algorithms`) and the diagnostics run the model through these alone.
+
+The model imports nothing from :mod:`bptt.algorithms` (the arrow runs one way: algorithms →
+model). The one schedule the model runs itself is the segmented sweep behind
+``loss_and_grads(checkpoint=…)`` (:meth:`RNN.sweep_segments`, with :func:`segment_length`): it
+is the same sweep regrouped by segment, a memory layout of the model's own backward (as
+PyTorch's ``checkpoint=`` is), so it lives here; the algorithm entry ``recompute`` and its
+memory model (:mod:`bptt.algorithms.recompute`) call it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +34,6 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from .activations import Activation, get_activation
-from .algorithms.recompute import recompute_forward_backward, segment_length
 from .cells import Cell, get_cell
 from .heads import Head, get_head, output_backward, output_forward
 from .params import Gradients, Params
@@ -75,6 +83,29 @@ class Sweep:
     caches: list[Any]  # per layer-direction
     finals: list[np.ndarray]  # per layer-direction, (B, S)
     top: np.ndarray  # (T, B, D·H) the head's input
+
+
+def segment_length(n_steps: int, checkpoint: object) -> int | None:
+    """The segment length K that ``checkpoint`` asks for, or None for full storage.
+
+    ``False`` → None (store every step); ``True`` → K = round(√T) (at least 1);
+    a positive int K → K. A K ≥ T is one segment, the same as full storage.
+
+    Raises:
+        TypeError: ``checkpoint`` is not a bool or an int.
+        ValueError: an int below 1.
+    """
+    if isinstance(checkpoint, (bool, np.bool_)):
+        return max(1, round(math.sqrt(n_steps))) if checkpoint else None
+    if not isinstance(checkpoint, (int, np.integer)):
+        raise TypeError(
+            "checkpoint must be False (store every step), True (segments of about √T steps) "
+            f"or a positive int K (segments of K steps), got {type(checkpoint).__name__} "
+            f"{checkpoint!r}"
+        )
+    if checkpoint < 1:
+        raise ValueError(f"checkpoint must be a positive segment length in steps, got {checkpoint}")
+    return int(checkpoint)
 
 
 class RNN:
@@ -528,6 +559,65 @@ class RNN:
         grads, ds0 = self.backward_layers(params, sweep, dz, ds_last)
         return loss, grads, ds0, sweep.finals
 
+    def sweep_segments(
+        self,
+        params: Mapping[str, np.ndarray],
+        x: np.ndarray,
+        y: np.ndarray,
+        weight: np.ndarray,
+        states: Sequence[np.ndarray],
+        ds_last: Sequence[np.ndarray | None],
+        segment: int,
+    ) -> tuple[float, dict[str, np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        """:meth:`sweep` storing only the states at segment boundaries (Chen et al. 2016).
+
+        The sequence is cut into segments [0, K), [K, 2K), …, [(S−1)K, T), S = ⌈T/K⌉:
+
+        1. forward: each layer's state at sK, s = 0..S, is all that is kept;
+        2. backward, s = S−1 down to 0: recompute segment s from its boundary, its head, loss
+           and dL/dz, and backpropagate through it with the carries dL/ds_{(s+1)K} from the
+           segment after it (``ds_last``); its parameter gradients add to the totals and the
+           carries it returns, dL/ds_{sK}, go on to the segment before.
+
+        The same sums as :meth:`sweep`, regrouped by segment (equal to rounding). Memory:
+        (S+1)·B·H boundaries plus one segment's work instead of T steps' (O(√T) with K ≈ √T);
+        time: the forward runs twice. Unidirectional only (the caller checks): a reverse
+        direction would need the segments from right to left.
+
+        Args:
+            x, y, weight, states, ds_last: as :meth:`sweep` (validated arrays).
+            segment: K ≥ 1, steps per segment.
+
+        Returns:
+            ``(loss, grads, ds0, finals)`` as :meth:`sweep` gives them.
+        """
+        T = x.shape[0]
+        starts = list(range(0, T, segment))
+        # 1. forward: keep every layer's state at each segment start, nothing else
+        boundaries: list[list[np.ndarray]] = [list(states)]  # (S+1) × layers × (B, S)
+        for a in starts:
+            boundaries.append(
+                self.forward_layers(params, x[a : a + segment], boundaries[-1], False).finals
+            )
+        # 2. backward: recompute a segment, its head and loss, backpropagate, accumulate
+        carry: Sequence[np.ndarray | None] = ds_last  # dL/ds at the end of the current segment
+        loss = 0.0
+        totals: dict[str, np.ndarray] | None = None
+        for s in range(len(starts) - 1, -1, -1):
+            seg = slice(starts[s], starts[s] + segment)
+            seg_loss, grads, ds0, _ = self.sweep(
+                params, x[seg], y[seg], weight[seg], boundaries[s], carry
+            )
+            carry = ds0
+            loss += seg_loss
+            if totals is None:
+                totals = grads
+            else:
+                for name, g in grads.items():
+                    totals[name] += g
+        assert totals is not None  # at least one segment ran (T ≥ 1)
+        return loss, totals, list(carry), boundaries[-1]  # type: ignore[arg-type]
+
     # -- validated entry points ---------------------------------------------------------------
 
     def _check_xy(self, x: object, y: object) -> tuple[np.ndarray, np.ndarray]:
@@ -627,7 +717,8 @@ class RNN:
                 ``False`` stores every step; ``True`` stores only the states at segment
                 boundaries, segments of about √T steps, and recomputes each segment during
                 the backward sweep (memory O(√T) instead of O(T), about a third more time); a
-                positive int K uses segments of K steps. See :mod:`bptt.algorithms.recompute`.
+                positive int K uses segments of K steps. See :meth:`sweep_segments` (and
+                :mod:`bptt.algorithms.recompute` for segments chosen under a memory budget).
 
         Returns:
             A :class:`BPTTResult` with the loss, the gradients (and dL/dh_0) and the final state.
@@ -654,16 +745,8 @@ class RNN:
                     "layer's reverse direction needs them from right to left: use "
                     "checkpoint=False for bidirectional models"
                 )
-            loss, grads, ds0, finals = recompute_forward_backward(
-                self.sweep,
-                self.forward_layers,
-                params,
-                x_arr,
-                y_arr,
-                weight,
-                states,
-                ds_last,
-                segment,
+            loss, grads, ds0, finals = self.sweep_segments(
+                params, x_arr, y_arr, weight, states, ds_last, segment
             )
         else:
             loss, grads, ds0, finals = self.sweep(params, x_arr, y_arr, weight, states, ds_last)
@@ -741,6 +824,17 @@ def param_shapes_for(**structure: Any) -> dict[str, tuple[int, ...]]:
     Raises:
         ValueError/TypeError: as the constructor does for a bad structure.
     """
+    return unallocated_model(**structure).param_shapes()
+
+
+def unallocated_model(**structure: Any) -> RNN:
+    """``RNN(**structure)``'s structure (layers, sizes, dtype, ``w_mask`` None) without its
+    weights: ``params`` is never set. For sizing memory before anything large is allocated
+    (the trainer's check of an algorithm's carried state); any weight access fails.
+
+    Raises:
+        ValueError/TypeError: as the constructor does for a bad structure.
+    """
     args = {k: v for k, v in structure.items() if k != "seed"}
     args = {
         "cell": "elman",
@@ -753,7 +847,7 @@ def param_shapes_for(**structure: Any) -> dict[str, tuple[int, ...]]:
     }
     shell = RNN.__new__(RNN)
     shell._setup(**args)
-    return shell.param_shapes()
+    return shell
 
 
 def build_model(**structure: Any) -> RNN:

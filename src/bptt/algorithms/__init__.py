@@ -1,20 +1,41 @@
-"""Every way this package computes a gradient, one module each, tested against full BPTT.
+"""Every way this package computes a gradient, behind one interface and one registry.
 
-    full BPTT        :meth:`bptt.RNN.loss_and_grads` / ``forward_backward`` (:mod:`bptt.model`):
-                     the one forward → head → backward sweep over a whole sequence
-    recompute        :mod:`.recompute`: the same gradient in O(√T) memory, storing only segment
-                     boundaries and recomputing each segment (``loss_and_grads(checkpoint=…)``)
-    truncated        :mod:`.truncated`: TBPTT(k1, k2) over B parallel streams, state carried
+    alg = bptt.algorithms.make(name, model, batch=B, seed=0, **options)
+    est = alg.gradient(batch, restart)      # Estimate: loss, grads, steps, counted, state
+
+    bptt             :class:`.truncated.WindowBPTT`: BPTT through each batch from the carried
+                     state (full BPTT on fresh sequences), TBPTT(k1, k2) with ``k2``; on the
+                     package's one TBPTT, :class:`.truncated.TruncatedBPTT`
+    recompute        :class:`.recompute.Recompute`: the same gradient in O(√T) memory, storing
+                     only segment boundaries (``loss_and_grads(checkpoint=…)`` runs the model's
+                     segmented sweep, :meth:`bptt.model.RNN.sweep_segments`)
+    rtrl, snap-n, uoro, kf-rtrl, rflo, tbptt
+                     :class:`.online.OnlineGradient`: the online family of :mod:`bptt.online`
+                     (``online.make(name, model)``), one step at a time on carried streams
     seed formula     :mod:`.seed_formula`: the literal double sum over lags of Jacobian
-                     products, term by term (the reference the fast paths are checked against)
-    online           :mod:`bptt.online`: RTRL, SnAp-n, UORO, KF-RTRL, RFLO and online TBPTT,
-                     one step at a time behind one interface (``online.make(name, model)``)
+                     products (the reference the fast paths are checked against; not registered)
 
-:mod:`bptt.model` itself runs on :mod:`.recompute` (which imports nothing of the package),
-while :mod:`.truncated` and :mod:`.seed_formula` run on the model; ``import bptt`` imports this
-package first, so the model is complete before they need it.
+The registry (:mod:`.registry`) is what ``bptt train --algorithm``, the training configuration
+and docs/algorithms.md read. The model (:mod:`bptt.model`) imports nothing from here.
 """
 
-from . import recompute, seed_formula, truncated
+from . import base, recompute, registry, seed_formula, truncated
+from .base import Estimate, GradientAlgorithm
+from .registry import REGISTRY, Entry, get, make, markdown_table, names, register
 
-__all__ = ["recompute", "seed_formula", "truncated"]
+__all__ = [
+    "REGISTRY",
+    "Entry",
+    "Estimate",
+    "GradientAlgorithm",
+    "base",
+    "get",
+    "make",
+    "markdown_table",
+    "names",
+    "recompute",
+    "register",
+    "registry",
+    "seed_formula",
+    "truncated",
+]

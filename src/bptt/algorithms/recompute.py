@@ -5,15 +5,10 @@ buffers: memory ∝ T·B·(H + O). This schedule cuts the sequence into segments
 
     [0, K), [K, 2K), …, [(S−1)K, T)          S = ⌈T / K⌉
 
-and runs the model's one forward/backward sweep (:meth:`bptt.model.RNN.sweep`) on each
-segment, every layer at once:
-
-1. forward sweep: each layer's state at sK for s = 0..S is all that is kept, (S+1, L, B, H);
-2. backward sweep, s = S−1 down to 0: recompute the segment's states from those at sK,
-   its logits, loss and dL/dz (the head, per segment), then backpropagate through the segment
-   with the carries dL/ds_{(s+1)K} arriving from the segment after it (``ds_last``), and add
-   the segment's parameter gradients to the totals. The carries it returns, dL/ds_{sK}, go on
-   to the segment before; the last ones are dL/ds_0.
+keeps only each layer's state at the segment starts during the forward sweep, and during the
+backward sweep recomputes each segment from its boundary and backpropagates through it with
+the carries from the segment after it (:meth:`bptt.model.RNN.sweep_segments`, the model's one
+sweep run segment by segment).
 
 The gradients are those of full BPTT (the same sums, regrouped by segment; tested to 1e-10
 in float64). Memory: (S+1)·B·H for the boundaries plus one segment's work, about
@@ -21,42 +16,29 @@ K·B·(4H + 2O) values, instead of T·B·(4H + 2O); with K ≈ √T both terms a
 forward runs twice, about a third more than full BPTT.
 
 ``model.loss_and_grads(x, y, checkpoint=True | K)`` selects this schedule (the name PyTorch
-gives it, "gradient checkpointing"); saving a training run to disk is :mod:`bptt.checkpoint`.
+gives it, "gradient checkpointing"); :class:`Recompute` is the registry's ``recompute`` entry
+(``bptt train --algorithm recompute [--segment K]``); :func:`segment_for_memory_budget` picks
+K for a memory budget. Saving a training run to disk is :mod:`bptt.checkpoint`.
+
+Why the segment executor lives in the model: ``checkpoint=`` is part of the model's public
+``loss_and_grads``, and the model imports nothing from :mod:`bptt.algorithms` (the arrow runs
+from the algorithms to the model); the executor only regroups the model's own sweep, so it is
+the model's. This module holds what is an algorithm's: the registry entry and the memory model.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
+from ..model import RNN, segment_length
+from .truncated import WindowBPTT
 
-SweepFn = Callable[..., tuple[float, dict[str, np.ndarray], list[np.ndarray], list[np.ndarray]]]
-ForwardFn = Callable[..., Any]
-
-
-def segment_length(n_steps: int, checkpoint: object) -> int | None:
-    """The segment length K that ``checkpoint`` asks for, or None for full storage.
-
-    ``False`` → None (store every step); ``True`` → K = round(√T) (at least 1);
-    a positive int K → K. A K ≥ T is one segment, the same as full storage.
-
-    Raises:
-        TypeError: ``checkpoint`` is not a bool or an int.
-        ValueError: an int below 1.
-    """
-    if isinstance(checkpoint, (bool, np.bool_)):
-        return max(1, round(math.sqrt(n_steps))) if checkpoint else None
-    if not isinstance(checkpoint, (int, np.integer)):
-        raise TypeError(
-            "checkpoint must be False (store every step), True (segments of about √T steps) "
-            f"or a positive int K (segments of K steps), got {type(checkpoint).__name__} "
-            f"{checkpoint!r}"
-        )
-    if checkpoint < 1:
-        raise ValueError(f"checkpoint must be a positive segment length in steps, got {checkpoint}")
-    return int(checkpoint)
+__all__ = [
+    "Recompute",
+    "estimated_peak_bytes",
+    "segment_for_memory_budget",
+    "segment_length",
+]
 
 
 def estimated_peak_bytes(
@@ -106,54 +88,26 @@ def segment_for_memory_budget(
     return best
 
 
-def recompute_forward_backward(
-    sweep: SweepFn,
-    forward: ForwardFn,
-    params: Mapping[str, np.ndarray],
-    x: np.ndarray,
-    y: np.ndarray,
-    weight: np.ndarray,
-    states: Sequence[np.ndarray],
-    ds_last: Sequence[np.ndarray | None],
-    segment: int,
-) -> tuple[float, dict[str, np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """L and dL/dθ by BPTT that stores only the states at segment boundaries.
+class Recompute(WindowBPTT):
+    """The registry's ``recompute``: :class:`~bptt.algorithms.truncated.WindowBPTT` (BPTT
+    through each batch from the carried state) with each sweep run in segments.
+
+        grads = dL/dθ exactly as ``bptt``'s, in O(√T) memory instead of O(T)
 
     Args:
-        sweep: the model's forward → head → backward over one segment
-            (:meth:`bptt.model.RNN.sweep`): ``(params, x, y, weight, states, ds_last) →
-            (loss, grads, ds0, finals)``.
-        forward: the model's forward without a cache (``keep=False``), for the first sweep.
-        params: the weights.
-        x: (T, B, I) dense inputs or (T, B) integer ids, already validated.
-        y: targets, already validated by ``head.check_targets``.
-        weight: (T, B) per-step loss weights mask_tb / B.
-        states: the initial state of each layer, (B, S) each.
-        ds_last: gradient arriving on each layer's s_T, or None.
-        segment: K, the steps per segment (≥ 1).
-
-    Returns:
-        ``(loss, grads, ds0, finals)`` exactly as full BPTT gives them.
+        segment: K, steps per segment; None: about √T for each batch's T.
     """
-    T = x.shape[0]
-    starts = list(range(0, T, segment))
-    # 1. forward sweep: keep every layer's state at each segment start, nothing else.
-    boundaries: list[list[np.ndarray]] = [list(states)]  # (S+1) × layers × (B, S)
-    for a in starts:
-        boundaries.append(forward(params, x[a : a + segment], boundaries[-1], False).finals)
 
-    # 2. backward sweep: recompute a segment, its head and loss, backpropagate, accumulate.
-    carry: Sequence[np.ndarray | None] = ds_last  # dL/ds at the end of the current segment
-    loss = 0.0
-    totals: dict[str, np.ndarray] | None = None
-    for s in range(len(starts) - 1, -1, -1):
-        seg = slice(starts[s], starts[s] + segment)
-        seg_loss, grads, carry, _ = sweep(params, x[seg], y[seg], weight[seg], boundaries[s], carry)
-        loss += seg_loss
-        if totals is None:
-            totals = grads
-        else:
-            for name, g in grads.items():
-                totals[name] += g
-    assert totals is not None  # at least one segment ran (T ≥ 1)
-    return loss, totals, list(carry), boundaries[-1]  # type: ignore[arg-type]
+    name = "recompute"
+    bidirectional = False  # segments are recomputed left to right
+
+    def __init__(
+        self, model: RNN, batch: int = 1, seed: int = 0, segment: int | None = None
+    ) -> None:
+        super().__init__(model, batch, seed, checkpoint=True if segment is None else segment)
+        segment_length(1, self.runner.checkpoint)  # a bad segment is refused now, not later
+
+    @classmethod
+    def carried_bytes(cls, model: RNN, batch: int, **options: Any) -> int:
+        """The carried state, as ``bptt``'s (the segment boundaries are workspace)."""
+        return WindowBPTT.carried_bytes(model, batch)

@@ -21,17 +21,24 @@ backpropagated through its n steps plus the k2 − k1 buffered before it.
 Composed from :meth:`RNN.forward_backward` (h0 in, h_T out) and :meth:`RNN.final_state`, so
 it runs any cell and depth; a bidirectional model is refused (its reverse direction would need
 steps that have not arrived yet).
+
+This is the package's one TBPTT: :class:`TruncatedBPTT` carries the state and the buffer;
+:class:`WindowBPTT` is the registry's ``bptt`` entry on it (full BPTT through each batch, or
+TBPTT(k1, k2)); online TBPTT(1, k) (:class:`bptt.online.OnlineTBPTT`) runs on it as well.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from ..data.tasks import Batch
 from ..model import RNN, BPTTResult
 from ..params import Gradients
 from ..validation import check_positive_int
+from .base import Estimate, GradientAlgorithm, StateDict, counted_steps
 
 
 class TruncatedBPTT:
@@ -39,23 +46,39 @@ class TruncatedBPTT:
 
     Args:
         model: the RNN (its current params are used at each call).
-        k1: new steps per update.
+        k1: new steps per update; None: each call's steps, however many (then k2 is k1: the
+            gradient through the call's steps only, the carried state flowing in).
         k2: steps backpropagated through at each update, k2 ≥ k1 (default k1).
+        checkpoint: the memory schedule of each window's sweep
+            (:meth:`bptt.model.RNN.forward_backward`'s ``checkpoint``; the same gradients).
 
     State (all (B, …) arrays, saved in checkpoints via :meth:`state_arrays`):
         h_start: (B, H) hidden state before the first buffered step (None: zeros).
         x_buf, y_buf, m_buf: the last ≤ k2 − k1 steps' inputs, targets and mask.
 
     Raises:
-        ValueError: k1 or k2 not positive, or k2 < k1.
+        ValueError: k1 or k2 not positive, k2 < k1, or k2 without k1.
     """
 
-    def __init__(self, model: RNN, k1: int, k2: int | None = None) -> None:
+    def __init__(
+        self,
+        model: RNN,
+        k1: int | None,
+        k2: int | None = None,
+        checkpoint: bool | int = False,
+    ) -> None:
         self.model = model
-        self.k1 = check_positive_int("k1", k1)
-        self.k2 = self.k1 if k2 is None else check_positive_int("k2", k2)
-        if self.k2 < self.k1:
-            raise ValueError(f"TBPTT needs k2 >= k1, got k1={self.k1}, k2={self.k2}")
+        self.checkpoint = checkpoint
+        if k1 is None:
+            if k2 is not None:
+                raise ValueError(f"TBPTT with k2={k2} needs k1, the new steps per update")
+            self.k1: int | None = None
+            self.k2: int | None = None
+        else:
+            self.k1 = check_positive_int("k1", k1)
+            self.k2 = self.k1 if k2 is None else check_positive_int("k2", k2)
+            if self.k2 < self.k1:
+                raise ValueError(f"TBPTT needs k2 >= k1, got k1={self.k1}, k2={self.k2}")
         self.reset()
 
     def reset(self) -> None:
@@ -100,12 +123,12 @@ class TruncatedBPTT:
         self.model.require_unidirectional("truncated BPTT on carried streams")
         x, y = np.asarray(x), np.asarray(y)
         n, B = x.shape[:2]
-        if n > self.k1:
+        if self.k1 is not None and n > self.k1:
             raise ValueError(f"x holds {n} steps, more than k1={self.k1} per update")
         loss_mask: np.ndarray | None
-        if mask is None and self.k2 == self.k1:  # nothing buffered: no mask arrays to build
-            res = self.model.forward_backward(x, y, self.h_start, None)
-            self._advance(x, y, None, self.h_start, res.h_last)
+        if self.k2 == self.k1:  # nothing buffered: the window is the new steps
+            res = self.model.forward_backward(x, y, self.h_start, mask, checkpoint=self.checkpoint)
+            self.h_start = res.h_last
             return res
         new_mask = np.ones((n, B), dtype=self.model.dtype) if mask is None else np.asarray(mask)
         new_mask = new_mask.astype(self.model.dtype)
@@ -120,7 +143,7 @@ class TruncatedBPTT:
             # buffered steps are backpropagated through but carry no loss in this update
             loss_mask = np.concatenate([np.zeros_like(self.m_buf), new_mask])
         h0 = self.h_start
-        res = self.model.forward_backward(xw, yw, h0, loss_mask)
+        res = self.model.forward_backward(xw, yw, h0, loss_mask, checkpoint=self.checkpoint)
         self._advance(xw, yw, keep_mask, h0, res.h_last)
         return res
 
@@ -133,6 +156,7 @@ class TruncatedBPTT:
         h_last: Any,
     ) -> None:
         """Keep the last k2 − k1 steps of the window and the state before them."""
+        assert self.k1 is not None and self.k2 is not None  # only k2 > k1 buffers
         keep = min(self.k2 - self.k1, xw.shape[0])
         if keep == 0:
             self.h_start = h_last
@@ -195,8 +219,9 @@ def tbptt_gradients(
     T = np.asarray(x).shape[0]
     total_loss = 0.0
     total: Gradients | None = None
-    for start in range(0, T, runner.k1):
-        stop = min(start + runner.k1, T)
+    step = check_positive_int("k1", k1)
+    for start in range(0, T, step):
+        stop = min(start + step, T)
         m = None if mask is None else mask[start:stop]
         reaches_h0 = runner.h_start is None  # the window starts at step 0
         res = runner.step(x[start:stop], y[start:stop], m)
@@ -210,3 +235,98 @@ def tbptt_gradients(
                 total.h0 += res.grads.h0
     assert total is not None
     return total_loss, total
+
+
+class WindowBPTT(GradientAlgorithm):
+    """The registry's ``bptt``: BPTT through each batch from the carried state.
+
+        grads = dL/dθ of the batch's loss, s_0 the carried state held constant     (k2 None)
+
+    With B streams served window after window (character text), the state flows from window
+    to window and the gradient stops at each window's start: TBPTT(k1 = k2 = T), char-rnn's
+    scheme. With fresh sequences each batch (``restart``), this is full BPTT. With ``k2 > k1``
+    each update backpropagates the k1 new steps' losses through the last k2 steps:
+    TBPTT(k1, k2) (:class:`TruncatedBPTT`).
+
+    Args:
+        k1: steps per update (the window length) when ``k2`` is given; else None (each batch,
+            whatever its length, is one update).
+        k2: steps to backpropagate through, k2 ≥ k1; None: the batch itself.
+        checkpoint: each window's sweep stores only segment boundaries and recomputes
+            (``forward_backward(checkpoint=…)``; see :class:`bptt.algorithms.recompute.Recompute`).
+
+    A bidirectional model runs when every batch starts new sequences (``restart``): its
+    reverse direction reads the whole sequence, so no state is carried.
+    """
+
+    name = "bptt"
+    bidirectional = True
+    checkpoint_prefix = "tbptt"  # the names charlm checkpoints have always used
+
+    def __init__(
+        self,
+        model: RNN,
+        batch: int = 1,
+        seed: int = 0,
+        k1: int | None = None,
+        k2: int | None = None,
+        checkpoint: bool | int = False,
+    ) -> None:
+        super().__init__(model, batch, seed)
+        self.runner = TruncatedBPTT(model, k1, k2, checkpoint=checkpoint)
+
+    def reset(self, state: object = None) -> None:
+        self.runner.reset()
+        if state is not None:
+            states = self.model.split_state(state, self.batch)  # validated
+            self.runner.h_start = self.model.join_state([np.array(s) for s in states])
+
+    def gradient(self, batch: Batch, restart: bool = False) -> Estimate:
+        self._check_batch(batch)
+        x, y, mask = batch
+        steps, counted = counted_steps(batch)
+        if restart:
+            self.reset()
+        with np.errstate(over="ignore", invalid="ignore"):
+            if self.model.bidirectional:  # whole sequences only: nothing is carried
+                if not restart:
+                    raise ValueError(
+                        "a bidirectional model needs every batch to start new sequences "
+                        "(restart=True): its reverse direction reads the whole sequence"
+                    )
+                res = self.model.forward_backward(
+                    x, y, None, mask, checkpoint=self.runner.checkpoint
+                )
+                return Estimate(res.loss, res.grads, steps, counted)
+            start = self.runner.window_start_state
+            res = self.runner.step(x, y, mask)
+        self.runner.reset_if_not_finite()  # one divergent window does not poison the next
+        return Estimate(res.loss, res.grads, steps, counted, state=res.h_last, start=start)
+
+    def state_dict(self) -> StateDict:
+        """The carried state and the TBPTT buffer: ``h_start`` (``h_start.0``, ``.1`` for an
+        LSTM's (h, c)), ``x_buf``, ``y_buf``, ``m_buf``; absent entries omitted."""
+        return {k.removeprefix("tbptt."): v for k, v in self.runner.state_arrays().items()}
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        self.runner.load_state_arrays({f"tbptt.{k}": v for k, v in state.items()})
+        h = self.runner.h_start
+        if h is not None:  # shaped as the model's states, (B, H) or (L, B, H), or a tuple
+            self.model.split_state(h, self.batch, "the checkpoint's carried state")
+
+    def state_is_finite(self) -> bool:
+        h = self.runner.h_start
+        parts = () if h is None else h if isinstance(h, tuple) else (h,)
+        return all(bool(np.isfinite(p).all()) for p in parts)
+
+    @classmethod
+    def carried_bytes(cls, model: RNN, batch: int, **options: Any) -> int:
+        """The carried state (every layer's, B·S each) and the k2 − k1 buffered steps'
+        inputs, targets and mask (at most I + O + 1 numbers per stream step)."""
+        k1, k2 = options.get("k1"), options.get("k2")
+        itemsize = model.dtype.itemsize
+        S = model.state_parts * model.hidden_size
+        state = len(model.layers) * batch * S
+        buffered = 0 if k1 is None or k2 is None else (k2 - k1) * batch
+        per_step = model.input_size + model.output_size + 1
+        return itemsize * (state + buffered * per_step)

@@ -21,6 +21,12 @@ random generator), so a run resumes bit for bit.
     tbptt      the last k steps, rerun          O(k B H²)       = BPTT when k ≥ T
 
 See ``docs/online.md`` for the measurements against exact BPTT.
+
+Each name of :data:`ALGORITHMS` is also an entry of the one registry of gradient algorithms,
+:mod:`bptt.algorithms` (``bptt.algorithms.make(name, model, batch=B)`` wraps the object
+:func:`make` builds behind the interface every algorithm shares, ``gradient(batch, restart)``),
+which is what ``bptt train --algorithm`` reads; ``tbptt`` runs on the package's one TBPTT,
+:class:`bptt.algorithms.truncated.TruncatedBPTT`.
 """
 
 from __future__ import annotations
@@ -99,8 +105,8 @@ def _snap_n(name: object) -> int | None:
 def make(name: str, model: RNN, batch: int = 1, seed: int = 0, **options: Any) -> OnlineAlgorithm:
     """Build the online algorithm ``name`` for ``model`` over ``batch`` streams, then reset it.
 
-    Options: ``uoro``/``kf-rtrl``: ``eps``; ``rflo``: ``alpha``, ``feedback``; ``tbptt``: ``k``;
-    ``snap-n`` (n ≥ 2): ``storage`` = ``auto`` (sparse when P_n keeps at most half of the
+    Options: ``uoro``/``kf-rtrl``: ``eps``; ``rflo``: ``alpha``, ``feedback``; ``tbptt``: ``k``,
+    ``fast``; ``snap-n`` (n ≥ 2): ``storage`` = ``auto`` (sparse when P_n keeps at most half of the
     (k, r) pairs), ``sparse`` (:class:`SnApN`) or ``dense`` (:class:`DenseSnApN`).
 
     Raises:

@@ -2,13 +2,14 @@
 
     grads_t = ∂L_t/∂θ  with h_{t−k} treated as a constant          (every step, window k)
 
-This is :class:`bptt.algorithms.truncated.TruncatedBPTT` with k1 = 1 and k2 = k: the last
-k − 1 steps are buffered with the state before them, and each step reruns the model's forward and
-backward over its window (cost O(k) model steps per step). With k ≥ T (weights fixed) the
-sum over a stream of T steps equals full BPTT, h_0's gradient included. It runs any
-unidirectional model (every cell and depth).
+This is the package's one TBPTT, :class:`bptt.algorithms.truncated.TruncatedBPTT`, with
+k1 = 1 and k2 = k: the last k − 1 steps are buffered with the state before them, and each step
+reruns the model's forward and backward over its window (cost O(k) model steps per step). With
+k ≥ T (weights fixed) the sum over a stream of T steps equals full BPTT, h_0's gradient
+included. It runs any unidirectional model (every cell and depth).
 
-Elman fast path (one Elman layer): instead of rerunning the window, a ring of the last k
+Elman fast path (one Elman layer; ``fast=False`` turns it off, and the tests compare the two):
+the same numbers in closed form. Instead of rerunning the window, a ring of the last k
 steps' ĥ_i = [x_i; h_{i-1}; 1] and f'(E_i) is kept, and each step backpropagates its own loss
 
     δ_t = c_t ⊙ f'(E_t)      δ_{i-1} = (δ_i W) ⊙ f'(E_{i-1})      dΘ_t = Σ_{i>t−k} δ_iᵀ ĥ_i
@@ -34,18 +35,23 @@ class OnlineTBPTT(OnlineAlgorithm):
 
     Args:
         k: steps to backpropagate each step's loss through (k ≥ 1).
+        fast: the Elman closed form where it applies (one Elman layer; the default) or, with
+            False, always the window rerun by :class:`~bptt.algorithms.truncated.TruncatedBPTT`.
     """
 
     name = "tbptt"
     needs_elman = False
 
-    def __init__(self, model: RNN, batch: int, seed: int = 0, k: int = 10) -> None:
+    def __init__(
+        self, model: RNN, batch: int, seed: int = 0, k: int = 10, fast: bool = True
+    ) -> None:
         super().__init__(model, batch, seed)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"tbptt k (the truncation window) must be an int >= 1, got {k!r}")
         self.k = int(k)
         self.runner = TruncatedBPTT(model, 1, self.k)
-        self.fast = model.simple and isinstance(model.layers[0].cell, ElmanCell)
+        elman = model.simple and isinstance(model.layers[0].cell, ElmanCell)
+        self.fast = bool(fast) and elman
         self._reset_traces()
 
     def _reset_traces(self) -> None:

@@ -1,10 +1,12 @@
 """Training: one configuration, data sources behind one interface, the loop, evaluation.
 
 config       :mod:`.config`: :class:`TrainConfig`, every ``bptt train`` option as a field
-sources      :mod:`.sources`: :class:`DataSource`; character streams (carried state,
-             TBPTT windows) and sequence tasks (fresh batches), each owning its state
-loop         :mod:`.loop`: :class:`Trainer` (steps, clipping, the optimizer, checkpoints,
-             logs, early stopping, resume), :class:`TrainEvent`, :class:`TrainResult`
+sources      :mod:`.sources`: :class:`DataSource`, which only serves data (a batch and whether
+             it starts new streams): character streams and sequence tasks, each owning its state
+loop         :mod:`.loop`: :class:`Trainer` (``algorithm.gradient(*source.next_batch())`` with
+             the :mod:`bptt.algorithms` entry ``--algorithm`` names; steps, clipping, the
+             optimizer, checkpoints, logs, early stopping, resume), :class:`TrainEvent`,
+             :class:`TrainResult`
 evaluation   :mod:`.evaluation`: held-out metrics of a text or a task
 fitting      :mod:`.fitting`: :func:`fit`, your own arrays on the same trainer
 plots        :mod:`.plots`: the learning curves of a run (``loss.png``)

@@ -13,6 +13,7 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
+from .. import algorithms
 from ..activations import ACTIVATIONS
 from ..cells import CELLS
 from ..data.tasks import TASK_NAMES
@@ -20,17 +21,15 @@ from ..init import INITS
 from ..optim import OPTIMIZERS, SCHEDULES
 
 DEFAULT_SEQ_LEN = 50
-TRAIN_ALGORITHMS: tuple[str, ...] = (
-    "bptt",
-    "tbptt",
-    "rtrl",
-    "uoro",
-    "kf-rtrl",
-    "snap-1",
-    "snap-2",
-    "rflo",
-)
-"""``bptt``: BPTT on windows (TBPTT(k1, k2) for charlm); the others run :mod:`bptt.online`."""
+
+# Which configuration field fills each algorithm option (an entry of bptt.algorithms lists
+# the options it takes); the flags name them in error messages.
+OPTION_FIELDS: dict[str, str] = {
+    "k1": "seq_len",
+    "k2": "k2",
+    "k": "truncation",
+    "segment": "segment",
+}
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -103,14 +102,16 @@ class TrainConfig:
     # -- the gradient algorithm
     algorithm: str = _opt(
         "bptt",
-        "bptt: BPTT on windows; the others are online (bptt.online), step by step on carried "
-        "streams",
-        choices=TRAIN_ALGORITHMS,
+        "how the gradient is computed (bptt.algorithms; docs/algorithms.md): bptt and "
+        "recompute backpropagate through each window; the others are online, step by step on "
+        "carried streams",
+        choices=algorithms.names(),
     )
     update_every: int = _opt(1, "online algorithms: an optimizer step every N stream steps")
     truncation: int = _opt(
         0, "--algorithm tbptt: each step's loss backpropagated through k steps (0: = seq-len)"
     )
+    segment: int = _opt(0, "--algorithm recompute: segments of K steps (0: about √T)")
     # -- optimisation
     steps: int = _opt(4000, "total optimizer steps of the run", resumable=True)
     optimizer: str = _opt("adam", "optimizer", choices=OPTIMIZERS)
@@ -235,6 +236,7 @@ class TrainConfig:
             "min_lr_ratio",
             "seed",
             "truncation",
+            "segment",
         )
         for name in nonneg:
             if getattr(self, name) < 0:
@@ -284,31 +286,40 @@ class TrainConfig:
                     )
 
     def _validate_algorithm(self) -> None:
-        if self.algorithm == "bptt":
-            for name in ("truncation",):
-                if getattr(self, name):
-                    raise ValueError(f"--{_flag(name)} applies to --algorithm tbptt")
-            return
-        if self.bidirectional:
+        """What the registry entry of ``--algorithm`` says it takes and runs. Which cells and
+        depths an algorithm runs is the algorithm's to say, when it is built."""
+        entry = algorithms.get(self.algorithm)
+        for option, name in OPTION_FIELDS.items():
+            if option == "k1" or not getattr(self, name) or option in entry.options:
+                continue
+            takers = [e.name for e in algorithms.REGISTRY.values() if option in e.options]
             raise ValueError(
-                f"--algorithm {self.algorithm} runs step by step on carried streams, where a "
-                "bidirectional layer's future is not available"
+                f"--{_flag(name)} applies to --algorithm {' or '.join(takers)}, not "
+                f"--algorithm {self.algorithm}"
             )
-        if self.profile_every:
+        if self.bidirectional and not entry.bidirectional:
+            how = "step by step on carried streams" if entry.streaming else "in segments"
+            raise ValueError(
+                f"--algorithm {self.algorithm} runs {how}, where a bidirectional layer's "
+                "future is not available: drop --bidirectional or use --algorithm bptt"
+            )
+        if self.profile_every and entry.streaming:
             raise ValueError(
                 "--profile-every records BPTT's per-lag gradient profile of each window; "
-                f"it runs with --algorithm bptt, not {self.algorithm}"
+                f"it runs with a window algorithm (bptt, recompute), not {self.algorithm}"
             )
-        if self.k2:
-            raise ValueError(
-                f"--k2 applies to --algorithm bptt; --algorithm {self.algorithm} updates every "
-                "--update-every steps (tbptt: through --truncation steps)"
-            )
-        if self.algorithm != "tbptt" and (self.cell != "elman" or self.layers != 1):
-            raise ValueError(
-                f"--algorithm {self.algorithm} is implemented for one Elman layer, got --cell "
-                f"{self.cell} --layers {self.layers} (--algorithm tbptt runs any cell and depth)"
-            )
+
+    def algorithm_options(self) -> dict[str, Any]:
+        """The options of ``--algorithm``'s registry entry, from this configuration:
+        ``k1`` = --seq-len when --k2 is set (else each batch is one update), ``k2`` = --k2,
+        ``k`` = --truncation (0: --seq-len), ``segment`` = --segment (0: about √T)."""
+        values = {
+            "k1": self.seq_len if self.k2 else None,
+            "k2": self.k2 or None,
+            "k": self.truncation or self.seq_len,
+            "segment": self.segment or None,
+        }
+        return {option: values[option] for option in algorithms.get(self.algorithm).options}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

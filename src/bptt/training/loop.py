@@ -1,21 +1,24 @@
 """The trainer: the loop, checkpoints, logs, early stopping and resume, for one
-:class:`~bptt.training.config.TrainConfig` on one :class:`~bptt.training.sources.DataSource`.
+:class:`~bptt.training.config.TrainConfig` on one :class:`~bptt.training.sources.DataSource`
+and one gradient algorithm of :mod:`bptt.algorithms` (``config.algorithm``).
 
 Each optimizer step s = 0 … steps − 1:
 
-    x, y, mask  ← source.next_batch(): the next window (charlm: B parallel streams, h carried)
-                  or a fresh task batch
-    L, g        ← source.gradient(x, y, mask): TBPTT(k1 = seq_len, k2) on the window (charlm),
-                  full BPTT (finite tasks); or ``update_every`` steps of an online algorithm
-    L̄, ḡ        ← L, g · B / Σ mask: the mean loss per counted step (per character), as
-                  PyTorch's mean-reduced losses, so --lr and --clip transfer from there
-    η_s         ← schedule(s);  g ← clip(g);  θ ← optimizer(θ, g, η_s) unless L or g is not finite
+    batch, restart ← source.next_batch(): the next window (charlm: B parallel streams) or a
+                     fresh task batch; for a streaming (online) algorithm the next
+                     ``update_every`` steps of the streams. restart: new streams start here
+    estimate       ← algorithm.gradient(batch, restart): loss L and gradient g (BPTT through
+                     the window from the carried state, TBPTT(k1, k2), recompute, or the sum
+                     of an online method's per-step estimates), the carried state moved on
+    L̄, ḡ           ← L, g · B / Σ mask: the mean loss per counted step (per character), as
+                     PyTorch's mean-reduced losses, so --lr and --clip transfer from there
+    η_s            ← schedule(s);  g ← clip(g);  θ ← optimizer(θ, g, η_s) unless L, g not finite
 
 A run directory holds ``config.json``, ``metrics.jsonl`` (one JSON object per log line),
 ``checkpoint.safetensors`` (see ``docs/checkpoint-format.md``), ``loss.png`` and, with
-``profile_every``, ``profile.json``. Resuming restores parameters, optimizer state and the
-source's state (data position, carried hidden state, RNG), so N steps + resume to 2N equals
-2N steps.
+``profile_every``, ``profile.json``. Resuming restores parameters, optimizer state, the
+source's state (data position, RNG) and the algorithm's (its ``state_dict``: carried hidden
+state, TBPTT buffer, online influence), so N steps + resume to 2N equals 2N steps.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from .._kernels import loop_blas_threads
+from .. import algorithms
+from ..algorithms import Estimate, GradientAlgorithm
 from ..atomic import atomic_write_text
 from ..checkpoint import (
     Checkpoint,
@@ -41,13 +45,11 @@ from ..checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from ..data.tasks import SequenceTask
+from ..data.tasks import Batch, SequenceTask
 from ..diagnostics.compute import GradientProfileRecorder
 from ..init import init_params
 from ..interop import initial_weights
-from ..model import RNN, BPTTResult, build_model
-from ..online import OnlineAlgorithm, carried_bytes
-from ..online import make as make_online
+from ..model import RNN, build_model, unallocated_model
 from ..optim import Schedule, guarded_step, make_optimizer
 from ..resources import check_memory, estimate_bytes
 from ..rundir import RunDirLock
@@ -55,7 +57,7 @@ from ..sample import sample_text
 from .config import TrainConfig
 from .evaluation import format_eval
 from .plots import plot_metrics
-from .sources import DataSource, StepStream, make_source
+from .sources import DataSource, make_source
 
 # ---------------------------------------------------------------------------------------------
 # Events and results
@@ -157,7 +159,7 @@ class Trainer:
         CheckpointError: ``resume`` without a checkpoint, a checkpoint from another task or
             configuration or data, or a fresh run into a directory that already holds one.
         ValueError: a ``model`` that does not fit the task; a ``--seq-len`` that the task
-            cannot honour.
+            cannot honour; a model the ``--algorithm`` does not run (its own message).
         RunDirBusyError: another process (or Trainer) holds ``config.out``.
         ResourceError: the configuration needs more memory than the machine has.
     """
@@ -208,11 +210,16 @@ class Trainer:
         config = self.config
         ckpt = self._existing_checkpoint(resume) if start_from is None else start_from
         dtype = np.dtype(config.dtype)
+        entry = algorithms.get(config.algorithm)
         self.source: DataSource = make_source(
-            config, task=task, vocab=None if ckpt is None else ckpt.vocab
+            config,
+            task=task,
+            vocab=None if ckpt is None else ckpt.vocab,
+            # a streaming (online) algorithm takes --update-every steps of its streams at a time
+            steps=config.update_every if entry.streaming else None,
         )
         n_in, n_out, output = self.source.input_size, self.source.output_size, self.source.output
-        self._check_memory(n_in, n_out)
+        self._check_memory(n_in, n_out, output)
         if ckpt is not None:
             self._check_source(ckpt)
         if model is not None:
@@ -260,16 +267,10 @@ class Trainer:
             min_lr_ratio=config.min_lr_ratio,
         )
         self.source.attach(self.model)
-        self.online: OnlineAlgorithm | None = None
-        self.stream: StepStream | None = None
-        if config.algorithm != "bptt":
-            options = (
-                {"k": config.truncation or config.seq_len} if config.algorithm == "tbptt" else {}
-            )
-            self.online = make_online(
-                config.algorithm, self.model, batch=config.batch, seed=config.seed, **options
-            )
-            self.stream = StepStream(self.source)
+        # the one way this run computes gradients (which models it runs is its to say)
+        self.algorithm: GradientAlgorithm = entry.make(
+            self.model, batch=config.batch, seed=config.seed, **config.algorithm_options()
+        )
         if ckpt is not None:
             try:
                 self._restore(ckpt)
@@ -279,8 +280,10 @@ class Trainer:
                 ) from None
         self._init_profiler(resume=ckpt is not None)
 
-    def _check_memory(self, n_in: int, n_out: int) -> None:
-        """Refuse a configuration whose estimated memory exceeds what the machine has."""
+    def _check_memory(self, n_in: int, n_out: int, output: str) -> None:
+        """Refuse a configuration whose estimated memory exceeds what the machine has: the
+        model and one window's BPTT workspace, plus the state the algorithm carries (its
+        registry entry's estimate, sized on the model's structure before any weight exists)."""
         cfg = self.config
         window = max(cfg.seq_len, cfg.k2)
         batch = self.source.eval_batch
@@ -296,12 +299,20 @@ class Trainer:
             sample=sample,
             layers=cfg.layers * (2 if cfg.bidirectional else 1),
         )
-        if cfg.algorithm != "bptt":
-            k = cfg.truncation or cfg.seq_len
-            itemsize = np.dtype(cfg.dtype).itemsize
-            need += carried_bytes(
-                cfg.algorithm, cfg.batch, n_in, cfg.hidden, itemsize, k, w_mask=_recurrent_mask(cfg)
-            )
+        entry = algorithms.get(cfg.algorithm)
+        structure = unallocated_model(
+            input_size=n_in,
+            hidden_size=cfg.hidden,
+            output_size=n_out,
+            cell=cfg.cell,
+            num_layers=cfg.layers,
+            bidirectional=cfg.bidirectional,
+            hidden_activation=cfg.activation,
+            output=output,
+            dtype=np.dtype(cfg.dtype),
+        )
+        structure.w_mask = _recurrent_mask(cfg)  # the very mask the run will carry
+        need += entry.carried_bytes(structure, cfg.batch, **cfg.algorithm_options())
         check_memory(
             need,
             f"this configuration (I={n_in}, H={cfg.hidden}, O={n_out}, T={window}, B={batch}"
@@ -310,7 +321,7 @@ class Trainer:
             "use a smaller --hidden, --seq-len, --k2, --batch"
             + (
                 f" (--algorithm {cfg.algorithm} carries state per stream)"
-                if cfg.algorithm != "bptt"
+                if entry.streaming
                 else ""
             )
             + (", --sample-length" if sample else "")
@@ -377,13 +388,12 @@ class Trainer:
         self.source.restore(ckpt.data_state, ckpt.arrays, ckpt.rng_state)
         if self.model.w_mask is not None:
             self.model.set_recurrent_mask(self.model.w_mask)
-        if self.online is not None:
-            assert self.stream is not None
-            prefix = "online."
-            self.online.load_state_dict(
-                {k[len(prefix) :]: v for k, v in ckpt.arrays.items() if k.startswith(prefix)}
-            )
-            self.stream.load_state_arrays(ckpt.arrays)
+        # the algorithm's carried state, saved under its prefix (tbptt.…, online.…: the names
+        # checkpoints have always used, so older checkpoints load as they are)
+        prefix = self.algorithm.checkpoint_prefix + "."
+        self.algorithm.load_state_dict(
+            {k[len(prefix) :]: v for k, v in ckpt.arrays.items() if k.startswith(prefix)}
+        )
         m = ckpt.metrics
         self.bad_steps = int(m.get("bad_steps", 0))
         self.consecutive_bad = int(m.get("consecutive_bad", 0))
@@ -410,61 +420,23 @@ class Trainer:
 
     # -- one step --------------------------------------------------------------------------
 
-    def _online_step(self) -> tuple[BPTTResult, int, float]:
-        """``update_every`` steps of the online algorithm: summed loss and gradient estimate,
-        the number of stream steps and the number of counted (unmasked) ones."""
-        assert self.online is not None and self.stream is not None
-        B = self.config.batch
-        total_loss, total, counted = 0.0, None, 0.0
-        H, Q = self.model.hidden_size, self.model.input_size + self.model.hidden_size + 1
-        with np.errstate(over="ignore", invalid="ignore"), loop_blas_threads(B * H * H * Q):
-            # runs of steps within one chunk, each advanced by one call (alg.run: the forward
-            # and the head hoisted over the run; the same as its steps one by one, to rounding)
-            for xs, ys, masks, restart in self.stream.take(self.config.update_every):
-                if restart:
-                    self.online.reset()
-                losses, g = self.online.run(xs, ys, masks)
-                total_loss += float(np.sum(losses))
-                counted += (
-                    xs.shape[0] * B if masks is None else float(np.sum(masks, dtype=np.float64))
-                )
-                if total is None:
-                    total = g
-                else:
-                    for name, arr in total.items():
-                        arr += g[name]
-        if not self.online.state_is_finite():
-            self.online.reset()
-        assert total is not None
-        res = BPTTResult(loss=total_loss, grads=total, h_last=None)
-        return res, self.config.update_every * B, counted
-
     def train_step(self) -> dict[str, Any]:
         """One optimizer step; returns its metrics (loss per step/char, lr, grad norm, …)."""
-        if self.online is not None:
-            return self._apply(*self._online_step(), profile=None)
-        (x, y, mask), h0 = self.source.next_batch()
-        res = self._forward_backward(x, y, mask)
-        T, B = x.shape[:2]
-        counted = T * B if mask is None else float(np.sum(mask, dtype=np.float64))
-        return self._apply(res, T * B, counted, profile=(x, y, h0, mask))
+        batch, restart = self.source.next_batch()
+        estimate = self._gradient(batch, restart)
+        return self._apply(estimate, batch)
 
-    def _forward_backward(
-        self, x: np.ndarray, y: np.ndarray, mask: np.ndarray | None
-    ) -> BPTTResult:
-        """The batch's loss and gradient, as its source computes them (TBPTT on carried
-        streams, full BPTT on fresh sequences)."""
-        return self.source.gradient(x, y, mask)
+    def _gradient(self, batch: Batch, restart: bool) -> Estimate:
+        """The batch's loss and gradient by the run's algorithm (its carried state moves on)."""
+        return self.algorithm.gradient(batch, restart)
 
-    def _apply(
-        self, res: BPTTResult, tokens: int, counted: float, profile: tuple[Any, ...] | None
-    ) -> dict[str, Any]:
+    def _apply(self, res: Estimate, batch: Batch) -> dict[str, Any]:
         """Scale to the mean loss per counted step, clip, update; the step's metrics."""
         # The objective is the mean loss per counted step (per character for charlm), as in
         # PyTorch's mean-reduced losses, so --lr and --clip mean what they mean there:
         # L̄ = L · B / Σ mask  (L sums over steps and averages over the batch).
         B = self.config.batch
-        scale = B / max(counted, 1.0)
+        scale = B / max(res.counted, 1.0)
         for _, arr in res.grads.items():
             arr *= arr.dtype.type(scale)
         lr = self.schedule(self.step)
@@ -484,9 +456,9 @@ class Trainer:
             self.bad_steps += 1
             self.consecutive_bad += 1
         loss = res.loss * scale
-        if self.profiler is not None and profile is not None:
-            x, y, h0, mask = profile
-            self.profiler.maybe_record(self.step, self.model, x, y, h0=h0, mask=mask)
+        if self.profiler is not None:  # window algorithms only (the configuration checks)
+            x, y, mask = batch
+            self.profiler.maybe_record(self.step, self.model, x, y, h0=res.start, mask=mask)
         return {
             "step": self.step,
             "kind": "train",
@@ -495,7 +467,7 @@ class Trainer:
             "grad_norm": info.grad_norm,
             "applied": info.applied,
             "reason": info.reason,
-            "tokens": tokens,
+            "tokens": res.steps,
         }
 
     # -- evaluation ------------------------------------------------------------------------
@@ -534,14 +506,12 @@ class Trainer:
         return path
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
-        """The carried state: the source's (TBPTT's buffer, a stream's carry), and the online
-        algorithm's state with its place in the stream."""
-        arrays = self.source.state_arrays()
-        if self.online is not None:
-            assert self.stream is not None
-            arrays |= {f"online.{k}": v for k, v in self.online.state_dict().items()}
-            arrays |= self.stream.state_arrays()
-        return arrays
+        """The carried state: the source's (the window being served, a stream's carry) and the
+        algorithm's ``state_dict`` under its prefix (``tbptt.h_start``, ``online.…``)."""
+        prefix = self.algorithm.checkpoint_prefix
+        return self.source.state_arrays() | {
+            f"{prefix}.{k}": v for k, v in self.algorithm.state_dict().items()
+        }
 
     def _vocab_json(self) -> str | None:
         vocab = self.source.vocab
@@ -818,10 +788,9 @@ class Trainer:
 
     def _rollback_for_divergence(self) -> None:
         """Weights are never made non-finite by a skipped step, so nothing to undo here;
-        the hidden state carried by the truncation runner is reset if it went non-finite."""
-        if self.online is not None and not self.online.state_is_finite():
-            self.online.reset()
-        self.source.reset_if_not_finite()
+        the algorithm's carried state is reset if it went non-finite."""
+        if not self.algorithm.state_is_finite():
+            self.algorithm.reset()
 
     def _progress_bar(self) -> Any:
         if not self.config.progress or self.echo is None:

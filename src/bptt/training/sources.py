@@ -1,15 +1,25 @@
 """What the trainer trains on: data sources behind one interface, :class:`DataSource`.
 
-    CharStreamSource   charlm: B parallel streams over a text, windows of T characters, the
-                       hidden state carried from window to window; each window's gradient by
-                       truncated BPTT(k1 = T, k2) (:class:`bptt.algorithms.truncated.TruncatedBPTT`)
+A source only serves data: ``next_batch() -> (Batch(x, y, mask), restart)``, where ``restart``
+says the batch starts new streams (the algorithm's carried state is then reset). What the
+gradient of a batch is belongs to the algorithm (:mod:`bptt.algorithms`):
+
+    estimate = algorithm.gradient(*source.next_batch())
+
+    CharStreamSource   charlm: B parallel streams over a text, windows of T characters;
+                       ``restart`` at each new epoch
     TaskSource         a sequence task (:mod:`bptt.data`): a fresh batch of B sequences every
-                       step, drawn from the source's own RNG; each batch's gradient by full BPTT
+                       step (``restart``), drawn from the source's own RNG; or, for a streaming
+                       algorithm and a task that streams (lagged), its B streams continued
+
+For a streaming algorithm (the online family) a source is built with ``steps=N``
+(``--update-every``): it serves N steps of its streams at a time, continuing across windows and
+cut short where the next window starts new streams, so a batch never spans a restart.
 
 Each source owns its state for checkpoint and resume: the data position (epoch and window),
-the carried hidden state and TBPTT buffer, the RNG, a continuing task's stream carry. The
-trainer (:mod:`bptt.training.loop`) calls only the interface; :func:`make_source` builds the
-source ``config.task`` names, :func:`make_task` the sequence task.
+the RNG, a continuing task's stream carry, the position within the current window. The trainer
+(:mod:`bptt.training.loop`) calls only the interface; :func:`make_source` builds the source
+``config.task`` names, :func:`make_task` the sequence task.
 """
 
 from __future__ import annotations
@@ -21,11 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from ..algorithms.truncated import TruncatedBPTT
 from ..data.arrays import array_task_from_npz
 from ..data.tasks import Batch, CsvTask, SequenceTask, get_task
 from ..data.text import CharCorpus, CharVocab, read_text_file, stream_batches, windows_per_epoch
-from ..model import RNN, BPTTResult
+from ..model import RNN
+from ..validation import check_positive_int
 from .config import DEFAULT_SEQ_LEN, TrainConfig
 from .evaluation import evaluate_task, evaluate_text
 
@@ -36,8 +46,8 @@ def content_fingerprint(data: bytes) -> dict[str, Any]:
 
 
 class DataSource(ABC):
-    """The trainer's view of its data: sizes, one training window at a time, a stream for
-    the online algorithms, held-out evaluation, and the state a checkpoint keeps.
+    """The trainer's view of its data: sizes, one training batch at a time with whether it
+    starts new streams, held-out evaluation, and the state a checkpoint keeps.
 
     Attributes:
         task: the ``--task`` name.
@@ -51,6 +61,8 @@ class DataSource(ABC):
         higher_is_better: whether a larger ``metric_key`` is better.
         dense_input: the inputs are floats (not token ids), for the memory estimate.
         eval_batch: the largest batch an evaluation runs, for the memory estimate.
+        steps: None: :meth:`next_batch` serves whole windows (or fresh batches); N: N steps of
+            unbroken streams at a time, for a streaming (online) algorithm.
     """
 
     task: str
@@ -66,13 +78,20 @@ class DataSource(ABC):
     dense_input = True
     eval_batch: int
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, steps: int | None = None) -> None:
         self.config = config
         self.rng = np.random.default_rng(config.seed)
         self.model: RNN | None = None
+        self.steps = steps
+        # the window being served ``steps`` at a time, and the position in it
+        self._x: np.ndarray | None = None
+        self._y: np.ndarray | None = None
+        self._mask: np.ndarray | None = None
+        self._pos = 0
+        self._restart = False  # the window starts new streams
 
     def attach(self, model: RNN) -> None:
-        """The model whose gradients and carried state this source computes."""
+        """The model whose dtype the batches take and whose loss the evaluation reports."""
         self.model = model
 
     def _model(self) -> RNN:
@@ -85,20 +104,37 @@ class DataSource(ABC):
         """One line on the data, printed at the start of a run."""
 
     @abstractmethod
-    def next_batch(self) -> tuple[Batch, Any]:
-        """The next training batch: x (T, B, I) or ids (T, B), y, mask (T, B) or None; and the
-        state just before x when the source knows it (carried streams with k1 = k2; else
-        None), which the gradient profiler starts from."""
+    def next_window(self) -> tuple[Batch, bool]:
+        """The next window of the data: x (T, B, I) or ids (T, B), y, mask (T, B) or None; and
+        whether it starts new streams (the carried state is reset before it)."""
 
-    @abstractmethod
-    def gradient(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray | None) -> BPTTResult:
-        """The loss (summed over steps, mean over the batch) and dL/dθ of the batch just drawn,
-        under the model's current weights; the carried state, if any, moves past it."""
+    def next_batch(self) -> tuple[Batch, bool]:
+        """The next training batch and whether it starts new streams.
 
-    @abstractmethod
-    def next_chunk(self) -> tuple[Batch, bool]:
-        """The next (T, B) chunk of B streams for an online algorithm, and whether it starts
-        new streams (the algorithm's state is then reset before its first step)."""
+        With ``steps`` None, the next window. With ``steps=N``, the next N steps of the B
+        streams, across windows that continue them; a window that starts new streams ends the
+        batch before it (the batch is then shorter), so ``restart`` holds for the batch's first
+        step only.
+        """
+        if self.steps is None:
+            return self.next_window()
+        pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+        restart, left = False, self.steps
+        while left > 0:
+            if self._x is None or self._pos >= self._x.shape[0]:
+                (self._x, self._y, self._mask), self._restart = self.next_window()
+                self._pos = 0
+            if pieces and self._pos == 0 and self._restart:
+                break  # new streams start here: they begin the next batch
+            assert self._y is not None
+            if not pieces:
+                restart = self._restart and self._pos == 0
+            t0 = self._pos
+            t1 = min(self._x.shape[0], t0 + left)
+            self._pos, left = t1, left - (t1 - t0)
+            mask = None if self._mask is None else self._mask[t0:t1]
+            pieces.append((self._x[t0:t1], self._y[t0:t1], mask))
+        return _join(pieces), restart
 
     @abstractmethod
     def evaluate(self) -> dict[str, Any]:
@@ -108,16 +144,25 @@ class DataSource(ABC):
         """The number early stopping follows, from :meth:`evaluate`'s metrics."""
         return float(metrics[self.metric_key])
 
-    def reset_if_not_finite(self) -> None:  # noqa: B027 (no carried state: nothing to do)
-        """Start the carried state afresh if it is no longer finite (after a divergent step)."""
-
     def data_state(self) -> dict[str, Any]:
         """JSON-able state for the checkpoint (data position, file fingerprint, …)."""
         return {} if self.fingerprint is None else {"source": self.fingerprint}
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        """The carried arrays for the checkpoint (hidden state, buffers, stream carry)."""
-        return {}
+        """The arrays for the checkpoint: with ``steps``, the window being served and the
+        position in it (``stream.x``, ``stream.y``, ``stream.mask``, ``stream.pos``,
+        ``stream.restart``); a source's own (a task's stream carry)."""
+        if self.steps is None:
+            return {}
+        out = {
+            "stream.pos": np.array([self._pos], dtype=np.int64),
+            "stream.restart": np.array([self._restart], dtype=np.int64),
+        }
+        for key in ("x", "y", "mask"):
+            value = getattr(self, f"_{key}")
+            if value is not None:
+                out[f"stream.{key}"] = np.ascontiguousarray(value)
+        return out
 
     def restore(
         self, data_state: dict[str, Any], arrays: dict[str, np.ndarray], rng_state: Any
@@ -129,11 +174,34 @@ class DataSource(ABC):
         """
         if rng_state is not None:
             self.rng.bit_generator.state = rng_state
+        if self.steps is not None:
+            for key in ("x", "y", "mask"):
+                value = arrays.get(f"stream.{key}")
+                setattr(self, f"_{key}", None if value is None else np.array(value))
+            self._pos = int(np.asarray(arrays.get("stream.pos", 0)).reshape(-1)[0])
+            self._restart = bool(np.asarray(arrays.get("stream.restart", 0)).reshape(-1)[0])
+
+
+def _join(pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> Batch:
+    """Consecutive runs of the same streams as one batch (a missing mask: all ones)."""
+    if len(pieces) == 1:
+        return Batch(*pieces[0])
+    x = np.concatenate([p[0] for p in pieces])
+    y = np.concatenate([p[1] for p in pieces])
+    masks = [p[2] for p in pieces]
+    like = next((m for m in masks if m is not None), None)
+    if like is None:
+        return Batch(x, y, None)
+    full = [
+        np.ones(p[0].shape[:2], like.dtype) if m is None else m
+        for p, m in zip(pieces, masks, strict=True)
+    ]
+    return Batch(x, y, np.concatenate(full))
 
 
 class CharStreamSource(DataSource):
-    """charlm: B parallel streams over the training split, windows of T characters, the hidden
-    state carried across windows and reset at each new epoch; TBPTT(k1 = T, k2) gradients."""
+    """charlm: B parallel streams over the training split, windows of T characters; a new
+    epoch restarts the streams."""
 
     task = "charlm"
     output = "softmax"
@@ -142,8 +210,10 @@ class CharStreamSource(DataSource):
     metric_name = "validation loss (nats/char)"
     dense_input = False
 
-    def __init__(self, config: TrainConfig, vocab: CharVocab | None = None) -> None:
-        super().__init__(config)
+    def __init__(
+        self, config: TrainConfig, vocab: CharVocab | None = None, steps: int | None = None
+    ) -> None:
+        super().__init__(config, steps)
         if config.text is None:
             corpus = CharCorpus.builtin(vocab)
         else:
@@ -159,17 +229,6 @@ class CharStreamSource(DataSource):
         self.epoch, self.window = 0, 0
         self._it: Iterator[tuple[np.ndarray, np.ndarray]] | None = None
         self.fingerprint = content_fingerprint(corpus.text.encode("utf-8"))
-        self.runner: TruncatedBPTT | None = None
-
-    def attach(self, model: RNN) -> None:
-        super().attach(model)
-        k1 = self.config.seq_len
-        self.runner = TruncatedBPTT(model, k1, self.config.k2 or k1)
-
-    def _runner(self) -> TruncatedBPTT:
-        if self.runner is None:
-            raise RuntimeError("attach(model) the source before drawing from it")
-        return self.runner
 
     def describe(self) -> str:
         c = self.corpus
@@ -178,8 +237,8 @@ class CharStreamSource(DataSource):
             f"train {len(self.train_ids):,} / val {len(self.val_ids):,}"
         )
 
-    def _next_ids(self) -> tuple[np.ndarray, np.ndarray, bool]:
-        """(x, y, new_epoch): the next (T, B) window; new_epoch: the streams start over."""
+    def next_window(self) -> tuple[Batch, bool]:
+        """The next (T, B) window; it restarts the streams at a new epoch."""
         new_epoch = False
         if self._it is None:
             self._it = stream_batches(self.train_ids, self.batch, self.seq_len, start=self.window)
@@ -191,42 +250,15 @@ class CharStreamSource(DataSource):
             x, y = next(self._it)
             new_epoch = True
         self.window += 1
-        return x, y, new_epoch
-
-    def next_batch(self) -> tuple[Batch, Any]:
-        runner = self._runner()
-        x, y, new_epoch = self._next_ids()
-        if new_epoch:
-            runner.reset()
-        return Batch(x, y, None), runner.window_start_state
-
-    def gradient(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray | None) -> BPTTResult:
-        """TBPTT(k1, k2) from the carried state, which then moves on (or starts afresh if
-        the window left it non-finite)."""
-        runner = self._runner()
-        with np.errstate(over="ignore", invalid="ignore"):
-            res = runner.step(x, y, mask)
-        runner.reset_if_not_finite()
-        return res
-
-    def next_chunk(self) -> tuple[Batch, bool]:
-        x, y, new_epoch = self._next_ids()
         return Batch(x, y, None), new_epoch
 
     def evaluate(self) -> dict[str, Any]:
         cfg = self.config
         return evaluate_text(self._model(), self.val_ids, cfg.batch, cfg.seq_len, cfg.eval_windows)
 
-    def reset_if_not_finite(self) -> None:
-        self._runner().reset_if_not_finite()
-
     def data_state(self) -> dict[str, Any]:
         """The stream position and the text's fingerprint."""
         return {"epoch": self.epoch, "window": self.window, "source": self.fingerprint}
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        """TBPTT's carried state and buffer (``tbptt.…``)."""
-        return self._runner().state_arrays()
 
     def restore(
         self, data_state: dict[str, Any], arrays: dict[str, np.ndarray], rng_state: Any
@@ -241,25 +273,20 @@ class CharStreamSource(DataSource):
             )
         self.epoch, self.window = epoch, window
         self._it = None
-        runner = self._runner()
-        runner.load_state_arrays(arrays)
-        h = runner.h_start
-        if h is not None:  # shaped as the model's states, (B, H) or (L, B, H), or a tuple
-            self._model().split_state(h, self.batch, "the checkpoint's carried state")
 
 
 class TaskSource(DataSource):
-    """A sequence task: a fresh batch of B sequences per step from the source's RNG, full BPTT.
+    """A sequence task: a fresh batch of B sequences per step from the source's RNG, each
+    starting new streams.
 
-    For the online algorithms, a task with ``stream`` (lagged) continues its B streams from
-    chunk to chunk (the carry is saved as ``stream.carry``); any other task gives one batch of
-    sequences after another, each starting new streams.
+    For a streaming algorithm (``steps`` given), a task with ``stream`` (lagged) continues its
+    B streams from window to window (the carry is saved as ``stream.carry``).
     """
 
     data_option = "--csv"  # the one task read from a file whose content a resume checks
 
-    def __init__(self, config: TrainConfig, task: SequenceTask) -> None:
-        super().__init__(config)
+    def __init__(self, config: TrainConfig, task: SequenceTask, steps: int | None = None) -> None:
+        super().__init__(config, steps)
         self.sequence_task = task
         self.task = config.task
         self.input_size, self.output_size = task.input_size, task.output_size
@@ -275,17 +302,9 @@ class TaskSource(DataSource):
     def describe(self) -> str:
         return f"task {self.sequence_task!r}"
 
-    def next_batch(self) -> tuple[Batch, Any]:
-        return self.sequence_task.sample(self.rng, self.config.batch, self._model().dtype), None
-
-    def gradient(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray | None) -> BPTTResult:
-        """Full BPTT over the batch's sequences, each from h_0 = 0."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            return self._model().forward_backward(x, y, None, mask)
-
-    def next_chunk(self) -> tuple[Batch, bool]:
+    def next_window(self) -> tuple[Batch, bool]:
         model, task = self._model(), self.sequence_task
-        if hasattr(task, "stream"):
+        if self.steps is not None and hasattr(task, "stream"):
             batch, self.carry = task.stream(self.rng, self.config.batch, model.dtype, self.carry)
             return batch, False
         return task.sample(self.rng, self.config.batch, model.dtype), True
@@ -308,7 +327,10 @@ class TaskSource(DataSource):
         return state
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        return {} if self.carry is None else {"stream.carry": np.ascontiguousarray(self.carry)}
+        out = super().state_arrays()
+        if self.carry is not None:
+            out["stream.carry"] = np.ascontiguousarray(self.carry)
+        return out
 
     def restore(
         self, data_state: dict[str, Any], arrays: dict[str, np.ndarray], rng_state: Any
@@ -316,56 +338,6 @@ class TaskSource(DataSource):
         super().restore(data_state, arrays, rng_state)
         carry = arrays.get("stream.carry")
         self.carry = None if carry is None else np.array(carry)
-
-
-class StepStream:
-    """An online algorithm's cursor: B streams, runs of steps at a time, over the source's chunks.
-
-    Its state (the current chunk and the position in it) is saved as ``stream.…`` arrays.
-    """
-
-    def __init__(self, source: DataSource) -> None:
-        self.source = source
-        self.x: np.ndarray | None = None
-        self.y: np.ndarray | None = None
-        self.mask: np.ndarray | None = None
-        self.pos = 0
-        self.restart = False  # the chunk starts new streams
-
-    def take(self, steps: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None, bool]]:
-        """The next ``steps`` steps as runs of consecutive steps, ``(xs, ys, masks, restart)``
-        each within one chunk: what :meth:`next` would give one at a time, for
-        :meth:`bptt.online.OnlineAlgorithm.run`. ``restart``: reset before the run."""
-        left = steps
-        while left > 0:
-            if self.x is None or self.pos >= self.x.shape[0]:
-                (self.x, self.y, self.mask), self.restart = self.source.next_chunk()
-                self.pos = 0
-            assert self.x is not None and self.y is not None
-            t0 = self.pos
-            t1 = min(self.x.shape[0], t0 + left)
-            self.pos = t1
-            left -= t1 - t0
-            mask = None if self.mask is None else self.mask[t0:t1]
-            yield self.x[t0:t1], self.y[t0:t1], mask, self.restart and t0 == 0
-
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        out = {
-            "stream.pos": np.array([self.pos], dtype=np.int64),
-            "stream.restart": np.array([self.restart], dtype=np.int64),
-        }
-        for key in ("x", "y", "mask"):
-            value = getattr(self, key)
-            if value is not None:
-                out[f"stream.{key}"] = np.ascontiguousarray(value)
-        return out
-
-    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        for key in ("x", "y", "mask"):
-            value = arrays.get(f"stream.{key}")
-            setattr(self, key, None if value is None else np.array(value))
-        self.pos = int(np.asarray(arrays.get("stream.pos", 0)).reshape(-1)[0])
-        self.restart = bool(np.asarray(arrays.get("stream.restart", 0)).reshape(-1)[0])
 
 
 def make_task(config: TrainConfig) -> SequenceTask:
@@ -417,16 +389,24 @@ def make_task(config: TrainConfig) -> SequenceTask:
 
 
 def make_source(
-    config: TrainConfig, *, task: SequenceTask | None = None, vocab: CharVocab | None = None
+    config: TrainConfig,
+    *,
+    task: SequenceTask | None = None,
+    vocab: CharVocab | None = None,
+    steps: int | None = None,
 ) -> DataSource:
     """The source ``config.task`` names: character streams (charlm, in ``vocab`` when given,
     as on resume) or a sequence task (``task`` when given, as ``bptt.fit`` passes its arrays).
+    ``steps``: serve N steps of unbroken streams at a time (a streaming algorithm's
+    ``--update-every``); None: whole windows.
 
     Raises:
         ValueError: a ``--seq-len`` that a task of fixed length (copy, arrays) cannot honour.
     """
+    if steps is not None:
+        steps = check_positive_int("steps", steps)
     if config.task == "charlm":
-        return CharStreamSource(config, vocab)
+        return CharStreamSource(config, vocab, steps)
     task = make_task(config) if task is None else task
     if config.task in ("copy", "arrays") and config.seq_len not in (
         DEFAULT_SEQ_LEN,
@@ -436,4 +416,4 @@ def make_source(
             f"--seq-len {config.seq_len}: the {config.task} task's sequences have "
             f"T = {task.seq_len} steps, fixed by the task; leave --seq-len out"
         )
-    return TaskSource(config, task)
+    return TaskSource(config, task, steps)
