@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from . import _workspace
+from ._numba_cache import cached_njit  # machine code cached in the user's cache dir
 
 BACKENDS = ("auto", "numpy", "numba", "sharded")
 ACTIVATION_CODES = {"identity": 0, "tanh": 1, "relu": 2, "sigmoid": 3}
@@ -109,21 +110,6 @@ def _load() -> dict[str, Callable[..., Any]] | None:
         )
     }
     return _compiled
-
-
-def cached_njit(fn: Callable[..., Any], **options: Any) -> Callable[..., Any]:
-    """``numba.njit(fn, cache=True, **options)``: compiled once per machine, not per process.
-
-    The machine code goes to ``__pycache__`` beside this file, or Numba's user-wide cache
-    directory when that is read-only (a first step at min-char-rnn's size: 4.4 s → 0.5 s in a
-    fresh process). Where Numba finds no writable place at all it compiles per process.
-    """
-    import numba
-
-    try:
-        return numba.njit(cache=True, **options)(fn)
-    except RuntimeError:  # "cannot cache function ...: no locator available"
-        return numba.njit(cache=False, **options)(fn)
 
 
 # -- pure-Python bodies compiled by Numba (never run uncompiled: far too slow) ------------
