@@ -98,7 +98,8 @@ def test_numba_cache_goes_to_the_user_cache_dir(tmp_path: Path) -> None:
         "x = np.zeros((4, 2), dtype=np.int64)\n"
         "m.loss_and_grads(x, x)\n"
         "f = _kernels._load()['forward_loop']\n"
-        "print(json.dumps({'path': f.stats.cache_path, 'hits': sum(f.stats.cache_hits.values())}))\n"
+        "hits = sum(f.stats.cache_hits.values())\n"
+        "print(json.dumps({'path': f.stats.cache_path, 'hits': hits}))\n"
     )
     runs = []
     for _ in range(2):  # the second process reads what the first compiled
