@@ -168,7 +168,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     values = {name: getattr(args, name) for name, *_ in config_fields()}
     config = TrainConfig(**values)
-    trainer = Trainer(config, resume=args.resume)
+    trainer = Trainer(config, resume=args.resume, echo=print, cli=True)  # the CLI talks
     try:
         result = trainer.train()
     except TrainingDiverged as err:

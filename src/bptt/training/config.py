@@ -132,7 +132,8 @@ class TrainConfig:
     )
     seed: int = _opt(0, "seeds the initialisation, the data and the sampling")
     # -- evaluation, logging, checkpoints
-    out: str = _opt("runs/bptt", "run directory", resumable=True)
+    # None (Python only): a run kept in memory, nothing written (bptt.fit's default)
+    out: str | None = _opt("runs/bptt", "run directory", resumable=True)
     eval_every: int = _opt(250, "evaluate on held-out data every this many steps", resumable=True)
     eval_windows: int = _opt(
         0, "charlm: evaluate on at most this many validation windows (0: all)", resumable=True
