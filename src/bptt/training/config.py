@@ -52,7 +52,7 @@ class TrainConfig:
     task: str = _opt("charlm", "what to learn", choices=TASK_NAMES)
     text: str | None = _opt(
         None,
-        "charlm: a UTF-8 text file (default: the built-in Python-stdlib corpus)",
+        "charlm: a UTF-8 text file (default: the built-in corpus, Shakespeare's comedies)",
         content=True,
     )
     val_fraction: float = _opt(
