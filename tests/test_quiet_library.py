@@ -138,3 +138,26 @@ def test_cli_log_redirected_to_a_file_has_plain_lines(tmp_path: Path) -> None:
     assert "\r" not in text  # no progress-bar frames in a log file
     assert "step 10: train loss" in text and "step 30: train loss" in text
     assert "done: 40 steps" in text
+
+
+def test_loss_png_leaves_matplotlib_alone_and_names_the_model(tmp_path: Path) -> None:
+    matplotlib = pytest.importorskip("matplotlib")
+    from bptt.training.plots import metrics_figure, plot_metrics
+
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")  # the caller's choice, which drawing loss.png must not change
+    try:
+        cfg = TrainConfig(
+            task="adding", cell="gru", layers=2, bidirectional=True, hidden=8, seq_len=8,
+            batch=4, steps=4, eval_every=2, eval_size=8, out=str(tmp_path / "run"), plot=False,
+        )  # fmt: skip
+        Trainer(cfg).train()
+        plot_metrics(tmp_path / "run")
+        assert matplotlib.get_backend() == "svg"
+        import matplotlib.pyplot as plt
+
+        assert plt.get_fignums() == []  # no figure left open in pyplot's registry
+        title = metrics_figure(tmp_path / "run").get_suptitle()
+        assert "2-layer bidirectional GRU" in title and "tanh" not in title
+    finally:
+        matplotlib.use(previous)
