@@ -161,3 +161,62 @@ def test_loss_png_leaves_matplotlib_alone_and_names_the_model(tmp_path: Path) ->
         assert "2-layer bidirectional GRU" in title and "tanh" not in title
     finally:
         matplotlib.use(previous)
+
+
+# -- bptt train --config FILE.toml ---------------------------------------------------------
+
+
+def _trained_config(run: Path) -> dict:
+    import json
+
+    return json.loads((run / "config.json").read_text(encoding="utf-8"))
+
+
+def test_train_config_file_sets_defaults_and_flags_win(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bptt.cli import main
+
+    spec = tmp_path / "run.toml"
+    spec.write_text(
+        'task = "adding"\nseq_len = 6\nhidden = 8\nbatch = 4\nsteps = 3\neval_every = 3\n'
+        "eval_size = 8\nlr = 0.01\nplot = false\n",
+        encoding="utf-8",
+    )
+    run = tmp_path / "run"
+    # --steps 4000 is the default value, given explicitly: it still beats the file's 3
+    argv = ["train", "--config", str(spec), "--hidden", "5", "--out", str(run), "--steps", "4"]
+    assert main(argv) == 0
+    cfg = _trained_config(run)
+    assert (cfg["task"], cfg["seq_len"], cfg["lr"], cfg["plot"]) == ("adding", 6, 0.01, False)
+    assert cfg["hidden"] == 5 and cfg["steps"] == 4  # the command line wins
+
+
+def test_train_config_reads_a_sweep_specs_base(tmp_path: Path) -> None:
+    from bptt.cli import main
+
+    spec = Path(__file__).resolve().parents[1] / "docs" / "sweeps" / "adding_grid.toml"
+    run = tmp_path / "base"
+    argv = ["train", "--config", str(spec), "--steps", "2", "--eval-every", "2",
+            "--eval-size", "8", "--out", str(run)]  # fmt: skip
+    assert main(argv) == 0
+    cfg = _trained_config(run)
+    assert (cfg["task"], cfg["seq_len"], cfg["hidden"], cfg["batch"]) == ("adding", 30, 32, 32)
+
+
+def test_train_config_file_errors_name_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bptt.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('task = "adding"\nlearning_rate = 0.1\n', encoding="utf-8")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "unknown option(s) learning_rate" in capsys.readouterr().err
+    both = tmp_path / "both.toml"
+    both.write_text('steps = 3\n[base]\ntask = "adding"\n', encoding="utf-8")
+    assert main(["train", "--config", str(both)]) == 2
+    assert "both at the top level (steps) and in [base]" in capsys.readouterr().err
+    assert main(["train", "--config", str(tmp_path / "none.toml")]) == 2
+    assert "is not a file" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
