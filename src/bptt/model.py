@@ -352,7 +352,7 @@ class RNN:
     # -- states in the public layout ----------------------------------------------------------
 
     def _state_doc(self) -> str:
-        return "(B, H) or (1, B, H)" if self.simple else "(L·D, B, H)"
+        return "(B, H)" if self.simple else "(L·D, B, H)"  # (1, B, H) is taken too
 
     def _state_shape(self, batch: int) -> tuple[int, ...]:
         if self.simple:
