@@ -47,7 +47,7 @@ def _function_cache_class() -> Any:
     """Numba's FunctionCache with bptt's locators (built on first use: Numba loads lazily)."""
     from numba.core import caching
 
-    class BpttCacheLocator(caching.UserProvidedCacheLocator):  # type: ignore[misc]
+    class BpttCacheLocator(caching.UserProvidedCacheLocator):
         """Numba's user-provided-directory locator, pointed at ``cache_dir()/numba``."""
 
         def __init__(self, py_func: Any, py_file: str) -> None:
@@ -60,14 +60,14 @@ def _function_cache_class() -> Any:
             # skip UserProvidedCacheLocator's "only with NUMBA_CACHE_DIR" test
             return super(caching.UserProvidedCacheLocator, cls).from_function(py_func, py_file)
 
-    class BpttCacheImpl(caching.CompileResultCacheImpl):  # type: ignore[misc]
+    class BpttCacheImpl(caching.CompileResultCacheImpl):
         _locator_classes = [  # noqa: RUF012  (Numba's own class attribute)
             caching.UserProvidedCacheLocator,  # NUMBA_CACHE_DIR, when the user set it
             BpttCacheLocator,
             caching.UserWideCacheLocator,
         ]
 
-    class BpttFunctionCache(caching.FunctionCache):  # type: ignore[misc]
+    class BpttFunctionCache(caching.FunctionCache):
         _impl_class = BpttCacheImpl
 
     return BpttFunctionCache
