@@ -88,6 +88,10 @@ def test_fit_errors_speak_python(tmp_path: Path) -> None:
         bptt.fit(_model(), X, Y, resume=True, **opts)
     with pytest.raises(CheckpointError, match=r"^resume=True: no checkpoint"):
         bptt.fit(_model(), X, Y, out=tmp_path / "empty", resume=True, **opts)
+    with pytest.raises(ValueError, match=r"^steps must be >= 1, got 0"):  # a keyword, no --
+        bptt.fit(_model(), X, Y, **(opts | {"steps": 0}))
+    with pytest.raises(TypeError, match=r"^eval_every must be int"):
+        bptt.fit(_model(), X, Y, **(opts | {"eval_every": "5"}))
     with pytest.raises(TypeError, match="out must be None or a directory path"):
         bptt.fit(_model(), X, Y, out=3, **opts)  # type: ignore[arg-type]
 

@@ -18,6 +18,7 @@ progress (a bar on a terminal, plain periodic lines elsewhere).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -128,7 +129,8 @@ def fit(
         n_val=n_val,
     )
     _check_features(model, task)
-    config = TrainConfig(
+    config = _python_worded(
+        TrainConfig,
         task="arrays",
         hidden=model.hidden_size,
         activation=model.hidden_activation,
@@ -144,6 +146,19 @@ def fit(
         echo = print
     trainer = Trainer(config, resume=resume, callbacks=callbacks, echo=echo, task=task, model=model)
     return trainer.train()
+
+
+_FLAG = re.compile(r"--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)")
+
+
+def _python_worded(make: Callable[..., TrainConfig], **fields: Any) -> TrainConfig:
+    """``make(**fields)``, its errors naming keywords (``steps``) instead of the command
+    line's flags (``--steps``)."""
+    try:
+        return make(**fields)
+    except (TypeError, ValueError) as err:
+        message = _FLAG.sub(lambda m: m.group(1).replace("-", "_"), str(err))
+        raise type(err)(message) from None
 
 
 def _as_model_dtype(
