@@ -22,7 +22,7 @@ from bptt.data import (
     stream_batches,
     windows_per_epoch,
 )
-from bptt.data.text import BUILTIN_MODULES
+from bptt.data import text as text_module
 
 SHAKESPEARE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinyshakespeare.txt"
 
@@ -165,49 +165,36 @@ def test_empty_text_in_constructor() -> None:
 # --- the built-in corpus ----------------------------------------------------------------------
 
 
-def test_builtin_corpus_is_deterministic_and_nontrivial() -> None:
+# The digest of src/bptt/data/corpus/shakespeare_comedies.txt as tools/make_builtin_corpus.py
+# made it (894,058 bytes): the built-in corpus is these bytes on every Python version.
+COMEDIES_SHA256 = "2693082117e729b0ddfffb001af6a91216fc32f547dbc860fedd6ebd52edff1a"
+
+
+def test_builtin_corpus_is_the_shipped_public_domain_text(monkeypatch) -> None:
+    # nothing is read from the running interpreter: a bogus stdlib path changes nothing
+    monkeypatch.setattr(sysconfig, "get_paths", lambda *a, **k: {"stdlib": "/nonexistent"})
     a = CharCorpus.builtin()
-    b = CharCorpus.builtin()
-    assert len(a.text) > 500_000
-    assert hashlib.sha256(a.text.encode()).digest() == hashlib.sha256(b.text.encode()).digest()
-    assert a.vocab == b.vocab
-    assert np.array_equal(a.ids, b.ids)
-    assert 50 <= a.vocab.size <= 200
-    assert a.missing == ()
-    assert len(a.sources) == len(BUILTIN_MODULES)
-    # Independently: the text is the listed stdlib files joined by newlines, in order.
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    expected = "\n".join((stdlib / s).read_text(encoding="utf-8") for s in a.sources)
-    assert a.text == expected
-    assert a.sources[0] == "argparse.py"
-    assert "def " in a.text and "class " in a.text
+    shipped = Path(text_module.__file__).with_name("corpus") / "shakespeare_comedies.txt"
+    data = shipped.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == COMEDIES_SHA256
+    assert a.text.encode("utf-8") == data and len(a.text) == 894_058
+    assert a.text.startswith("A MIDSUMMER NIGHT'S DREAM\n")
+    for title in ("AS YOU LIKE IT", "TWELFTH NIGHT", "THE MERRY WIVES OF WINDSOR"):
+        assert f"\n{title}\n" in a.text
+    assert "\r" not in a.text and a.text.isascii()
+    assert a.vocab == CharCorpus.builtin().vocab and 50 <= a.vocab.size <= 100
+    assert a.missing == () and a.sources == ("bptt/data/corpus/shakespeare_comedies.txt",)
+    assert "Shakespeare" in a.source
 
 
-def test_builtin_corpus_skips_missing_modules_and_reports_them(tmp_path: Path) -> None:
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    keep = ("argparse", "typing", "inspect", "doctest", "json.decoder")
-    for module in keep:
-        rel = Path(*module.split("."))
-        src = stdlib / rel.with_name(rel.name + ".py")
-        dst = tmp_path / src.relative_to(stdlib)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.write_bytes(src.read_bytes())
-    corpus = CharCorpus.builtin(stdlib=tmp_path)
-    assert corpus.sources == (
-        "argparse.py",
-        "doctest.py",
-        "inspect.py",
-        "json/decoder.py",
-        "typing.py",
-    )
-    assert set(corpus.missing) == set(BUILTIN_MODULES) - set(keep)
-    assert "5 modules" in corpus.source
-
-
-def test_builtin_corpus_on_a_stripped_installation(tmp_path: Path) -> None:
-    (tmp_path / "copy.py").write_text("x = 1\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"only 1 of \d+ modules.*--text FILE"):
-        CharCorpus.builtin(stdlib=tmp_path)
+def test_builtin_corpus_altered_or_missing_is_refused(monkeypatch) -> None:
+    monkeypatch.setattr(text_module, "BUILTIN_SHA256", "0" * 64)
+    with pytest.raises(DataError, match="not the pinned 000000000000"):
+        CharCorpus.builtin()
+    monkeypatch.undo()
+    monkeypatch.setattr(text_module, "BUILTIN_CORPUS", "absent.txt")
+    with pytest.raises(DataError, match=r"cannot be read.*--text FILE"):
+        CharCorpus.builtin()
 
 
 # --- split ------------------------------------------------------------------------------------

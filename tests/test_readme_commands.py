@@ -111,10 +111,10 @@ def test_main_job_then_sample(tmp_path, monkeypatch, capsys) -> None:
         )
         == 0
     )
-    sample = re.search(r"`(bptt sample runs/bptt --prime \"def \")`", README).group(1)
+    sample = re.search(r"`(bptt sample runs/bptt --prime \"VIOLA:\")`", README).group(1)
     capsys.readouterr()
     assert run(sample, "--length", "20") == 0
-    assert capsys.readouterr().out.startswith("def ")
+    assert capsys.readouterr().out.startswith("VIOLA:")
 
 
 def test_gradcheck_and_inspect_commands_of_the_docs(tmp_path, monkeypatch) -> None:

@@ -34,3 +34,7 @@ def test_tutorial_notebook_executes(tmp_path, monkeypatch) -> None:
     )
     assert "by hand   h1, h2, h3: [ 0.4621  0.1974 -0.0997]" in printed
     assert "t=3 k=2 lag=1" in printed
+    # the backward recursion, coded step by step, equals loss_and_grads (its cell asserts it)
+    assert "t=1: ∂L_t/∂h_t = " in printed
+    assert "the recursion equals loss_and_grads: dW, dV, db_h, dL/dh_0 and every dL/dh_t" in printed
+    assert "mask is 1 only at t = [60]" in printed  # the adding task and its mask, shown

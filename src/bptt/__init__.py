@@ -5,12 +5,13 @@ The core (:class:`RNN`, :class:`ElmanRNN`, activations, heads, parameters) and
 first use (``bptt.training``, ``bptt.algorithms``, ``bptt.optim``, …), and :func:`fit` trains a
 model on your own arrays (:mod:`bptt.training.fitting`). The map of the rooms is in the
 README's "Where things are".
+
+The library prints nothing: it reports through the ``bptt`` logger (:mod:`logging`; no
+handlers installed, so configure logging to see its INFO lines); the ``bptt`` command prints.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+import typing as _typing
 
 from . import algorithms, diagnostics
 from .activations import ACTIVATIONS, Activation, get_activation
@@ -19,9 +20,11 @@ from .heads import HEADS, Head, get_head
 from .model import RNN, BPTTResult, ElmanRNN
 from .params import PARAM_NAMES, Gradients, Params
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from .training import fit
 
+#: The one place the version is written: pyproject.toml reads it (``[tool.setuptools.dynamic]``),
+#: and ``bptt --version`` prints it.
 __version__ = "0.1.0"
 
 #: Submodules and rooms loaded on first attribute access (``import bptt; bptt.optim.Adam``).
@@ -50,16 +53,17 @@ SUBMODULES = (
 )
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     if name in SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
+        return _importlib.import_module(f".{name}", __name__)
     if name == "fit":
-        return importlib.import_module(".training", __name__).fit
+        return _importlib.import_module(".training", __name__).fit
     raise AttributeError(f"module 'bptt' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(SUBMODULES) | {"fit"})
+    """The public names and the rooms (not the helpers this module imports for itself)."""
+    return sorted(set(__all__) | set(SUBMODULES))
 
 
 __all__ = [

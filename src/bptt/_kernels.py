@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from . import _workspace
+from ._numba_cache import cached_njit  # machine code cached in the user's cache dir
 
 BACKENDS = ("auto", "numpy", "numba", "sharded")
 SMALL_STEP = 256  # B·H at or below which the compiled time loops win (measured, see docs)
@@ -117,22 +118,6 @@ def numba_available() -> bool:
             _numba_error = str(err)
         _numba_checked = True
     return _numba_error is None
-
-
-def cached_njit(fn: Callable[..., Any], **options: Any) -> Callable[..., Any]:
-    """``numba.njit(fn, cache=True, **options)``: compiled once per machine, not per process.
-
-    The machine code goes to ``__pycache__`` beside the file that defines ``fn``, or Numba's
-    user-wide cache directory when that is read-only (a first step at min-char-rnn's size:
-    4.4 s → 0.5 s in a fresh process). Where Numba finds no writable place at all it compiles
-    per process.
-    """
-    import numba
-
-    try:
-        return numba.njit(cache=True, **options)(fn)
-    except RuntimeError:  # "cannot cache function ...: no locator available"
-        return numba.njit(cache=False, **options)(fn)
 
 
 # -- scatter-add (the input layer's dL/dV for token ids, every cell) -------------------------

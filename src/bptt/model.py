@@ -108,6 +108,13 @@ def segment_length(n_steps: int, checkpoint: object) -> int | None:
     return int(checkpoint)
 
 
+def _drop_layer_axis(state: object) -> object:
+    """A one-layer model's state in PyTorch's (L·D, B, H) = (1, B, H) layout as (B, H)."""
+    if getattr(state, "ndim", None) == 3 and getattr(state, "shape", (0,))[0] == 1:
+        return state[0]  # type: ignore[index]
+    return state
+
+
 class RNN:
     """A recurrent network trained by explicit backpropagation through time.
 
@@ -375,7 +382,7 @@ class RNN:
     # -- states in the public layout ----------------------------------------------------------
 
     def _state_doc(self) -> str:
-        return "(B, H)" if self.simple else "(L·D, B, H)"
+        return "(B, H)" if self.simple else "(L·D, B, H)"  # (1, B, H) is taken too
 
     def _state_shape(self, batch: int) -> tuple[int, ...]:
         if self.simple:
@@ -383,12 +390,19 @@ class RNN:
         return (len(self.layers), batch, self.hidden_size)
 
     def split_state(self, state: object, batch: int, name: str = "h0") -> list[np.ndarray]:
-        """A public-layout state (None → zeros) as one (B, S) array per layer-direction."""
+        """A public-layout state (None → zeros) as one (B, S) array per layer-direction.
+
+        A one-layer model takes (B, H) or PyTorch's (L·D, B, H) = (1, B, H) alike.
+        """
         H = self.hidden_size
         parts = self.state_parts
         S = parts * H
         if state is None:
             return [np.zeros((batch, S), dtype=self.dtype) for _ in self.layers]
+        if self.simple and parts == 1:  # PyTorch's (1, B, H) for one layer too
+            state = _drop_layer_axis(state)
+        elif self.simple and isinstance(state, (tuple, list)):
+            state = tuple(_drop_layer_axis(s) for s in state)
         if parts > 1:
             if not isinstance(state, (tuple, list)) or len(state) != parts:
                 raise ValueError(

@@ -8,6 +8,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,7 @@ from ..training import (
 )
 from .export import add_export_parser
 from .inspect import add_inspect_parser
+from .options_file import read_train_options
 from .sweep import add_sweep_parser
 
 
@@ -130,13 +132,15 @@ def _require(option: str, value: int, low: int) -> None:
         raise ValueError(f"--{option.replace('_', '-')} must be >= {low}, got {value}")
 
 
-def _add_train(subparsers: argparse._SubParsersAction) -> None:
+def _add_train(
+    subparsers: argparse._SubParsersAction, defaults: dict[str, Any] | None = None
+) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a model (default: a character model on the built-in corpus)",
         description="Train an Elman RNN by explicit BPTT. With no options: a character model "
-        "(H=256, T=50, B=32, Adam 2e-3, clip 5, 4000 steps) on the built-in corpus, the Python "
-        "standard library's own source, printing samples as it learns. Every option is a "
+        "(H=256, T=50, B=32, Adam 2e-3, clip 5, 4000 steps) on the built-in corpus, "
+        "Shakespeare's comedies, printing samples as it learns. Every option is a "
         "field of bptt.training.TrainConfig; the run writes config.json, metrics.jsonl, "
         "checkpoint.safetensors and loss.png into --out.",
         formatter_class=HelpFormatter,
@@ -162,13 +166,19 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="continue the run in --out up to --steps (same configuration)",
     )
-    p.set_defaults(func=_run_train, config_cls=TrainConfig)
+    p.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="read options from a TOML file: TrainConfig fields at the top level or in a "
+        "[base] table (a sweep spec's); options given here override the file's",
+    )
+    p.set_defaults(func=_run_train, config_cls=TrainConfig, **(defaults or {}))
 
 
 def _run_train(args: argparse.Namespace) -> int:
     values = {name: getattr(args, name) for name, *_ in config_fields()}
     config = TrainConfig(**values)
-    trainer = Trainer(config, resume=args.resume)
+    trainer = Trainer(config, resume=args.resume, echo=print, cli=True)  # the CLI talks
     try:
         result = trainer.train()
     except TrainingDiverged as err:
@@ -322,14 +332,16 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
+    """The ``bptt`` parser; ``train_defaults`` replace ``bptt train``'s defaults (its
+    ``--config`` file)."""
     parser = argparse.ArgumentParser(
         prog="bptt",
         description="Train and inspect Elman RNNs with explicit backpropagation through time.",
     )
     parser.add_argument("--version", action="version", version=f"bptt {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    _add_train(subparsers)
+    _add_train(subparsers, train_defaults)
     _add_sample(subparsers)
     _add_eval(subparsers)
     _add_predict(subparsers)
@@ -343,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "config", None) is not None:  # the file's values become the defaults
+            args = build_parser(read_train_options(args.config)).parse_args(argv)
         return int(args.func(args))
     except (ValueError, TypeError, OSError, ImportError) as err:
         print(f"bptt {args.command}: error: {err}", file=sys.stderr)

@@ -7,16 +7,16 @@
 Column b of X is one contiguous chunk of the corpus (char-rnn's layout), so the hidden state
 of stream b at the end of window k is the right initial state for window k + 1.
 
-The built-in default corpus is the Python standard library's own source text, read from the
-running interpreter (:meth:`CharCorpus.builtin`): present on every machine, no download.
+The built-in default corpus (:meth:`CharCorpus.builtin`) is a public-domain text shipped
+inside the package, Shakespeare's eight comedies (894,058 characters): the same bytes on every
+machine and Python version, no download.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import sys
-import sysconfig
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,43 +30,12 @@ from .errors import CorpusNotFoundError, DataError
 VOCAB_FORMAT = "bptt-char-vocab"
 VOCAB_VERSION = 1
 
-# The built-in corpus: pure-Python standard-library modules present as plain ``.py`` source in
-# CPython 3.10 to 3.13 whose text is ASCII in all four (checked on 3.10.13, 3.11.7, 3.12.1,
-# 3.13.0), so the vocabulary is printable ASCII plus newline. Fixed order: sorted by name.
-# About 1.4 MB on 3.11. Modules missing from a stripped installation are skipped and reported.
-BUILTIN_MODULES: tuple[str, ...] = (
-    "argparse",
-    "ast",
-    "base64",
-    "calendar",
-    "collections",
-    "configparser",
-    "contextlib",
-    "copy",
-    "csv",
-    "dataclasses",
-    "difflib",
-    "doctest",
-    "enum",
-    "gettext",
-    "inspect",
-    "ipaddress",
-    "json.decoder",
-    "json.encoder",
-    "logging",
-    "optparse",
-    "pickle",
-    "pprint",
-    "string",
-    "tempfile",
-    "textwrap",
-    "threading",
-    "typing",
-    "weakref",
-)
-
-# Below this many characters the stdlib is too stripped to be a useful default.
-BUILTIN_MIN_CHARS = 200_000
+# The built-in corpus: Shakespeare's comedies as plain text (UTF-8, "\n" line ends), shipped in
+# the package (src/bptt/data/corpus/: the text, where it comes from, how it was made). Pinned by
+# its SHA-256 so that every install, on every Python, trains on the same bytes.
+BUILTIN_CORPUS = "shakespeare_comedies.txt"
+BUILTIN_SHA256 = "2693082117e729b0ddfffb001af6a91216fc32f547dbc860fedd6ebd52edff1a"
+BUILTIN_NAME = "built-in: Shakespeare's comedies"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,15 +235,6 @@ def read_text_file(path: str | os.PathLike[str]) -> str:
     return text
 
 
-def _module_file(stdlib: Path, module: str) -> Path | None:
-    """``a.b`` → ``stdlib/a/b.py`` or ``stdlib/a/b/__init__.py``; None when neither exists."""
-    base = stdlib.joinpath(*module.split("."))
-    for candidate in (base.with_name(base.name + ".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 class CharCorpus:
     """A text with its vocabulary and ids: ids[i] = vocab.encode(text)[i].
 
@@ -335,53 +295,24 @@ class CharCorpus:
         return cls(text, vocab, source=str(path), sources=(str(path),))
 
     @classmethod
-    def builtin(
-        cls, vocab: CharVocab | None = None, *, stdlib: str | os.PathLike[str] | None = None
-    ) -> CharCorpus:
-        """The default corpus: the concatenated source of :data:`BUILTIN_MODULES`.
+    def builtin(cls, vocab: CharVocab | None = None) -> CharCorpus:
+        """The default corpus: Shakespeare's eight comedies, shipped inside the package.
 
-        text = src(m_1) ‖ "\\n" ‖ src(m_2) ‖ "\\n" ‖ …  over the modules in that fixed order,
-        read from the running interpreter's ``sysconfig.get_paths()["stdlib"]``. Deterministic
-        for a given Python version; ``.sources`` lists the files used and ``.missing`` the
-        modules skipped because this installation lacks them.
+        The same 894,058 characters on every machine and Python version (checked against
+        :data:`BUILTIN_SHA256` as it is read): a run on the built-in corpus means one text.
 
         Args:
             vocab: encode with this vocabulary instead of the corpus's own.
-            stdlib: read from this directory instead (for tests).
 
         Raises:
-            DataError: fewer than :data:`BUILTIN_MIN_CHARS` characters found (a stripped
-                installation); the message suggests ``--text FILE``.
+            DataError: the packaged file is missing or altered (a broken installation).
         """
-        root = Path(sysconfig.get_paths()["stdlib"] if stdlib is None else stdlib)
-        parts: list[str] = []
-        used: list[str] = []
-        missing: list[str] = []
-        for module in BUILTIN_MODULES:
-            file = _module_file(root, module)
-            if file is None:
-                missing.append(module)
-                continue
-            try:
-                parts.append(file.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError):
-                missing.append(module)
-                continue
-            used.append(file.relative_to(root).as_posix())
-        text = "\n".join(parts)
-        if len(text) < BUILTIN_MIN_CHARS:
-            raise DataError(
-                f"the built-in corpus needs the Python standard library's source in {str(root)!r}"
-                f", but only {len(used)} of {len(BUILTIN_MODULES)} modules were found "
-                f"({len(text):,} characters < {BUILTIN_MIN_CHARS:,}); pass a text file with "
-                "--text FILE"
-            )
+        data = builtin_corpus_bytes()
         return cls(
-            text,
+            data.decode("utf-8"),
             vocab,
-            source=f"python{_python_version()}-stdlib ({len(used)} modules)",
-            sources=tuple(used),
-            missing=tuple(missing),
+            source=BUILTIN_NAME,
+            sources=(f"bptt/data/corpus/{BUILTIN_CORPUS}",),
         )
 
     def split(
@@ -411,8 +342,23 @@ class CharCorpus:
         return train, val
 
 
-def _python_version() -> str:
-    return f"{sys.version_info[0]}.{sys.version_info[1]}"
+def builtin_corpus_bytes() -> bytes:
+    """The packaged corpus file's bytes, checked against :data:`BUILTIN_SHA256`."""
+    path = Path(__file__).with_name("corpus") / BUILTIN_CORPUS
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(
+            f"the built-in corpus {str(path)!r} cannot be read ({err.strerror}): reinstall "
+            "bptt, or pass a text file with --text FILE"
+        ) from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != BUILTIN_SHA256:
+        raise DataError(
+            f"the built-in corpus {str(path)!r} has sha256 {digest[:12]}…, not the pinned "
+            f"{BUILTIN_SHA256[:12]}… (an altered installation): reinstall bptt"
+        )
+    return data
 
 
 # ---------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ class TrainConfig:
     task: str = _opt("charlm", "what to learn", choices=TASK_NAMES)
     text: str | None = _opt(
         None,
-        "charlm: a UTF-8 text file (default: the built-in Python-stdlib corpus)",
+        "charlm: a UTF-8 text file (default: the built-in corpus, Shakespeare's comedies)",
         content=True,
     )
     val_fraction: float = _opt(
@@ -133,7 +133,8 @@ class TrainConfig:
     )
     seed: int = _opt(0, "seeds the initialisation, the data and the sampling")
     # -- evaluation, logging, checkpoints
-    out: str = _opt("runs/bptt", "run directory", resumable=True)
+    # None (Python only): a run kept in memory, nothing written (bptt.fit's default)
+    out: str | None = _opt("runs/bptt", "run directory", resumable=True)
     eval_every: int = _opt(250, "evaluate on held-out data every this many steps", resumable=True)
     eval_windows: int = _opt(
         0, "charlm: evaluate on at most this many validation windows (0: all)", resumable=True

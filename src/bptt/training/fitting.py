@@ -7,10 +7,18 @@ so validation, the optimizers and schedules, clipping, early stopping, callbacks
 ``metrics.jsonl``, ``loss.png`` and the progress bar are those of ``bptt train`` (every
 :class:`~bptt.training.TrainConfig` field is a keyword). The model is trained in place; with
 early stopping (``patience``) it ends holding the best evaluation's weights.
+
+A library call is quiet and leaves no files: by default the run is kept in memory (``out=None``;
+the log lines come back in :attr:`~bptt.training.TrainResult.history`) and its progress goes to
+the ``bptt`` logger. ``out="runs/mine"`` keeps a run directory (checkpoint, ``config.json``,
+``metrics.jsonl``, ``loss.png``; ``resume=True`` continues it); ``verbose=True`` prints the
+progress (a bar on a terminal, plain periodic lines elsewhere).
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,10 +39,11 @@ def fit(
     batch_first: bool = False,
     validation_data: tuple[Any, ...] | None = None,
     val_fraction: float = 0.1,
-    out: str = "runs/fit",
+    out: str | os.PathLike[str] | None = None,
     resume: bool = False,
     callbacks: Sequence[Callback] = (),
-    echo: Callable[[str], None] | None = print,
+    verbose: bool = False,
+    echo: Callable[[str], None] | None = None,
     **options: Any,
 ) -> TrainResult:
     """Train ``model`` on N sequences held in arrays.
@@ -51,21 +60,31 @@ def fit(
         batch_first: the arrays are (N, T, …), PyTorch's ``batch_first=True``.
         validation_data: (X_val, Y_val) or (X_val, Y_val, mask_val) in the same layout;
             default: hold out the last ``val_fraction`` of the sequences.
-        out: the run directory (checkpoint, ``config.json``, ``metrics.jsonl``, ``loss.png``).
+        out: None (the default) keeps the run in memory and writes nothing; a path keeps a run
+            directory there (checkpoint, ``config.json``, ``metrics.jsonl``, ``loss.png``).
         resume: continue the run in ``out`` (pass the same arrays).
-        callbacks, echo: as :class:`~bptt.training.Trainer`.
+        callbacks: as :class:`~bptt.training.Trainer`.
+        verbose: print the progress (data, model, evaluations, the summary; a progress bar on
+            a terminal, plain periodic lines elsewhere). False (the default): the lines go to
+            the ``bptt`` logger at INFO level.
+        echo: where the progress lines go instead of ``print`` (implies ``verbose``).
         **options: any other :class:`~bptt.training.TrainConfig` field: ``steps``, ``batch``,
             ``optimizer``, ``lr``, ``schedule``, ``clip``, ``eval_every``, ``patience``,
             ``keep_best``, ``progress``, ``plot``, …
 
     Returns:
-        The :class:`~bptt.training.TrainResult` (last evaluation's metrics, checkpoint paths).
+        The :class:`~bptt.training.TrainResult` (last evaluation's metrics, the log lines in
+        ``history``, the checkpoint paths when ``out`` is given).
 
     Raises:
         ValueError: shapes that fit neither layout (the message gives both readings), a model
             whose sizes do not fit the arrays, or an option that is not a TrainConfig field
             or that fit sets itself.
     """
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out must be None or a directory path, got {type(out).__name__}")
+    if resume and out is None:
+        raise ValueError("resume=True continues a run directory: give its out= as well")
     if not isinstance(model, ElmanRNN):
         raise TypeError(f"model must be a bptt.ElmanRNN, got {type(model).__name__}")
     own = {"task", "hidden", "activation", "dtype", "data", "text", "csv", "output", "seq_len"}
@@ -110,7 +129,8 @@ def fit(
         n_val=n_val,
     )
     _check_features(model, task)
-    config = TrainConfig(
+    config = _python_worded(
+        TrainConfig,
         task="arrays",
         hidden=model.hidden_size,
         activation=model.hidden_activation,
@@ -119,11 +139,26 @@ def fit(
         seq_len=task.seq_len,
         batch_first=bool(batch_first),
         val_fraction=task.val_fraction,
-        out=out,
+        out=None if out is None else os.fspath(out),
         **options,
     )
+    if echo is None and verbose:
+        echo = print
     trainer = Trainer(config, resume=resume, callbacks=callbacks, echo=echo, task=task, model=model)
     return trainer.train()
+
+
+_FLAG = re.compile(r"--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)")
+
+
+def _python_worded(make: Callable[..., TrainConfig], **fields: Any) -> TrainConfig:
+    """``make(**fields)``, its errors naming keywords (``steps``) instead of the command
+    line's flags (``--steps``)."""
+    try:
+        return make(**fields)
+    except (TypeError, ValueError) as err:
+        message = _FLAG.sub(lambda m: m.group(1).replace("-", "_"), str(err))
+        raise type(err)(message) from None
 
 
 def _as_model_dtype(

@@ -16,7 +16,8 @@ Each optimizer step s = 0 … steps − 1:
 
 A run directory holds ``config.json``, ``metrics.jsonl`` (one JSON object per log line),
 ``checkpoint.safetensors`` (see ``docs/checkpoint-format.md``), ``loss.png`` and, with
-``profile_every``, ``profile.json``. Resuming restores parameters, optimizer state, the
+``profile_every``, ``profile.json``; with ``out=None`` nothing is written and the log lines are
+kept in :attr:`TrainResult.history`. Resuming restores parameters, optimizer state, the
 source's state (data position, RNG) and the algorithm's (its ``state_dict``: carried hidden
 state, TBPTT buffer, online influence), so N steps + resume to 2N equals 2N steps.
 """
@@ -24,12 +25,13 @@ state, TBPTT buffer, online influence), so N steps + resume to 2N equals 2N step
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,9 @@ from .evaluation import format_eval
 from .plots import plot_metrics
 from .sources import DataSource, make_source
 
+#: The trainer's progress lines go here unless an ``echo`` is given (the CLI passes ``print``).
+logger = logging.getLogger(__name__)
+
 # ---------------------------------------------------------------------------------------------
 # Events and results
 # ---------------------------------------------------------------------------------------------
@@ -82,8 +87,9 @@ class TrainResult:
     step: int
     reason: str
     metrics: dict[str, Any]
-    checkpoint: Path | None
+    checkpoint: Path | None  # None for a run kept in memory (``out=None``)
     best_checkpoint: Path | None = None  # OUT/best: the best evaluation's weights, if kept
+    history: list[dict[str, Any]] = field(default_factory=list)  # this session's log lines
 
 
 class TrainingDiverged(RuntimeError):
@@ -134,12 +140,19 @@ class Trainer:
     """Builds the model, data and optimizer from a :class:`TrainConfig` and runs the loop.
 
     Args:
-        config: the run.
+        config: the run; ``config.out = None`` keeps it in memory (no run directory, no
+            checkpoint, no files: the log lines are in :attr:`TrainResult.history`).
         resume: continue the run in ``config.out`` (its configuration must match, except the
             resumable fields such as ``steps``).
         callbacks: called with a :class:`TrainEvent` after each step, evaluation and checkpoint;
             call :meth:`request_stop` to end the run after the current step.
-        echo: where progress text goes (samples, evaluations); None silences it.
+        echo: where progress text goes (samples, evaluations, the summary), e.g. ``print``;
+            None (the default) sends it to the ``bptt`` logger at INFO level, which shows
+            nothing unless the application configures :mod:`logging`. The progress bar is drawn
+            only with an ``echo`` and ``config.progress``, on a terminal; elsewhere (a file, a
+            pipe) the mean training loss is echoed about five times between evaluations.
+        cli: word messages for the command line (``--resume``, ``--out``) instead of
+            Python (``resume=True``, ``out=``).
         task: a ready :class:`~bptt.data.tasks.SequenceTask` to train on instead of the one
             ``config.task`` names (``bptt.fit`` passes its in-memory arrays this way).
             The data, whatever it is, is reached through :attr:`source`
@@ -170,16 +183,18 @@ class Trainer:
         *,
         resume: bool = False,
         callbacks: Sequence[Callback] = (),
-        echo: Callable[[str], None] | None = print,
+        echo: Callable[[str], None] | None = None,
         task: SequenceTask | None = None,
         model: RNN | None = None,
         start_from: Checkpoint | None = None,
+        cli: bool = False,
     ) -> None:
         config.validate()
         self.config = config
-        self.out = Path(config.out)
+        self.out: Path | None = None if config.out is None else Path(config.out)
         self.callbacks = list(callbacks)
         self.echo = echo
+        self._cli = cli
         self._stop_reason = ""
         self.step = 0
         self.bad_steps = 0
@@ -192,13 +207,23 @@ class Trainer:
         self.best_params: Any = None
         self._consistent = True  # False while a step is half done (data drawn, not applied)
         # the run directory is ours until train() ends (or this constructor fails)
-        self._lock = RunDirLock(self.out)
-        self._lock.acquire()
+        self._lock = None if self.out is None else RunDirLock(self.out)
+        if self._lock is not None:
+            self._lock.acquire()
         try:
             self._setup(resume, task, model, start_from)
         except BaseException:
-            self._lock.release(discard=True)  # a refused run leaves no folder behind
+            if self._lock is not None:
+                self._lock.release(discard=True)  # a refused run leaves no folder behind
             raise
+
+    def _option(self, name: str, value: str = "") -> str:
+        """An option as the user wrote it: ``--resume`` on the command line, ``resume=True``
+        (``out=``) in Python."""
+        if self._cli:
+            flag = f"--{name.replace('_', '-')}"
+            return flag if value in ("", "True") else f"{flag} {value}"
+        return f"{name}={value}"
 
     def _setup(
         self,
@@ -276,7 +301,8 @@ class Trainer:
                 self._restore(ckpt)
             except (KeyError, TypeError, ValueError) as err:
                 raise CheckpointError(
-                    f"--resume: the checkpoint in {str(self.out)!r} cannot be restored: {err}"
+                    f"{self._option('resume', 'True')}: the checkpoint in {str(self.out)!r} "
+                    f"cannot be restored: {err}"
                 ) from None
         self._init_profiler(resume=ckpt is not None)
 
@@ -341,7 +367,8 @@ class Trainer:
             return "none" if not fp else f"{fp['bytes']} bytes, sha256 {fp['sha256'][:12]}…"
 
         raise CheckpointError(
-            f"--resume: {option} {now!r} is not the data the checkpoint in {str(self.out)!r} "
+            f"{self._option('resume', 'True')}: {option} {now!r} is not the data the "
+            f"checkpoint in {str(self.out)!r} "
             f"was trained on: its content is {show(fingerprint)}, the checkpoint's was "
             f"{show(saved)}"
         )
@@ -349,20 +376,27 @@ class Trainer:
     # -- set-up and resume ----------------------------------------------------------------
 
     def _existing_checkpoint(self, resume: bool) -> Any:
+        resume_opt = self._option("resume", "True")
+        if self.out is None:
+            if resume:
+                raise CheckpointError(
+                    f"{resume_opt} continues a run directory: give its {self._option('out')}"
+                )
+            return None
         have = any((self.out / n).is_file() for n in ("checkpoint.safetensors", "checkpoint.npz"))
         if not resume:
             if have:
                 raise CheckpointError(
-                    f"{str(self.out)!r} already holds a run; pass --resume to continue it, or "
-                    "choose another --out"
+                    f"{str(self.out)!r} already holds a run; pass {resume_opt} to continue it, "
+                    f"or choose another {self._option('out')}"
                 )
             return None
         if not have:
-            raise CheckpointError(f"--resume: no checkpoint in {str(self.out)!r}")
+            raise CheckpointError(f"{resume_opt}: no checkpoint in {str(self.out)!r}")
         ckpt = load_checkpoint(self.out)
         if ckpt.task != self.config.task:
             raise CheckpointError(
-                f"--resume: the checkpoint in {str(self.out)!r} is for task {ckpt.task!r}, "
+                f"{resume_opt}: the checkpoint in {str(self.out)!r} is for task {ckpt.task!r}, "
                 f"not {self.config.task!r}"
             )
         try:
@@ -400,12 +434,15 @@ class Trainer:
         self.best = m.get("best")
         self.evals_since_best = int(m.get("evals_since_best", 0))
         self.best_step = m.get("best_step")
-        if self.keeps_best and self.best_step is not None and (self.out / "best").is_dir():
-            self.best_params = load_checkpoint(self.out / "best").model.params
+        best_dir = None if self.out is None else self.out / "best"
+        if self.keeps_best and self.best_step is not None and best_dir and best_dir.is_dir():
+            self.best_params = load_checkpoint(best_dir).model.params
         self._truncate_log(self.step)
 
     def _truncate_log(self, step: int) -> None:
         """Drop log lines written after the checkpoint (a crash between checkpoints)."""
+        if self.out is None:
+            return
         log = self.out / "metrics.jsonl"
         if not log.is_file():
             return
@@ -479,8 +516,11 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------
 
-    def save(self) -> Path:
-        """Write the checkpoint (and profile.json when profiling) atomically."""
+    def save(self) -> Path | None:
+        """Write the checkpoint (and profile.json when profiling) atomically; None (nothing
+        written) for a run kept in memory."""
+        if self.out is None:
+            return None
         path = save_checkpoint(
             self.out,
             model=self.model,
@@ -526,6 +566,8 @@ class Trainer:
         """Keep the current weights as the best: in memory, and in ``out/best`` on disk."""
         self.best_params = self.model.params.copy()
         self.best_step = self.step
+        if self.out is None:
+            return
         save_checkpoint(
             self.out / "best",
             model=self.model,
@@ -553,6 +595,9 @@ class Trainer:
             cb(event)
 
     def _log(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        if self.out is None:
+            return
         path = self.out / "metrics.jsonl"
         try:
             with open(path, "a", encoding="utf-8") as f:
@@ -563,6 +608,8 @@ class Trainer:
     def _say(self, text: str) -> None:
         if self.echo is not None:
             self.echo(text)
+        else:
+            logger.info(text)
 
     def _init_profiler(self, resume: bool = False) -> None:
         """A gradient-profile recorder; on resume, the run's profile.json continued (its
@@ -576,8 +623,8 @@ class Trainer:
                 f"has --layers {self.model.num_layers}"
                 + (" --bidirectional" if self.model.bidirectional else "")
             )
-        path = self.out / "profile.json"
-        if not (resume and path.is_file()):
+        path = None if self.out is None else self.out / "profile.json"
+        if not (resume and path is not None and path.is_file()):
             self.profiler = GradientProfileRecorder(every=self.config.profile_every)
             return
         try:
@@ -628,6 +675,8 @@ class Trainer:
             TrainingDiverged: ``max_bad_steps`` consecutive non-finite steps (checkpoint saved
                 first, holding the last finite weights).
         """
+        if self._lock is None:  # kept in memory: no run directory to hold
+            return self._train()
         self._lock.acquire()  # held since __init__; taken again if train() runs twice
         try:
             return self._train()
@@ -636,23 +685,27 @@ class Trainer:
 
     def _train(self) -> TrainResult:
         cfg = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
         if self.step >= cfg.steps:  # config.json keeps the --steps the run went to
-            self._say(f"{self.out}: already at step {self.step} >= --steps {cfg.steps}")
-            return TrainResult(self.step, "done", {}, checkpoint_path(self.out))
-        atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
-        if self.step == 0:  # a fresh run: no stale log lines from an earlier, deleted run
-            (self.out / "metrics.jsonl").unlink(missing_ok=True)
+            have = self._option("steps", str(cfg.steps))
+            self._say(f"{self.out}: already at step {self.step} >= {have}")
+            where = None if self.out is None else checkpoint_path(self.out)
+            return TrainResult(self.step, "done", {}, where)
+        if self.out is not None:
+            config_json = json.dumps(cfg.to_dict(), indent=2) + "\n"
+            atomic_write_text(self.out / "config.json", config_json)
+            if self.step == 0:  # a fresh run: no stale log lines from an earlier, deleted run
+                (self.out / "metrics.jsonl").unlink(missing_ok=True)
         self._say(self.source.describe())
         self._say(
             f"{self.model}: {self.model.n_parameters():,} parameters, "
             f"{self.model.params.global_norm():.3g} weight norm; "
-            f"{cfg.optimizer} lr {cfg.lr}, {cfg.steps} steps -> {self.out}"
+            f"{cfg.optimizer} lr {cfg.lr}, {cfg.steps} steps -> "
+            + ("memory (no files)" if self.out is None else str(self.out))
         )
         bar = self._progress_bar()
-        say = bar.write if bar is not None else self._say
-        if self.echo is None:
-            say = self._say
+        say = self._say if bar is None else _around_bar(bar, self._say)
         # without a bar, a line of training loss between evaluations (about 5 per interval)
         loss_every = 0 if bar is not None else max(cfg.log_every, cfg.eval_every // 5)
         start_step, window_losses = self.step, []
@@ -682,8 +735,13 @@ class Trainer:
                         raise TrainingDiverged(
                             f"{self.consecutive_bad} consecutive steps had a non-finite loss or "
                             f"gradient (last: {rec['reason']}) at step {self.step}; stopped. "
-                            f"The last finite weights are saved in {path}. Try a lower --lr, "
-                            "a --clip, or --dtype float64."
+                            + (
+                                "The model holds the last finite weights. "
+                                if path is None
+                                else f"The last finite weights are saved in {path}. "
+                            )
+                            + f"Try a lower {self._option('lr')}, a {self._option('clip')}, "
+                            f"or {self._option('dtype', 'float64')}."
                         )
                 if rec["applied"]:
                     window_losses.append(rec["loss"])
@@ -742,22 +800,26 @@ class Trainer:
             if bar is not None:
                 bar.close()
         path = self.save()
-        if interrupted:
+        if interrupted and path is not None:
             self._say(
                 f"{reason} at step {self.step}; checkpoint saved to {path}; continue "
-                f"with the same options and --resume"
+                f"with the same options and {self._option('resume', 'True')}"
             )
+        elif interrupted:
+            self._say(f"{reason} at step {self.step}")
         if reason == "early_stop" and self.best_params is not None:
             # the model handed back (bptt.fit) holds the best weights; the checkpoint in
             # OUT keeps the last ones, so that --resume continues where the run stopped
             self.model.params = self.best_params.copy()
         self._emit("end", {"reason": reason})
         plot = self._plot() if cfg.plot else None
-        best = checkpoint_path(self.out / "best") if self.best_params is not None else None
+        best = None
+        if self.best_params is not None and self.out is not None:
+            best = checkpoint_path(self.out / "best")
         self._say(
             self._summary(reason, self.step - start_step, time.perf_counter() - t0, last, plot)
         )
-        return TrainResult(self.step, reason, last, path, best)
+        return TrainResult(self.step, reason, last, path, best, list(self.history))
 
     def _summary(
         self, reason: str, steps: int, seconds: float, last: dict[str, Any], plot: Path | None
@@ -778,9 +840,15 @@ class Trainer:
                 line += f" (memoryless baseline {base:.4f})"
             lines.append(line)
         if self.best is not None:
-            where = f" (weights in {self.out / 'best'})" if self.best_params is not None else ""
+            where = ""
+            if self.best_params is not None:
+                kept = "kept in memory" if self.out is None else f"in {self.out / 'best'}"
+                where = f" (weights {kept})"
             at = f" at step {self.best_step}" if self.best_step is not None else ""
             lines.append(f"  best {name}: {self.best:.4f}{at}{where}")
+        if self.out is None:
+            lines.append("  kept in memory: no files written (give out= to keep a run directory)")
+            return "\n".join(lines)
         lines.append(f"  checkpoint: {checkpoint_path(self.out)}")
         files = ["config.json", "metrics.jsonl"] + (["loss.png"] if plot else [])
         lines.append(f"  run directory {self.out}: " + ", ".join(files))
@@ -793,7 +861,9 @@ class Trainer:
             self.algorithm.reset()
 
     def _progress_bar(self) -> Any:
-        if not self.config.progress or self.echo is None:
+        """tqdm on stderr when the run talks (``echo``), ``config.progress`` is on and stderr is
+        a terminal; None otherwise (a log file gets plain periodic lines, no '\\r' frames)."""
+        if not self.config.progress or self.echo is None or not _on_terminal(sys.stderr):
             return None
         try:
             from tqdm import tqdm
@@ -809,11 +879,33 @@ class Trainer:
         )
 
     def _plot(self) -> Path | None:
+        if self.out is None:
+            return None
         try:
             return plot_metrics(self.out)
         except ImportError as err:
             self._say(f"(no loss.png: {err})")
             return None
+
+
+def _around_bar(bar: Any, say: Callable[[str], None]) -> Callable[[str], None]:
+    """``say`` with the progress bar cleared first and redrawn after (tqdm's external write
+    mode), so that a line never lands inside a bar's frame."""
+
+    def write(text: str) -> None:
+        with bar.external_write_mode():
+            say(text)
+
+    return write
+
+
+def _on_terminal(stream: Any) -> bool:
+    """True when ``stream`` is an interactive terminal (not a file, a pipe or a notebook's
+    capture)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):  # no isatty, or a closed stream
+        return False
 
 
 def _install_sigint(on_interrupt: Callable[[str], None]) -> Any:

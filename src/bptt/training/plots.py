@@ -1,4 +1,9 @@
-"""Learning curves of a run (``loss.png``), drawn with matplotlib."""
+"""Learning curves of a run (``loss.png``), drawn with matplotlib.
+
+The figures are built on :class:`matplotlib.figure.Figure` directly, never through pyplot's
+global state, so drawing them changes nothing of the caller's matplotlib (no backend switch,
+no figure left open in a notebook).
+"""
 
 from __future__ import annotations
 
@@ -12,17 +17,27 @@ from ..checkpoint import load_checkpoint
 
 
 def pyplot() -> Any:
-    """matplotlib.pyplot on the Agg backend, or an ImportError that says how to install it."""
+    """matplotlib.pyplot (the backend as the user or matplotlib chose it: headless machines get
+    Agg by matplotlib's own fallback), or an ImportError that says how to install it."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         raise ImportError(
             "plots need matplotlib, which is not installed: pip install 'bptt[plot]'"
         ) from None
     return plt
+
+
+def _new_figure(**options: Any) -> Any:
+    """A matplotlib Figure outside pyplot (nothing global touched), or a clear ImportError."""
+    try:
+        import matplotlib  # noqa: F401  (the package itself, before its submodule)
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError(
+            "plots need matplotlib, which is not installed: pip install 'bptt[plot]'"
+        ) from None
+    return Figure(**options)
 
 
 def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -65,13 +80,25 @@ MSE_UNITS = {
 }
 
 
+def model_words(config: dict[str, Any]) -> str:
+    """The model as a title says it: ``tanh RNN``, ``GRU``, ``2-layer bidirectional LSTM``."""
+    cell = str(config.get("cell", "elman"))
+    name = f"{config.get('activation', '?')} RNN" if cell == "elman" else cell.upper()
+    layers = int(config.get("layers", 1) or 1)
+    return (
+        (f"{layers}-layer " if layers > 1 else "")
+        + ("bidirectional " if config.get("bidirectional") else "")
+        + name
+    )
+
+
 def _title(config: dict[str, Any], run_dir: Path) -> str:
     if not config:
         return str(run_dir.name)
     task = config.get("task", "?")
     what = {"charlm": "charlm on " + Path(str(config.get("text") or "built-in corpus")).name}
     return (
-        f"{what.get(task, task)}: {config.get('activation', '?')} RNN, "
+        f"{what.get(task, task)}: {model_words(config)}, "
         f"H = {config.get('hidden', '?')}, B = {config.get('batch', '?')} ({run_dir.name})"
     )
 
@@ -85,7 +112,6 @@ def metrics_figure(run_dir: str | os.PathLike[str]) -> Any:
     scale when the curves span more than a decade. Classification tasks: the losses, and the
     metric (accuracy) beside its baseline on a second panel.
     """
-    plt = pyplot()
     run_dir = Path(run_dir)
     records = read_metrics(run_dir)
     config = _run_facts(run_dir)
@@ -100,7 +126,8 @@ def metrics_figure(run_dir: str | os.PathLike[str]) -> Any:
         metric = None  # the loss is the headline: nats (and bits) per character
     title = _title(config, run_dir)
     if metric == "mse":
-        fig, ax = plt.subplots(figsize=(7, 4), dpi=100, layout="constrained")
+        fig = _new_figure(figsize=(7, 4), dpi=100, layout="constrained")
+        ax = fig.subplots()
         out = _output_size(run_dir, task)
         curves = []
         if train and out:
@@ -132,14 +159,8 @@ def metrics_figure(run_dir: str | os.PathLike[str]) -> Any:
         axes = [ax]
     else:
         ncols = 2 if metric == "accuracy" else 1
-        fig, axs = plt.subplots(
-            1,
-            ncols,
-            figsize=(7 * ncols * 0.8 + 1.4, 4),
-            dpi=100,
-            layout="constrained",
-            squeeze=False,
-        )
+        fig = _new_figure(figsize=(7 * ncols * 0.8 + 1.4, 4), dpi=100, layout="constrained")
+        axs = fig.subplots(1, ncols, squeeze=False)
         axes = list(axs[0])
         ax = axes[0]
         unit = "nats per character" if task == "charlm" else "nats per counted step"
@@ -192,12 +213,8 @@ def plot_metrics(
         ImportError: matplotlib is missing (the message says how to install it).
         FileNotFoundError: no metrics log.
     """
-    plt = pyplot()
     fig = metrics_figure(run_dir)
     target = Path(run_dir) / "loss.png" if path is None else Path(path)
-    try:
-        with atomic_path(target) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png")
     return target
