@@ -93,11 +93,11 @@ def test_numba_cache_goes_to_the_user_cache_dir(tmp_path: Path) -> None:
     env |= {"PYTHONPATH": str(SRC), "XDG_CACHE_HOME": str(tmp_path)}
     code = (
         "import json, numpy as np, bptt\n"
-        "from bptt import _kernels\n"
+        "from bptt.cells import _elman_kernels\n"
         "m = bptt.ElmanRNN(5, 8, 5, seed=0, dtype=np.float64)\n"
         "x = np.zeros((4, 2), dtype=np.int64)\n"
         "m.loss_and_grads(x, x)\n"
-        "f = _kernels._load()['forward_loop']\n"
+        "f = _elman_kernels._load()['forward_loop']\n"
         "hits = sum(f.stats.cache_hits.values())\n"
         "print(json.dumps({'path': f.stats.cache_path, 'hits': hits}))\n"
     )
