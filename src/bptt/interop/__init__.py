@@ -639,15 +639,18 @@ def export_onnx(
 
 
 def initial_weights(path: str | os.PathLike[str], model: RNN) -> Params:
-    """Weights for ``model`` from a bptt checkpoint (run directory or file) or a torch-named
+    """Weights for ``model`` from a bptt checkpoint (run directory or file), a torch-named
     safetensors state dict (``bptt export --format torch``, or a PyTorch user's own
-    ``{"rnn." + k: v for k, v in rnn.state_dict().items()} | {"head.weight": …}``).
+    ``{"rnn." + k: v for k, v in rnn.state_dict().items()} | {"head.weight": …}``) or an
+    ``.onnx`` graph that :func:`from_onnx` reads.
 
     Raises:
         InteropError: the file's model does not have ``model``'s structure (both are named).
         CheckpointError / OSError: an unreadable file.
     """
     p = Path(path)
+    if p.suffix == ".onnx":
+        return onnx_initial_weights(p, model)
     if p.is_dir() or p.suffix == ".npz" or _is_bptt_checkpoint(p):
         ckpt = load_checkpoint(p)
         theirs = {k: v for k, v in ckpt.model.structure().items() if k != "dtype"}
@@ -675,3 +678,8 @@ def _is_bptt_checkpoint(path: Path) -> bool:
     except OSError:
         return False
     return b'"bptt-checkpoint' in header or b"bptt-checkpoint" in header
+
+
+# the importers read the names above (imported last: their modules import this package)
+from .onnx_import import from_onnx as from_onnx  # noqa: E402
+from .onnx_import import onnx_initial_weights  # noqa: E402
