@@ -681,5 +681,7 @@ def _is_bptt_checkpoint(path: Path) -> bool:
 
 
 # the importers read the names above (imported last: their modules import this package)
+from .keras_import import from_keras as from_keras  # noqa: E402
+from .keras_import import to_keras as to_keras  # noqa: E402
 from .onnx_import import from_onnx as from_onnx  # noqa: E402
 from .onnx_import import onnx_initial_weights  # noqa: E402
