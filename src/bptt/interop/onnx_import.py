@@ -190,7 +190,7 @@ def _read_layer(g: _Graph, node: Any) -> _Layer:
     assert W is not None and R is not None  # both are required inputs of the operators
     if W.dtype not in (np.float32, np.float64):
         raise InteropError(f"{_describe(node)}: weights of dtype {W.dtype}; bptt needs float32/64")
-    H = int(attrs.get("hidden_size", R.shape[-1]))
+    H = int(attrs["hidden_size"]) if "hidden_size" in attrs else int(R.shape[-1])
     gates = {"RNN": 1, "GRU": 3, "LSTM": 4}[op]
     if W.shape[:2] != (D, gates * H) or R.shape != (D, gates * H, H):
         raise InteropError(
@@ -247,6 +247,7 @@ def _read_layer(g: _Graph, node: Any) -> _Layer:
     for d in range(D):
         Wb, Rb = B[d, : gates * H], B[d, gates * H :]
         local: dict[str, np.ndarray]
+        order: tuple[int, ...]
         if cell == "elman":
             local = {"V": W[d], "W": R[d], "b_h": Wb + Rb}
         elif cell == "lstm":
@@ -597,7 +598,8 @@ def _probe(
         if rev:
             expected = expected[::-1]
         try:
-            got = session.run([main], feeds)[0]
+            result: Any = session.run([main], feeds)
+            got = np.asarray(result[0])
         except Exception as err:  # a layout that does not fit this probe's shapes
             errors.append(f"{type(err).__name__}: {err}".strip())
             continue
@@ -626,7 +628,7 @@ def _reference_rnn() -> type:
     (the reference implements only Tanh and Affine)."""
     from onnx.reference.ops.op_rnn import RNN_14
 
-    class RNN(RNN_14):  # type: ignore[misc]  # named as the operator it implements
+    class RNN(RNN_14):  # named as the operator it implements
         op_domain = ""
 
         def choose_act(self, name: str, alpha: Any, beta: Any) -> Any:
