@@ -353,3 +353,37 @@ def test_pytorch_export_refuses_the_reset_before_gru(tmp_path):
         )
         == 0
     )
+
+
+def test_reads_torch_onnx_export_with_initial_states(rng):
+    """(x, h0, c0) graph inputs; torch slices h0/c0 per layer inside the graph."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(int(rng.integers(1 << 30)))
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = torch.nn.LSTM(3, 4, num_layers=2, bidirectional=True)
+            self.head = torch.nn.Linear(8, 2)
+
+        def forward(self, x, h0, c0):
+            return self.head(self.rnn(x, (h0, c0))[0])
+
+    net = Net()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (torch.randn(5, 2, 3), torch.randn(4, 2, 4), torch.randn(4, 2, 4)),
+            buffer,
+            dynamo=False,
+            input_names=["x", "h0", "c0"],
+            dynamic_axes={"x": {0: "T", 1: "B"}, "h0": {1: "B"}, "c0": {1: "B"}},
+        )
+    model = from_onnx(onnx.load_from_string(buffer.getvalue()))
+    x = rng.standard_normal((6, 3, 3)).astype(np.float32)
+    h0, c0 = (rng.standard_normal((4, 3, 4)).astype(np.float32) for _ in range(2))
+    with torch.no_grad():
+        want = net(*(torch.from_numpy(a) for a in (x, h0, c0))).numpy()
+    np.testing.assert_allclose(model.logits(x, (h0, c0))[0], want, rtol=0, atol=1e-5)
