@@ -51,7 +51,7 @@ CELL = {"SimpleRNN": "elman", "GRU": "gru", "GRU_reset_before": "gru_reset_befor
 @pytest.mark.slow  # each Keras predict compiles its graph (~1 s)
 @pytest.mark.parametrize(
     ("layers", "bidirectional", "head"),
-    [(1, False, None), (2, True, "softmax"), (2, False, "linear"), (1, True, "sigmoid")],
+    [(2, True, "softmax"), (2, False, "linear"), (1, True, "sigmoid")],
 )
 @pytest.mark.parametrize("kind", KINDS)
 def test_from_keras_matches_predict(kind, layers, bidirectional, head, rng):
@@ -59,6 +59,7 @@ def test_from_keras_matches_predict(kind, layers, bidirectional, head, rng):
     for _ in range(layers):
         layer = _rnn(kind, 4)
         stack.append(L.Bidirectional(layer) if bidirectional else layer)
+        stack.append(L.Dropout(0.5))  # the identity in predict
     if head is not None:
         stack.append(L.Dense(2, activation=head))
     net = _randomise(keras.Sequential(stack), rng)

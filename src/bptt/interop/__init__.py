@@ -15,6 +15,10 @@ dL/dbias_ih = dL/dbias_hh = dL/db_h, since each enters E_t as b_h does.
 
 Other cells register a :class:`TorchCellMap` in :data:`TORCH_CELLS`. PyTorch stays an optional
 extra (``pip install 'bptt[torch]'``); ONNX export needs ``onnx`` (``pip install 'bptt[onnx]'``).
+
+Importers beside this module: :func:`from_onnx` (:mod:`bptt.interop.onnx_import`: stacks of
+ONNX RNN/GRU/LSTM operators) and :func:`from_keras` / :func:`to_keras`
+(:mod:`bptt.interop.keras_import`: Keras 3 recurrent layers).
 """
 
 from __future__ import annotations

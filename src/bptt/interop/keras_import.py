@@ -119,7 +119,8 @@ def from_keras(layer_or_model: Any, *, output: str | None = None) -> RNN:
         layer_or_model: a ``SimpleRNN``/``GRU``/``LSTM`` or ``Bidirectional`` layer (built), or
             a ``Sequential``/functional model chaining such layers (one cell type and width,
             ``return_sequences=True`` below the top, ``Bidirectional`` with
-            ``merge_mode="concat"``) and at most one final ``Dense``.
+            ``merge_mode="concat"``; ``Dropout`` between them, the identity at inference) and
+            at most one final ``Dense``.
         output: the head's f_y for a linear ``Dense`` (or none): ``softmax``, ``sigmoid`` or
             ``identity`` (the default); a softmax/sigmoid ``Dense`` fixes it.
 
@@ -150,6 +151,8 @@ def from_keras(layer_or_model: Any, *, output: str | None = None) -> RNN:
             recurrent.append((layer, [layer.forward_layer, backward]))
         elif kind in RECURRENT_LAYERS:
             recurrent.append((layer, [layer]))
+        elif kind == "Dropout" and recurrent:
+            continue  # the identity at inference
         elif kind == "Dense" and recurrent:
             dense = layer
         else:
