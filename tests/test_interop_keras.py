@@ -131,3 +131,5 @@ def test_refusals(rng):
     with pytest.raises(InteropError, match="the Dense layer applies softmax"):
         from_keras(keras.Sequential([inp, _rnn("GRU", 4), L.Dense(2, activation="softmax")]),
                    output="sigmoid")  # fmt: skip
+    with pytest.raises(InteropError, match="has no weights yet"):
+        from_keras(_rnn("LSTM", 4))

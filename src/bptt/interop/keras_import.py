@@ -77,7 +77,7 @@ def _cell_of(layer: Any, backward_half: bool = False) -> tuple[str, str]:
 def _local_weights(layer: Any, cell: str, dtype: np.dtype) -> dict[str, np.ndarray]:
     """The cell's local parameters from a Keras recurrent layer's (kernel, recurrent, bias)."""
     weights = [np.asarray(w) for w in layer.get_weights()]
-    kernel, recurrent = weights[0], weights[1]
+    kernel, recurrent = weights[0], weights[1]  # (I, kH), (H, kH)
     H = recurrent.shape[0]
     bias = weights[2] if len(weights) > 2 else None
     V, W = kernel.T, recurrent.T  # (kH, I), (kH, H)
@@ -133,6 +133,10 @@ def from_keras(layer_or_model: Any, *, output: str | None = None) -> RNN:
         InteropError: a layer or option with no bptt counterpart (named).
     """
     layers = _layers_of(layer_or_model)
+    for layer in layers:
+        weighted = type(layer).__name__ in {*RECURRENT_LAYERS, "Bidirectional", "Dense"}
+        if weighted and not layer.get_weights():
+            raise InteropError(f"{_name(layer)} has no weights yet: build it (call it on an input)")
     recurrent: list[tuple[Any, list[Any]]] = []  # (Keras layer, its direction layers)
     dense = None
     for index, layer in enumerate(layers):
