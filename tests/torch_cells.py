@@ -7,6 +7,8 @@ GRU's b_hn (the reset gate multiplies W_hn h + b_hn), so:
     gru     V = weight_ih   W = weight_hh   b = bias_ih + [bias_hh_r, bias_hh_z, 0]
             b_hn = bias_hh_n
     lstm    V = weight_ih   W = weight_hh   b = bias_ih + bias_hh
+    gru_reset_before   as lstm, against :class:`GRUResetBefore` below (PyTorch has no such
+            GRU: it is written here from ONNX's linear_before_reset=0 equations)
 
 and the gradients map back as dV = ∂/∂weight_ih, dW = ∂/∂weight_hh, db = ∂/∂bias_ih,
 db_hn = ∂/∂bias_hh_n. Written independently of bptt's code (no interop module is used).
@@ -21,15 +23,105 @@ import torch
 
 from bptt import RNN
 
+TORCH_STEMS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def gru_reset_before_step(x, h, weight_ih, weight_hh, bias_ih, bias_hh):
+    """h' of the GRU with the reset gate before the recurrent product (see below)."""
+    w_r, w_z, w_n = weight_hh.chunk(3, 0)
+    b_r, b_z, b_n = bias_hh.chunk(3)
+    i_r, i_z, i_n = (x @ weight_ih.T + bias_ih).chunk(3, 1)
+    r = torch.sigmoid(i_r + h @ w_r.T + b_r)
+    z = torch.sigmoid(i_z + h @ w_z.T + b_z)
+    n = torch.tanh(i_n + (r * h) @ w_n.T + b_n)
+    return (1 - z) * n + z * h
+
+
+class GRUResetBeforeCell(torch.nn.Module):
+    """One step of the GRU with the reset gate before the recurrent product, from ONNX's GRU
+    operator equations (linear_before_reset = 0), gates r, z, n as nn.GRUCell's rows:
+
+        r = σ(W_ir x + b_ir + W_hr h + b_hr)    z = σ(W_iz x + b_iz + W_hz h + b_hz)
+        n = tanh(W_in x + b_in + W_hn (r ⊙ h) + b_hn)
+        h' = (1 − z) ⊙ n + z ⊙ h
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, dtype: torch.dtype = torch.float64):
+        super().__init__()
+        H = hidden_size
+        bound = 1.0 / np.sqrt(H)
+
+        def param(*shape: int) -> torch.nn.Parameter:
+            return torch.nn.Parameter(torch.empty(*shape, dtype=dtype).uniform_(-bound, bound))
+
+        self.weight_ih, self.weight_hh = param(3 * H, input_size), param(3 * H, H)
+        self.bias_ih, self.bias_hh = param(3 * H), param(3 * H)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return gru_reset_before_step(
+            x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
+        )
+
+
+class GRUResetBefore(torch.nn.Module):
+    """nn.GRU's interface (time-major, layers, directions, weight_ih_l{k}{_reverse} names) over
+    :class:`GRUResetBeforeCell` steps."""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dtype: torch.dtype = torch.float64,
+    ):
+        super().__init__()
+        self.hidden_size, self.num_layers = hidden_size, num_layers
+        self.directions = 2 if bidirectional else 1
+        self.steps = {}
+        for layer in range(num_layers):
+            n_in = input_size if layer == 0 else self.directions * hidden_size
+            for d in range(self.directions):
+                step = GRUResetBeforeCell(n_in, hidden_size, dtype)
+                suffix = f"_l{layer}" + ("_reverse" if d else "")
+                for key, value in step.named_parameters():
+                    setattr(self, key + suffix, value)
+                self.steps[(layer, d)] = suffix
+
+    def forward(
+        self, x: torch.Tensor, h0: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        T, B = x.shape[:2]
+        D, H = self.directions, self.hidden_size
+        if h0 is None:
+            h0 = torch.zeros(self.num_layers * D, B, H, dtype=x.dtype)
+        finals, layer_in = [], x
+        for layer in range(self.num_layers):
+            outs = []
+            for d in range(D):
+                suffix = self.steps[(layer, d)]
+                w = [getattr(self, k + suffix) for k in TORCH_STEMS]
+                h, seq = h0[layer * D + d], [None] * T
+                for t in reversed(range(T)) if d else range(T):
+                    h = gru_reset_before_step(layer_in[t], h, *w)
+                    seq[t] = h
+                outs.append(torch.stack(seq))
+                finals.append(h)
+            layer_in = torch.cat(outs, dim=2)
+        return layer_in, torch.stack(finals)
+
+
 MODULES: dict[str, Callable[..., torch.nn.Module]] = {
     "elman": torch.nn.RNN,
     "gru": torch.nn.GRU,
     "lstm": torch.nn.LSTM,
+    "gru_reset_before": GRUResetBefore,
 }
 STEP_MODULES: dict[str, Callable[..., torch.nn.Module]] = {
     "elman": torch.nn.RNNCell,
     "gru": torch.nn.GRUCell,
     "lstm": torch.nn.LSTMCell,
+    "gru_reset_before": GRUResetBeforeCell,
 }
 
 
@@ -43,7 +135,7 @@ def cell_params_from_torch(cell: str, w: dict[str, np.ndarray], H: int) -> dict[
         b = w["bias_ih"].copy()
         b[: 2 * H] += w["bias_hh"][: 2 * H]
         out["b"], out["b_hn"] = b, w["bias_hh"][2 * H :].copy()
-    elif cell == "lstm":
+    elif cell in ("lstm", "gru_reset_before"):
         out["b"] = w["bias_ih"] + w["bias_hh"]
     else:
         raise KeyError(f"no torch mapping for cell {cell!r}: add it to tests/torch_cells.py")
@@ -57,7 +149,7 @@ def cell_grads_from_torch(cell: str, g: dict[str, np.ndarray], H: int) -> dict[s
         out["b_h"] = g["bias_ih"]
     elif cell == "gru":
         out["b"], out["b_hn"] = g["bias_ih"], g["bias_hh"][2 * H :]
-    elif cell == "lstm":
+    elif cell in ("lstm", "gru_reset_before"):
         out["b"] = g["bias_ih"]
     else:
         raise KeyError(f"no torch mapping for cell {cell!r}: add it to tests/torch_cells.py")
@@ -71,7 +163,7 @@ def torch_from_cell_params(cell: str, p: dict[str, np.ndarray], H: int) -> dict[
     elif cell == "gru":
         b_ih = p["b"]
         b_hh = np.concatenate([np.zeros(2 * H, dtype=p["b"].dtype), p["b_hn"]])
-    elif cell == "lstm":
+    elif cell in ("lstm", "gru_reset_before"):
         b_ih, b_hh = p["b"], np.zeros_like(p["b"])
     else:
         raise KeyError(f"no torch mapping for cell {cell!r}: add it to tests/torch_cells.py")

@@ -20,6 +20,7 @@ from __future__ import annotations
 from .base import Cell, CellGrads, StepArgs
 from .elman import ElmanCell
 from .gru import GRUCell
+from .gru_reset_before import GRUResetBeforeCell
 from .lstm import LSTMCell
 
 CELLS: dict[str, type[Cell]] = {}
@@ -44,6 +45,7 @@ def get_cell(name: str) -> type[Cell]:
 
 register(ElmanCell)
 register(GRUCell)
+register(GRUResetBeforeCell)
 register(LSTMCell)
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "CellGrads",
     "ElmanCell",
     "GRUCell",
+    "GRUResetBeforeCell",
     "LSTMCell",
     "StepArgs",
     "get_cell",

@@ -15,6 +15,10 @@ dL/dbias_ih = dL/dbias_hh = dL/db_h, since each enters E_t as b_h does.
 
 Other cells register a :class:`TorchCellMap` in :data:`TORCH_CELLS`. PyTorch stays an optional
 extra (``pip install 'bptt[torch]'``); ONNX export needs ``onnx`` (``pip install 'bptt[onnx]'``).
+
+Importers beside this module: :func:`from_onnx` (:mod:`bptt.interop.onnx_import`: stacks of
+ONNX RNN/GRU/LSTM operators) and :func:`from_keras` / :func:`to_keras`
+(:mod:`bptt.interop.keras_import`: Keras 3 recurrent layers).
 """
 
 from __future__ import annotations
@@ -28,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_write_bytes
-from .checkpoint import load_checkpoint
-from .model import RNN, build_model
-from .params import Gradients, Params
+from ..atomic import atomic_write_bytes
+from ..checkpoint import load_checkpoint
+from ..model import RNN, build_model
+from ..params import Gradients, Params
 
 TORCH_STATE_FORMAT = "bptt-torch-state-dict"
 
@@ -56,19 +60,23 @@ class TorchCellMap:
     """How one cell's local parameters map to one ``torch.nn`` recurrent layer's.
 
     Attributes:
-        module: the ``torch.nn`` class name (``RNN``, ``GRU``, ``LSTM``).
+        module: the ``torch.nn`` class name (``RNN``, ``GRU``, ``LSTM``), or None where PyTorch
+            has no such layer (the GRU with the reset gate before the product: ONNX only).
         to_torch: local arrays and a kind (``weights``/``gradients``) → torch arrays under
             the stems ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``.
         from_torch: torch arrays under those stems → local arrays (weights).
         onnx_op: the ONNX operator (``RNN``, ``GRU``, ``LSTM``).
         onnx_weights: local arrays → the ONNX operator's (W, R, B) for one direction.
+        onnx_attributes: fixed attributes of the ONNX operator (the GRU's
+            ``linear_before_reset``).
     """
 
-    module: str
+    module: str | None
     to_torch: Callable[[Mapping[str, np.ndarray], str], dict[str, np.ndarray]]
     from_torch: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
     onnx_op: str
     onnx_weights: Callable[[Mapping[str, np.ndarray]], tuple[np.ndarray, np.ndarray, np.ndarray]]
+    onnx_attributes: tuple[tuple[str, int], ...] = ()
 
 
 def _elman_to_torch(p: Mapping[str, np.ndarray], kind: str) -> dict[str, np.ndarray]:
@@ -121,6 +129,33 @@ def _gru_onnx(p: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.n
     return _blocks(p["V"], _GRU_TO_ONNX), _blocks(p["W"], _GRU_TO_ONNX), np.concatenate([Wb, Rb])
 
 
+# GRU with the reset gate before the product (bptt.cells.gru_reset_before): gates r, z, n, one
+# bias b (the n row's two biases only enter summed). ONNX GRU with linear_before_reset = 0:
+# R_h (r ⊙ h) + Rb_h. PyTorch has no such layer.
+
+
+def _no_torch(p: Mapping[str, np.ndarray], kind: str = "weights") -> dict[str, np.ndarray]:
+    raise InteropError(_RESET_BEFORE_NO_TORCH)
+
+
+_RESET_BEFORE_NO_TORCH = (
+    "the gru_reset_before cell (reset gate before the recurrent product: ONNX "
+    "linear_before_reset=0, Keras reset_after=False) has no torch.nn counterpart: nn.GRU applies "
+    "the reset gate after the product. Export it with --format onnx (export_onnx)"
+)
+
+
+def _gru_reset_before_onnx(
+    p: Mapping[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    Wb = _blocks(p["b"], _GRU_TO_ONNX)
+    return (
+        _blocks(p["V"], _GRU_TO_ONNX),
+        _blocks(p["W"], _GRU_TO_ONNX),
+        np.concatenate([Wb, np.zeros_like(Wb)]),
+    )
+
+
 # LSTM (bptt.cells.lstm): gates i, f, g, o as nn.LSTM; b = b_ih + b_hh. ONNX LSTM: gates
 # i, o, f, c, B = [Wb ‖ Rb], no peepholes.
 _LSTM_TO_ONNX = (0, 3, 1, 2)
@@ -146,7 +181,12 @@ def _lstm_onnx(p: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.
 
 TORCH_CELLS: dict[str, TorchCellMap] = {
     "elman": TorchCellMap("RNN", _elman_to_torch, _elman_from_torch, "RNN", _elman_onnx),
-    "gru": TorchCellMap("GRU", _gru_to_torch, _gru_from_torch, "GRU", _gru_onnx),
+    "gru": TorchCellMap(
+        "GRU", _gru_to_torch, _gru_from_torch, "GRU", _gru_onnx, (("linear_before_reset", 1),)
+    ),
+    "gru_reset_before": TorchCellMap(
+        None, _no_torch, _no_torch, "GRU", _gru_reset_before_onnx, (("linear_before_reset", 0),)
+    ),
     "lstm": TorchCellMap("LSTM", _lstm_to_torch, _lstm_from_torch, "LSTM", _lstm_onnx),
 }
 
@@ -157,6 +197,8 @@ def _cell_map(model: RNN, torch: bool = True) -> TorchCellMap:
     """The cell's mapping; for PyTorch (``torch``) also the activation nn.RNN can express."""
     if model.cell not in TORCH_CELLS:
         raise InteropError(f"the {model.cell} cell has no PyTorch/ONNX counterpart registered")
+    if torch and TORCH_CELLS[model.cell].module is None:
+        raise InteropError(_RESET_BEFORE_NO_TORCH)
     if torch and model.cell == "elman" and model.hidden_activation not in ("tanh", "relu"):
         raise InteropError(
             f"torch.nn.RNN has nonlinearity 'tanh' or 'relu'; this model's hidden_activation "
@@ -280,7 +322,7 @@ def from_torch(rnn: Any, head: Any, output: str = "softmax") -> RNN:
             fit the RNN's width).
     """
     torch = _require_torch()
-    cells = {cell_map.module: name for name, cell_map in TORCH_CELLS.items()}
+    cells = {m.module: name for name, m in TORCH_CELLS.items() if m.module is not None}
     kind = type(rnn).__name__
     if not isinstance(rnn, torch.nn.RNNBase) or kind not in cells:
         raise InteropError(
@@ -327,9 +369,9 @@ def torch_modules(structure: Mapping[str, Any]) -> tuple[Any, Any]:
     """Fresh ``(rnn, head)`` torch modules of a model's structure (:meth:`RNN.structure`)."""
     torch = _require_torch()
     cell = structure.get("cell", "elman")
-    if cell not in TORCH_CELLS:
+    if cell not in TORCH_CELLS or TORCH_CELLS[cell].module is None:
         raise InteropError(f"the {cell} cell has no PyTorch counterpart registered")
-    module = getattr(torch.nn, TORCH_CELLS[cell].module)
+    module = getattr(torch.nn, str(TORCH_CELLS[cell].module))
     dtype = getattr(torch, np.dtype(structure["dtype"]).name)
     kwargs: dict[str, Any] = {
         "input_size": structure["input_size"],
@@ -537,8 +579,7 @@ def onnx_model(model: RNN, *, ids: bool = False, initial_state: bool = False) ->
             if act == "Affine":
                 attrs["activation_alpha"] = [1.0] * D
                 attrs["activation_beta"] = [0.0] * D
-        if cell_map.onnx_op == "GRU":
-            attrs["linear_before_reset"] = 1  # PyTorch's GRU: r ⊙ (W_hn h + b_hn)
+        attrs.update(cell_map.onnx_attributes)  # the GRU's linear_before_reset
         nodes.append(helper.make_node(cell_map.onnx_op, op_inputs, op_outputs, **attrs))
         finals["h0"].append(f"Yh_{index}")
         if len(parts) > 1:
@@ -602,15 +643,18 @@ def export_onnx(
 
 
 def initial_weights(path: str | os.PathLike[str], model: RNN) -> Params:
-    """Weights for ``model`` from a bptt checkpoint (run directory or file) or a torch-named
+    """Weights for ``model`` from a bptt checkpoint (run directory or file), a torch-named
     safetensors state dict (``bptt export --format torch``, or a PyTorch user's own
-    ``{"rnn." + k: v for k, v in rnn.state_dict().items()} | {"head.weight": …}``).
+    ``{"rnn." + k: v for k, v in rnn.state_dict().items()} | {"head.weight": …}``) or an
+    ``.onnx`` graph that :func:`from_onnx` reads.
 
     Raises:
         InteropError: the file's model does not have ``model``'s structure (both are named).
         CheckpointError / OSError: an unreadable file.
     """
     p = Path(path)
+    if p.suffix == ".onnx":
+        return onnx_initial_weights(p, model)
     if p.is_dir() or p.suffix == ".npz" or _is_bptt_checkpoint(p):
         ckpt = load_checkpoint(p)
         theirs = {k: v for k, v in ckpt.model.structure().items() if k != "dtype"}
@@ -638,3 +682,10 @@ def _is_bptt_checkpoint(path: Path) -> bool:
     except OSError:
         return False
     return b'"bptt-checkpoint' in header or b"bptt-checkpoint" in header
+
+
+# the importers read the names above (imported last: their modules import this package)
+from .keras_import import from_keras as from_keras  # noqa: E402
+from .keras_import import to_keras as to_keras  # noqa: E402
+from .onnx_import import from_onnx as from_onnx  # noqa: E402
+from .onnx_import import onnx_initial_weights  # noqa: E402
