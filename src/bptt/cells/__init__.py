@@ -17,7 +17,7 @@ A new cell is a module beside :mod:`bptt.cells.elman` that subclasses :class:`Ce
 
 from __future__ import annotations
 
-from .base import Cell, CellGrads, StepArgs
+from .base import Cell, CellGrads, ParamJacobian, StepArgs
 from .elman import ElmanCell
 from .gru import GRUCell
 from .lstm import LSTMCell
@@ -53,6 +53,7 @@ __all__ = [
     "ElmanCell",
     "GRUCell",
     "LSTMCell",
+    "ParamJacobian",
     "StepArgs",
     "get_cell",
     "register",
