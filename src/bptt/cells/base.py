@@ -212,6 +212,14 @@ class Cell(ABC):
         """
         raise NotImplementedError(f"the {self.name} cell does not define jvp_input")
 
+    def vjp_input(self, p: CellParams, at: StepArgs, u: np.ndarray) -> np.ndarray:
+        """uᵀ · ∂s_t/∂x_t for each stream (dense inputs): u (B, S) → (B, I).
+
+        Raises:
+            NotImplementedError: a cell that does not provide it.
+        """
+        raise NotImplementedError(f"the {self.name} cell does not define vjp_input")
+
     def input_jacobian(self, p: CellParams, at: StepArgs) -> np.ndarray:
         """The full (B, S, I) Jacobian ∂s_t/∂x_t from :meth:`jvp_input` (dense inputs), all I
         columns in one call as :meth:`state_jacobian` does."""

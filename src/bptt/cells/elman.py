@@ -115,6 +115,9 @@ class ElmanCell(Cell):
     def jvp_input(self, p: CellParams, at: StepArgs, dx: np.ndarray) -> np.ndarray:
         return self._fprime(at) * (dx @ p["V"].T)  # f'(E_t) ⊙ V dx
 
+    def vjp_input(self, p: CellParams, at: StepArgs, u: np.ndarray) -> np.ndarray:
+        return (u * self._fprime(at)) @ p["V"]  # (u ⊙ f'(E_t))ᵀ V
+
     def param_jacobian(self, p: CellParams, at: StepArgs) -> ParamJacobian:
         """Row r of V, W, b_h moves unit r only: Ī[r, (r, q)] = f'_r ĥ_q, ĥ = [x; h_{t-1}; 1]."""
         H = self.hidden_size

@@ -297,6 +297,14 @@ class GRUCell(Cell):
         dR = np.zeros((dx.shape[0], 3 * self.hidden_size), dtype=dx.dtype)  # h_{t-1} held fixed
         return self._tangent(gates, at.s_prev, dx @ p["V"].T, dR, 0.0)
 
+    def vjp_input(self, p: CellParams, at: StepArgs, u: np.ndarray) -> np.ndarray:
+        H = self.hidden_size
+        gates = self._gates(p, at.x, at.s_prev)
+        dA = np.empty_like(gates)
+        _step_backward(gates, at.s_prev, u, dA)
+        dG = np.delete(dA, np.s_[2 * H : 3 * H], axis=1)  # (B, 3H): [da_r, da_z, da_n]
+        return dG @ p["V"]
+
     def param_jacobian(self, p: CellParams, at: StepArgs) -> ParamJacobian:
         """Gate row g·H + r of V, W, b (and b_hn's r) moves unit r only, through the factors F
         of :func:`_backward_factors` (∂h_r/∂ of each pre-activation):

@@ -324,6 +324,10 @@ class LSTMCell(Cell):
         gates = self._gates(p, at.x, at.s_prev[:, :H])
         return self._tangent(gates, at, dx @ p["V"].T, 0.0)
 
+    def vjp_input(self, p: CellParams, at: StepArgs, u: np.ndarray) -> np.ndarray:
+        _, dA, _ = self._backward_step(p, at, u)
+        return dA @ p["V"]
+
     def param_jacobian(self, p: CellParams, at: StepArgs) -> ParamJacobian:
         """Gate row g·H + r of V, W, b moves h_r and c_r only (s = [h ‖ c], rows r and H + r):
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -50,6 +50,11 @@ class _Chunk:
     c: np.ndarray  # (T, B, H): ∂L_t/∂h_t
     losses: np.ndarray  # (T,) float64
     head: dict[str, np.ndarray]  # Σ_t of the head's gradients: U, b_y
+
+
+def is_elman_layer(model: RNN) -> bool:
+    """One Elman layer in one direction: where the closed forms (the fast paths) apply."""
+    return model.simple and isinstance(model.layers[0].cell, ElmanCell)
 
 
 def rng_to_array(rng: np.random.Generator) -> np.ndarray:
@@ -108,8 +113,17 @@ class OnlineAlgorithm(ABC):
 
     name: str  # the registry name (an instance may refine it: snap-3)
     needs_elman: ClassVar[bool] = True
+    generic: ClassVar[Any] = None
+    """For an Elman closed form: the factory of its cell-protocol form (:mod:`.cellwise`), built
+    instead for any other model, or for an Elman one with ``fast=False``."""
 
-    def __init__(self, model: RNN, batch: int, seed: int = 0) -> None:
+    def __new__(cls, model: RNN, *args: Any, fast: bool = True, **kwargs: Any) -> Any:
+        generic = cls.__dict__.get("generic")  # the class's own, not a parent's
+        if generic is not None and isinstance(model, RNN) and not (fast and is_elman_layer(model)):
+            return generic(model, *args, **kwargs)  # not an instance of cls: no __init__ after
+        return super().__new__(cls)
+
+    def __init__(self, model: RNN, batch: int, seed: int = 0, fast: bool = True) -> None:
         if not isinstance(model, RNN):
             raise TypeError(f"model must be a bptt RNN, got {type(model).__name__}")
         self.model = model
