@@ -294,8 +294,10 @@ def snap_patterns(model: RNN, n: int, points: int = 2, seed: int = 0) -> list[np
             p = layer.take(params)
             s_prev = rng.uniform(-0.9, 0.9, size=(1, cell.state_size)).astype(model.dtype)
             at = StepArgs(x=layer_in, s_prev=s_prev, s=cell.step(p, layer_in, s_prev))
-            jac = cell.param_jacobian(p, at).dense(cell.state_size)[0]  # (S, P)
-            imm[l][:, cols.param[l] : cols.state[l]] |= jac != 0
+            jac = cell.param_jacobian(p, at)
+            R, P = jac.rows.shape
+            where = (jac.rows, cols.param[l] + np.broadcast_to(np.arange(P), (R, P)))
+            imm[l][where] |= jac.values[0] != 0
             jpat[l] |= cell.state_jacobian(p, at)[0] != 0
             if l > 0:
                 kpat[l] |= cell.input_jacobian(p, at)[0] != 0
@@ -355,6 +357,14 @@ class _Group:
     top_rows: np.ndarray  # positions in rows of the h rows (< H)
 
 
+@dataclass(frozen=True)
+class _Places:
+    """Flat positions in a layer's sparse storage: Ī's entries (R, P) and s_0's identity (S,)."""
+
+    immediate: np.ndarray
+    identity: np.ndarray
+
+
 class CellSnAp(CellAlgorithm):
     """SnAp-n with sparse storage: layer l keeps only M^l's entries on its pattern P_n (see
     :func:`snap_patterns`), (B, nnz_l) (``state_dict()["M0"]``, …).
@@ -377,9 +387,8 @@ class CellSnAp(CellAlgorithm):
         self._layouts = [self._layout(l, pat) for l, pat in enumerate(self.patterns)]
         self._reset_traces()
 
-    def _layout(self, l: int, pattern: np.ndarray) -> tuple[list[_Group], np.ndarray, int]:
-        """Blocks, the flat position of every pattern entry ((S, N) ints, −1 off the pattern)
-        and nnz."""
+    def _layout(self, l: int, pattern: np.ndarray) -> tuple[list[_Group], _Places, int]:
+        """Blocks, the flat positions of Ī's entries and of s_0's identity, and nnz."""
         H = self.H
         below_width = self.cols.width[l - 1] if l > 0 else 0
         keys: dict[bytes, list[int]] = {}
@@ -398,15 +407,30 @@ class CellSnAp(CellAlgorithm):
             below = np.nonzero(cols < below_width)[0]
             groups.append(_Group(rows, cols, start, below, cols[below], np.nonzero(rows < H)[0]))
             start += r * c
-        return groups, where, start
+        cell = self.model.layers[l].cell
+        rows = cell.param_jacobian(*self._probe(l)).rows  # (R, P): fixed by the cell
+        R, P = rows.shape
+        S = self.cols.states[l]
+        places = _Places(
+            immediate=where[rows, self.cols.param[l] + np.broadcast_to(np.arange(P), (R, P))],
+            identity=where[np.arange(S), self.cols.state[l] + np.arange(S)],
+        )
+        return groups, places, start
+
+    def _probe(self, l: int) -> tuple[dict[str, np.ndarray], StepArgs]:
+        """An operating point of layer l (zeros) to read its Ī's row layout."""
+        cell = self.model.layers[l].cell
+        p = self.model.layers[l].take(self.model.params)
+        x = np.zeros((1, cell.input_size), dtype=self.model.dtype)
+        s = np.zeros((1, cell.state_size), dtype=self.model.dtype)
+        return p, StepArgs(x=x, s_prev=s, s=cell.step(p, x, s))
 
     def _reset_traces(self) -> None:
-        cols, B, dt = self.cols, self.batch, self.model.dtype
+        B, dt = self.batch, self.model.dtype
         self.M = []
-        for l, (_, where, nnz) in enumerate(self._layouts):
+        for _, places, nnz in self._layouts:
             M = np.zeros((B, nnz), dtype=dt)  # (B, nnz_l)
-            S = cols.states[l]
-            M[:, where[np.arange(S), cols.state[l] + np.arange(S)]] = 1.0  # s_0's identity
+            M[:, places.identity] = 1.0  # s_0's identity
             self.M.append(M)
 
     def _traces(self) -> StateDict:
@@ -439,7 +463,7 @@ class CellSnAp(CellAlgorithm):
         below_h: np.ndarray | None = None
         for l, (layer, st) in enumerate(zip(self.model.layers, steps, strict=True)):
             cell = layer.cell
-            groups, where, _ = self._layouts[l]
+            groups, places, _ = self._layouts[l]
             J = cell.state_jacobian(st.params, st.at)  # (B, S, S)
             K = cell.input_jacobian(st.params, st.at) if l > 0 else None  # (B, S, H)
             old, flat = self.M[l], np.empty_like(self.M[l])
@@ -450,9 +474,7 @@ class CellSnAp(CellAlgorithm):
                     block[:, :, g.below] += np.matmul(K[:, g.rows, :], below_h[:, :, g.below_cols])
                 self._block(flat, g)[...] = block
             jac = cell.param_jacobian(st.params, st.at)
-            R, P = jac.rows.shape
-            pos = where[jac.rows, self.cols.param[l] + np.broadcast_to(np.arange(P), (R, P))]
-            flat[:, pos] += jac.values  # every (row, column) of Ī lies on the pattern
+            flat[:, places.immediate] += jac.values  # every entry of Ī lies on the pattern
             new.append(flat)
             if l + 1 < len(self.model.layers):
                 below_h = self._h_rows(l, flat)
@@ -619,8 +641,10 @@ class CellKFRTRL(CellAlgorithm):
         I, H, G = self.I, self.H, self.G
         signs = self._signs((2, self.batch))
         c1, c2 = signs[0], signs[1]
-        jac = cell.param_jacobian(st.params, st.at).dense(cell.state_size)  # (B, S, P)
-        D = jac[:, :, G * (I + H) :]  # (B, S, G): the bias columns, ∂s/∂(pre-activations)
+        jac = cell.param_jacobian(st.params, st.at)
+        bias = np.arange(G * (I + H), G * (I + H + 1))  # b's columns: Ī there is D_t itself
+        D = np.zeros((self.batch, cell.state_size, G), dtype=self.model.dtype)  # (B, S, G)
+        D[:, jac.rows[:, bias], np.arange(G)] = jac.values[:, :, bias]
         hhat = np.empty((self.batch, self.Q), dtype=self.model.dtype)  # [x; h_{t-1}; 1]
         if st.at.x.ndim == 1:
             hhat[:, :I] = 0.0

@@ -298,10 +298,20 @@ class Trainer:
         )
         if cfg.algorithm != "bptt":
             k = cfg.truncation or cfg.seq_len
-            itemsize = np.dtype(cfg.dtype).itemsize
-            need += carried_bytes(
-                cfg.algorithm, cfg.batch, n_in, cfg.hidden, itemsize, k, w_mask=_recurrent_mask(cfg)
+            sizing = build_model(  # the structure the algorithm's state is sized from
+                input_size=n_in,
+                hidden_size=cfg.hidden,
+                output_size=n_out,
+                cell=cfg.cell,
+                num_layers=cfg.layers,
+                bidirectional=cfg.bidirectional,
+                hidden_activation=cfg.activation,
+                dtype=cfg.dtype,
             )
+            w_mask = _recurrent_mask(cfg)
+            if w_mask is not None:
+                sizing.set_recurrent_mask(w_mask)
+            need += carried_bytes(cfg.algorithm, sizing, cfg.batch, k)
         check_memory(
             need,
             f"this configuration (I={n_in}, H={cfg.hidden}, O={n_out}, T={window}, B={batch}"
