@@ -95,6 +95,8 @@ class CellAlgorithm(OnlineAlgorithm):
     needs_elman = False
 
     def __init__(self, model: RNN, batch: int, seed: int = 0) -> None:
+        if isinstance(model, RNN):
+            check_cells(model, self.name)
         super().__init__(model, batch, seed)
         self.cols = Columns.of(model)
         self.h = np.stack(model.split_state(None, self.batch))  # (L, B, S)
@@ -266,18 +268,20 @@ def _structural_params(model: RNN, rng: np.random.Generator) -> dict[str, np.nda
     return params
 
 
-def snap_patterns(model: RNN, n: int, points: int = 2, seed: int = 0) -> list[np.ndarray]:
+def snap_patterns(model: RNN, n: int, probes: int = 32, seed: int = 0) -> list[np.ndarray]:
     """SnAp-n's pattern per layer, (S_l, N_l) bools: the entries of M^l reached from the
-    immediate Jacobian's pattern in at most n − 1 steps of the recursion (s_0's columns start
-    from the identity, as if s_0 were a parameter of its own unit), within-step propagation
-    through the layers above included:
+    immediate Jacobian's pattern in at most n − 1 steps of the recursion (s_0's entry j starts
+    on its own unit's entries, as if it were a parameter of that unit: h_j, and c_j beside it
+    for the LSTM), within-step propagation through the layers above included:
 
-        P_1 = Ī's pattern (+ 1 on the s_0 columns), closed under K^l out(·) upward
+        P_1 = Ī's pattern (+ s_0's units), closed under K^l out(·) upward
         P_{m+1}^l = P_m^l ∪ J^l P_m^l ∪ K^l out(P_{m+1}^{l-1}) ∪ P_1^l
 
-    The patterns of J, K and Ī are read off the cell protocol at ``points`` random operating
-    points with random weights (W's mask kept): an entry is structural if it is nonzero at any.
-    n = 1 is SnAp-1; a large enough n gives RTRL's full pattern.
+    Ī's pattern is the one the cell declares (``param_jacobian(...).rows``: a gate row's unit,
+    for the LSTM both h_r and c_r); J's and K's are read off the cell protocol at ``probes``
+    random operating points with random weights (W's mask kept), an entry being structural if
+    it is nonzero at any (a ReLU unit is off at a point with probability ½). n = 1 is SnAp-1;
+    a large enough n gives RTRL's full pattern.
     """
     rng = np.random.default_rng(seed)
     cols = Columns.of(model)
@@ -286,24 +290,23 @@ def snap_patterns(model: RNN, n: int, points: int = 2, seed: int = 0) -> list[np
     imm = [np.zeros((S, cols.width[l]), dtype=bool) for l, S in enumerate(cols.states)]
     jpat = [np.zeros((S, S), dtype=bool) for S in cols.states]
     kpat = [np.zeros((S, H), dtype=bool) for S in cols.states]
-    for _ in range(points):
-        params = _structural_params(model, rng)
-        layer_in = rng.uniform(-1.0, 1.0, size=(1, model.input_size)).astype(model.dtype)
-        for l, layer in enumerate(model.layers):
-            cell = layer.cell
-            p = layer.take(params)
-            s_prev = rng.uniform(-0.9, 0.9, size=(1, cell.state_size)).astype(model.dtype)
-            at = StepArgs(x=layer_in, s_prev=s_prev, s=cell.step(p, layer_in, s_prev))
-            jac = cell.param_jacobian(p, at)
-            R, P = jac.rows.shape
-            where = (jac.rows, cols.param[l] + np.broadcast_to(np.arange(P), (R, P)))
-            imm[l][where] |= jac.values[0] != 0
-            jpat[l] |= cell.state_jacobian(p, at)[0] != 0
-            if l > 0:
-                kpat[l] |= cell.input_jacobian(p, at)[0] != 0
-            layer_in = cell.output(at.s)
-    for l, S in enumerate(cols.states):
-        imm[l][np.arange(S), cols.state[l] + np.arange(S)] = True
+    params = _structural_params(model, rng)
+    layer_in = rng.uniform(-1.0, 1.0, size=(probes, model.input_size)).astype(model.dtype)
+    for l, layer in enumerate(model.layers):
+        cell = layer.cell
+        p = layer.take(params)
+        s_prev = rng.uniform(-0.9, 0.9, size=(probes, cell.state_size)).astype(model.dtype)
+        at = StepArgs(x=layer_in, s_prev=s_prev, s=cell.step(p, layer_in, s_prev))
+        rows = cell.param_jacobian(p, at).rows  # (R, P)
+        R, P = rows.shape
+        imm[l][rows, cols.param[l] + np.broadcast_to(np.arange(P), (R, P))] = True
+        S = cell.state_size
+        unit = np.arange(S) % H  # s_0's entry j starts on its unit's entries (LSTM: h_j, c_j)
+        imm[l][:, cols.state[l] : cols.state[l] + S] = unit[:, None] == unit[None, :]
+        jpat[l] = (cell.state_jacobian(p, at) != 0).any(axis=0)
+        if l > 0:
+            kpat[l] = (cell.input_jacobian(p, at) != 0).any(axis=0)
+        layer_in = cell.output(at.s)
 
     def reach(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (a.astype(np.int64) @ b.astype(np.int64)) > 0
@@ -331,8 +334,8 @@ class CellDenseSnAp(CellRTRL):
     def __init__(self, model: RNN, batch: int, seed: int = 0, n: int = 2) -> None:
         self.n = _check_snap_n(n, 1)
         self.name = f"snap-{self.n}"
-        self.patterns = snap_patterns(model, self.n)
         super().__init__(model, batch, seed)
+        self.patterns = snap_patterns(model, self.n)
 
     def _mask(self, layer: int, M: np.ndarray) -> None:
         M *= self.patterns[layer]
