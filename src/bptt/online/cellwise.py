@@ -268,6 +268,10 @@ def _structural_params(model: RNN, rng: np.random.Generator) -> dict[str, np.nda
     return params
 
 
+PROBE_BATCH = 4
+"""Operating points :func:`snap_patterns` pushes through the cell at once."""
+
+
 def snap_patterns(model: RNN, n: int, probes: int = 32, seed: int = 0) -> list[np.ndarray]:
     """SnAp-n's pattern per layer, (S_l, N_l) bools: the entries of M^l reached from the
     immediate Jacobian's pattern in at most n − 1 steps of the recursion (s_0's entry j starts
@@ -291,22 +295,24 @@ def snap_patterns(model: RNN, n: int, probes: int = 32, seed: int = 0) -> list[n
     jpat = [np.zeros((S, S), dtype=bool) for S in cols.states]
     kpat = [np.zeros((S, H), dtype=bool) for S in cols.states]
     params = _structural_params(model, rng)
-    layer_in = rng.uniform(-1.0, 1.0, size=(probes, model.input_size)).astype(model.dtype)
-    for l, layer in enumerate(model.layers):
-        cell = layer.cell
-        p = layer.take(params)
-        s_prev = rng.uniform(-0.9, 0.9, size=(probes, cell.state_size)).astype(model.dtype)
-        at = StepArgs(x=layer_in, s_prev=s_prev, s=cell.step(p, layer_in, s_prev))
-        rows = cell.param_jacobian(p, at).rows  # (R, P)
-        R, P = rows.shape
-        imm[l][rows, cols.param[l] + np.broadcast_to(np.arange(P), (R, P))] = True
-        S = cell.state_size
-        unit = np.arange(S) % H  # s_0's entry j starts on its unit's entries (LSTM: h_j, c_j)
-        imm[l][:, cols.state[l] : cols.state[l] + S] = unit[:, None] == unit[None, :]
-        jpat[l] = (cell.state_jacobian(p, at) != 0).any(axis=0)
-        if l > 0:
-            kpat[l] = (cell.input_jacobian(p, at) != 0).any(axis=0)
-        layer_in = cell.output(at.s)
+    for first in range(0, probes, PROBE_BATCH):  # a few probes at a time: J is formed for each
+        rows_now = min(PROBE_BATCH, probes - first)
+        layer_in = rng.uniform(-1.0, 1.0, size=(rows_now, model.input_size)).astype(model.dtype)
+        for l, layer in enumerate(model.layers):
+            cell = layer.cell
+            p = layer.take(params)
+            s_prev = rng.uniform(-0.9, 0.9, size=(rows_now, cell.state_size)).astype(model.dtype)
+            at = StepArgs(x=layer_in, s_prev=s_prev, s=cell.step(p, layer_in, s_prev))
+            rows = cell.param_jacobian(p, at).rows  # (R, P)
+            R, P = rows.shape
+            imm[l][rows, cols.param[l] + np.broadcast_to(np.arange(P), (R, P))] = True
+            S = cell.state_size
+            unit = np.arange(S) % H  # s_0's entry j starts on its unit's entries (LSTM: c_j too)
+            imm[l][:, cols.state[l] : cols.state[l] + S] = unit[:, None] == unit[None, :]
+            jpat[l] |= (cell.state_jacobian(p, at) != 0).any(axis=0)
+            if l > 0:
+                kpat[l] |= (cell.input_jacobian(p, at) != 0).any(axis=0)
+            layer_in = cell.output(at.s)
 
     def reach(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (a.astype(np.int64) @ b.astype(np.int64)) > 0

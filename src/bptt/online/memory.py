@@ -16,14 +16,16 @@ One Elman layer (the closed forms), per stream, with Q = I + H + 1:
 Any other model (the cell-protocol forms of :mod:`bptt.online.cellwise`), per stream, with
 layer l's state width S_l, input width I_l, parameters P_l and influence columns N_l:
 
-    rtrl, snap-n (dense)   Σ_l 2·S_l·N_l + T_l       (the influence before and after the step)
-    snap-n (sparse)        Σ_l 2·nnz_l + H·N_l + T_l
-    uoro                   3·Σ S_l + 4·Σ P_l + T_l   kf-rtrl  4·S·G + 2·Q + T
-    tbptt                  k·(I + Σ 8·S_l) + 2·Σ S_l
+    rtrl, snap-n (dense)   Σ_l 2·S_l·N_l + S_l·N_{l-1} + T_l   (M before and after, K·M^{l-1})
+    snap-n (sparse)        Σ_l 3·nnz_l + H·N_l (below the top) + T_l
+    uoro                   3·Σ S_l + 4·Σ P_l + max T_l      kf-rtrl   4·S·G + 2·Q + T
+    tbptt                  k·(I + 8·Σ S_l) + 2·Σ S_l
 
-where T_l = S_l² + S_l·H + 3·R_l·P_l + S_l·(I_l + S_l)·2 + 12·S_l·H bounds the step's Jacobians
-(J and K, formed through S_l and I_l tangents, and Ī's R_l rows per parameter: R = 1 for Elman
-and GRU, 2 for the LSTM).
+where T_l = S_l² + S_l·H + 4·R_l·P_l + 2·S_l·(I_l + S_l) + 16·S_l·H bounds the step's
+Jacobians (J and K, formed through S_l and I_l tangents, and Ī's R_l rows per parameter: 1 for
+Elman and GRU, 2 for the LSTM). Once for all streams: 4·Σ P_l numbers (the step's gradients),
+SnAp's patterns (PROBE_BATCH·max T_l numbers and 16·Σ S_l·N_l bytes while they are built) and
+64 KiB of Python objects.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ import numpy as np
 from ..model import RNN
 from . import rtrl
 from .base import is_elman_layer
-from .cellwise import Columns, snap_patterns
+from .cellwise import PROBE_BATCH, Columns, snap_patterns
 from .snap import SPARSE_BELOW, snap_pattern
 
 NAMES = ("rtrl", "uoro", "kf-rtrl", "snap-1", "rflo", "tbptt")
+OVERHEAD = 64 << 10
+"""Bytes of Python objects and small arrays a step allocates whatever the sizes."""
 
 
 def snap_n(name: object) -> int | None:
@@ -64,7 +68,7 @@ def carried_bytes(name: str, model: RNN, batch: int, k: int = 1) -> int:
     B = int(batch)
     if is_elman_layer(model):
         return _elman_bytes(name, B, model.input_size, model.hidden_size, itemsize, k, model)
-    return itemsize * B * _cell_numbers(name, model, int(k))
+    return _cell_bytes(name, model, B, int(k))
 
 
 def _elman_bytes(name: str, B: int, I: int, H: int, itemsize: int, k: int, model: RNN) -> int:
@@ -89,39 +93,53 @@ def _elman_bytes(name: str, B: int, I: int, H: int, itemsize: int, k: int, model
     return itemsize * B * per_stream + blocks
 
 
-def _jacobian_numbers(model: RNN, cols: Columns) -> int:
-    """T_l summed: a bound on one step's Jacobians and the cells' temporaries per stream."""
+def _jacobian_numbers(model: RNN, cols: Columns) -> list[int]:
+    """T_l per layer: a bound on one step's Jacobians and the cells' temporaries per stream."""
     H = model.hidden_size
-    total = 0
+    out = []
     for layer, S, P in zip(model.layers, cols.states, cols.sizes, strict=True):
         I_l = layer.cell.input_size
         R = 2 if S > H else 1
-        total += S * S + S * H + 3 * R * P + 2 * S * (I_l + S) + 12 * S * H
-    return total
+        out.append(S * S + S * H + 4 * R * P + 2 * S * (I_l + S) + 16 * S * H)
+    return out
 
 
-def _cell_numbers(name: str, model: RNN, k: int) -> int:
-    """Numbers per stream for the cell-protocol forms (see the module)."""
+def _cell_bytes(name: str, model: RNN, B: int, k: int) -> int:
+    """The cell-protocol forms' count (see the module)."""
     cols = Columns.of(model)
-    H = model.hidden_size
-    jac = _jacobian_numbers(model, cols)
+    H, L = model.hidden_size, len(model.layers)
+    T = _jacobian_numbers(model, cols)
+    fixed = 4 * sum(cols.sizes)  # the step's named gradients and their pieces (all streams)
     n = snap_n(name)
+    if name == "rflo":
+        return 0  # refused before anything is allocated
     if name == "tbptt":
-        return k * (model.input_size + 8 * sum(cols.states)) + 2 * sum(cols.states)
-    if name == "uoro":
-        return 3 * sum(cols.states) + 4 * sum(cols.sizes) + jac
-    if name == "kf-rtrl":
+        per_stream = k * (model.input_size + 8 * sum(cols.states)) + 2 * sum(cols.states)
+    elif name == "uoro":
+        per_stream = 3 * sum(cols.states) + 4 * sum(cols.sizes) + max(T)
+    elif name == "kf-rtrl":
         cell = model.layers[0].cell
         G = next(iter(cell.param_shapes().values()))[0]
         Q = cell.input_size + H + 1
-        return 4 * cell.state_size * G + 2 * Q + jac
-    if name == "rflo":
-        return 0  # refused: nothing is allocated
-    dense = sum(2 * S * N for S, N in zip(cols.states, cols.width, strict=True))
-    if n is None or name == "rtrl" or (n >= 2 and not _sparse(model, n)):
-        return dense + jac
-    nnz = sum(int(p.sum()) for p in snap_patterns(model, n))
-    return 2 * nnz + H * max(cols.width) + jac
+        per_stream = 4 * cell.state_size * G + 2 * Q + T[0]
+    elif n is None or name == "rtrl" or (n >= 2 and not _sparse(model, n)):
+        below = (0, *cols.width[:-1])  # K out(M^{l-1}) is formed beside M^l
+        per_stream = sum(
+            2 * S * N + S * w + t
+            for S, N, w, t in zip(cols.states, cols.width, below, T, strict=True)
+        )
+    else:
+        nnz = [int(p.sum()) for p in snap_patterns(model, n)]
+        per_stream = sum(
+            3 * z + (H * N if l < L - 1 else 0) + t
+            for l, (z, N, t) in enumerate(zip(nnz, cols.width, T, strict=True))
+        )
+    if n is not None and name not in ("rtrl",):  # the patterns, built once (probes at a time)
+        fixed += PROBE_BATCH * max(T)
+        extra = sum(16 * S * N for S, N in zip(cols.states, cols.width, strict=True))
+    else:
+        extra = 0
+    return model.dtype.itemsize * (B * per_stream + fixed) + extra + OVERHEAD
 
 
 def _sparse(model: RNN, n: int) -> bool:
