@@ -244,7 +244,7 @@ def test_bad_input_names_the_argument() -> None:
     model = ElmanRNN(3, 4, 2)
     with pytest.raises(ValueError, match="online algorithm must be one of"):
         online.make("bogus", model)
-    with pytest.raises(ValueError, match="RFLO .* is defined for one leaky Elman layer"):
+    with pytest.raises(ValueError, match=r"RFLO .* is defined for one leaky Elman layer"):
         online.make("rflo", RNN(3, 4, 2, num_layers=2))
     with pytest.raises(ValueError, match="unidirectional"):
         online.make("rtrl", RNN(3, 4, 2, bidirectional=True))
