@@ -66,8 +66,10 @@ def make(name: str, model: RNN, batch: int = 1, seed: int = 0, **options: Any) -
     (k, r) pairs), ``sparse`` (:class:`SnApN`) or ``dense`` (:class:`DenseSnApN`).
 
     Raises:
-        ValueError: an unknown name or storage, or a model the algorithm does not define (only
-            ``tbptt`` runs other cells and depths).
+        ValueError: an unknown name or storage, or a model the algorithm does not define
+            (``rflo``: one Elman layer; ``kf-rtrl``: one Elman or LSTM layer; none runs a
+            bidirectional model). ``fast=False`` builds the cell-protocol form on an Elman
+            layer too.
         TypeError: an option the algorithm does not take.
     """
     n = _snap_n(name)

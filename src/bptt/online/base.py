@@ -17,9 +17,12 @@ For the one-layer Elman cell, E_t = V x_t + W h_{t-1} + b_h is linear in Θ = [V
     ∂h_{t,k}/∂Θ_{rq} (immediate) = Ī_t[k, (r, q)] = δ_kr f'_k(E_t) ĥ_{t,q}
 
 Both are used in this Elman closed form, never formed per stream: J_t X = f' ⊙ (W X) (one
-product for all streams), and Ī_t is a diagonal in k = r, so it is added, never stored. Other
-cells and deeper models are refused by every algorithm except ``tbptt``, which runs any
-unidirectional model.
+product for all streams), and Ī_t is a diagonal in k = r, so it is added, never stored. This
+closed form is each algorithm's fast path for one Elman layer; every other unidirectional
+model (GRU, LSTM, 1–3 or more layers) gets the cell-protocol form of :mod:`.cellwise`, built
+by the same class (:meth:`OnlineAlgorithm.__new__`; ``fast=False`` picks it on an Elman layer
+too). ``rflo`` runs one Elman layer only, ``kf-rtrl`` one Elman or LSTM layer (they say why
+elsewhere); ``tbptt`` runs any unidirectional model.
 """
 
 from __future__ import annotations
