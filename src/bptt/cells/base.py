@@ -48,7 +48,7 @@ class ParamJacobian:
         B, R, P = self.values.shape
         out = np.zeros((B, state_size, P), dtype=self.values.dtype)
         cols = np.broadcast_to(np.arange(P), (R, P))
-        np.add.at(out, (slice(None), self.rows, cols), self.values)
+        out[:, self.rows, cols] = self.values  # a parameter's R rows are distinct
         return out
 
 

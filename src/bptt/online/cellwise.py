@@ -417,11 +417,11 @@ class CellSnAp(CellAlgorithm):
             groups.append(_Group(rows, cols, start, below, cols[below], np.nonzero(rows < H)[0]))
             start += r * c
         cell = self.model.layers[l].cell
-        rows = cell.param_jacobian(*self._probe(l)).rows  # (R, P): fixed by the cell
-        R, P = rows.shape
+        jac_rows = cell.param_jacobian(*self._probe(l)).rows  # (R, P): fixed by the cell
+        R, P = jac_rows.shape
         S = self.cols.states[l]
         places = _Places(
-            immediate=where[rows, self.cols.param[l] + np.broadcast_to(np.arange(P), (R, P))],
+            immediate=where[jac_rows, self.cols.param[l] + np.broadcast_to(np.arange(P), (R, P))],
             identity=where[np.arange(S), self.cols.state[l] + np.arange(S)],
         )
         return groups, places, start
