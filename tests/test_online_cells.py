@@ -440,3 +440,19 @@ def test_carried_bytes_bounds_what_a_step_holds(name: str, cell: str, layers: in
     bound = online.carried_bytes(name, model, B, k=4)
     assert peak <= bound
     assert bound < 5 * peak
+
+
+@pytest.mark.parametrize(
+    ("name", "cell", "layers"),
+    [*[(n, "lstm", 2) for n in ("rtrl", "snap-1", "snap-2", "uoro")], ("kf-rtrl", "lstm", 1)],
+)
+def test_float32_flows_through(name: str, cell: str, layers: int) -> None:
+    """A float32 model gets float32 gradients, dL/dh_0 and carried state (nothing upcasts)."""
+    model = RNN(3, 4, 2, cell=cell, num_layers=layers, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(3, 2, 3)).astype(np.float32), rng.integers(0, 2, size=(3, 2))
+    alg = online.make(name, model, batch=2)
+    _, grads = alg.run(x, y)
+    assert all(v.dtype == np.float32 for v in grads.values())
+    assert all(h.dtype == np.float32 for h in grads.h0)
+    assert all(v.dtype == np.float32 for k, v in alg.state_dict().items() if k not in ("t", "rng"))
