@@ -718,6 +718,7 @@ def _plot_curves(
     batch: int,
     ylabel: str = "",
     xlabel: str = "optimizer steps (one per stream step)",
+    title: str = "online learning",
 ) -> None:
     import matplotlib
 
@@ -735,7 +736,7 @@ def _plot_curves(
     ax.set(
         xlabel=xlabel,
         ylabel=ylabel or "validation cross-entropy (nats/step)",
-        title=f"online learning, B={batch} streams",
+        title=f"{title}, B={batch} streams",
     )
     ax.legend(fontsize=7, ncol=2)
     ax.grid(True, alpha=0.3)
@@ -1007,6 +1008,7 @@ def cmd_gated_curves(args: argparse.Namespace) -> str:
             FIGURES / "online_gated_curves.png",
             args.batch,
             xlabel="steps per stream (online: an update each; bptt: one per window)",
+            title=f"GRU, H={args.H}, lagged task",
         )
     return "\n".join(lines)
 
