@@ -120,8 +120,8 @@ class OnlineAlgorithm(ABC):
     """For an Elman closed form: the factory of its cell-protocol form (:mod:`.cellwise`), built
     instead for any other model, or for an Elman one with ``fast=False``."""
 
-    def __new__(cls, model: RNN, *args: Any, fast: bool = True, **kwargs: Any) -> Any:
-        generic = cls.__dict__.get("generic")  # the class's own, not a parent's
+    def __new__(cls, model: RNN | None = None, *args: Any, fast: bool = True, **kwargs: Any) -> Any:
+        generic = cls.__dict__.get("generic")  # the class's own, not a parent's (copy: no model)
         if generic is not None and isinstance(model, RNN) and not (fast and is_elman_layer(model)):
             return generic(model, *args, **kwargs)  # not an instance of cls: no __init__ after
         return super().__new__(cls)

@@ -34,7 +34,6 @@ on an Elman model too; the tests compare the two). ``run`` here is :meth:`step` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -690,8 +689,3 @@ def rflo_reason(model: RNN) -> str:
         f"definition (got cell={model.cell!r}, num_layers={model.num_layers}); use snap-1, "
         "its gated-cell analogue (Menick et al. 2021), or uoro"
     )
-
-
-def cell_factory(name: str) -> Any:
-    """The cell-protocol class for an Elman fast path's ``name`` (RFLO: a refusal)."""
-    return {"rtrl": CellRTRL, "uoro": CellUORO, "kf-rtrl": CellKFRTRL}[name]
