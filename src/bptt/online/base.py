@@ -203,8 +203,9 @@ class OnlineAlgorithm(ABC):
         updates in one compiled loop (Numba; else step by step); RTRL (and SnAp-n where its
         pattern is full) runs BPTT inside the chunk and advances its influence with one
         product (``bptt.online.rtrl``); SnAp-n on a partial pattern carries its influence step
-        by step. tbptt on other models loops its step. Equal to the
-        step-by-step results to rounding (the order of the sums differs).
+        by step. tbptt on other models, and every cell-protocol form (gated and stacked models,
+        :mod:`.cellwise`), loop their step. Equal to the step-by-step results to rounding (the
+        order of the sums differs).
 
         Args:
             xs: (T, B, I) dense inputs of the model's dtype, or (T, B) integer ids.
