@@ -359,7 +359,7 @@ RESUME_CASES = [
     (name, opts, cell, layers)
     for name, opts in GENERIC_CASES
     for cell, layers in [("gru", 2), ("lstm", 1)]
-] + [("kf-rtrl", {}, "lstm", 1)]
+] + [("kf-rtrl", {}, "lstm", 1), ("tbptt", {"k": 3}, "gru", 2)]
 
 
 @pytest.mark.parametrize(("name", "opts", "cell", "layers"), RESUME_CASES, ids=str)
