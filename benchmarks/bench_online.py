@@ -6,6 +6,9 @@
     python benchmarks/bench_online.py sparse    # SnAp-n on a sparse W: sparse vs dense storage
     python benchmarks/bench_online.py curves    # lagged-dependencies learning curves (+ figure)
     python benchmarks/bench_online.py shakespeare  # tiny Shakespeare learning curves (+ figure)
+    python benchmarks/bench_online.py gated-quality  # GRU/LSTM: cosine to BPTT at initialisation
+    python benchmarks/bench_online.py gated-cost     # GRU: time per step as H grows
+    python benchmarks/bench_online.py gated-curves   # GRU on the lagged task beside BPTT (+ figure)
 
 Timed processes run BLAS on one thread (``OPENBLAS_NUM_THREADS=1``, both implementations): on
 the shared 2-core machine two threads on these small products are many times slower.
@@ -715,6 +718,7 @@ def _plot_curves(
     batch: int,
     ylabel: str = "",
     xlabel: str = "optimizer steps (one per stream step)",
+    title: str = "online learning",
 ) -> None:
     import matplotlib
 
@@ -732,7 +736,7 @@ def _plot_curves(
     ax.set(
         xlabel=xlabel,
         ylabel=ylabel or "validation cross-entropy (nats/step)",
-        title=f"online learning, B={batch} streams",
+        title=f"{title}, B={batch} streams",
     )
     ax.legend(fontsize=7, ncol=2)
     ax.grid(True, alpha=0.3)
@@ -791,6 +795,224 @@ def cmd_shakespeare(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------
+# Gated cells (the cell-protocol forms of bptt.online.cellwise)
+# ---------------------------------------------------------------------------------------------
+
+GATED_MODELS = {  # label → RNN keyword arguments (input 2, output 2: the lagged task)
+    "GRU": {"cell": "gru"},
+    "LSTM": {"cell": "lstm"},
+    "GRU, 2 layers": {"cell": "gru", "num_layers": 2},
+}
+GATED_ALGS = [  # label, name, options
+    ("rtrl", "rtrl", {}),
+    ("snap-1", "snap-1", {}),
+    ("snap-2", "snap-2", {}),
+    ("uoro", "uoro", {}),
+    ("kf-rtrl", "kf-rtrl", {}),
+    ("rflo", "rflo", {}),
+    ("tbptt k=1", "tbptt", {"k": 1}),
+    ("tbptt k=10", "tbptt", {"k": 10}),
+]
+
+
+def _all_flat(g: Any, names: list[str]) -> np.ndarray:
+    return np.concatenate([np.ravel(g[k]) for k in names])
+
+
+def _gated_model(label: str, H: int, seed: int = 0) -> Any:
+    from bptt.model import RNN
+
+    return RNN(2, H, 2, seed=seed, **GATED_MODELS[label])
+
+
+def cmd_gated_quality(args: argparse.Namespace) -> str:
+    """Cosine of Σ_t grads_t to BPTT's gradient at initialisation, on one lagged stream of T
+    steps, for every algorithm on each gated model (stochastic ones: mean ± sd over seeds)."""
+    task = LaggedDependenciesTask(seq_len=args.T)
+    x, y, mask = task.stream(np.random.default_rng(3), 1, np.float64, None)[0]
+    cells: dict[tuple[str, str], str] = {}
+    for model_label in GATED_MODELS:
+        model = _gated_model(model_label, args.H)
+        names = [k for k in model.param_shapes() if k not in ("U", "b_y")]  # the recurrent part
+        _, ref = model.loss_and_grads(x, y, None, mask)
+        exact = _all_flat(ref, names)
+        for label, name, opts in GATED_ALGS:
+            stochastic = name in ("uoro", "kf-rtrl")
+            cos = []
+            for seed in range(args.seeds if stochastic else 1):
+                try:
+                    alg = online.make(name, model, 1, seed=seed, **opts)
+                except ValueError as err:
+                    cells[(label, model_label)] = "refused" + (
+                        " (reset gate)" if "reset gate" in str(err) else ""
+                    )
+                    break
+                alg.reset()
+                total = None
+                for t in range(x.shape[0]):
+                    _, g = alg.step(x[t], y[t], mask[t])
+                    flat = _all_flat(g, names)
+                    total = flat if total is None else total + flat
+                assert total is not None
+                cos.append(_cos(total, exact))
+            if cos:
+                cells[(label, model_label)] = (
+                    f"{np.mean(cos):.3f} ± {np.std(cos):.3f}" if stochastic else f"{cos[0]:.6f}"
+                )
+            print(f"  {model_label} {label}: {cells[(label, model_label)]}", flush=True)
+    _save_json(args, {f"{a} | {m}": v for (a, m), v in cells.items()})
+    lines = [
+        f"H = {args.H}, one lagged-dependencies stream of T = {args.T} steps (first 8 masked), "
+        f"weights at initialisation (seed 0); cosine of Σ_t grads_t to BPTT on the cells' "
+        f"parameters (the head's are exact for every algorithm); uoro and kf-rtrl: mean ± sd "
+        f"over {args.seeds} seeds.\n",
+        "| algorithm | " + " | ".join(GATED_MODELS) + " |",
+        "|---|" + "---|" * len(GATED_MODELS),
+    ]
+    for label, _, _ in GATED_ALGS:
+        lines.append(f"| {label} | " + " | ".join(cells[(label, m)] for m in GATED_MODELS) + " |")
+    return "\n".join(lines)
+
+
+def cmd_gated_cost(args: argparse.Namespace) -> str:
+    """Time per ``alg.step`` (B streams) on a one-layer GRU as H grows: median of
+    ``--repeats`` timings of ``--steps`` steps each, after a warm-up. Timing: run it alone."""
+    task = LaggedDependenciesTask(seq_len=args.steps + 10)
+    lines = [
+        f"GRU, B = {args.batch}, ms per step (median of {args.repeats} runs of {args.steps} "
+        "steps):\n",
+        "| H | " + " | ".join(label for label, _, _ in GATED_ALGS) + " |",
+        "|---|" + "---|" * len(GATED_ALGS),
+    ]
+    for H in args.hidden:
+        model = _gated_model("GRU", H)
+        x, y, mask = task.stream(np.random.default_rng(0), args.batch, np.float64, None)[0]
+        row = []
+        for _label, name, opts in GATED_ALGS:
+            try:
+                alg = online.make(name, model, args.batch, **opts)
+            except ValueError:
+                row.append("refused")
+                continue
+            for t in range(min(3, args.steps)):  # warm-up (compiles, caches)
+                alg.step(x[t], y[t])
+            times = []
+            for _ in range(args.repeats):
+                alg.reset()
+                t0 = time.perf_counter()
+                for t in range(args.steps):
+                    alg.step(x[t], y[t], mask[t])
+                times.append((time.perf_counter() - t0) / args.steps)
+            row.append(f"{1e3 * statistics.median(times):.3g}")
+            print(f"  H={H} {name}{opts}: {row[-1]} ms", flush=True)
+        lines.append(f"| {H} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+GATED_CURVES = [  # label, algorithm ("bptt": windows of --window steps), options
+    ("bptt", "bptt", {}),
+    ("rtrl", "rtrl", {}),
+    ("snap-1", "snap-1", {}),
+    ("uoro", "uoro", {}),
+    ("tbptt k=10", "tbptt", {"k": 10}),
+    ("tbptt k=2", "tbptt", {"k": 2}),
+]
+
+
+def _val_cross_entropy(model: Any, val: Any) -> float:
+    """Cross-entropy per scored step on fresh sequences (their first t2 steps masked)."""
+    loss = model.loss(val.x, val.y, None, val.mask)  # (1/B) Σ_t Σ_b m L
+    return float(loss * val.x.shape[1] / val.mask.sum())
+
+
+def _gated_curve(name: str, opts: dict, lr: float, seed: int, args: argparse.Namespace) -> list:
+    """Train a GRU on the lagged stream; (stream steps, validation cross-entropy) pairs.
+
+    Online algorithms: B unbroken streams, one Adam step per stream step (``alg.step``).
+    BPTT: one Adam step per window of ``--window`` fresh steps of the same streams (the
+    state carried, full BPTT inside the window): the same data, 1/window as many updates."""
+    from bptt.optim import make_optimizer
+
+    task = LaggedDependenciesTask(seq_len=args.window)
+    model = _gated_model("GRU", args.H, seed=seed)
+    opt = make_optimizer("adam", lr)
+    rng = np.random.default_rng(100 + seed)
+    val = task.sample(np.random.default_rng(999), args.val, np.float64)
+    curve = [(0, _val_cross_entropy(model, val))]
+    carry = None
+    alg = None if name == "bptt" else online.make(name, model, args.batch, seed=seed, **opts)
+    h = None
+    seen = 0
+    while seen < args.steps:
+        (x, y, mask), carry = task.stream(rng, args.batch, np.float64, carry)
+        if alg is None:
+            result = model.forward_backward(x, y, h, mask)
+            h = result.h_last
+            opt.step(model.params, result.grads)
+        else:
+            for t in range(x.shape[0]):
+                _, g = alg.step(x[t], y[t], None if mask is None else mask[t])
+                opt.step(model.params, g)
+        seen += x.shape[0]
+        if seen % args.eval_every == 0:
+            curve.append((seen, _val_cross_entropy(model, val)))
+    return curve
+
+
+def cmd_gated_curves(args: argparse.Namespace) -> str:
+    levels = LaggedDependenciesTask.levels()
+    results: dict[str, dict[float, list]] = {}
+    for label, name, opts in GATED_CURVES:
+        results[label] = {}
+        for lr in args.lrs:
+            runs = []
+            for seed in range(args.seeds):
+                t0 = time.perf_counter()
+                runs.append(_gated_curve(name, opts, lr, seed, args))
+                print(
+                    f"  {label} lr={lr:g} seed={seed}: {time.perf_counter() - t0:.1f} s, "
+                    f"final {runs[-1][-1][1]:.4f}",
+                    flush=True,
+                )
+            results[label][lr] = runs
+    _save_json(args, results)
+    lines = [
+        f"GRU, H = {args.H}, B = {args.batch} streams of the lagged task, {args.steps} steps per "
+        f"stream, Adam; online: an update per step; bptt: an update per window of "
+        f"{args.window} steps (state carried). Validation: {args.val} fresh sequences of "
+        f"{args.window} steps, the first 8 unscored. Levels: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in levels.items())
+        + " nats/step.\n",
+        "| algorithm | best lr | final val cross-entropy (per seed) | nearest level | "
+        + " | ".join(f"mean at lr {lr:g}" for lr in args.lrs)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(args.lrs),
+    ]
+    best_runs = {}
+    for label, by_lr in results.items():
+        means = {lr: float(np.mean([r[-1][1] for r in runs])) for lr, runs in by_lr.items()}
+        lr = min(means, key=lambda k: means[k])
+        finals = [r[-1][1] for r in by_lr[lr]]
+        best_runs[f"{label} (lr {lr:g})"] = by_lr[lr]
+        level = min(levels, key=lambda k: abs(levels[k] - means[lr]))
+        lines.append(
+            f"| {label} | {lr:g} | {', '.join(f'{f:.4f}' for f in finals)} | {level} | "
+            + " | ".join(f"{means[x]:.4f}" for x in args.lrs)
+            + " |"
+        )
+    if args.figure:
+        _plot_curves(
+            best_runs,
+            levels,
+            FIGURES / "online_gated_curves.png",
+            args.batch,
+            xlabel="steps per stream (online: an update each; bptt: one per window)",
+            title=f"GRU, H={args.H}, lagged task",
+        )
+    return "\n".join(lines)
+
+
 def _save_json(args: argparse.Namespace, data: Any) -> None:
     if getattr(args, "json", None):
         from bptt.atomic import atomic_write_text
@@ -843,7 +1065,26 @@ def main() -> None:
     sh.add_argument("--eval-every", type=int, default=500)
     sh.add_argument("--eval-windows", type=int, default=20)
     sh.add_argument("--figure", action="store_true")
-    for p in (q, s, sc, sp, c, sh):
+    gq = sub.add_parser("gated-quality")
+    gq.add_argument("--H", type=int, default=16)
+    gq.add_argument("--T", type=int, default=100)
+    gq.add_argument("--seeds", type=int, default=50)
+    gc = sub.add_parser("gated-cost")
+    gc.add_argument("--hidden", type=int, nargs="+", default=[8, 16, 32, 64])
+    gc.add_argument("--batch", type=int, default=1)
+    gc.add_argument("--steps", type=int, default=50)
+    gc.add_argument("--repeats", type=int, default=3)
+    gv = sub.add_parser("gated-curves")
+    gv.add_argument("--H", type=int, default=16)
+    gv.add_argument("--batch", type=int, default=16)
+    gv.add_argument("--steps", type=int, default=3000)
+    gv.add_argument("--window", type=int, default=50)
+    gv.add_argument("--lrs", type=float, nargs="+", default=[3e-3, 1e-2])
+    gv.add_argument("--eval-every", type=int, default=250)
+    gv.add_argument("--val", type=int, default=256)
+    gv.add_argument("--seeds", type=int, default=2)
+    gv.add_argument("--figure", action="store_true")
+    for p in (q, s, sc, sp, c, sh, gq, gc, gv):
         p.add_argument("--markdown", type=Path, default=None)
         p.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -854,6 +1095,9 @@ def main() -> None:
         "sparse": cmd_sparse,
         "curves": cmd_curves,
         "shakespeare": cmd_shakespeare,
+        "gated-quality": cmd_gated_quality,
+        "gated-cost": cmd_gated_cost,
+        "gated-curves": cmd_gated_curves,
     }
     report(commands[args.cmd](args), args.markdown)
 

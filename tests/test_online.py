@@ -244,8 +244,10 @@ def test_bad_input_names_the_argument() -> None:
     model = ElmanRNN(3, 4, 2)
     with pytest.raises(ValueError, match="online algorithm must be one of"):
         online.make("bogus", model)
-    with pytest.raises(ValueError, match="one-layer, one-direction Elman"):
-        online.make("rtrl", RNN(3, 4, 2, num_layers=2))
+    with pytest.raises(ValueError, match=r"RFLO .* is defined for one leaky Elman layer"):
+        online.make("rflo", RNN(3, 4, 2, num_layers=2))
+    with pytest.raises(ValueError, match="unidirectional"):
+        online.make("rtrl", RNN(3, 4, 2, bidirectional=True))
     with pytest.raises(ValueError, match="unidirectional"):
         online.make("tbptt", RNN(3, 4, 2, bidirectional=True))
     alg = online.make("rtrl", model, batch=2)
@@ -414,8 +416,9 @@ def test_sparse_snap_stores_only_its_pattern() -> None:
     Q = I + H + 1
     assert alg.state_dict()["M"].shape == (nnz, B, Q + 1)
     allocated = alg.M.nbytes + alg._next.nbytes + alg._tmp.nbytes
-    assert online.carried_bytes("snap-2", B, I, H, 8, 0, w_mask=model.w_mask) == allocated
-    assert online.carried_bytes("snap-2", B, I, H, 8, 0) > 3 * allocated  # RTRL's upper bound
+    assert online.carried_bytes("snap-2", model, B) == allocated
+    model.set_recurrent_mask(None)
+    assert online.carried_bytes("snap-2", model, B) > 3 * allocated  # RTRL's upper bound
     with pytest.raises(ValueError, match="storage"):
         online.make("snap-2", model, storage="csr")
 
@@ -625,6 +628,6 @@ def test_memory_check_covers_what_an_rtrl_chunk_allocates(name: str) -> None:
     finally:
         tracemalloc.stop()
     chunk = T * B * (I + H + 1 + 4 * H + 2) * 8  # ĥ, h, f', c, δ, dz: the chunk's arrays
-    assert peak <= online.carried_bytes(name, B, I, H, 8, 0) + chunk
+    assert peak <= online.carried_bytes(name, model, B) + chunk
     blocks = max(online.rtrl._BLOCK_BYTES, B * H * H * 8)  # the bound on A_s's block
-    assert peak > (online.carried_bytes(name, B, I, H, 8, 0) - blocks) / 2  # not inflated
+    assert peak > (online.carried_bytes(name, model, B) - blocks) / 2  # not inflated

@@ -87,12 +87,4 @@ class OnlineGradient(GradientAlgorithm):
         """The online method's carried state (:func:`bptt.online.carried_bytes`)."""
         # The package's one call of online.carried_bytes (the trainer's memory check reaches
         # it through the registry); W's sparsity mask is read from the model.
-        return online.carried_bytes(
-            method,
-            batch,
-            model.input_size,
-            model.hidden_size,
-            model.dtype.itemsize,
-            k,
-            w_mask=model.w_mask,
-        )
+        return online.carried_bytes(method, model, batch, k)

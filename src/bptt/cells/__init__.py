@@ -9,7 +9,10 @@ the model, the gradient algorithms and the diagnostics need from a cell is in :c
 its parameter shapes and initialisation, the forward over a whole sequence returning the
 outputs, the last state and a minimal cache, the backward taking the upstream gradient on the
 outputs and the cache, one step, and the Jacobian-vector products ∂s_t/∂s_{t-1}·v,
-uᵀ·∂s_t/∂s_{t-1}, ∂s_t/∂θ·dθ and uᵀ·∂s_t/∂θ.
+uᵀ·∂s_t/∂s_{t-1}, ∂s_t/∂θ·dθ and uᵀ·∂s_t/∂θ; for stacked layers ∂s_t/∂x_t·dx and
+uᵀ·∂s_t/∂x_t (``jvp_input``, ``vjp_input``, dense inputs), and the immediate Jacobian ∂s_t/∂θ
+column by column (``param_jacobian``: a generic default from ``jvp_params``, a sparse closed
+form in each cell here), which the online algorithms carry forward.
 
 A new cell is a module beside :mod:`bptt.cells.elman` that subclasses :class:`Cell` and calls
 :func:`register`; the model, training, checkpoints and the parametrised tests then cover it.
@@ -17,7 +20,7 @@ A new cell is a module beside :mod:`bptt.cells.elman` that subclasses :class:`Ce
 
 from __future__ import annotations
 
-from .base import Cell, CellGrads, StepArgs
+from .base import Cell, CellGrads, ParamJacobian, StepArgs
 from .elman import ElmanCell
 from .gru import GRUCell
 from .gru_reset_before import GRUResetBeforeCell
@@ -56,6 +59,7 @@ __all__ = [
     "GRUCell",
     "GRUResetBeforeCell",
     "LSTMCell",
+    "ParamJacobian",
     "StepArgs",
     "get_cell",
     "register",

@@ -28,6 +28,52 @@ class CellGrads:
 
 
 @dataclass(frozen=True)
+class ParamJacobian:
+    """The immediate Jacobian Ī_t = ∂s_t/∂θ of one step (θ = the cell's parameters flattened in
+    :meth:`Cell.param_shapes` order, P numbers), stored by column: parameter p moves only the
+    state entries ``rows[:, p]`` within the step.
+
+        Ī_t[b, rows[i, p], p] = values[b, i, p]          (every other entry 0)
+
+    Attributes:
+        rows: (R, P) int, the state entries each parameter reaches (R = S when dense).
+        values: (B, R, P).
+    """
+
+    rows: np.ndarray
+    values: np.ndarray
+
+    def dense(self, state_size: int) -> np.ndarray:
+        """Ī_t as a (B, S, P) array."""
+        B, R, P = self.values.shape
+        out = np.zeros((B, state_size, P), dtype=self.values.dtype)
+        cols = np.broadcast_to(np.arange(P), (R, P))
+        out[:, self.rows, cols] = self.values  # a parameter's R rows are distinct
+        return out
+
+
+def unit_rows(shapes: dict[str, tuple[int, ...]], hidden: int) -> np.ndarray:
+    """(1, P): for each parameter entry, in storage order, its unit: the row of its (kH, …)
+    array modulo H (gate g's row r drives unit r)."""
+    parts = [
+        np.repeat(np.arange(shape[0]) % hidden, int(np.prod(shape[1:], dtype=np.int64)))
+        for shape in shapes.values()
+    ]
+    return np.concatenate(parts)[None, :]
+
+
+def outer_rows(d: np.ndarray, x: np.ndarray, n: int) -> np.ndarray:
+    """d_g x_i for every stream, flattened (g, i) row-major: d (B, G), x (B, n) dense or (B,)
+    ids (one-hot) → (B, G·n), the immediate Jacobian of a (G, n) weight read as W x."""
+    B, G = d.shape
+    if x.ndim == 1:  # ids: x = e_id
+        out = np.zeros((B, G, n), dtype=d.dtype)
+        out[np.arange(B), :, x] = d
+        return out.reshape(B, G * n)
+    return (d[:, :, None] * x[:, None, :]).reshape(B, G * n)
+
+
+@dataclass(frozen=True)
 class StepArgs:
     """One step's operating point for the Jacobian products: x_t, s_{t-1} and s_t.
 
@@ -156,6 +202,59 @@ class Cell(ABC):
     @abstractmethod
     def vjp_params(self, p: CellParams, at: StepArgs, u: np.ndarray) -> CellParams:
         """Σ_b u_bᵀ · ∂s_{t,b}/∂θ: the parameter gradient of ⟨u, s_t⟩ through this step only."""
+
+    def jvp_input(self, p: CellParams, at: StepArgs, dx: np.ndarray) -> np.ndarray:
+        """∂s_t/∂x_t · dx for each stream (dense inputs): dx (B, I) → (B, S). Stacked layers
+        need it: a layer's input is the output of the layer below.
+
+        Raises:
+            NotImplementedError: a cell that does not provide it.
+        """
+        raise NotImplementedError(f"the {self.name} cell does not define jvp_input")
+
+    def vjp_input(self, p: CellParams, at: StepArgs, u: np.ndarray) -> np.ndarray:
+        """uᵀ · ∂s_t/∂x_t for each stream (dense inputs): u (B, S) → (B, I).
+
+        Raises:
+            NotImplementedError: a cell that does not provide it.
+        """
+        raise NotImplementedError(f"the {self.name} cell does not define vjp_input")
+
+    def input_jacobian(self, p: CellParams, at: StepArgs) -> np.ndarray:
+        """The full (B, S, I) Jacobian ∂s_t/∂x_t from :meth:`jvp_input` (dense inputs), all I
+        columns in one call as :meth:`state_jacobian` does."""
+        B, S = at.s_prev.shape
+        n_in = at.x.shape[1]
+        tiled = StepArgs(
+            x=np.repeat(at.x, n_in, axis=0),
+            s_prev=np.repeat(at.s_prev, n_in, axis=0),
+            s=np.repeat(at.s, n_in, axis=0),
+        )
+        basis = np.tile(np.eye(n_in, dtype=at.s.dtype), (B, 1))  # (B·I, I)
+        columns = self.jvp_input(p, tiled, basis).reshape(B, n_in, S)  # [b, i] = K_b e_i
+        return np.ascontiguousarray(columns.transpose(0, 2, 1))
+
+    def param_jacobian(self, p: CellParams, at: StepArgs) -> ParamJacobian:
+        """Ī_t = ∂s_t/∂θ (immediate, through this step only), one column per parameter entry.
+
+        This default pushes forward the P unit tangents through :meth:`jvp_params`, one call
+        each, and returns the dense form (R = S); cells whose parameters each move a few state
+        entries (every gated cell here: a row of V, W or b moves one unit) override it with
+        that sparse form, tested against this default.
+        """
+        B, S = at.s_prev.shape
+        shapes = self.param_shapes()
+        P = sum(int(np.prod(shape)) for shape in shapes.values())
+        values = np.empty((B, S, P), dtype=at.s.dtype)
+        col = 0
+        for name, shape in shapes.items():
+            for flat in range(int(np.prod(shape))):
+                dp = {k: np.zeros(v, dtype=at.s.dtype) for k, v in shapes.items()}
+                dp[name].reshape(-1)[flat] = 1.0
+                values[:, :, col] = self.jvp_params(p, at, dp)
+                col += 1
+        rows = np.broadcast_to(np.arange(S)[:, None], (S, P))
+        return ParamJacobian(rows=np.ascontiguousarray(rows), values=values)
 
     def state_jacobian(self, p: CellParams, at: StepArgs) -> np.ndarray:
         """The full (B, S, S) Jacobian ∂s_t/∂s_{t-1} from :meth:`jvp_state`.

@@ -39,7 +39,15 @@ import numpy as np
 from .. import _kernels, _workspace
 from ..activations import Activation, get_activation
 from . import _elman_kernels
-from .base import Cell, CellGrads, CellParams, StepArgs
+from .base import (
+    Cell,
+    CellGrads,
+    CellParams,
+    ParamJacobian,
+    StepArgs,
+    outer_rows,
+    unit_rows,
+)
 
 
 @dataclass(frozen=True)
@@ -266,3 +274,23 @@ class ElmanCell(Cell):
 
     def state_jacobian(self, p: CellParams, at: StepArgs) -> np.ndarray:
         return self._fprime(at)[:, :, None] * p["W"]  # (B, H, H): diag(f'(E_t)) W
+
+    def jvp_input(self, p: CellParams, at: StepArgs, dx: np.ndarray) -> np.ndarray:
+        return self._fprime(at) * (dx @ p["V"].T)  # f'(E_t) ⊙ V dx
+
+    def vjp_input(self, p: CellParams, at: StepArgs, u: np.ndarray) -> np.ndarray:
+        return (u * self._fprime(at)) @ p["V"]  # (u ⊙ f'(E_t))ᵀ V
+
+    def param_jacobian(self, p: CellParams, at: StepArgs) -> ParamJacobian:
+        """Row r of V, W, b_h moves unit r only: Ī[r, (r, q)] = f'_r ĥ_q, ĥ = [x; h_{t-1}; 1]."""
+        H = self.hidden_size
+        fprime = self._fprime(at)  # (B, H)
+        values = np.concatenate(
+            [
+                outer_rows(fprime, at.x, self.input_size),  # V: f'_r x_i
+                outer_rows(fprime, at.s_prev, H),  # W: f'_r h_{t-1, j}
+                fprime,  # b_h
+            ],
+            axis=1,
+        )[:, None, :]  # (B, 1, P)
+        return ParamJacobian(rows=unit_rows(self.param_shapes(), H), values=values)

@@ -51,7 +51,15 @@ from ._gated import (
     sigmoid_,
     step_input_grads,
 )
-from .base import Cell, CellGrads, CellParams, StepArgs
+from .base import (
+    Cell,
+    CellGrads,
+    CellParams,
+    ParamJacobian,
+    StepArgs,
+    outer_rows,
+    unit_rows,
+)
 
 
 @dataclass(frozen=True)
@@ -283,3 +291,39 @@ class GRUCell(Cell):
             "b": db,
             "b_hn": dA[:, 2 * H : 3 * H].sum(axis=0),
         }
+
+    def jvp_input(self, p: CellParams, at: StepArgs, dx: np.ndarray) -> np.ndarray:
+        gates = self._gates(p, at.x, at.s_prev)
+        dR = np.zeros((dx.shape[0], 3 * self.hidden_size), dtype=dx.dtype)  # h_{t-1} held fixed
+        return self._tangent(gates, at.s_prev, dx @ p["V"].T, dR, 0.0)
+
+    def vjp_input(self, p: CellParams, at: StepArgs, u: np.ndarray) -> np.ndarray:
+        H = self.hidden_size
+        gates = self._gates(p, at.x, at.s_prev)
+        dA = np.empty_like(gates)
+        _step_backward(gates, at.s_prev, u, dA)
+        dG = np.delete(dA, np.s_[2 * H : 3 * H], axis=1)  # (B, 3H): [da_r, da_z, da_n]
+        return dG @ p["V"]
+
+    def param_jacobian(self, p: CellParams, at: StepArgs) -> ParamJacobian:
+        """Gate row g·H + r of V, W, b (and b_hn's r) moves unit r only, through the factors F
+        of :func:`_backward_factors` (∂h_r/∂ of each pre-activation):
+
+            ∂h/∂V = [F_r, F_z, F_n] ⊗ x     ∂h/∂W = [F_r, F_z, F_m] ⊗ h_{t-1}
+            ∂h/∂b = [F_r, F_z, F_n]         ∂h/∂b_hn = F_m
+        """
+        H = self.hidden_size
+        gates = self._gates(p, at.x, at.s_prev)
+        F = _backward_factors(gates, at.s_prev, np.empty_like(gates))  # (B, 4H): r z m n
+        d_in = np.concatenate([F[:, : 2 * H], F[:, 3 * H :]], axis=1)  # (B, 3H): ∂h/∂G
+        d_rec = F[:, : 3 * H]  # (B, 3H): ∂h/∂[R^r, R^z, m]
+        values = np.concatenate(
+            [
+                outer_rows(d_in, at.x, self.input_size),
+                outer_rows(d_rec, at.s_prev, H),
+                d_in,
+                F[:, 2 * H : 3 * H],
+            ],
+            axis=1,
+        )[:, None, :]  # (B, 1, P)
+        return ParamJacobian(rows=unit_rows(self.param_shapes(), H), values=values)

@@ -46,7 +46,15 @@ from ._gated import (
     sigmoid_,
     step_input_grads,
 )
-from .base import Cell, CellGrads, CellParams, StepArgs
+from .base import (
+    Cell,
+    CellGrads,
+    CellParams,
+    ParamJacobian,
+    StepArgs,
+    outer_rows,
+    unit_rows,
+)
 
 
 @dataclass(frozen=True)
@@ -310,3 +318,42 @@ class LSTMCell(Cell):
         _, dA, _ = self._backward_step(p, at, u)
         dV, db = step_input_grads(dA, at.x, p["V"])
         return {"V": dV, "W": dA.T @ at.s_prev[:, :H], "b": db}
+
+    def jvp_input(self, p: CellParams, at: StepArgs, dx: np.ndarray) -> np.ndarray:
+        H = self.hidden_size
+        gates = self._gates(p, at.x, at.s_prev[:, :H])
+        return self._tangent(gates, at, dx @ p["V"].T, 0.0)
+
+    def vjp_input(self, p: CellParams, at: StepArgs, u: np.ndarray) -> np.ndarray:
+        _, dA, _ = self._backward_step(p, at, u)
+        return dA @ p["V"]
+
+    def param_jacobian(self, p: CellParams, at: StepArgs) -> ParamJacobian:
+        """Gate row g·H + r of V, W, b moves h_r and c_r only (s = [h ‖ c], rows r and H + r):
+
+        ∂c/∂A = [g i(1−i), c_{t-1} f(1−f), i(1−g²), 0]
+        ∂h/∂A = o(1 − tanh² c_t) ∂c/∂A + [0, 0, 0, tanh(c_t) o(1−o)]
+        ∂s/∂V = ∂s/∂A ⊗ x     ∂s/∂W = ∂s/∂A ⊗ h_{t-1}     ∂s/∂b = ∂s/∂A
+        """
+        H = self.hidden_size
+        h_prev, c_prev, c = at.s_prev[:, :H], at.s_prev[:, H:], at.s[:, H:]
+        gates = self._gates(p, at.x, h_prev)
+        i, f, g, o = (gates[:, k * H : (k + 1) * H] for k in range(4))
+        k = np.tanh(c)
+        d_c = np.concatenate(
+            [g * i * (1.0 - i), c_prev * f * (1.0 - f), i * (1.0 - g * g), np.zeros_like(o)],
+            axis=1,
+        )  # (B, 4H): ∂c_r/∂A
+        d_h = d_c * np.tile(o * (1.0 - k * k), 4)  # (B, 4H): ∂h_r/∂A through c_r …
+        d_h[:, 3 * H :] = k * o * (1.0 - o)  # … and through o
+        values = np.stack(
+            [
+                np.concatenate(
+                    [outer_rows(d, at.x, self.input_size), outer_rows(d, h_prev, H), d], axis=1
+                )
+                for d in (d_h, d_c)
+            ],
+            axis=1,
+        )  # (B, 2, P)
+        units = unit_rows(self.param_shapes(), H)  # (1, P)
+        return ParamJacobian(rows=np.concatenate([units, units + H]), values=values)

@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 
 from ..model import RNN
-from . import rtrl
 from .base import OnlineAlgorithm, rng_from_array, rng_to_array
+from .memory import carried_bytes
 from .rflo import RFLO
 from .rtrl import RTRL
 from .snap import SPARSE_BELOW, STORAGES, DenseSnApN, SnAp1, SnApN, snap_pattern
@@ -57,44 +57,6 @@ _CLASSES: dict[str, type[OnlineAlgorithm]] = {
 }
 
 
-def carried_bytes(
-    name: str,
-    batch: int,
-    input_size: int,
-    hidden: int,
-    itemsize: int,
-    k: int,
-    w_mask: np.ndarray | None = None,
-) -> int:
-    """The peak bytes an algorithm's carried state takes (the table above; RTRL and SnAp-n keep
-    two influences during a step, and RTRL's chunk (``run``) the sum Σ_s A_s ⊗ ĥ_s (H²·Q per
-    stream), Φ (H² per stream) and a block of A_s of at most 16 MiB), for a memory check
-    before anything is allocated.
-
-    ``w_mask`` (H, H), W's sparsity mask, sizes SnAp-n's sparse storage (as ``make`` with
-    ``storage="auto"`` would choose it); without it SnAp-n is counted as RTRL (an upper bound).
-    """
-    B, I, H = int(batch), int(input_size), int(hidden)
-    Q = I + H + 1
-    dense = 2 * H * (H * Q + H) + H * Q + H * H * Q + H * H  # [M | Z] twice, f' ⊗ ĥ, the chunk's
-    per_stream = {
-        "rtrl": dense,
-        "uoro": 3 * H * Q,
-        "kf-rtrl": 3 * H * H + 2 * Q,
-        "snap-1": 3 * H * Q + H,
-        "rflo": 3 * H * Q,
-        "tbptt": int(k) * (Q + H) + 2 * H,
-    }.get(name, dense)  # snap-n (n >= 2), dense storage: as RTRL
-    n = _snap_n(name)
-    if n is not None and n >= 2 and w_mask is not None:
-        nnz = int(snap_pattern(np.asarray(w_mask, dtype=bool), n).sum())
-        if nnz <= SPARSE_BELOW * H * H:  # two (nnz, Q + 1) buffers and f' ⊗ ĥ
-            return itemsize * B * (2 * nnz * (Q + 1) + H * Q)
-    rtrl_chunk = name == "rtrl" or (n is not None and n >= 2)  # RTRL's run, A_s in blocks
-    blocks = max(rtrl._BLOCK_BYTES, B * H * H * itemsize) if rtrl_chunk else 0
-    return itemsize * B * per_stream + blocks
-
-
 def _snap_n(name: object) -> int | None:
     """n of ``snap-n``, or None."""
     if isinstance(name, str) and name.startswith("snap-") and name[5:].isdigit():
@@ -110,8 +72,10 @@ def make(name: str, model: RNN, batch: int = 1, seed: int = 0, **options: Any) -
     (k, r) pairs), ``sparse`` (:class:`SnApN`) or ``dense`` (:class:`DenseSnApN`).
 
     Raises:
-        ValueError: an unknown name or storage, or a model the algorithm does not define (only
-            ``tbptt`` runs other cells and depths).
+        ValueError: an unknown name or storage, or a model the algorithm does not define
+            (``rflo``: one Elman layer; ``kf-rtrl``: one Elman or LSTM layer; none runs a
+            bidirectional model). ``fast=False`` builds the cell-protocol form on an Elman
+            layer too.
         TypeError: an option the algorithm does not take.
     """
     n = _snap_n(name)

@@ -17,9 +17,12 @@ For the one-layer Elman cell, E_t = V x_t + W h_{t-1} + b_h is linear in Θ = [V
     ∂h_{t,k}/∂Θ_{rq} (immediate) = Ī_t[k, (r, q)] = δ_kr f'_k(E_t) ĥ_{t,q}
 
 Both are used in this Elman closed form, never formed per stream: J_t X = f' ⊙ (W X) (one
-product for all streams), and Ī_t is a diagonal in k = r, so it is added, never stored. Other
-cells and deeper models are refused by every algorithm except ``tbptt``, which runs any
-unidirectional model.
+product for all streams), and Ī_t is a diagonal in k = r, so it is added, never stored. This
+closed form is each algorithm's fast path for one Elman layer; every other unidirectional
+model (GRU, LSTM, 1–3 or more layers) gets the cell-protocol form of :mod:`.cellwise`, built
+by the same class (:meth:`OnlineAlgorithm.__new__`; ``fast=False`` picks it on an Elman layer
+too). ``rflo`` runs one Elman layer only, ``kf-rtrl`` one Elman or LSTM layer (they say why
+elsewhere); ``tbptt`` runs any unidirectional model.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -50,6 +53,11 @@ class _Chunk:
     c: np.ndarray  # (T, B, H): ∂L_t/∂h_t
     losses: np.ndarray  # (T,) float64
     head: dict[str, np.ndarray]  # Σ_t of the head's gradients: U, b_y
+
+
+def is_elman_layer(model: RNN) -> bool:
+    """One Elman layer in one direction: where the closed forms (the fast paths) apply."""
+    return model.simple and isinstance(model.layers[0].cell, ElmanCell)
 
 
 def rng_to_array(rng: np.random.Generator) -> np.ndarray:
@@ -108,8 +116,17 @@ class OnlineAlgorithm(ABC):
 
     name: str  # the registry name (an instance may refine it: snap-3)
     needs_elman: ClassVar[bool] = True
+    generic: ClassVar[Any] = None
+    """For an Elman closed form: the factory of its cell-protocol form (:mod:`.cellwise`), built
+    instead for any other model, or for an Elman one with ``fast=False``."""
 
-    def __init__(self, model: RNN, batch: int, seed: int = 0) -> None:
+    def __new__(cls, model: RNN | None = None, *args: Any, fast: bool = True, **kwargs: Any) -> Any:
+        generic = cls.__dict__.get("generic")  # the class's own, not a parent's (copy: no model)
+        if generic is not None and isinstance(model, RNN) and not (fast and is_elman_layer(model)):
+            return generic(model, *args, **kwargs)  # not an instance of cls: no __init__ after
+        return super().__new__(cls)
+
+    def __init__(self, model: RNN, batch: int, seed: int = 0, fast: bool = True) -> None:
         if not isinstance(model, RNN):
             raise TypeError(f"model must be a bptt RNN, got {type(model).__name__}")
         self.model = model
@@ -186,8 +203,9 @@ class OnlineAlgorithm(ABC):
         updates in one compiled loop (Numba; else step by step); RTRL (and SnAp-n where its
         pattern is full) runs BPTT inside the chunk and advances its influence with one
         product (``bptt.online.rtrl``); SnAp-n on a partial pattern carries its influence step
-        by step. tbptt on other models loops its step. Equal to the
-        step-by-step results to rounding (the order of the sums differs).
+        by step. tbptt on other models, and every cell-protocol form (gated and stacked models,
+        :mod:`.cellwise`), loop their step. Equal to the step-by-step results to rounding (the
+        order of the sums differs).
 
         Args:
             xs: (T, B, I) dense inputs of the model's dtype, or (T, B) integer ids.

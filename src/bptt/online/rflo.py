@@ -20,6 +20,7 @@ import numpy as np
 from ..model import RNN
 from ..params import Gradients
 from .base import OnlineAlgorithm, StateDict, _outer_per_stream, _outer_sum
+from .cellwise import rflo_reason
 
 
 class RFLO(OnlineAlgorithm):
@@ -32,6 +33,10 @@ class RFLO(OnlineAlgorithm):
 
     name = "rflo"
 
+    @staticmethod
+    def generic(model: RNN, *args: object, **kwargs: object) -> RFLO:
+        raise ValueError(f"online rflo: {rflo_reason(model)}")
+
     def __init__(
         self,
         model: RNN,
@@ -39,6 +44,7 @@ class RFLO(OnlineAlgorithm):
         seed: int = 0,
         alpha: float = 1.0,
         feedback: str = "random",
+        fast: bool = True,
     ) -> None:
         super().__init__(model, batch, seed)
         if not 0.0 < float(alpha) <= 1.0:

@@ -42,6 +42,7 @@ from numpy.lib.stride_tricks import as_strided
 from ..model import RNN
 from ..params import Gradients
 from .base import OnlineAlgorithm, StateDict, _outer_sum
+from .cellwise import CellRTRL
 
 _BLOCK_BYTES = 16 << 20  # A_s of at most this many bytes are held before they are summed
 
@@ -54,8 +55,9 @@ class RTRL(OnlineAlgorithm):
     """
 
     name = "rtrl"
+    generic = CellRTRL
 
-    def __init__(self, model: RNN, batch: int, seed: int = 0) -> None:
+    def __init__(self, model: RNN, batch: int, seed: int = 0, fast: bool = True) -> None:
         super().__init__(model, batch, seed)
         self._reset_traces()
 

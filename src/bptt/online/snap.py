@@ -38,6 +38,7 @@ from ..model import RNN
 from ..params import Gradients
 from ._kernels import compiled
 from .base import OnlineAlgorithm, StateDict, _outer_sum
+from .cellwise import CellDenseSnAp, CellSnAp
 from .rtrl import RTRL
 
 STORAGES = ("auto", "sparse", "dense")
@@ -72,7 +73,11 @@ class SnAp1(OnlineAlgorithm):
 
     name = "snap-1"
 
-    def __init__(self, model: RNN, batch: int, seed: int = 0) -> None:
+    @staticmethod
+    def generic(model: RNN, batch: int, seed: int = 0) -> CellSnAp:
+        return CellSnAp(model, batch, seed, n=1)
+
+    def __init__(self, model: RNN, batch: int, seed: int = 0, fast: bool = True) -> None:
         super().__init__(model, batch, seed)
         self._reset_traces()
 
@@ -132,8 +137,11 @@ class DenseSnApN(RTRL):
     """
 
     name = "snap-n"
+    generic = CellDenseSnAp
 
-    def __init__(self, model: RNN, batch: int, seed: int = 0, n: int = 2) -> None:
+    def __init__(
+        self, model: RNN, batch: int, seed: int = 0, n: int = 2, fast: bool = True
+    ) -> None:
         self.n = _check_n(n)
         self.name = f"snap-{self.n}"
         self.pattern = snap_pattern(_w_nonzero(model), self.n)  # (H, H): P_n[k, r]
@@ -171,7 +179,13 @@ class SnApN(OnlineAlgorithm):
 
     name = "snap-n"
 
-    def __init__(self, model: RNN, batch: int, seed: int = 0, n: int = 2) -> None:
+    @staticmethod
+    def generic(model: RNN, batch: int, seed: int = 0, n: int = 2) -> CellSnAp:
+        return CellSnAp(model, batch, seed, n=_check_n(n))
+
+    def __init__(
+        self, model: RNN, batch: int, seed: int = 0, n: int = 2, fast: bool = True
+    ) -> None:
         self.n = _check_n(n)
         self.name = f"snap-{self.n}"
         super().__init__(model, batch, seed)

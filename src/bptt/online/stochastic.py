@@ -27,6 +27,7 @@ from ..model import RNN
 from ..params import Gradients
 from ._kernels import compiled
 from .base import OnlineAlgorithm, StateDict, _Chunk
+from .cellwise import CellKFRTRL, CellUORO
 
 
 def _norms(a: np.ndarray) -> np.ndarray:
@@ -38,7 +39,9 @@ def _norms(a: np.ndarray) -> np.ndarray:
 class _RankOne(OnlineAlgorithm):
     """M_t ≈ (random rank one), E[M̂_t] = M_t; ``eps`` keeps its scalings finite."""
 
-    def __init__(self, model: RNN, batch: int, seed: int = 0, eps: float = 1e-7) -> None:
+    def __init__(
+        self, model: RNN, batch: int, seed: int = 0, eps: float = 1e-7, fast: bool = True
+    ) -> None:
         super().__init__(model, batch, seed)
         if not float(eps) > 0.0:
             raise ValueError(f"{self.name} eps must be > 0, got {eps!r}")
@@ -85,6 +88,7 @@ class UORO(_RankOne):
     """
 
     name = "uoro"
+    generic = CellUORO
 
     def _reset_traces(self) -> None:
         dt = self.model.dtype
@@ -124,6 +128,7 @@ class KFRTRL(_RankOne):
     """
 
     name = "kf-rtrl"
+    generic = CellKFRTRL
 
     def _reset_traces(self) -> None:
         dt = self.model.dtype
