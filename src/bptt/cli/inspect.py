@@ -14,7 +14,6 @@ profiling is on) is drawn as a heat map. Writes ``inspect.json`` and PNG figures
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 from dataclasses import dataclass
@@ -29,24 +28,20 @@ from ..cells import CELLS
 from ..checkpoint import load_checkpoint
 from ..data.tasks import AddingTask
 from ..data.text import CharVocab
-from ..diagnostics.compute import GradientProfileRecorder
 from ..diagnostics.plots import require_matplotlib
+from ..diagnostics.recorder import GradientProfileRecorder
 from ..diagnostics.report import (
-    cell_report_dict,
-    cell_summary_lines,
-    inspect_cell_model,
     inspect_model,
     random_batch,
     report_dict,
     run_batch,
     summary_lines,
     task_batch,
-    write_cell_figures,
     write_figures,
 )
 from ..heads import HEADS
 from ..init import INITS, initialise
-from ..model import RNN, ElmanRNN, build_model
+from ..model import RNN, build_model
 from ..resources import check_memory, estimate_bytes
 from ..training import TrainConfig
 
@@ -209,19 +204,12 @@ def run_inspect(args: argparse.Namespace) -> int:
         batch = random_batch(model, seq_len, batch_size, rng, args.ids)
     profile_path = find_profile(path, None if args.profile is None else Path(args.profile))
     profile = None if profile_path is None else GradientProfileRecorder.load(profile_path)
-    report: dict[str, Any]
-    if isinstance(model, ElmanRNN):
-        # lags beyond T - 1 do not exist: a larger --max-lag is the same report, and must not
-        # allocate a block per lag it asks for
-        T = np.asarray(batch.x).shape[0]
-        max_lag = None if args.max_lag is None else min(args.max_lag, T - 1)
-        ins = inspect_model(model, batch, task, source, max_lag=max_lag, profile=profile)
-        report, lines = report_dict(ins), summary_lines(ins)
-        draw = functools.partial(write_figures, ins)
-    else:  # another cell: through its Jacobian products
-        cell = inspect_cell_model(model, batch, task, source, args.max_lag, profile)
-        report, lines = cell_report_dict(cell), cell_summary_lines(cell)
-        draw = functools.partial(write_cell_figures, cell)
+    # any cell, depth and direction; a bar on stderr (a terminal only) once it takes > 2 s
+    ins = inspect_model(
+        model, batch, task, source, args.max_lag, profile, progress=sys.stderr.isatty()
+    )
+    report: dict[str, Any] = report_dict(ins)
+    lines = summary_lines(ins)
     if report["profile"] is not None:
         report["profile"]["path"] = str(profile_path)
     json_path = atomic_write_text(
@@ -231,7 +219,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(line)
     written = [json_path]
     if not args.no_plots:
-        written += draw(out)
+        written += write_figures(ins, out)
     print("wrote: " + ", ".join(str(p) for p in written))
     return 0
 
@@ -241,10 +229,11 @@ def add_inspect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p = subparsers.add_parser(
         "inspect",
         help="gradient-flow diagnostics: per-lag BPTT contributions, Jacobians, truncation",
-        description="Take BPTT apart on a sample batch: the part of dL/dW, dL/dV, dL/db_h that "
-        "flows over each lag, dL/dh_t per step, Jacobian-product norms against lag with the "
-        "spectrum of W and the Pascanu et al. (2013) condition, and the bias of truncated "
-        "BPTT for every truncation length. Without DIR_OR_CHECKPOINT, a freshly initialised "
+        description="Take BPTT apart on a sample batch, for any cell, depth and direction: the "
+        "part of each layer's parameter gradients that flows over each lag, and for the top "
+        "layer dL/dh_t per step, state-Jacobian-product norms against lag (for the Elman cell "
+        "with the spectrum of W and the Pascanu et al. (2013) condition), and the bias of "
+        "truncated BPTT for every truncation length. Without DIR_OR_CHECKPOINT, a freshly initialised "
         "model is built from the model options; with it, the batch is a validation batch of "
         "the run's own task unless --task is given. Writes inspect.json and PNG figures "
         "(needs matplotlib: pip install 'bptt[plot]') into --out.",
