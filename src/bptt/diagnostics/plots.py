@@ -340,7 +340,7 @@ def plot_profile_heatmap(
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.85")
     mesh = ax.pcolormesh(x_edges, edges, np.ma.masked_invalid(data), norm=norm, cmap=cmap)
     what = {
-        "total": "all of the layer's parameters",
+        "total": "all parameters",
         "W": "dL/dW (recurrent)",
         "V": "dL/dV (input)",
         "b_h": "the biases",

@@ -150,12 +150,16 @@ class LayerSteps:
     def product_step(self, step: int, product: np.ndarray) -> np.ndarray:
         """P ∂s_step/∂s_{step−1} for each sequence, P (B, S, S) → (B, S, S).
 
-        Generic: row r of P_b is a cotangent, so the new product is one
-        :meth:`~bptt.cells.Cell.vjp_state` over B·S rows at the step's operating point
-        repeated S times; no step Jacobian is formed apart from the product itself.
+        A cell with its own closed-form :meth:`~bptt.cells.Cell.state_jacobian` (an
+        override) gives J and the product is one batched matrix product. Otherwise row r of
+        P_b is a cotangent, so the new product is one :meth:`~bptt.cells.Cell.vjp_state` over
+        B·S rows at the step's operating point repeated S times: the same work as the
+        protocol's default ``state_jacobian`` (a jvp over as many rows) without the product.
         """
-        B, S = self.B, self.S
         at = self.rows(step, 1)
+        if type(self.cell).state_jacobian is not Cell.state_jacobian:
+            return product @ self.cell.state_jacobian(self.p, at)
+        B, S = self.B, self.S
         tiled = StepArgs(
             x=np.repeat(at.x, S, axis=0),
             s_prev=np.repeat(at.s_prev, S, axis=0),
