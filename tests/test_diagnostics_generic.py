@@ -285,7 +285,7 @@ def test_inspect_deep_and_bidirectional_gated_models(tmp_path, capsys, cell, ext
 
 
 def test_inspect_progress_bar_only_on_a_terminal(rng, capsys):
-    model, x, y, _, mask = problem(rng, "gru", 1, False)
+    model, *_ = problem(rng, "gru", 1, False)
     batch = random_batch(model, 6, 2, rng, ids=False)
     inspect_model(model, batch, "random", "test", progress=False)
     assert capsys.readouterr().err == ""

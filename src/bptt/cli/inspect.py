@@ -233,10 +233,10 @@ def add_inspect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
         "part of each layer's parameter gradients that flows over each lag, and for the top "
         "layer dL/dh_t per step, state-Jacobian-product norms against lag (for the Elman cell "
         "with the spectrum of W and the Pascanu et al. (2013) condition), and the bias of "
-        "truncated BPTT for every truncation length. Without DIR_OR_CHECKPOINT, a freshly initialised "
-        "model is built from the model options; with it, the batch is a validation batch of "
-        "the run's own task unless --task is given. Writes inspect.json and PNG figures "
-        "(needs matplotlib: pip install 'bptt[plot]') into --out.",
+        "truncated BPTT for every truncation length. Without DIR_OR_CHECKPOINT, a freshly "
+        "initialised model is built from the model options; with it, the batch is a "
+        "validation batch of the run's own task unless --task is given. Writes inspect.json "
+        "and PNG figures (needs matplotlib: pip install 'bptt[plot]') into --out.",
     )
     p.add_argument(
         "path",

@@ -68,7 +68,8 @@ def require_matplotlib() -> Any:
     return matplotlib
 
 
-def _new_axes(ncols: int = 1, width: float = 5.6, height: float = 3.6) -> tuple[Figure, Any]:
+def new_axes(ncols: int = 1, width: float = 5.6, height: float = 3.6) -> tuple[Figure, Any]:
+    """A new figure (no pyplot) with ``ncols`` axes side by side, to draw several models on."""
     require_matplotlib()
     from matplotlib.figure import Figure
 
@@ -79,7 +80,7 @@ def _new_axes(ncols: int = 1, width: float = 5.6, height: float = 3.6) -> tuple[
 
 def _axes_or_new(ax: Axes | None, width: float = 5.6, height: float = 3.6) -> tuple[Figure, Any]:
     if ax is None:
-        return _new_axes(width=width, height=height)
+        return new_axes(width=width, height=height)
     return cast("Figure", ax.figure), ax
 
 
@@ -284,7 +285,7 @@ def plot_truncation_bias(
     if unknown:
         raise ValueError(f"names must be among {sorted(tb.cosine)}, got {unknown}")
     if axes is None:
-        fig, pair = _new_axes(ncols=2, width=4.6)
+        fig, pair = new_axes(ncols=2, width=4.6)
         axes = list(pair)
     else:
         fig = cast("Figure", axes[0].figure)
