@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..cells import ElmanCell
 from ..model import RNN
 from ..validation import check_max_lag
 from .trace import LayerSteps, Trace, check_layer, check_model, one_blas_thread, trace
@@ -345,8 +346,8 @@ def layer_state_gradients(tr: Trace, k: int) -> HiddenStateGradients:
     ds[0] = carry
     H = tr.model.hidden_size
     delta = None
-    if steps.cell.name == "elman":
-        fprime = steps.cell.activation.grad_from_output(steps.at.s)  # type: ignore[attr-defined]
+    if isinstance(steps.cell, ElmanCell):
+        fprime = steps.cell.activation.grad_from_output(steps.at.s)  # (T·B, H): f'(E_t)
         delta = ds[1:] * fprime.reshape(T, B, H)  # (T, B, H): dL/dE_t
     return HiddenStateGradients(ds=ds, dh=ds[..., :H], delta=delta)
 
