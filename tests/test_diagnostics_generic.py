@@ -289,3 +289,22 @@ def test_inspect_progress_bar_only_on_a_terminal(rng, capsys):
     batch = random_batch(model, 6, 2, rng, ids=False)
     inspect_model(model, batch, "random", "test", progress=False)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_float32_models_and_a_recurrent_mask(cell, rng):
+    """The model's dtype flows through; with a fixed sparsity of W (Elman) the lags sum to the
+    masked gradient loss_and_grads returns, masked entries exactly zero at every lag."""
+    model = bptt.RNN(I, H, O, cell=cell, output="identity", num_layers=2, dtype=np.float32)
+    if cell == "elman":
+        model.set_recurrent_mask(rng.random((H, H)) < 0.6)
+    x = rng.standard_normal((6, 2, I)).astype(np.float32)
+    y = rng.standard_normal((6, 2, O)).astype(np.float32)
+    _, grads = model.loss_and_grads(x, y)
+    for contrib in layer_lag_contributions(model, x, y).values():
+        for name, parts in contrib.parts.items():
+            assert parts.dtype == np.float32
+            assert max_relative_error(parts.sum(0), grads[name]) < 1e-5, name
+            if model.w_mask is not None and contrib.roles[name] == "recurrent":
+                assert np.all(parts[:, ~model.w_mask] == 0)
+                assert np.any(parts[:, model.w_mask] != 0)
