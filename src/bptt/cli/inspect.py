@@ -41,7 +41,7 @@ from ..diagnostics.report import (
 )
 from ..heads import HEADS
 from ..init import INITS, initialise
-from ..model import RNN, build_model
+from ..model import RNN, build_model, param_shapes_for
 from ..resources import check_memory, estimate_bytes
 from ..training import TrainConfig
 
@@ -134,14 +134,29 @@ def find_profile(path: Path | None, explicit: Path | None) -> Path | None:
 
 
 def _check_memory(
-    n_in: int, hidden: int, n_out: int, seq_len: int, batch: int, max_lag: int | None
+    shapes: dict[str, tuple[int, ...]], seq_len: int, batch: int, max_lag: int | None
 ) -> None:
-    """Refuse sizes whose diagnostics would not fit in memory (:mod:`bptt.resources`)."""
-    lags = seq_len + 1 if max_lag is None else min(max_lag, seq_len - 1) + 2
-    need = estimate_bytes(n_in, hidden, n_out, seq_len, batch, lags=lags)
+    """Refuse sizes whose diagnostics would not fit in memory (:mod:`bptt.resources`).
+
+    ``shapes``: the model's parameter shapes (:func:`bptt.model.param_shapes_for` before the
+    model is built). Besides the sweep's working set, the per-lag parts of every layer's
+    parameters are kept (lags × the layers' parameters) and the Jacobian report holds a few
+    (B, S, S) products.
+    """
+    n_out = shapes["U"][0]
+    layer_shapes = {n: s for n, s in shapes.items() if n not in ("U", "b_y")}
+    n_layers = sum(1 for n in layer_shapes if n == "W" or n.startswith("W_l"))
+    hidden = next(s for n, s in layer_shapes.items() if n == "W" or n.startswith("W_l"))[1]
+    n_in = next(iter(layer_shapes.values()))[1]  # the first layer's V: (·, I)
+    state = 2 * hidden  # the widest state: the LSTM's [h ‖ c]
+    lags = seq_len if max_lag is None else min(max_lag, seq_len - 1) + 2
+    per_lag = sum(int(np.prod(s)) for s in layer_shapes.values())
+    need = estimate_bytes(n_in, hidden, n_out, seq_len, batch, layers=n_layers)
+    need += 8 * (lags * per_lag + 4 * batch * state * state + 3 * seq_len * batch * state)
     check_memory(
         need,
-        f"inspecting I={n_in}, H={hidden}, O={n_out} on T={seq_len}, B={batch}",
+        f"inspecting I={n_in}, H={hidden}, O={n_out}, {n_layers} layer-direction(s) "
+        f"({per_lag:,} parameters, kept for each of {lags} lags) on T={seq_len}, B={batch}",
         "use a smaller --hidden, --seq-len, --batch or --max-lag",
     )
 
@@ -174,7 +189,16 @@ def run_inspect(args: argparse.Namespace) -> int:
         adding = args.task == "adding"
         n_in = 2 if adding else (8 if args.input_size is None else args.input_size)
         n_out = 1 if adding else (4 if args.output_size is None else args.output_size)
-        _check_memory(n_in, args.hidden, n_out, seq_len, batch_size, args.max_lag)
+        structure = dict(
+            input_size=n_in,
+            hidden_size=args.hidden,
+            output_size=n_out,
+            cell=args.cell,
+            num_layers=args.layers,
+            bidirectional=args.bidirectional,
+            hidden_activation=args.activation,
+        )
+        _check_memory(param_shapes_for(**structure), seq_len, batch_size, args.max_lag)
         model = fresh_model(args)
         source = f"fresh initialisation (seed {args.seed}, W {args.recurrent_init}" + (
             f", spectral radius {args.spectral_radius})" if args.spectral_radius else ")"
@@ -185,8 +209,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         model, config, vocab = run.model, run.config, run.vocab
         source = f"checkpoint {path}"
         T = seq_len if args.seq_len is not None or config is None else config.seq_len
-        sizes = (model.input_size, model.hidden_size, model.output_size)
-        _check_memory(*sizes, T, batch_size, args.max_lag)
+        _check_memory(model.param_shapes(), T, batch_size, args.max_lag)
     rng = np.random.default_rng(args.seed + 1)
     task = "random" if args.task is None else args.task
     if args.task is None and config is not None:
