@@ -311,10 +311,10 @@ def test_float32_models_and_a_recurrent_mask(cell, rng):
 
 
 def test_inspect_refuses_what_would_not_fit_in_memory(tmp_path, capsys):
-    """Every layer's lags are kept: a deep bidirectional LSTM at T = 2000 is refused up front,
+    """Every layer's lags are kept: a deep bidirectional LSTM at T = 4000 (petabytes) is refused up front,
     naming the sizes and the options that shrink it."""
-    argv = ["inspect", "--cell", "lstm", "--layers", "3", "--bidirectional", "--hidden", "512"]
-    assert main([*argv, "--seq-len", "2000", "--no-plots", "--out", str(tmp_path / "o")]) == 2
+    argv = ["inspect", "--cell", "lstm", "--layers", "3", "--bidirectional", "--hidden", "2048"]
+    assert main([*argv, "--seq-len", "4000", "--no-plots", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "6 layer-direction(s)" in err and "--max-lag" in err
     assert not (tmp_path / "o").exists()
