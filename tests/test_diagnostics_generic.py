@@ -311,8 +311,8 @@ def test_float32_models_and_a_recurrent_mask(cell, rng):
 
 
 def test_inspect_refuses_what_would_not_fit_in_memory(tmp_path, capsys):
-    """Every layer's lags are kept: a deep bidirectional LSTM at T = 4000 (petabytes) is refused up front,
-    naming the sizes and the options that shrink it."""
+    """Every layer's lags are kept: a deep bidirectional LSTM at T = 4000 (petabytes) is
+    refused up front, naming the sizes and the options that shrink it."""
     argv = ["inspect", "--cell", "lstm", "--layers", "3", "--bidirectional", "--hidden", "2048"]
     assert main([*argv, "--seq-len", "4000", "--no-plots", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
