@@ -318,3 +318,20 @@ def test_inspect_refuses_what_would_not_fit_in_memory(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "6 layer-direction(s)" in err and "--max-lag" in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_products_without_a_closed_form_jacobian_go_through_vjp_state(cell, rng):
+    """A cell that keeps the protocol's default state_jacobian: the product grows by one
+    vjp_state over its B·S rows, equal to the product with the cell's closed form."""
+    import dataclasses
+
+    model, x, _, h0, _ = problem(rng, cell, 1, False, T=4)
+    steps = trace(model, x, None, h0).layers[0]
+    closed_type = type(steps.cell)
+    plain_type = type("Plain", (closed_type,), {"state_jacobian": Cell.state_jacobian})
+    plain = dataclasses.replace(steps, cell=plain_type(I, H))
+    P = rng.standard_normal((steps.B, steps.S, steps.S))
+    for step in range(1, steps.T + 1):
+        expected = P @ steps.cell.state_jacobian(steps.p, steps.rows(step, 1))
+        np.testing.assert_allclose(plain.product_step(step, P), expected, rtol=1e-12, atol=1e-14)
