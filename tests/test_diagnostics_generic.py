@@ -10,6 +10,7 @@ same model built as ``bptt.RNN(cell="elman")`` and as ``bptt.ElmanRNN``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator
@@ -324,8 +325,6 @@ def test_inspect_refuses_what_would_not_fit_in_memory(tmp_path, capsys):
 def test_products_without_a_closed_form_jacobian_go_through_vjp_state(cell, rng):
     """A cell that keeps the protocol's default state_jacobian: the product grows by one
     vjp_state over its B·S rows, equal to the product with the cell's closed form."""
-    import dataclasses
-
     model, x, _, h0, _ = problem(rng, cell, 1, False, T=4)
     steps = trace(model, x, None, h0).layers[0]
     closed_type = type(steps.cell)
