@@ -334,3 +334,17 @@ def test_products_without_a_closed_form_jacobian_go_through_vjp_state(cell, rng)
     for step in range(1, steps.T + 1):
         expected = P @ steps.cell.state_jacobian(steps.p, steps.rows(step, 1))
         np.testing.assert_allclose(plain.product_step(step, P), expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_figures_of_a_reverse_layer_keep_their_titles_inside(cell, rng):
+    pytest.importorskip("matplotlib")
+    from bptt.diagnostics import plots as dp
+    from test_figures import _inside
+
+    model, x, y, h0, mask = problem(rng, cell, 2, True)
+    layer = "l1_reverse"
+    _inside(dp.plot_lag_contributions(lag_contributions(model, x, y, h0, mask, 3, layer)))
+    _inside(dp.plot_jacobian_products(jacobian_report(model, x, h0, layer=layer)))
+    _inside(dp.plot_truncation_bias(truncation_bias(model, x, y, h0, mask, layer)))
+    _inside(dp.plot_layer_lag_profile(layer_lag_contributions(model, x, y, h0, mask)))

@@ -182,11 +182,11 @@ def plot_lag_contributions(
                 label=f"{prefix}{name}, lags ≥ {n} summed",
             )
     _maybe_log_y(ax, *(norms[name] for name in wanted))
-    where = "" if contrib.layer == "l0" and "W" in contrib.parts else f", layer {contrib.layer}"
+    where = "" if contrib.layer == "l0" and "W" in contrib.parts else f"\nlayer {contrib.layer}"
     ax.set_xlabel("lag d = t − k (steps between loss and weight use)")
     ax.set_ylabel("‖lag-d part of gradient‖_F (loss / weight unit)")
     ax.set_title(
-        f"BPTT contributions by lag (T = {contrib.seq_len}, loss {contrib.loss:.3g}{where})"
+        f"BPTT contributions by lag (T = {contrib.seq_len}, loss {contrib.loss:.3g}){where}"
     )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
@@ -251,17 +251,17 @@ def plot_jacobian_products(
     ax.axhline(1.0, color="0.5", linewidth=0.8)
     ax.set_ylim(low, high)
     ax.set_xlabel(f"lag d (steps back from t = {jac.origin})")
-    where = "" if jac.layer == "l0" else f", layer {jac.layer}"
+    where = "" if jac.layer == "l0" else f"\nlayer {jac.layer}"
     if jac.has_spectrum:
         ax.set_ylabel("‖∂h_t / ∂h_(t−d)‖₂ (gain, dimensionless)")
         ax.set_title(
             f"Jacobian products ({jac.activation}: σ_max(W) = {jac.sigma_max:.3g}, "
-            f"ρ(W) = {jac.spectral_radius:.3g}{where})"
+            f"ρ(W) = {jac.spectral_radius:.3g}){where}"
         )
     else:
         state = "s = [h ‖ c]" if jac.cell == "lstm" else "s = h"
         ax.set_ylabel(f"‖∂s_t / ∂s_(t−d)‖₂, {state} (gain)")
-        ax.set_title(f"State-Jacobian products ({jac.cell}{where})")
+        ax.set_title(f"State-Jacobian products ({jac.cell}){where}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     return fig
