@@ -63,10 +63,10 @@ def main() -> None:
     models = {"tanh": make_model("tanh"), "irnn": make_model("irnn")}
     names = {"tanh": "tanh RNN", "irnn": "IRNN (relu, W = I)"}
 
-    fig_lag, ax_lag = dp._new_axes()
-    fig_hid, ax_hid = dp._new_axes()
-    fig_jac, ax_jac = dp._new_axes()
-    fig_tb, axes_tb = dp._new_axes(ncols=2, width=4.6)
+    fig_lag, ax_lag = dp.new_axes()
+    fig_hid, ax_hid = dp.new_axes()
+    fig_jac, ax_jac = dp.new_axes()
+    fig_tb, axes_tb = dp.new_axes(ncols=2, width=4.6)
     for kind, model in models.items():
         args = (model, probe.x, probe.y)
         contrib = lag_contributions(*args, mask=probe.mask)
@@ -104,7 +104,7 @@ def main() -> None:
     dp.save_figure(fig_jac, OUT / "diag_jacobian_products.png", dpi=90)
     dp.save_figure(fig_tb, OUT / "diag_truncation_bias.png", dpi=90)
 
-    fig_prof, axes_prof = dp._new_axes(ncols=2, width=5.0, height=3.8)
+    fig_prof, axes_prof = dp.new_axes(ncols=2, width=5.0, height=3.8)
     for i, (kind, model) in enumerate(models.items()):
         rec = train(model, probe, seed=7)
         dp.plot_profile_heatmap(rec, name="W", ax=axes_prof[i])

@@ -9,7 +9,7 @@ with exactly that configuration (tens of minutes per run on one core). "At initi
 the same model with the run's seed-0 weights before training.
 
 On one validation batch of the adding problem (T = 100, B = 32, the loss at step T only),
-in float64, through each cell's own Jacobian products (:mod:`bptt.diagnostics.cells`):
+in float64, through each cell's own Jacobian products (:mod:`bptt.diagnostics`):
 
 - top: ‖C[d]‖ / ‖dL/dθ_rec‖, the part of the recurrent layer's gradient that reaches back over
   lag d, relative to the whole recurrent gradient;
@@ -30,8 +30,8 @@ import numpy as np
 import bptt
 from bptt.checkpoint import load_checkpoint
 from bptt.data.tasks import AddingTask
+from bptt.diagnostics import jacobian_report, lag_contributions
 from bptt.diagnostics import plots as dp
-from bptt.diagnostics.cells import lag_contributions, state_jacobian_norms
 
 OUT = Path(__file__).parent / "figures"
 T, B, H = 100, 32, 64
@@ -91,7 +91,7 @@ def main() -> None:
         print(f"{name}: validation MSE < 0.01 first at step {steps} (evaluated every 100)")
         for col, (when, model) in enumerate(models.items()):
             contrib = lag_contributions(model, probe.x, probe.y, mask=probe.mask)
-            jac = state_jacobian_norms(model, probe.x)
+            jac = jacobian_report(model, probe.x)
             dp.plot_cell_lag_profile(contrib, ax=axes[0, col], label=name, relative=True)
             dp.plot_state_jacobians(jac, ax=axes[1, col], label=name)
             rel = contrib.norms()["total"]

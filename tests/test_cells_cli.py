@@ -121,8 +121,10 @@ def test_task_training_with_layers_and_directions(tmp_path, capsys, cell) -> Non
     ]) == 0  # fmt: skip
     assert "val_mse" in capsys.readouterr().out
     assert main(["eval", str(run)]) == 0
-    assert main(["inspect", str(run), "--out", str(tmp_path / "i"), "--no-plots"]) == 2
-    assert "one layer in one direction" in capsys.readouterr().err
+    assert main(["inspect", str(run), "--out", str(tmp_path / "i"), "--no-plots"]) == 0
+    report = json.loads((tmp_path / "i" / "inspect.json").read_text())
+    assert set(report["layers"]) == {"l0", "l0_reverse", "l1", "l1_reverse"}
+    assert report["layer"] == "l1" and "W_l1" in report["lag_contributions"]["sum_over_lags"]
 
 
 def test_inspect_fresh_gated_model_writes_figures(tmp_path, capsys) -> None:

@@ -327,3 +327,18 @@ class GRUCell(Cell):
             axis=1,
         )[:, None, :]  # (B, 1, P)
         return ParamJacobian(rows=unit_rows(self.param_shapes(), H), values=values)
+
+    def state_jacobian(self, p: CellParams, at: StepArgs) -> np.ndarray:
+        """∂h_t/∂h_{t-1} (B, H, H) in closed form, the gates computed once per stream:
+
+        J = diag(z) + diag(a_r) W_r + diag(a_z) W_z + diag(a_n) W_n
+        a_z = (h_{t-1} − n) z(1−z)    a_n = (1−z)(1−n²) r    a_r = a_n m (1−r)
+        """
+        H = self.hidden_size
+        gates = self._gates(p, at.x, at.s_prev)
+        r, z, m, n = (gates[:, k * H : (k + 1) * H] for k in range(4))
+        a_n = (1.0 - z) * (1.0 - n * n) * r
+        a = np.stack([a_n * m * (1.0 - r), (at.s_prev - n) * z * (1.0 - z), a_n], axis=1)
+        jac = np.einsum("bkh,khj->bhj", a, p["W"].reshape(3, H, H))  # (B, H, H)
+        jac[:, np.arange(H), np.arange(H)] += z
+        return jac

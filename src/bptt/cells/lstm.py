@@ -357,3 +357,29 @@ class LSTMCell(Cell):
         )  # (B, 2, P)
         units = unit_rows(self.param_shapes(), H)  # (1, P)
         return ParamJacobian(rows=np.concatenate([units, units + H]), values=values)
+
+    def state_jacobian(self, p: CellParams, at: StepArgs) -> np.ndarray:
+        """∂s_t/∂s_{t-1} (B, 2H, 2H) over s = [h ‖ c] in closed form, the gates computed once:
+
+        ∂c/∂h_{t-1} = Σ_{k=i,f,g} diag(F_k) W_k    F = [g i(1−i), c_{t-1} f(1−f), i(1−g²)]
+        ∂c/∂c_{t-1} = diag(f)
+        ∂h/∂· = diag(tanh(c_t) o(1−o)) [W_o ‖ 0] + diag(o(1 − tanh² c_t)) ∂c/∂·
+        """
+        H = self.hidden_size
+        i, f, g, o = (
+            self._gates(p, at.x, at.s_prev[:, :H])[:, k * H : (k + 1) * H] for k in range(4)
+        )
+        k = np.tanh(at.s[:, H:])  # (B, H): tanh(c_t)
+        carry = o * (1.0 - k * k)  # (B, H): ∂h_t/∂c_t
+        W4 = p["W"].reshape(4, H, H)
+        F = np.stack(
+            [g * i * (1.0 - i), at.s_prev[:, H:] * f * (1.0 - f), i * (1.0 - g * g)], axis=1
+        )
+        dc_dh = np.einsum("bkh,khj->bhj", F, W4[:3])  # (B, H, H)
+        jac = np.zeros((at.s.shape[0], 2 * H, 2 * H), dtype=dc_dh.dtype)
+        diag = np.arange(H)
+        jac[:, H:, :H] = dc_dh
+        jac[:, H + diag, H + diag] = f
+        jac[:, :H, :H] = (k * o * (1.0 - o))[:, :, None] * W4[3] + carry[:, :, None] * dc_dh
+        jac[:, diag, H + diag] = carry * f
+        return jac

@@ -14,7 +14,6 @@ profiling is on) is drawn as a heat map. Writes ``inspect.json`` and PNG figures
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 from dataclasses import dataclass
@@ -29,24 +28,20 @@ from ..cells import CELLS
 from ..checkpoint import load_checkpoint
 from ..data.tasks import AddingTask
 from ..data.text import CharVocab
-from ..diagnostics.compute import GradientProfileRecorder
 from ..diagnostics.plots import require_matplotlib
+from ..diagnostics.recorder import GradientProfileRecorder
 from ..diagnostics.report import (
-    cell_report_dict,
-    cell_summary_lines,
-    inspect_cell_model,
     inspect_model,
     random_batch,
     report_dict,
     run_batch,
     summary_lines,
     task_batch,
-    write_cell_figures,
     write_figures,
 )
 from ..heads import HEADS
 from ..init import INITS, initialise
-from ..model import RNN, ElmanRNN, build_model
+from ..model import RNN, build_model, param_shapes_for
 from ..resources import check_memory, estimate_bytes
 from ..training import TrainConfig
 
@@ -139,14 +134,29 @@ def find_profile(path: Path | None, explicit: Path | None) -> Path | None:
 
 
 def _check_memory(
-    n_in: int, hidden: int, n_out: int, seq_len: int, batch: int, max_lag: int | None
+    shapes: dict[str, tuple[int, ...]], seq_len: int, batch: int, max_lag: int | None
 ) -> None:
-    """Refuse sizes whose diagnostics would not fit in memory (:mod:`bptt.resources`)."""
-    lags = seq_len + 1 if max_lag is None else min(max_lag, seq_len - 1) + 2
-    need = estimate_bytes(n_in, hidden, n_out, seq_len, batch, lags=lags)
+    """Refuse sizes whose diagnostics would not fit in memory (:mod:`bptt.resources`).
+
+    ``shapes``: the model's parameter shapes (:func:`bptt.model.param_shapes_for` before the
+    model is built). Besides the sweep's working set, the per-lag parts of every layer's
+    parameters are kept (lags × the layers' parameters) and the Jacobian report holds a few
+    (B, S, S) products.
+    """
+    n_out = shapes["U"][0]
+    layer_shapes = {n: s for n, s in shapes.items() if n not in ("U", "b_y")}
+    n_layers = sum(1 for n in layer_shapes if n == "W" or n.startswith("W_l"))
+    hidden = next(s for n, s in layer_shapes.items() if n == "W" or n.startswith("W_l"))[1]
+    n_in = next(iter(layer_shapes.values()))[1]  # the first layer's V: (·, I)
+    state = 2 * hidden  # the widest state: the LSTM's [h ‖ c]
+    lags = seq_len if max_lag is None else min(max_lag, seq_len - 1) + 2
+    per_lag = sum(int(np.prod(s)) for s in layer_shapes.values())
+    need = estimate_bytes(n_in, hidden, n_out, seq_len, batch, layers=n_layers)
+    need += 8 * (lags * per_lag + 4 * batch * state * state + 3 * seq_len * batch * state)
     check_memory(
         need,
-        f"inspecting I={n_in}, H={hidden}, O={n_out} on T={seq_len}, B={batch}",
+        f"inspecting I={n_in}, H={hidden}, O={n_out}, {n_layers} layer-direction(s) "
+        f"({per_lag:,} parameters, kept for each of {lags} lags) on T={seq_len}, B={batch}",
         "use a smaller --hidden, --seq-len, --batch or --max-lag",
     )
 
@@ -179,7 +189,16 @@ def run_inspect(args: argparse.Namespace) -> int:
         adding = args.task == "adding"
         n_in = 2 if adding else (8 if args.input_size is None else args.input_size)
         n_out = 1 if adding else (4 if args.output_size is None else args.output_size)
-        _check_memory(n_in, args.hidden, n_out, seq_len, batch_size, args.max_lag)
+        structure = dict(
+            input_size=n_in,
+            hidden_size=args.hidden,
+            output_size=n_out,
+            cell=args.cell,
+            num_layers=args.layers,
+            bidirectional=args.bidirectional,
+            hidden_activation=args.activation,
+        )
+        _check_memory(param_shapes_for(**structure), seq_len, batch_size, args.max_lag)
         model = fresh_model(args)
         source = f"fresh initialisation (seed {args.seed}, W {args.recurrent_init}" + (
             f", spectral radius {args.spectral_radius})" if args.spectral_radius else ")"
@@ -190,8 +209,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         model, config, vocab = run.model, run.config, run.vocab
         source = f"checkpoint {path}"
         T = seq_len if args.seq_len is not None or config is None else config.seq_len
-        sizes = (model.input_size, model.hidden_size, model.output_size)
-        _check_memory(*sizes, T, batch_size, args.max_lag)
+        _check_memory(model.param_shapes(), T, batch_size, args.max_lag)
     rng = np.random.default_rng(args.seed + 1)
     task = "random" if args.task is None else args.task
     if args.task is None and config is not None:
@@ -209,19 +227,12 @@ def run_inspect(args: argparse.Namespace) -> int:
         batch = random_batch(model, seq_len, batch_size, rng, args.ids)
     profile_path = find_profile(path, None if args.profile is None else Path(args.profile))
     profile = None if profile_path is None else GradientProfileRecorder.load(profile_path)
-    report: dict[str, Any]
-    if isinstance(model, ElmanRNN):
-        # lags beyond T - 1 do not exist: a larger --max-lag is the same report, and must not
-        # allocate a block per lag it asks for
-        T = np.asarray(batch.x).shape[0]
-        max_lag = None if args.max_lag is None else min(args.max_lag, T - 1)
-        ins = inspect_model(model, batch, task, source, max_lag=max_lag, profile=profile)
-        report, lines = report_dict(ins), summary_lines(ins)
-        draw = functools.partial(write_figures, ins)
-    else:  # another cell: through its Jacobian products
-        cell = inspect_cell_model(model, batch, task, source, args.max_lag, profile)
-        report, lines = cell_report_dict(cell), cell_summary_lines(cell)
-        draw = functools.partial(write_cell_figures, cell)
+    # any cell, depth and direction; a bar on stderr (a terminal only) once it takes > 2 s
+    ins = inspect_model(
+        model, batch, task, source, args.max_lag, profile, progress=sys.stderr.isatty()
+    )
+    report: dict[str, Any] = report_dict(ins)
+    lines = summary_lines(ins)
     if report["profile"] is not None:
         report["profile"]["path"] = str(profile_path)
     json_path = atomic_write_text(
@@ -231,7 +242,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(line)
     written = [json_path]
     if not args.no_plots:
-        written += draw(out)
+        written += write_figures(ins, out)
     print("wrote: " + ", ".join(str(p) for p in written))
     return 0
 
@@ -241,13 +252,14 @@ def add_inspect_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p = subparsers.add_parser(
         "inspect",
         help="gradient-flow diagnostics: per-lag BPTT contributions, Jacobians, truncation",
-        description="Take BPTT apart on a sample batch: the part of dL/dW, dL/dV, dL/db_h that "
-        "flows over each lag, dL/dh_t per step, Jacobian-product norms against lag with the "
-        "spectrum of W and the Pascanu et al. (2013) condition, and the bias of truncated "
-        "BPTT for every truncation length. Without DIR_OR_CHECKPOINT, a freshly initialised "
-        "model is built from the model options; with it, the batch is a validation batch of "
-        "the run's own task unless --task is given. Writes inspect.json and PNG figures "
-        "(needs matplotlib: pip install 'bptt[plot]') into --out.",
+        description="Take BPTT apart on a sample batch, for any cell, depth and direction: the "
+        "part of each layer's parameter gradients that flows over each lag, and for the top "
+        "layer dL/dh_t per step, state-Jacobian-product norms against lag (for the Elman cell "
+        "with the spectrum of W and the Pascanu et al. (2013) condition), and the bias of "
+        "truncated BPTT for every truncation length. Without DIR_OR_CHECKPOINT, a freshly "
+        "initialised model is built from the model options; with it, the batch is a "
+        "validation batch of the run's own task unless --task is given. Writes inspect.json "
+        "and PNG figures (needs matplotlib: pip install 'bptt[plot]') into --out.",
     )
     p.add_argument(
         "path",

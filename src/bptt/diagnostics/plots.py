@@ -17,14 +17,9 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-from .cells import CellLagContributions, StateJacobianReport
-from .compute import (
-    GradientProfileRecorder,
-    HiddenStateGradients,
-    JacobianReport,
-    LagContributions,
-    TruncationBias,
-)
+from .jacobians import JacobianReport
+from .lags import HiddenStateGradients, LagContributions, TruncationBias
+from .recorder import GradientProfileRecorder
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -32,12 +27,32 @@ if TYPE_CHECKING:
 
 INSTALL_HINT = "pip install 'bptt[plot]'"
 
-PARAM_STYLE = {
-    "W": dict(color="C0", marker="o", label="dL/dW (recurrent)"),
-    "V": dict(color="C1", marker="s", label="dL/dV (input)"),
-    "b_h": dict(color="C2", marker="^", label="dL/db_h (hidden bias)"),
-    "total": dict(color="k", marker="", label="all three"),
+ROLE_STYLE = {
+    "recurrent": dict(color="C0", marker="o"),
+    "input": dict(color="C1", marker="s"),
+    "bias": dict(color="C2", marker="^"),
+    "total": dict(color="k", marker=""),
 }
+"""Colour and marker of a parameter by its role; a second parameter of the same role (the
+GRU's b_hn beside b) takes the next colour and marker."""
+
+_MORE_STYLES = [dict(color="C3", marker="v"), dict(color="C4", marker="D"), dict(color="C5")]
+
+
+def _param_styles(contrib: LagContributions, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """name → {color, marker, label} for the lines of :func:`plot_lag_contributions`."""
+    out: dict[str, dict[str, Any]] = {}
+    used: set[str] = set()
+    extra = iter(_MORE_STYLES)
+    for name in names:
+        if name == "total":
+            out[name] = {**ROLE_STYLE["total"], "label": "all of the layer's parameters"}
+            continue
+        role = contrib.roles[name]
+        style = dict(ROLE_STYLE[role]) if role not in used else dict(next(extra, {}))
+        used.add(role)
+        out[name] = {"marker": "o", **style, "label": f"dL/d{name} ({role})"}
+    return out
 
 
 def require_matplotlib() -> Any:
@@ -53,7 +68,8 @@ def require_matplotlib() -> Any:
     return matplotlib
 
 
-def _new_axes(ncols: int = 1, width: float = 5.6, height: float = 3.6) -> tuple[Figure, Any]:
+def new_axes(ncols: int = 1, width: float = 5.6, height: float = 3.6) -> tuple[Figure, Any]:
+    """A new figure (no pyplot) with ``ncols`` axes side by side, to draw several models on."""
     require_matplotlib()
     from matplotlib.figure import Figure
 
@@ -64,7 +80,7 @@ def _new_axes(ncols: int = 1, width: float = 5.6, height: float = 3.6) -> tuple[
 
 def _axes_or_new(ax: Axes | None, width: float = 5.6, height: float = 3.6) -> tuple[Figure, Any]:
     if ax is None:
-        return _new_axes(width=width, height=height)
+        return new_axes(width=width, height=height)
     return cast("Figure", ax.figure), ax
 
 
@@ -118,26 +134,38 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 100) -> Pa
 def plot_lag_contributions(
     contrib: LagContributions,
     ax: Axes | None = None,
-    names: Sequence[str] = ("W", "V", "b_h"),
+    names: Sequence[str] | None = None,
     label: str | None = None,
 ) -> Figure:
-    """Frobenius norm of the lag-d part of dL/dW, dL/dV, dL/db_h against the lag d = t − k.
+    """Frobenius norm of the lag-d part of each of the layer's parameter gradients (for one
+    Elman layer dL/dW, dL/dV, dL/db_h) against the lag d = t − k.
 
-    With a remainder entry (``max_lag`` set), it is drawn as a separate hollow marker.
-    ``label`` prefixes the legend entries (to overlay models on one ``ax``).
+    ``names`` picks the parameters (the model's or the cell's local names, or ``"total"``;
+    default: all of the layer's). With a remainder entry (``max_lag`` set), it is drawn as a
+    separate hollow marker. ``label`` prefixes the legend entries (to overlay models on one
+    ``ax``).
     """
     fig, ax = _axes_or_new(ax)
     norms = contrib.norms()
+    wanted = list(contrib.parts) if names is None else list(names)
+    unknown = [n for n in wanted if n != "total" and n not in contrib.parts | contrib.local]
+    if unknown:
+        raise ValueError(
+            f"names must be among {sorted(contrib.parts)}, the local names "
+            f"{sorted(contrib.local)} or 'total', got {unknown}"
+        )
+    wanted = [contrib.local.get(n, n) for n in wanted]
+    styles = _param_styles(contrib, wanted)
     n = contrib.n_exact
     lags = np.arange(n)
     prefix = f"{label}: " if label else ""
-    for name in names:
-        style = dict(PARAM_STYLE[name])
+    for name in wanted:
+        style = styles[name]
         kwargs: dict[str, Any] = {"color": style["color"]} if not label else {}
         ax.plot(
             lags,
             _positive(norms[name][:n]),
-            marker=style["marker"],
+            marker=style.get("marker", "o"),
             markersize=3,
             label=prefix + style["label"],
             **kwargs,
@@ -146,17 +174,20 @@ def plot_lag_contributions(
             ax.plot(
                 [n],
                 _positive(norms[name][n:]),
-                marker=style["marker"],
+                marker=style.get("marker", "o") or "o",
                 markersize=7,
                 linestyle="none",
                 markerfacecolor="none",
                 color=ax.lines[-1].get_color(),
                 label=f"{prefix}{name}, lags ≥ {n} summed",
             )
-    _maybe_log_y(ax, *(norms[name] for name in names))
+    _maybe_log_y(ax, *(norms[name] for name in wanted))
+    where = "" if contrib.layer == "l0" and "W" in contrib.parts else f"\nlayer {contrib.layer}"
     ax.set_xlabel("lag d = t − k (steps between loss and weight use)")
     ax.set_ylabel("‖lag-d part of gradient‖_F (loss / weight unit)")
-    ax.set_title(f"BPTT contributions by lag (T = {contrib.seq_len}, loss {contrib.loss:.3g})")
+    ax.set_title(
+        f"BPTT contributions by lag (T = {contrib.seq_len}, loss {contrib.loss:.3g}){where}"
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     return fig
@@ -184,7 +215,8 @@ def plot_hidden_gradients(
 def plot_jacobian_products(
     jac: JacobianReport, ax: Axes | None = None, label: str | None = None
 ) -> Figure:
-    """‖Π J‖₂ against the lag (batch mean and max), with the bound (γ·σ_max)^d and the level 1."""
+    """‖Π J‖₂ against the lag (batch mean and max) and the level 1; for the Elman cell also
+    the bound (γ·σ_max)^d."""
     fig, ax = _axes_or_new(ax)
     lags = jac.lags
     prefix = f"{label}: " if label else ""
@@ -204,25 +236,32 @@ def plot_jacobian_products(
     if len(ax.lines) > 2:  # overlaying another model: keep its range too
         old_low, old_high = ax.get_ylim()
         low, high = min(low, old_low), max(high, old_high)
-    with np.errstate(over="ignore", under="ignore"):
-        bound = jac.step_bound ** lags.astype(np.float64)
-    outside = np.nonzero((bound > high) | (bound < low))[0]
-    note = f", off the axes from d = {int(lags[outside[0]])}" if outside.size else ""
-    ax.plot(
-        lags,
-        _positive(bound),
-        linestyle=":",
-        color=line.get_color(),
-        label=f"{prefix}bound (γ·σ_max)^d = {jac.step_bound:.3g}^d{note}",
-    )
+    if jac.has_spectrum:
+        with np.errstate(over="ignore", under="ignore"):
+            bound = jac.step_bound ** lags.astype(np.float64)
+        outside = np.nonzero((bound > high) | (bound < low))[0]
+        note = f", off the axes from d = {int(lags[outside[0]])}" if outside.size else ""
+        ax.plot(
+            lags,
+            _positive(bound),
+            linestyle=":",
+            color=line.get_color(),
+            label=f"{prefix}bound (γ·σ_max)^d = {jac.step_bound:.3g}^d{note}",
+        )
     ax.axhline(1.0, color="0.5", linewidth=0.8)
     ax.set_ylim(low, high)
     ax.set_xlabel(f"lag d (steps back from t = {jac.origin})")
-    ax.set_ylabel("‖∂h_t / ∂h_(t−d)‖₂ (gain, dimensionless)")
-    ax.set_title(
-        f"Jacobian products ({jac.activation}: σ_max(W) = {jac.sigma_max:.3g}, "
-        f"ρ(W) = {jac.spectral_radius:.3g})"
-    )
+    where = "" if jac.layer == "l0" else f"\nlayer {jac.layer}"
+    if jac.has_spectrum:
+        ax.set_ylabel("‖∂h_t / ∂h_(t−d)‖₂ (gain, dimensionless)")
+        ax.set_title(
+            f"Jacobian products ({jac.activation}: σ_max(W) = {jac.sigma_max:.3g}, "
+            f"ρ(W) = {jac.spectral_radius:.3g}){where}"
+        )
+    else:
+        state = "s = [h ‖ c]" if jac.cell == "lstm" else "s = h"
+        ax.set_ylabel(f"‖∂s_t / ∂s_(t−d)‖₂, {state} (gain)")
+        ax.set_title(f"State-Jacobian products ({jac.cell}){where}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     return fig
@@ -232,17 +271,27 @@ def plot_truncation_bias(
     tb: TruncationBias,
     axes: Sequence[Axes] | None = None,
     label: str | None = None,
-    names: Sequence[str] = ("all", "W"),
+    names: Sequence[str] | None = None,
 ) -> Figure:
-    """Cosine similarity (left) and relative error (right, log) of g(k2) against the full g."""
+    """Cosine similarity (left) and relative error (right, log) of g(k2) against the full g.
+
+    ``names``: ``"all"`` (all of the layer's parameters stacked) and parameter names; default
+    ``"all"`` and the recurrent matrix (``W``, ``W_l1``, …).
+    """
+    params = [n for n in tb.cosine if n != "all"]
+    if names is None:
+        names = ["all", *[n for n in params if n.split("_l")[0] == "W"][:1]]
+    unknown = [n for n in names if n not in tb.cosine]
+    if unknown:
+        raise ValueError(f"names must be among {sorted(tb.cosine)}, got {unknown}")
     if axes is None:
-        fig, pair = _new_axes(ncols=2, width=4.6)
+        fig, pair = new_axes(ncols=2, width=4.6)
         axes = list(pair)
     else:
         fig = cast("Figure", axes[0].figure)
     ax_cos, ax_err = axes[0], axes[1]
     prefix = f"{label}: " if label else ""
-    names_text = {"all": "W, V, b_h", "W": "W", "V": "V", "b_h": "b_h"}
+    names_text = {"all": ", ".join(params), **{n: n for n in params}}
     for i, name in enumerate(names):
         style = "-" if i == 0 else "--"
         (line,) = ax_cos.plot(
@@ -291,7 +340,12 @@ def plot_profile_heatmap(
     norm = LogNorm(vmin=finite.min(), vmax=finite.max()) if finite.size else None
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="0.85")
     mesh = ax.pcolormesh(x_edges, edges, np.ma.masked_invalid(data), norm=norm, cmap=cmap)
-    what = {"total": "W, V, b_h", "W": "dL/dW", "V": "dL/dV", "b_h": "dL/db_h"}[name]
+    what = {
+        "total": "all parameters",
+        "W": "dL/dW (recurrent)",
+        "V": "dL/dV (input)",
+        "b_h": "the biases",
+    }[name]
     fig.colorbar(mesh, ax=ax, label=f"‖lag-d part of {what}‖_F (log scale)")
     labels = max(profile.labels, key=len) if profile.labels else []
     if labels and labels[-1].startswith("≥"):
@@ -307,7 +361,8 @@ def plot_profile_heatmap(
 
 
 def plot_layer_lag_profile(layers: dict[str, LagContributions], ax: Axes | None = None) -> Figure:
-    """‖lag-d part of dL/d(V, W, b_h)‖ of each layer-direction against the lag, on one axes.
+    """‖lag-d part of the gradient‖ of each layer-direction (all its parameters) against the
+    lag, on one axes.
 
     Each layer's lags are steps of its own recurrence; the origin of a lag is the gradient
     arriving on that layer's state from above (the head, or the layer above).
@@ -331,18 +386,18 @@ def plot_layer_lag_profile(layers: dict[str, LagContributions], ax: Axes | None 
         totals.append(total)
     _maybe_log_y(ax, *totals)
     ax.set_xlabel("lag d within the layer's own recurrence")
-    ax.set_ylabel("‖lag-d part of dL/d(V, W, b_h)‖_F")
+    ax.set_ylabel("‖lag-d part of the layer's gradient‖_F")
     ax.set_title("Gradient flow by layer and by lag", fontsize="medium")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small", title="layer")
     return fig
 
 
-# -- any cell (bptt.diagnostics.cells) ---------------------------------------------------------
+# -- several cells on one axes ----------------------------------------------------------------
 
 
 def plot_cell_lag_profile(
-    contrib: CellLagContributions,
+    contrib: LagContributions,
     ax: Axes | None = None,
     label: str | None = None,
     relative: bool = False,
@@ -382,7 +437,7 @@ def plot_cell_lag_profile(
 
 
 def plot_state_jacobians(
-    report: StateJacobianReport, ax: Axes | None = None, label: str | None = None
+    report: JacobianReport, ax: Axes | None = None, label: str | None = None
 ) -> Figure:
     """‖∂s_t/∂s_{t−d}‖₂ (batch mean) against the lag d, for any cell (LSTM: s = [h ‖ c])."""
     fig, ax = _axes_or_new(ax)

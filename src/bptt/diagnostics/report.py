@@ -1,15 +1,15 @@
 """``bptt inspect``'s report: a sample batch, every diagnostic on it, ``inspect.json``, the
 terminal summary and the figures.
 
-For the Elman cell (:func:`inspect_model`): the per-lag contributions (every layer-direction of a
-deep or bidirectional model), dL/dh_t, the Jacobian products and the truncation bias of
-:mod:`bptt.diagnostics.compute`; for any other cell (:func:`cell_report`): the per-lag
-contributions and state-Jacobian norms of :mod:`bptt.diagnostics.cells`.
+Any model (:func:`inspect_model`): the per-lag contributions of every layer-direction, and for
+the top layer's forward direction dL/dh_t, the state-Jacobian products (with the spectrum of W
+and the Pascanu et al. condition for the Elman cell) and the truncation bias.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,24 +18,21 @@ import numpy as np
 
 from ..data.tasks import Batch, SequenceTask
 from ..data.text import CharVocab, stream_batches
-from ..model import RNN, ElmanRNN
+from ..model import RNN
 from ..training import CharStreamSource, TrainConfig, make_task
 from . import plots as dp
-from .cells import CellLagContributions, StateJacobianReport, state_jacobian_norms
-from .cells import lag_contributions as cell_lags
-from .compute import (
-    GradientProfileRecorder,
+from .jacobians import JacobianReport, layer_jacobian_report
+from .lags import (
     HiddenStateGradients,
-    JacobianReport,
     LagContributions,
     TruncationBias,
-    hidden_state_gradients,
-    jacobian_report,
-    lag_contributions,
-    layer_lag_contributions,
-    layer_name,
-    truncation_bias,
+    layer_lag_parts,
+    layer_state_gradients,
+    layer_truncation_bias,
+    truncation_from_lags,
 )
+from .recorder import GradientProfileRecorder
+from .trace import one_blas_thread, trace
 
 FIGURES = {
     "lags": "lag_contributions.png",
@@ -117,9 +114,15 @@ def run_batch(
 
 @dataclass(frozen=True)
 class Inspection:
-    """Everything ``bptt inspect`` computes for one model and batch."""
+    """Everything ``bptt inspect`` computes for one model and batch.
 
-    model: ElmanRNN
+    Attributes:
+        contrib, hidden, jacobian, truncation: the diagnostics of layer-direction ``layer``
+            (the top layer's forward direction).
+        layers: the per-lag contributions of every layer-direction (``contrib`` among them).
+    """
+
+    model: RNN
     batch: Batch
     task: str  # the batch's task: a training task's name, or "random"
     source: str
@@ -132,37 +135,74 @@ class Inspection:
     layers: dict[str, LagContributions] | None = None  # every layer's lag profile (deep)
 
 
+def progress_bar(total: int, enabled: bool) -> Any:
+    """A tqdm bar on stderr for ``total`` lags of work, shown only when ``enabled`` (a
+    terminal) and only once the work has taken more than two seconds."""
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total,
+        desc="bptt inspect",
+        unit="lag",
+        disable=not enabled,
+        delay=2.0,
+        leave=False,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+
+
 def inspect_model(
-    model: ElmanRNN,
+    model: RNN,
     batch: Batch,
     task: str,
     source: str,
     max_lag: int | None = None,
     profile: GradientProfileRecorder | None = None,
+    progress: bool = False,
 ) -> Inspection:
-    """Run every diagnostic of :mod:`bptt.diagnostics` on one batch.
+    """Run every diagnostic of :mod:`bptt.diagnostics` on one batch, for any model.
 
-    For a deep or bidirectional model, the per-lag contributions of every layer-direction
-    (``layers``) and the other diagnostics for the top layer's forward direction.
+    One trace of the batch (:func:`~.trace.trace`: one forward and one backward) serves all:
+    the per-lag contributions of every layer-direction (``layers``), and for the top layer's
+    forward direction dL/dh_t, the Jacobian products and the truncation bias (taken from the
+    stored lags when all of them are kept). ``progress`` shows a bar on stderr when the work
+    takes more than two seconds.
     """
+    tr = trace(model, batch.x, batch.y, mask=batch.mask)
+    T = tr.T
     top = (model.num_layers - 1) * model.num_directions  # the top layer, forward direction
-    layers = None
-    if not model.simple:
-        layers = layer_lag_contributions(model, batch.x, batch.y, mask=batch.mask, max_lag=max_lag)
+    # lags beyond T − 1 do not exist: a larger max_lag is the same report, and must not
+    # allocate a block per lag it asks for
+    m = None if max_lag is None or max_lag >= T - 1 else max_lag
+    n_lags = T if m is None else m + 1
+    reuse = m is None  # the truncation bias from the stored lags of the top layer
+    total = len(tr.layers) * n_lags + T + (0 if reuse else T)
+    with progress_bar(total, progress) as bar, one_blas_thread():
+        layers = {s.name: layer_lag_parts(tr, s.index, m, bar.update) for s in tr.layers}
+        name = tr.layers[top].name
+        contrib = layers[name]
+        hidden = layer_state_gradients(tr, top)
+        if reuse:
+            assert tr.grads is not None
+            full = {n: tr.grads[n] for n in contrib.parts}
+            per_lag = ({n: a[d] for n, a in contrib.parts.items()} for d in range(T))
+            truncation = truncation_from_lags(per_lag, full, T, name)
+        else:
+            truncation = layer_truncation_bias(tr, top, bar.update)
+        jacobian = layer_jacobian_report(tr.layers[top], None, None, bar.update)
     return Inspection(
         model=model,
         batch=batch,
         task=task,
         source=source,
-        contrib=lag_contributions(
-            model, batch.x, batch.y, mask=batch.mask, max_lag=max_lag, layer=top
-        ),
-        hidden=hidden_state_gradients(model, batch.x, batch.y, mask=batch.mask, layer=top),
-        jacobian=jacobian_report(model, batch.x, layer=top),
-        truncation=truncation_bias(model, batch.x, batch.y, mask=batch.mask, layer=top),
+        contrib=contrib,
+        hidden=hidden,
+        jacobian=jacobian,
+        truncation=truncation,
         profile=profile,
-        layer=layer_name(model, top),
-        layers=layers,
+        layer=name,
+        layers=None if model.simple else layers,
     )
 
 
@@ -170,29 +210,39 @@ def _floats(a: np.ndarray) -> list[float | None]:
     return [float(v) if np.isfinite(v) else None for v in np.asarray(a, dtype=np.float64)]
 
 
+def _maybe_float(v: float | None) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
 def report_dict(ins: Inspection) -> dict[str, Any]:
     """The JSON document ``inspect.json`` (strict JSON: NaN and inf as null)."""
     T, B = ins.batch.x.shape[:2]
-    jac, tb = ins.jacobian, ins.truncation
+    jac, tb, model = ins.jacobian, ins.truncation, ins.model
+    spectral = jac.has_spectrum
     return {
         "model": {
-            "repr": repr(ins.model),
-            "input_size": ins.model.input_size,
-            "hidden_size": ins.model.hidden_size,
-            "output_size": ins.model.output_size,
-            "hidden_activation": ins.model.hidden_activation,
-            "output": ins.model.output,
+            "repr": repr(model),
+            "cell": model.cell,
+            "input_size": model.input_size,
+            "hidden_size": model.hidden_size,
+            "output_size": model.output_size,
+            "num_layers": model.num_layers,
+            "bidirectional": model.bidirectional,
+            "hidden_activation": model.hidden_activation,
+            "output": model.output,
             "source": ins.source,
         },
         "batch": {"task": ins.task, "seq_len": T, "batch": B, "loss": ins.contrib.loss},
         "lag_contributions": {
+            "layer": ins.contrib.layer,
             "labels": ins.contrib.labels,
             "max_lag": ins.contrib.max_lag,
             "norms": {k: _floats(v) for k, v in ins.contrib.norms().items()},
+            "role_norms": {k: _floats(v) for k, v in ins.contrib.role_norms().items()},
             # Σ_d C[d] over every lag (remainder included) = dL/dθ: a check a reader can redo
             "sum_over_lags": {
-                k: np.asarray(getattr(ins.contrib, k), dtype=np.float64).sum(axis=0).tolist()
-                for k in ("W", "V", "b_h")
+                k: np.asarray(v, dtype=np.float64).sum(axis=0).tolist()
+                for k, v in ins.contrib.parts.items()
             },
         },
         "hidden_state_gradients": {
@@ -201,20 +251,24 @@ def report_dict(ins: Inspection) -> dict[str, Any]:
             "norm_max": _floats(ins.hidden.norms("max")),
         },
         "jacobian": {
+            "cell": jac.cell,
+            "layer": jac.layer,
             "origin": jac.origin,
             "lags": jac.lags.tolist(),
             "norm_mean": _floats(jac.norm_mean),
             "norm_max": _floats(jac.norm_max),
+            "log10_norm_mean": _floats(jac.log10_mean),
             "log10_norm_mean_of_logs": _floats(jac.log10_norms.mean(axis=1)),
             "rate_per_step": _floats(np.array([jac.rate()]))[0],
-            "singular_values": _floats(jac.singular_values),
-            "spectral_radius": jac.spectral_radius,
-            "gamma": jac.gamma,
-            "step_bound": jac.step_bound,
-            "pascanu_vanishing_condition_holds": jac.vanishing_guaranteed,
+            "singular_values": _floats(jac.singular_values) if spectral else None,  # type: ignore[arg-type]
+            "spectral_radius": _maybe_float(jac.spectral_radius),
+            "gamma": _maybe_float(jac.gamma),
+            "step_bound": _maybe_float(jac.step_bound),
+            "pascanu_vanishing_condition_holds": jac.vanishing_guaranteed if spectral else None,
             "statement": jac.statement(),
         },
         "truncation_bias": {
+            "layer": tb.layer,
             "k2": tb.k2.tolist(),
             "cosine": {k: _floats(v) for k, v in tb.cosine.items()},
             "rel_error": {k: _floats(v) for k, v in tb.rel_error.items()},
@@ -247,11 +301,13 @@ def summary_lines(ins: Inspection) -> list[str]:
     cos = ins.truncation.cosine["all"]
     err = ins.truncation.rel_error["all"]
     reach = np.nonzero(np.nan_to_num(cos, nan=-1.0) >= 0.99)[0]
+    params = ", ".join(ins.contrib.parts)
+    state = "h" if jac.has_spectrum else "s"
     lines = [
         f"model: {ins.model!r}",
         f"source: {ins.source}",
         f"batch: task={ins.task} T={T} B={B} loss={ins.contrib.loss:.4g}",
-        "per-lag ‖part of dL/d(W,V,b_h)‖_F: "
+        f"per-lag ‖part of dL/d({params})‖_F: "
         + ", ".join(
             f"lag {ins.contrib.labels[i]}: {norms[i]:.3g}" for i in sorted({0, min(1, far), far})
         )
@@ -263,11 +319,11 @@ def summary_lines(ins: Inspection) -> list[str]:
         f"  lags ≥ {far} carry {share:.1%} of the squared norm summed over lags",
         f"‖dL/dh_t‖ (batch mean): t={T}: {hidden[T]:.3g}, t={T // 2}: {hidden[T // 2]:.3g}, "
         f"t=0: {hidden[0]:.3g}",
-        f"‖Π J‖₂ from t={jac.origin} (batch mean): lag 1: {_pick(jac_mean, 1)}, "
-        f"lag 10: {_pick(jac_mean, 10)}, lag {jac.lags[-1]}: {_pick(jac_mean, len(jac_mean) - 1)}; "
-        f"fitted factor per step {jac.rate():.3g}",
-        "Pascanu et al. 2013: " + jac.statement(),
-        "truncation (g(k2): lags < k2 kept; g: the full gradient of W, V, b_h): k2 = 1: "
+        f"‖∂{state}_t/∂{state}_(t−d)‖₂ from t={jac.origin} (batch mean): lag 1: "
+        f"{_pick(jac_mean, 1)}, lag 10: {_pick(jac_mean, 10)}, lag {jac.lags[-1]}: "
+        f"10^{jac.log10_mean[-1]:.2f}; fitted factor per step {jac.rate():.3g}",
+        ("Pascanu et al. 2013: " if jac.has_spectrum else "state Jacobians: ") + jac.statement(),
+        f"truncation (g(k2): lags < k2 kept; g: the full gradient of {params}): k2 = 1: "
         f"cos∠(g(k2), g) {cos[0]:.3g}, relative error ‖g(k2) − g‖/‖g‖ {err[0]:.3g}; "
         + (
             f"cos ≥ 0.99 from k2 = {int(ins.truncation.k2[reach[0]])} "
@@ -285,7 +341,7 @@ def summary_lines(ins: Inspection) -> list[str]:
             picks = sorted({0, min(1, c.n_exact - 1), min(10, c.n_exact - 1)})
             lines.insert(
                 4 + offset,
-                f"  {name:<12} ‖dL/d(V,W,b_h)‖ {np.sqrt(np.sum(total**2)):.3g}; "
+                f"  {name:<12} ‖dL/dθ_layer‖ {np.sqrt(np.sum(total**2)):.3g}; "
                 + ", ".join(f"lag {c.labels[i]}: {total[i]:.3g}" for i in picks),
             )
     if ins.profile is not None:
@@ -306,103 +362,3 @@ def write_figures(ins: Inspection, out: Path) -> list[Path]:
     if ins.layers is not None:
         figures["layers"] = dp.plot_layer_lag_profile(ins.layers)
     return [dp.save_figure(fig, out / FIGURES[key]) for key, fig in figures.items()]
-
-
-# -- any other cell: the lag profile and the state-Jacobian products -----------------------
-
-
-@dataclass(frozen=True)
-class CellInspection:
-    """What ``bptt inspect`` computes for a one-layer model of any cell (GRU, LSTM, …),
-    through the cell's Jacobian products (:mod:`bptt.diagnostics.cells`): per-lag
-    contributions to the recurrent layer's gradient and ‖∂s_t/∂s_{t−d}‖₂ (the LSTM's state
-    s = [h ‖ c])."""
-
-    model: RNN
-    batch: Batch
-    task: str
-    source: str
-    contrib: CellLagContributions
-    jacobian: StateJacobianReport
-    profile: GradientProfileRecorder | None
-
-
-def inspect_cell_model(
-    model: RNN,
-    batch: Batch,
-    task: str,
-    source: str,
-    max_lag: int | None = None,
-    profile: GradientProfileRecorder | None = None,
-) -> CellInspection:
-    """Run the cell diagnostics of :mod:`bptt.diagnostics.cells` on one batch."""
-    return CellInspection(
-        model=model,
-        batch=batch,
-        task=task,
-        source=source,
-        contrib=cell_lags(model, batch.x, batch.y, mask=batch.mask, max_lag=max_lag),
-        jacobian=state_jacobian_norms(model, batch.x),
-        profile=profile,
-    )
-
-
-def cell_report_dict(ins: CellInspection) -> dict[str, Any]:
-    """The JSON document ``inspect.json`` for any cell (strict JSON: NaN and inf as null)."""
-    model, contrib, jac = ins.model, ins.contrib, ins.jacobian
-    T, B = ins.batch.x.shape[:2]
-    return {
-        "model": {
-            "repr": repr(model),
-            "cell": model.cell,
-            "input_size": model.input_size,
-            "hidden_size": model.hidden_size,
-            "output_size": model.output_size,
-            "output": model.output,
-            "source": ins.source,
-        },
-        "batch": {"task": ins.task, "seq_len": T, "batch": B, "loss": contrib.loss},
-        "lag_contributions": {
-            "labels": contrib.labels,
-            "max_lag": contrib.max_lag,
-            "norms": {k: _floats(v) for k, v in contrib.norms().items()},
-            "sum_over_lags": {k: v.sum(axis=0).tolist() for k, v in contrib.parts.items()},
-        },
-        "state_jacobian": {
-            "origin": jac.origin,
-            "lags": jac.lags.tolist(),
-            "log10_norm_mean": _floats(jac.log10_mean),
-            "log10_norm_mean_of_logs": _floats(jac.log10_norms.mean(axis=1)),
-        },
-        "profile": None if ins.profile is None else ins.profile.to_dict(),
-    }
-
-
-def cell_summary_lines(ins: CellInspection) -> list[str]:
-    """A short terminal summary for any cell."""
-    contrib, jac = ins.contrib, ins.jacobian
-    T, B = ins.batch.x.shape[:2]
-    total = contrib.norms()["total"]
-    far = min(10, contrib.n_exact - 1)
-    mean = jac.log10_mean
-    return [
-        f"model: {ins.model!r}",
-        f"source: {ins.source}",
-        f"batch: task={ins.task} T={T} B={B} loss={contrib.loss:.4g}",
-        f"per-lag ‖part of dL/dθ_rec‖_F: lag 0: {total[0]:.3g}, lag {far}: {total[far]:.3g}, "
-        f"lag {contrib.labels[-1]}: {total[-1]:.3g}",
-        f"‖∂s_t/∂s_(t−d)‖₂ from t={jac.origin} (batch mean): lag 1: 10^{mean[min(1, T)]:.2f}, "
-        f"lag {jac.lags[-1]}: 10^{mean[-1]:.2f}",
-    ]
-
-
-def write_cell_figures(ins: CellInspection, out: Path) -> list[Path]:
-    """The PNG figures for any cell, written atomically into ``out``."""
-    written = [
-        dp.save_figure(dp.plot_cell_lag_profile(ins.contrib), out / FIGURES["lags"]),
-        dp.save_figure(dp.plot_state_jacobians(ins.jacobian), out / FIGURES["jacobian"]),
-    ]
-    if ins.profile is not None and len(ins.profile):
-        fig = dp.plot_profile_heatmap(ins.profile)
-        written.append(dp.save_figure(fig, out / FIGURES["profile"]))
-    return written
