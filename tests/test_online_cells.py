@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from bptt import online
+from bptt.cells import CELLS as CELL_REGISTRY
 from bptt.cells import Cell, StepArgs, get_cell
 from bptt.model import RNN, ElmanRNN
 from bptt.online.cellwise import (
@@ -116,7 +117,7 @@ def test_param_jacobian_override_equals_the_generic_jvp_form(name: str, ids: boo
     )
 
 
-@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize("name", sorted(CELL_REGISTRY))
 def test_input_jacobian_against_finite_differences(name: str) -> None:
     rng = np.random.default_rng(2)
     I, H, B = 3, 4, 2
@@ -153,6 +154,26 @@ def test_rtrl_sum_equals_bptt_on_every_cell_and_depth(seed: int) -> None:
     assert list(got) == list(ref)
     assert _rel_err(got, ref) < 1e-9
     _h0_close(got_h0, ref.h0, 1e-9)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rtrl_sum_equals_bptt_on_every_registered_cell(seed: int) -> None:
+    """Every cell in the registry (the GRU with the reset gate before the product too), 1–2
+    layers: Σ_t grads_t = BPTT, through the generic cell protocol alone."""
+    names = sorted(set(CELL_REGISTRY) - set(CELLS))
+    for cell in names:
+        model, x, y, mask, h0, B = _random_case(seed, cell=cell, layers=1 + seed % 2)
+        loss, ref = model.loss_and_grads(x, y, h0, mask)
+        got_loss, got, got_h0 = _sum_steps(online.make("rtrl", model, batch=B), x, y, mask, h0)
+        assert got_loss == pytest.approx(loss, rel=1e-12, abs=1e-14)
+        assert _rel_err(got, ref) < 1e-9, cell
+        _h0_close(got_h0, ref.h0, 1e-9)
+
+
+def test_kf_rtrl_refuses_the_reset_before_gru_whose_immediate_jacobian_is_no_kronecker() -> None:
+    model = RNN(3, 4, 2, cell="gru_reset_before", seed=0)
+    with pytest.raises(ValueError, match=r"kf-rtrl.*do not read one ĥ_t"):
+        online.make("kf-rtrl", model)
 
 
 @pytest.mark.parametrize(("cell", "layers"), [("gru", 1), ("lstm", 2), ("elman", 3)])

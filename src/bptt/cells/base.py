@@ -100,11 +100,16 @@ class Cell(ABC):
         name: the registry name.
         state_factor: S / H, the state width in units of H (LSTM: 2, for (h, c)).
         takes_activation: whether ``activation`` is a free choice.
+        kronecker_immediate: whether the immediate Jacobian is one Kronecker product,
+            Ī_t = ĥ_t ⊗ D_t with ĥ_t = [x_t; h_{t-1}; 1], i.e. every row of [V | W | b] reads
+            that same ĥ_t (Elman, LSTM; not a GRU, whose reset gate scales one block's
+            input or output), which KF-RTRL needs.
     """
 
     name: ClassVar[str]
     state_factor: ClassVar[int] = 1
     takes_activation: ClassVar[bool] = False
+    kronecker_immediate: ClassVar[bool] = False
 
     def __init__(self, input_size: int, hidden_size: int, activation: str = "tanh") -> None:
         self.input_size = input_size

@@ -197,6 +197,7 @@ class ElmanCell(Cell):
     """h_t = f_h(V x_t + W h_{t-1} + b_h), PyTorch's ``nn.RNN`` with one bias (b_ih + b_hh)."""
 
     name = "elman"
+    kronecker_immediate = True  # every row of [V | W | b] reads ĥ_t = [x_t; h_{t-1}; 1]
     takes_activation = True
 
     def __init__(self, input_size: int, hidden_size: int, activation: str = "tanh") -> None:

@@ -203,6 +203,19 @@ class GRUResetBeforeCell(Cell):
         gates = self._gates(p, at.x, at.s_prev)
         return _step_backward(gates, at.s_prev, u, p["W"])[1]
 
+    def jvp_input(self, p: CellParams, at: StepArgs, dx: np.ndarray) -> np.ndarray:
+        """dh_t = ∂h_t/∂x_t · dx: dx moves every pre-activation by V dx, h_{t-1} held fixed."""
+        H = self.hidden_size
+        gates = self._gates(p, at.x, at.s_prev)
+        dG = dx @ p["V"].T  # (B, 3H): [a_r, a_z, a_n] tangents
+        return self._tangent(p, gates, at.s_prev, dG[:, : 2 * H], dG[:, 2 * H :], 0.0)
+
+    def vjp_input(self, p: CellParams, at: StepArgs, u: np.ndarray) -> np.ndarray:
+        """uᵀ ∂h_t/∂x_t = (dL/d[a_r, a_z, a_n]) V: the pre-activations' gradient through V."""
+        gates = self._gates(p, at.x, at.s_prev)
+        dG, _ = _step_backward(gates, at.s_prev, u, p["W"])  # (B, 3H)
+        return dG @ p["V"]
+
     def jvp_params(self, p: CellParams, at: StepArgs, dp: CellParams) -> np.ndarray:
         H = self.hidden_size
         gates = self._gates(p, at.x, at.s_prev)

@@ -129,6 +129,7 @@ class LSTMCell(Cell):
     """PyTorch's ``nn.LSTM`` layer: gates i, f, g, o; the state is s = [h ‖ c]."""
 
     name = "lstm"
+    kronecker_immediate = True  # every row of [V | W | b] reads ĥ_t = [x_t; h_{t-1}; 1]
     state_factor = 2
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:

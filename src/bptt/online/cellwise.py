@@ -596,12 +596,13 @@ def kronecker_reason(model: RNN) -> str | None:
     shapes = list(cell.param_shapes().values())
     I, H = cell.input_size, cell.hidden_size
     G = shapes[0][0] if shapes else 0
-    if shapes != [(G, I), (G, H), (G,)]:
+    if not cell.kronecker_immediate or shapes != [(G, I), (G, H), (G,)]:
         return (
             f"KF-RTRL needs the immediate Jacobian to be one Kronecker product ĥ_t ⊗ D_t over "
             f"parameters [V | W | b]; the {cell.name} cell's parameters "
-            f"{dict(cell.param_shapes())} are not (the GRU's reset gate multiplies "
-            "W_hn h_(t-1) + b_hn, so its Ī is a sum of two Kronecker products)"
+            f"{dict(cell.param_shapes())} do not read one ĥ_t (a GRU's reset gate multiplies "
+            "W_hn h_(t-1) + b_hn, or h_(t-1) before W_n, so its Ī is a sum of two Kronecker "
+            "products)"
         )
     return None
 
