@@ -50,9 +50,9 @@ def fit(
 
     Args:
         model: any :class:`~bptt.RNN` (Elman, GRU, LSTM; deep; bidirectional where the
-            ``algorithm`` runs whole sequences), trained in place; its head sets the loss (identity: ½ squared error on
-            float Y; softmax: cross-entropy on integer class ids; sigmoid: binary
-            cross-entropy) and its sizes must fit X and Y.
+            ``algorithm`` runs whole sequences), trained in place; its head sets the loss
+            (identity: ½ squared error on float Y; softmax: cross-entropy on integer class
+            ids; sigmoid: binary cross-entropy) and its sizes must fit X and Y.
         X: (T, N, I) floats of the model's dtype (cast if another float dtype) or (T, N)
             integer ids; (N, T, …) with ``batch_first=True``.
         Y: (T, N, O) floats or (T, N) class ids (a (T, N) float Y is read as O = 1).
