@@ -56,6 +56,7 @@ import numpy as np
 
 from .atomic import atomic_path, atomic_write_text
 from .checkpoint import load_checkpoint
+from .data import registry as task_registry
 from .model import ElmanRNN
 from .rundir import RunDirBusyError
 from .training import TrainConfig, Trainer, config_fields, evaluate_task, evaluate_text, make_task
@@ -479,7 +480,7 @@ def reported_metrics(config: Any) -> list[str]:
     Found by running the trainer's own evaluation on a two-unit model, so it is what the
     trials will report, not a list kept by hand.
     """
-    if config.task == "charlm":
+    if task_registry.get(config.task).streams:
         model = ElmanRNN(4, 2, 4, "tanh", "softmax", seed=0)
         metrics = evaluate_text(model, np.arange(8) % 4, 1, 2)
     else:

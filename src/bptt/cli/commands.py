@@ -259,7 +259,7 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
 def _run_eval(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     config = TrainConfig.from_dict(ckpt.config)
-    if config.task == "charlm":
+    if task_registry.get(config.task).streams:
         if args.text is not None:
             ids = CharCorpus.from_file(args.text, ckpt.vocab).ids
             source = args.text

@@ -21,6 +21,7 @@ never imports the training package (the configuration imports it).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -105,7 +106,8 @@ class TaskSpec:
         data_option: the field naming the data file whose content a resume checks, or None.
         streams: carried character streams trained by truncated BPTT (charlm), not finite
             sequences: no ``--bidirectional``; evaluation in nats per character.
-        token_inputs: the inputs are token ids (``bptt predict --csv`` refuses such a run).
+        token_inputs: the inputs are token ids (``bptt predict --csv`` refuses such a run,
+            ``bptt export`` marks them); None: it depends on the data (your own arrays).
         fixed_length: T is set by the task, not ``--seq-len``.
         output_size_known: O without the checkpoint (1 for adding and sine), or None.
         mse_units: the unit of the task's MSE, for plot axes.
@@ -118,7 +120,7 @@ class TaskSpec:
     own: ClassVar[tuple[str, ...]] = ()
     data_option: ClassVar[str | None] = None
     streams: ClassVar[bool] = False
-    token_inputs: ClassVar[bool] = False
+    token_inputs: ClassVar[bool | None] = False
     fixed_length: ClassVar[bool] = False
     output_size_known: ClassVar[int | None] = None
     mse_units: ClassVar[str] = "squared target units"
@@ -415,6 +417,7 @@ class Csv(TaskSpec):
 class Lagged(TaskSpec):
     name = "lagged"
     summary = "binary targets that depend on the inputs lag1 and lag2 steps back (streams)"
+    token_inputs = True
     options: ClassVar[dict[str, Bound]] = {"lag1": POSITIVE, "lag2": POSITIVE}
 
     def build(self, config: Any) -> SequenceTask:
@@ -432,6 +435,7 @@ class Arrays(TaskSpec):
     }
     own = ("data", "batch_first", "output")
     data_option = "--data"
+    token_inputs = None
     fixed_length = True
     mse_units = "squared units of Y"
 
@@ -460,5 +464,28 @@ class Arrays(TaskSpec):
 for _spec in (CharLM(), Adding(), Copy(), Sine(), Order(), Csv(), Lagged(), Arrays()):
     register(_spec)
 
-TASK_NAMES: tuple[str, ...] = names()
-"""The one list of what ``bptt train --task`` accepts (the built-in registry's names)."""
+
+class _RegisteredNames(Sequence[str]):
+    """The registry's names, read each time (a task registered later is a ``--task`` choice
+    of every configuration and parser built after it)."""
+
+    def __getitem__(self, index: Any) -> Any:
+        return tuple(REGISTRY)[index]
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
+
+    def __contains__(self, name: object) -> bool:
+        return name in REGISTRY
+
+    def __eq__(self, other: object) -> bool:
+        return tuple(self) == (tuple(other) if isinstance(other, Sequence) else other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(tuple(REGISTRY))
+
+
+TASK_NAMES: Sequence[str] = _RegisteredNames()
+"""The one list of what ``bptt train --task`` accepts: the registry's names, live."""
