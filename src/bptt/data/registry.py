@@ -219,6 +219,17 @@ def register(spec: TaskSpec) -> TaskSpec:
     return spec
 
 
+def unregister(name: str) -> TaskSpec:
+    """Remove a task from the registry (and return it).
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    spec = get(name)
+    del REGISTRY[name]
+    return spec
+
+
 def get(name: str) -> TaskSpec:
     """The registered task ``name``.
 
