@@ -172,3 +172,26 @@ def test_a_registered_task_trains_from_python_and_the_command_line(
 def test_a_taken_name_is_refused() -> None:
     with pytest.raises(ValueError, match="already registered"):
         registry.register(registry.get("adding"))
+
+
+def test_export_marks_token_inputs_of_every_id_task(tmp_path, capsys) -> None:
+    """A copy run reads token ids: its ONNX graph takes (T, B) int64 ids (before the registry
+    only charlm runs did, so a copy run's graph wanted one-hot floats)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import reference
+
+    run = tmp_path / "copy"
+    args = ["train", "--task", "copy", "--delay", "3", "--copy-len", "2", "--n-symbols", "3"]
+    args += ["--hidden", "4", "--steps", "2", "--eval-every", "2", "--eval-size", "4"]
+    args += ["--dtype", "float64", "--out", str(run), "--no-progress", "--no-plot"]
+    assert main(args) == 0
+    path = tmp_path / "copy.onnx"
+    assert main(["export", str(run), "--format", "onnx", "--out", str(path)]) == 0
+    graph = onnx.load(str(path)).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    from bptt.checkpoint import load_checkpoint
+
+    model = load_checkpoint(run).model
+    x = np.random.default_rng(0).integers(0, 5, (7, 2))  # (T, B) ids
+    (y_onnx, *_) = reference.ReferenceEvaluator(str(path)).run(None, {"x": x})
+    np.testing.assert_allclose(y_onnx, model.predict(x)[0], rtol=1e-10, atol=1e-12)
