@@ -195,3 +195,20 @@ def test_export_marks_token_inputs_of_every_id_task(tmp_path, capsys) -> None:
     x = np.random.default_rng(0).integers(0, 5, (7, 2))  # (T, B) ids
     (y_onnx, *_) = reference.ReferenceEvaluator(str(path)).run(None, {"x": x})
     np.testing.assert_allclose(y_onnx, model.predict(x)[0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("option", ["delay", "horizon", "noise", "lag2", "data"])
+def test_pbt_may_not_perturb_a_task_option(option, tmp_path) -> None:
+    """Every option a task reads defines the data, so PBT may not change it mid-run (the
+    list of fixed fields comes from the registry; main fixed only n_symbols among them)."""
+    pytest.importorskip("tomllib")
+    from bptt.sweep import SpecError, load_spec
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        '[base]\ntask = "adding"\nseq_len = 20\nsteps = 200\n[space]\nlr = [1e-3, 3e-3]\n'
+        '[sweep]\nseeds = [0]\nmetric = "val_mse"\nparallel = 1\nscheduler = "pbt"\n'
+        f"[sweep.pbt]\ninterval = 20\nmutations = {{ {option} = [2] }}\n"
+    )
+    with pytest.raises(SpecError, match=f"cannot perturb '{option}'"):
+        load_spec(spec)

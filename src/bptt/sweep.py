@@ -73,11 +73,7 @@ _RESERVED = ("out", "seed")
 # so another trial's checkpoint would not fit or would mean something else.
 _PBT_FIXED = (
     "task",
-    "text",
-    "csv",
-    "columns",
-    "val_fraction",
-    "n_symbols",
+    *dict.fromkeys(o for t in task_registry.REGISTRY.values() for o in t.options),  # the data
     "hidden",
     "cell",
     "layers",
