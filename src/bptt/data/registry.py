@@ -8,8 +8,9 @@
     task.title(config), task.mse_units        # its plot labels and units
 
 Everything outside this module that depends on the task (``make_task`` and the sources, the
-configuration's checks, ``bptt predict``, ``bptt eval``, ``loss.png``, ``bptt inspect``, the
-trainer's memory hint) asks the task's entry here instead of branching on its name, as
+configuration's checks, ``bptt predict``, ``bptt eval``, ``bptt export``, ``loss.png``, the
+run's batch of ``bptt inspect``, the sweep's metric check and PBT's fixed fields, the trainer's
+memory hint) asks the task's entry here instead of branching on its name, as
 Gymnasium's environments are looked up by id. Adding a task is one class (its data, a
 :class:`~bptt.data.tasks.SequenceTask`, and its :class:`TaskSpec`) and one :func:`register`
 call (docs/data.md shows it).
