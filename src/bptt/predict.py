@@ -2,7 +2,8 @@
 
 CSV:  z̃_r = (z_r − μ_train) / σ_train  →  ŷ_r = model(z̃_0 … z̃_r)  →  ŷ_r σ_train + μ_train,
       the forecast of row r + h from rows 0 … r (one sequence, h_0 = 0)
-.npz: Ŷ = model.predict(X) for X in the run's layout (ids or floats), saved as ``Y_hat``
+.npz: Ŷ = model.predict(X) for X in the run's layout (ids or floats), saved as ``Y_hat``;
+      scored against the file's Y on the steps its mask counts (the run's task scores it)
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import numpy as np
 
 from .atomic import atomic_path, atomic_write_text
 from .checkpoint import Checkpoint
+from .data import registry
 from .data.arrays import load_npz_arrays, to_time_major
 from .data.errors import DataError
-from .data.tasks import read_csv_columns
 
 
 def predict_csv(
@@ -35,20 +36,11 @@ def predict_csv(
         CorpusNotFoundError, DataError: an unreadable CSV (file, line and column named).
     """
     model = ckpt.model
-    if ckpt.task in ("charlm", "copy", "order") or ckpt.vocab is not None:
-        raise ValueError(
-            f"the run's task {ckpt.task!r} reads token ids, not CSV columns; "
-            "predict --csv is for regression runs (csv, sine, adding, arrays)"
-        )
-    state = ckpt.data_state
-    if ckpt.task == "csv":
-        if "mean" not in state:
-            raise ValueError("the checkpoint lacks the training statistics (an older bptt run)")
-        names, raw = read_csv_columns(path, state["columns"])
-        mean, std = np.asarray(state["mean"]), np.asarray(state["std"])  # (C,)
-    else:
-        names, raw = read_csv_columns(path, None)
-        mean, std = np.zeros(raw.shape[1]), np.ones(raw.shape[1])
+    spec = registry.get(ckpt.task)
+    if ckpt.vocab is not None:
+        spec = registry.get("charlm")  # a vocabulary: token ids, whatever the name says
+    names, raw, scale = spec.csv_inputs(ckpt.data_state, path)
+    mean, std = scale if scale is not None else (np.zeros(raw.shape[1]), np.ones(raw.shape[1]))
     if raw.shape[1] != model.input_size:
         raise ValueError(
             f"{str(path)!r} has {raw.shape[1]} numeric column(s) {list(names)}; the model "
@@ -57,7 +49,7 @@ def predict_csv(
     x = ((raw - mean) / std).astype(model.dtype)[:, None, :]  # (R, 1, C)
     y_hat, _ = model.predict(x)  # (R, 1, O)
     out = np.asarray(y_hat[:, 0, :], dtype=np.float64)  # (R, O)
-    if ckpt.task == "csv":
+    if scale is not None:  # back to the file's units
         out = out * std + mean
     return list(names), raw, out
 
@@ -77,7 +69,8 @@ def format_csv(names: list[str], raw: np.ndarray, pred: np.ndarray, horizon: int
 def predict_npz(
     ckpt: Checkpoint, path: str | os.PathLike[str], batch_first: bool
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """(Ŷ in the file's layout, scores against the file's Y when it has one).
+    """(Ŷ in the file's layout, scores against the file's Y when it has one, over the steps
+    the file's ``mask`` counts).
 
     Raises:
         DataError: an unreadable file or one without X; shapes that do not fit the model.
@@ -93,13 +86,12 @@ def predict_npz(
         raise DataError(f"{str(path)!r}: X {X.shape} does not fit the model: {err}") from None
     scores: dict[str, Any] = {}
     if "Y" in data:
-        y = data["Y"]
-        y = np.swapaxes(y, 0, 1) if batch_first else y
-        if ckpt.model.output == "softmax":
-            scores["accuracy"] = float(np.mean(y_hat.argmax(axis=-1) == y))
-        else:
-            y = y[..., None] if y.ndim == 2 else y
-            scores["mse"] = float(np.mean((y_hat - y) ** 2))
+        # the run's task scores the file's Y on the steps its mask counts (all without one)
+        try:
+            _, y, mask = to_time_major(X, data["Y"], data.get("mask"), batch_first=batch_first)
+        except ValueError as err:
+            raise DataError(f"{str(path)!r}: {err}") from None
+        scores = registry.get(ckpt.task).score(y_hat, y, mask, ckpt.model.output)
     out = np.swapaxes(y_hat, 0, 1) if batch_first else y_hat
     return np.ascontiguousarray(out), scores
 

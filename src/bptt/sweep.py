@@ -56,6 +56,7 @@ import numpy as np
 
 from .atomic import atomic_path, atomic_write_text
 from .checkpoint import load_checkpoint
+from .data import registry as task_registry
 from .model import ElmanRNN
 from .rundir import RunDirBusyError
 from .training import TrainConfig, Trainer, config_fields, evaluate_task, evaluate_text, make_task
@@ -72,11 +73,7 @@ _RESERVED = ("out", "seed")
 # so another trial's checkpoint would not fit or would mean something else.
 _PBT_FIXED = (
     "task",
-    "text",
-    "csv",
-    "columns",
-    "val_fraction",
-    "n_symbols",
+    *dict.fromkeys(o for t in task_registry.REGISTRY.values() for o in t.options),  # the data
     "hidden",
     "cell",
     "layers",
@@ -479,7 +476,7 @@ def reported_metrics(config: Any) -> list[str]:
     Found by running the trainer's own evaluation on a two-unit model, so it is what the
     trials will report, not a list kept by hand.
     """
-    if config.task == "charlm":
+    if task_registry.get(config.task).streams:
         model = ElmanRNN(4, 2, 4, "tanh", "softmax", seed=0)
         metrics = evaluate_text(model, np.arange(8) % 4, 1, 2)
     else:

@@ -16,6 +16,7 @@ from .. import __version__
 from ..activations import ACTIVATIONS
 from ..cells import CELLS
 from ..checkpoint import load_checkpoint
+from ..data import registry as task_registry
 from ..data.text import CharCorpus
 from ..gradcheck import gradcheck
 from ..heads import HEADS
@@ -258,7 +259,7 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
 def _run_eval(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     config = TrainConfig.from_dict(ckpt.config)
-    if config.task == "charlm":
+    if task_registry.get(config.task).streams:
         if args.text is not None:
             ids = CharCorpus.from_file(args.text, ckpt.vocab).ids
             source = args.text
@@ -272,7 +273,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         metrics = evaluate_task(
             ckpt.model, make_task(config), config.eval_size, config.batch, config.seed
         )
-        source = f"{config.eval_size} validation sequences of {config.task}"
+        source = task_registry.get(config.task).eval_source(config, metrics)
     metrics = {"step": ckpt.step, "task": config.task, "data": source} | metrics
     if args.json:
         print(json.dumps(metrics))
@@ -337,7 +338,8 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
     ``--config`` file)."""
     parser = argparse.ArgumentParser(
         prog="bptt",
-        description="Train and inspect Elman RNNs with explicit backpropagation through time.",
+        description="Train, evaluate and inspect recurrent networks (Elman, GRU, LSTM; deep, "
+        "bidirectional) with explicit backpropagation through time.",
     )
     parser.add_argument("--version", action="version", version=f"bptt {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)

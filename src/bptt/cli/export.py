@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..checkpoint import load_checkpoint
+from ..data import registry as task_registry
 from ..interop import export_onnx, save_torch_state
 
 
@@ -44,7 +45,7 @@ def run_export(args: argparse.Namespace) -> int:
             raise ValueError("--ids and --initial-state apply to --format onnx")
         save_torch_state(ckpt.model, out)
     else:
-        ids = ckpt.task == "charlm" if args.ids is None else args.ids
+        ids = bool(task_registry.get(ckpt.task).token_inputs) if args.ids is None else args.ids
         export_onnx(ckpt.model, out, ids=ids, initial_state=args.initial_state)
     print(f"{ckpt.model} (step {ckpt.step}) -> {out} ({args.fmt})")
     return 0

@@ -1,8 +1,8 @@
 """Data for training: character corpora (:mod:`.text`) and synthetic/CSV sequence tasks."""
 
 from .errors import CorpusNotFoundError, DataError
+from .registry import TASK_NAMES, TaskSpec, register
 from .tasks import (
-    TASK_NAMES,
     TASKS,
     AddingTask,
     Batch,
@@ -37,9 +37,11 @@ __all__ = [
     "LaggedDependenciesTask",
     "SequenceTask",
     "SineTask",
+    "TaskSpec",
     "TemporalOrderTask",
     "get_task",
     "make_streams",
+    "register",
     "require_length",
     "stream_batches",
     "windows_per_epoch",

@@ -35,9 +35,7 @@ from .tasks import (
     Batch,
     SequenceTask,
     _check_sample_args,
-    _step_weights,
-    classification_metrics,
-    mean_squared_error,
+    score_predictions,
 )
 
 OUTPUTS = ("identity", "softmax", "sigmoid")
@@ -265,14 +263,7 @@ class ArrayTask(SequenceTask):
             yield self._take(np.arange(start, stop), dt)
 
     def evaluate(self, y_hat: np.ndarray, batch: Batch) -> dict[str, float]:
-        w = _step_weights(batch)
-        if self.output == "softmax":
-            return classification_metrics(np.asarray(y_hat, np.float64), batch.y, w)
-        out = {"mse": mean_squared_error(y_hat, batch.y, w)}
-        if self.output == "sigmoid":
-            hit = ((np.asarray(y_hat) > 0.5) == (np.asarray(batch.y) > 0.5)).mean(axis=-1)
-            out["accuracy"] = float((w * hit).sum() / w.sum())
-        return out
+        return score_predictions(y_hat, batch.y, batch.mask, self.output)
 
     def baseline(self, batch: Batch) -> dict[str, float]:
         """Scores of the memoryless prediction: the training targets' mean (class frequencies)."""

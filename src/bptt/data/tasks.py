@@ -106,6 +106,33 @@ def classification_metrics(
     }
 
 
+def score_predictions(
+    y_hat: np.ndarray, y: np.ndarray, mask: np.ndarray | None, output: str
+) -> dict[str, float]:
+    """Scores of ŷ (T, N, O) against y over the steps the mask counts, S = {m_tn = 1}:
+
+        softmax:  accuracy = 1/|S| Σ_S [argmax ŷ_tn = y_tn]
+                  cross_entropy = −1/|S| Σ_S log ŷ_tn[y_tn]
+        identity: mse = 1/(|S| O) Σ_S ‖ŷ_tn − y_tn‖²
+        sigmoid:  mse, and accuracy = 1/(|S| O) Σ_S Σ_o [ŷ_tno > ½ = y_tno > ½]
+
+    ``mask`` None counts every step. y: (T, N) class ids (softmax), (T, N, O) or (T, N).
+    """
+    T, N = y_hat.shape[:2]
+    weights = np.ones((T, N)) if mask is None else np.asarray(mask, dtype=np.float64)
+    if weights.shape != (T, N):
+        raise ValueError(f"mask must have shape (T, N) = {(T, N)}, got {weights.shape}")
+    if output == "softmax":
+        return classification_metrics(np.asarray(y_hat, np.float64), np.asarray(y), weights)
+    y = np.asarray(y)
+    y = y[..., None] if y.ndim == 2 else y
+    out = {"mse": mean_squared_error(y_hat, y, weights)}
+    if output == "sigmoid":
+        hit = ((np.asarray(y_hat) > 0.5) == (y > 0.5)).mean(axis=-1)  # (T, N)
+        out["accuracy"] = float((weights * hit).sum() / weights.sum())
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Task interface
 # ---------------------------------------------------------------------------------------------
@@ -919,10 +946,16 @@ TASKS: dict[str, type[SequenceTask]] = {
 }
 """The generated (and CSV) sequence tasks by name, for :func:`get_task`."""
 
-TASK_NAMES: tuple[str, ...] = ("charlm", *TASKS, "arrays")
-"""The one list of what ``bptt train --task`` (:class:`bptt.training.TrainConfig`) trains on:
-``charlm`` (character streams over a text, :mod:`bptt.data.text`), the tasks of
-:data:`TASKS`, and ``arrays`` (your own arrays, :mod:`bptt.data.arrays`)."""
+
+def __getattr__(name: str) -> Any:
+    """``TASK_NAMES``: the one list of what ``bptt train --task`` trains on, read from the task
+    registry (:mod:`bptt.data.registry`): ``charlm`` (character streams over a text), the tasks
+    of :data:`TASKS`, and ``arrays`` (your own arrays, :mod:`bptt.data.arrays`)."""
+    if name == "TASK_NAMES":
+        from .registry import TASK_NAMES
+
+        return TASK_NAMES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_task(name: str, **kwargs: Any) -> SequenceTask:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data import registry as task_registry
 from ..data.tasks import Batch, SequenceTask
 from ..data.text import CharVocab, stream_batches
 from ..model import RNN
@@ -98,7 +99,7 @@ def run_batch(
     ``seq_len`` when given, else the run's; the task's batch drawn with ``seed + 1``."""
     if seq_len is not None and seq_len != config.seq_len:
         config = dataclasses.replace(config, seq_len=seq_len)
-    if config.task == "charlm":
+    if task_registry.get(config.task).streams:
         return charlm_batch(config, vocab, config.seq_len, batch)
     task = make_task(config)
     if (model.input_size, model.output_size) != (task.input_size, task.output_size):

@@ -16,11 +16,10 @@ from typing import Any
 from .. import algorithms
 from ..activations import ACTIVATIONS
 from ..cells import CELLS
-from ..data.tasks import TASK_NAMES
+from ..data import registry as task_registry
+from ..data.registry import DEFAULT_SEQ_LEN, TASK_NAMES
 from ..init import INITS
 from ..optim import OPTIMIZERS, SCHEDULES
-
-DEFAULT_SEQ_LEN = 50
 
 # Which configuration field fills each algorithm option (an entry of bptt.algorithms lists
 # the options it takes); the flags name them in error messages.
@@ -207,15 +206,9 @@ class TrainConfig:
             "max_bad_steps",
             "eval_size",
             "sample_length",
-            "horizon",
-            "n_symbols",
-            "copy_len",
-            "delay",
             "lr_step_size",
             "layers",
             "update_every",
-            "lag1",
-            "lag2",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -232,7 +225,6 @@ class TrainConfig:
             "sample_every",
             "eval_windows",
             "profile_every",
-            "noise",
             "spectral_radius",
             "min_lr_ratio",
             "seed",
@@ -254,37 +246,9 @@ class TrainConfig:
                 f"--recurrent-density must lie in (0, 1], got {self.recurrent_density}"
             )
         self._validate_algorithm()
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"--val-fraction must lie in (0, 1), got {self.val_fraction}")
-        if self.task == "csv" and self.csv is None:
-            raise ValueError("--task csv needs --csv FILE")
-        if self.bidirectional and self.task == "charlm":
-            raise ValueError(
-                "--bidirectional needs whole sequences, but --task charlm trains on carried "
-                "streams with truncated BPTT, where the future is not available"
-            )
-        if self.task != "arrays":
-            for name in ("data", "batch_first"):
-                if getattr(self, name):
-                    raise ValueError(f"--{_flag(name)} applies to --task arrays only")
-            if self.output != "auto":
-                raise ValueError("--output applies to --task arrays only")
-        if self.task == "copy" and self.seq_len not in (
-            DEFAULT_SEQ_LEN,
-            self.delay + 2 * self.copy_len,
-        ):
-            raise ValueError(
-                f"--seq-len {self.seq_len}: the copy task's length is fixed, T = --delay + "
-                f"2 * --copy-len = {self.delay + 2 * self.copy_len}; set --delay and "
-                "--copy-len instead"
-            )
-        if self.task != "charlm":
-            for name in ("text", "k2"):
-                if getattr(self, name):
-                    raise ValueError(
-                        f"--{_flag(name)} applies to --task charlm, not --task {self.task} "
-                        "(finite sequences are trained by full BPTT)"
-                    )
+        # the task's options (their bounds, who may set them) and what the task refuses:
+        # asked of the task registry (bptt.data.registry), not kept here
+        task_registry.check_config(self)
 
     def _validate_algorithm(self) -> None:
         """What the registry entry of ``--algorithm`` says it takes and runs. Which cells and

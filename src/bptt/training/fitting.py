@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 
 from ..data.arrays import ArrayTask, to_time_major
-from ..model import ElmanRNN
+from ..model import RNN
 from .config import TrainConfig
 from .loop import Callback, Trainer, TrainResult
 
 
 def fit(
-    model: ElmanRNN,
+    model: RNN,
     X: object,
     Y: object,
     mask: object = None,
@@ -49,9 +49,10 @@ def fit(
     """Train ``model`` on N sequences held in arrays.
 
     Args:
-        model: an :class:`~bptt.ElmanRNN`; its head sets the loss (identity: ½ squared error on
-            float Y; softmax: cross-entropy on integer class ids; sigmoid: binary
-            cross-entropy) and its sizes must fit X and Y.
+        model: any :class:`~bptt.RNN` (Elman, GRU, LSTM; deep; bidirectional where the
+            ``algorithm`` runs whole sequences), trained in place; its head sets the loss
+            (identity: ½ squared error on float Y; softmax: cross-entropy on integer class
+            ids; sigmoid: binary cross-entropy) and its sizes must fit X and Y.
         X: (T, N, I) floats of the model's dtype (cast if another float dtype) or (T, N)
             integer ids; (N, T, …) with ``batch_first=True``.
         Y: (T, N, O) floats or (T, N) class ids (a (T, N) float Y is read as O = 1).
@@ -85,9 +86,13 @@ def fit(
         raise TypeError(f"out must be None or a directory path, got {type(out).__name__}")
     if resume and out is None:
         raise ValueError("resume=True continues a run directory: give its out= as well")
-    if not isinstance(model, ElmanRNN):
-        raise TypeError(f"model must be a bptt.ElmanRNN, got {type(model).__name__}")
+    if not isinstance(model, RNN):
+        raise TypeError(
+            "model must be a bptt.RNN (ElmanRNN, GRU, LSTM, deep or bidirectional), got "
+            f"{type(model).__name__}"
+        )
     own = {"task", "hidden", "activation", "dtype", "data", "text", "csv", "output", "seq_len"}
+    own |= {"cell", "layers", "bidirectional"}
     clash = sorted(own & set(options))
     if clash:
         raise ValueError(f"fit sets {clash} from the model and the arrays; leave them out")
@@ -134,6 +139,9 @@ def fit(
         task="arrays",
         hidden=model.hidden_size,
         activation=model.hidden_activation,
+        cell=model.cell,
+        layers=model.num_layers,
+        bidirectional=model.bidirectional,
         dtype=model.dtype.name,
         output=model.output,
         seq_len=task.seq_len,
@@ -162,7 +170,7 @@ def _python_worded(make: Callable[..., TrainConfig], **fields: Any) -> TrainConf
 
 
 def _as_model_dtype(
-    model: ElmanRNN, X: object, Y: object, mask: object
+    model: RNN, X: object, Y: object, mask: object
 ) -> tuple[np.ndarray, np.ndarray, Any]:
     """Float arrays in the model's dtype (ids and class ids stay integers)."""
     x, y = np.asarray(X), np.asarray(Y)
@@ -173,7 +181,7 @@ def _as_model_dtype(
     return x, y, mask
 
 
-def _check_features(model: ElmanRNN, task: ArrayTask) -> None:
+def _check_features(model: RNN, task: ArrayTask) -> None:
     x, y = task.x, task.y
     if x.ndim == 3 and x.shape[2] != model.input_size:
         raise ValueError(

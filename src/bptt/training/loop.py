@@ -47,6 +47,7 @@ from ..checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from ..data import registry as task_registry
 from ..data.tasks import Batch, SequenceTask
 from ..diagnostics.compute import GradientProfileRecorder
 from ..init import init_params
@@ -351,7 +352,7 @@ class Trainer:
                 else ""
             )
             + (", --sample-length" if sample else "")
-            + (", --n-symbols" if cfg.task == "copy" else ""),
+            + "".join(f", {flag}" for flag in task_registry.get(cfg.task).memory_options),
         )
 
     def _check_source(self, ckpt: Any) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..atomic import atomic_path
 from ..checkpoint import load_checkpoint
+from ..data import registry
 
 
 def pyplot() -> Any:
@@ -62,22 +63,20 @@ def _run_facts(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def _task(name: str) -> registry.TaskSpec:
+    """The run's task in the registry; an unknown name (a newer bptt's run): the generic one."""
+    return registry.REGISTRY.get(name) or registry.TaskSpec()
+
+
 def _output_size(run_dir: Path, task: str) -> int | None:
-    """O of the run's model (1 for adding and sine), from the checkpoint when needed."""
-    if task in ("adding", "sine"):
-        return 1
+    """O of the run's model: the task's when it fixes it (adding, sine), else the checkpoint's."""
+    known = _task(task).output_size_known
+    if known is not None:
+        return known
     try:
         return int(load_checkpoint(run_dir).model.output_size)
     except (OSError, ValueError, ImportError):
         return None
-
-
-MSE_UNITS = {
-    "csv": "standardised units²",
-    "adding": "squared units of the sum",
-    "sine": "squared signal units",
-    "arrays": "squared units of Y",
-}
 
 
 def model_words(config: dict[str, Any]) -> str:
@@ -95,10 +94,10 @@ def model_words(config: dict[str, Any]) -> str:
 def _title(config: dict[str, Any], run_dir: Path) -> str:
     if not config:
         return str(run_dir.name)
-    task = config.get("task", "?")
-    what = {"charlm": "charlm on " + Path(str(config.get("text") or "built-in corpus")).name}
+    task = str(config.get("task", "?"))
+    what = _task(task).title(config) if task in registry.REGISTRY else task
     return (
-        f"{what.get(task, task)}: {model_words(config)}, "
+        f"{what}: {model_words(config)}, "
         f"H = {config.get('hidden', '?')}, B = {config.get('batch', '?')} ({run_dir.name})"
     )
 
@@ -122,7 +121,8 @@ def metrics_figure(run_dir: str | os.PathLike[str]) -> Any:
         (k[4:] for r in evals for k in r if k.startswith("val_") and k[4:] in ("mse", "accuracy")),
         None,
     )
-    if task == "charlm":
+    spec = _task(task)
+    if spec.streams:
         metric = None  # the loss is the headline: nats (and bits) per character
     title = _title(config, run_dir)
     if metric == "mse":
@@ -155,7 +155,7 @@ def metrics_figure(run_dir: str | os.PathLike[str]) -> Any:
         flat = [v for c in curves for v in c if v > 0]
         if flat and max(flat) / min(flat) > 10:
             ax.set_yscale("log")
-        ax.set_ylabel(f"MSE ({MSE_UNITS.get(task, 'squared target units')})")
+        ax.set_ylabel(f"MSE ({spec.mse_units})")
         axes = [ax]
     else:
         ncols = 2 if metric == "accuracy" else 1
@@ -163,7 +163,7 @@ def metrics_figure(run_dir: str | os.PathLike[str]) -> Any:
         axs = fig.subplots(1, ncols, squeeze=False)
         axes = list(axs[0])
         ax = axes[0]
-        unit = "nats per character" if task == "charlm" else "nats per counted step"
+        unit = spec.loss_unit()
         if train:
             ax.plot(
                 *zip(*train, strict=True),

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from ..data.arrays import array_task_from_npz
-from ..data.tasks import Batch, CsvTask, SequenceTask, get_task
+from ..data import registry
+from ..data.tasks import Batch, SequenceTask
 from ..data.text import CharCorpus, CharVocab, read_text_file, stream_batches, windows_per_epoch
 from ..model import RNN
 from ..validation import check_positive_int
@@ -283,12 +283,12 @@ class TaskSource(DataSource):
     B streams from window to window (the carry is saved as ``stream.carry``).
     """
 
-    data_option = "--csv"  # the one task read from a file whose content a resume checks
-
     def __init__(self, config: TrainConfig, task: SequenceTask, steps: int | None = None) -> None:
         super().__init__(config, steps)
         self.sequence_task = task
         self.task = config.task
+        self.spec = registry.get(config.task)
+        self.data_option = self.spec.data_option or "--csv"
         self.input_size, self.output_size = task.input_size, task.output_size
         self.output = task.output
         self.metric_key = f"val_{task.metric}"
@@ -296,8 +296,9 @@ class TaskSource(DataSource):
         self.higher_is_better = task.higher_is_better
         self.eval_batch = max(config.batch, min(256, config.eval_size))
         self.carry: np.ndarray | None = None
-        if config.task == "csv" and config.csv is not None:
-            self.fingerprint = content_fingerprint(read_text_file(config.csv).encode("utf-8"))
+        path = self.spec.data_path(config)
+        if path is not None:
+            self.fingerprint = content_fingerprint(read_text_file(path).encode("utf-8"))
 
     def describe(self) -> str:
         return f"task {self.sequence_task!r}"
@@ -314,17 +315,10 @@ class TaskSource(DataSource):
         return evaluate_task(self._model(), self.sequence_task, cfg.eval_size, cfg.batch, cfg.seed)
 
     def data_state(self) -> dict[str, Any]:
-        """The data file's fingerprint; csv: also the columns and the training rows' μ, σ (so
-        ``bptt predict`` standardises new rows as training did)."""
-        state = super().data_state()
-        task = self.sequence_task
-        if isinstance(task, CsvTask):
-            state |= {
-                "columns": list(task.columns),
-                "mean": [float(v) for v in task.mean],
-                "std": [float(v) for v in task.std],
-            }
-        return state
+        """The data file's fingerprint and what the task keeps of its data (csv: the columns
+        and the training rows' μ, σ, so ``bptt predict`` standardises new rows as training
+        did)."""
+        return super().data_state() | self.spec.data_state(self.sequence_task)
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         out = super().state_arrays()
@@ -341,51 +335,13 @@ class TaskSource(DataSource):
 
 
 def make_task(config: TrainConfig) -> SequenceTask:
-    """The :class:`~bptt.data.tasks.SequenceTask` named by ``config.task`` (not charlm).
+    """The :class:`~bptt.data.tasks.SequenceTask` that ``config.task`` names, built by its
+    entry in the task registry (:mod:`bptt.data.registry`).
 
     Raises:
         ValueError: charlm or an unknown name; ``--task arrays`` without ``--data``.
     """
-    if config.task == "adding":
-        return get_task("adding", seq_len=config.seq_len)
-    if config.task == "copy":
-        return get_task(
-            "copy", n_symbols=config.n_symbols, copy_len=config.copy_len, delay=config.delay
-        )
-    if config.task == "sine":
-        return get_task(
-            "sine",
-            seq_len=config.seq_len,
-            noise=config.noise,
-            horizon=config.horizon,
-            last_only=config.last_only,
-        )
-    if config.task == "order":
-        return get_task("order", seq_len=config.seq_len)
-    if config.task == "lagged":
-        return get_task("lagged", seq_len=config.seq_len, lag1=config.lag1, lag2=config.lag2)
-    if config.task == "csv":
-        return get_task(
-            "csv",
-            path=config.csv,
-            columns=config.columns,
-            window=config.seq_len,
-            horizon=config.horizon,
-            last_only=config.last_only,
-        )
-    if config.task == "arrays":
-        if config.data is None:
-            raise ValueError(
-                "--task arrays needs --data FILE.npz (np.savez(FILE, X=..., Y=...)); "
-                "from Python, bptt.fit(model, X, Y) takes the arrays themselves"
-            )
-        return array_task_from_npz(
-            config.data,
-            batch_first=config.batch_first,
-            output=config.output,
-            val_fraction=config.val_fraction,
-        )
-    raise ValueError(f"not a sequence task: {config.task!r}")
+    return registry.get(config.task).build(config)
 
 
 def make_source(
@@ -405,15 +361,10 @@ def make_source(
     """
     if steps is not None:
         steps = check_positive_int("steps", steps)
-    if config.task == "charlm":
+    spec = registry.get(config.task)
+    if spec.streams:
         return CharStreamSource(config, vocab, steps)
-    task = make_task(config) if task is None else task
-    if config.task in ("copy", "arrays") and config.seq_len not in (
-        DEFAULT_SEQ_LEN,
-        task.seq_len,
-    ):
-        raise ValueError(
-            f"--seq-len {config.seq_len}: the {config.task} task's sequences have "
-            f"T = {task.seq_len} steps, fixed by the task; leave --seq-len out"
-        )
+    task = spec.build(config) if task is None else task
+    if spec.fixed_length and config.seq_len not in (DEFAULT_SEQ_LEN, task.seq_len):
+        raise ValueError(spec.fixed_length_message(config, task.seq_len))
     return TaskSource(config, task, steps)
