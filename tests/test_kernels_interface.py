@@ -41,7 +41,8 @@ def test_every_public_name_is_in_the_listed_interface() -> None:
     assert "Interface" in doc
     interface = doc.split("Interface", 1)[1].split("Which path runs", 1)[0]
     public = [n for n in _defined_names(Path(_kernels.__file__)) if not n.startswith("_")]
-    assert {"run_shards", "sharding_gemms", "tanh_any", "matmul", "cached_njit"} <= set(public)
+    assert {"run_shards", "sharding_gemms", "tanh_any", "matmul"} <= set(public)
+    assert callable(_kernels.cached_njit)  # re-exported from _numba_cache (the cache location)
     missing = [n for n in public if not re.search(rf"\b{n}\b", interface)]
     assert not missing, f"public names of bptt._kernels not listed in its docstring: {missing}"
 
