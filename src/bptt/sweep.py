@@ -57,7 +57,7 @@ import numpy as np
 from .atomic import atomic_path, atomic_write_text
 from .checkpoint import load_checkpoint
 from .model import ElmanRNN
-from .rundir import RunDirBusyError
+from .rundir import RUN_MARKER, RunDirBusyError, is_run_dir
 from .training import TrainConfig, Trainer, config_fields, evaluate_task, evaluate_text, make_task
 from .training.plots import pyplot
 
@@ -580,6 +580,8 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     name = tune.get_context().get_trial_name()
     run = Path(ctx["trials"]) / name
     run.mkdir(parents=True, exist_ok=True)
+    if not is_run_dir(run):  # the sweep made it: a bptt run directory
+        atomic_write_text(run / RUN_MARKER, "bptt run directory\n")
     record_path = run / "trial.json"
     record = _read_json(record_path)
     if record is not None and record["status"] in ("done", "early_stop") and record["history"]:

@@ -21,6 +21,7 @@ from ..heads import HEADS
 from ..model import build_model
 from ..predict import format_csv, predict_csv, predict_npz, write_npz, write_text
 from ..resources import check_memory, estimate_bytes
+from ..rundir import check_output_file
 from ..sample import sample_text
 from ..training import (
     CharStreamSource,
@@ -162,13 +163,20 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="continue the run in --out up to --steps (same configuration)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the bptt run in --out (its checkpoint, logs and best/) with a new one",
+    )
     p.set_defaults(func=_run_train, config_cls=TrainConfig)
 
 
 def _run_train(args: argparse.Namespace) -> int:
     values = {name: getattr(args, name) for name, *_ in config_fields()}
     config = TrainConfig(**values)
-    trainer = Trainer(config, resume=args.resume)
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in --out, --overwrite replaces it: pass one")
+    trainer = Trainer(config, resume=args.resume, overwrite=args.overwrite)
     try:
         result = trainer.train()
     except TrainingDiverged as err:
@@ -301,6 +309,8 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        check_output_file(args.out)  # never over a run's own files, never through a link
     ckpt = load_checkpoint(args.checkpoint)
     if args.csv is not None:
         names, raw, pred = predict_csv(ckpt, args.csv)

@@ -48,6 +48,7 @@ from ..heads import HEADS
 from ..init import INITS, initialise
 from ..model import RNN, ElmanRNN, build_model
 from ..resources import check_memory, estimate_bytes
+from ..rundir import check_dir_name
 from ..training import TrainConfig
 
 FRESH_BATCHES = ("adding", "random")
@@ -154,7 +155,7 @@ def _check_memory(
 def run_inspect(args: argparse.Namespace) -> int:
     """Build or load the model, run the diagnostics, write JSON and figures, print a summary."""
     path = None if args.path is None else Path(args.path)
-    out = Path(args.out)
+    out = check_dir_name(args.out)  # an empty --out would write into the current directory
     if args.max_lag is not None and args.max_lag < 0:
         raise ValueError(f"--max-lag must be >= 0, got {args.max_lag}")
     for option, value in (

@@ -50,7 +50,7 @@ from ..online import OnlineAlgorithm, carried_bytes
 from ..online import make as make_online
 from ..optim import Schedule, guarded_step, make_optimizer
 from ..resources import check_memory, estimate_bytes
-from ..rundir import RunDirLock
+from ..rundir import RunDirLock, append_line, clear_run, metrics_line, truncate_log
 from ..sample import sample_text
 from .config import TrainConfig
 from .evaluation import format_eval
@@ -172,8 +172,10 @@ class Trainer:
         task: SequenceTask | None = None,
         model: RNN | None = None,
         start_from: Checkpoint | None = None,
+        overwrite: bool = False,
     ) -> None:
         config.validate()
+        self._overwrite = overwrite
         self.config = config
         self.out = Path(config.out)
         self.callbacks = list(callbacks)
@@ -190,7 +192,7 @@ class Trainer:
         self.best_params: Any = None
         self._consistent = True  # False while a step is half done (data drawn, not applied)
         # the run directory is ours until train() ends (or this constructor fails)
-        self._lock = RunDirLock(self.out)
+        self._lock = RunDirLock(config.out)
         self._lock.acquire()
         try:
             self._setup(resume, task, model, start_from)
@@ -340,10 +342,12 @@ class Trainer:
     def _existing_checkpoint(self, resume: bool) -> Any:
         have = any((self.out / n).is_file() for n in ("checkpoint.safetensors", "checkpoint.npz"))
         if not resume:
-            if have:
+            if have and self._overwrite:
+                clear_run(self.out)
+            elif have:
                 raise CheckpointError(
-                    f"{str(self.out)!r} already holds a run; pass --resume to continue it, or "
-                    "choose another --out"
+                    f"{str(self.out)!r} already holds a run; pass --resume to continue it, "
+                    "--overwrite to replace it, or choose another --out"
                 )
             return None
         if not have:
@@ -396,17 +400,7 @@ class Trainer:
 
     def _truncate_log(self, step: int) -> None:
         """Drop log lines written after the checkpoint (a crash between checkpoints)."""
-        log = self.out / "metrics.jsonl"
-        if not log.is_file():
-            return
-        kept = []
-        for line in log.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    kept.append(line)
-            except ValueError:
-                continue
-        atomic_write_text(log, "".join(k + "\n" for k in kept))
+        truncate_log(self.out / "metrics.jsonl", step)
 
     # -- one step --------------------------------------------------------------------------
 
@@ -583,12 +577,7 @@ class Trainer:
             cb(event)
 
     def _log(self, record: dict[str, Any]) -> None:
-        path = self.out / "metrics.jsonl"
-        try:
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-        except OSError as err:
-            raise OSError(err.errno, f"cannot append to {str(path)!r}: {err.strerror}") from None
+        append_line(self.out / "metrics.jsonl", metrics_line(record))
 
     def _say(self, text: str) -> None:
         if self.echo is not None:
