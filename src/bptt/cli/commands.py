@@ -20,7 +20,7 @@ from ..gradcheck import gradcheck
 from ..heads import HEADS
 from ..model import build_model
 from ..predict import format_csv, predict_csv, predict_npz, write_npz, write_text
-from ..resources import check_memory, estimate_bytes
+from ..resources import MAX_LAYERS, check_memory, estimate_bytes
 from ..rundir import check_output_file
 from ..sample import sample_text
 from ..training import (
@@ -91,6 +91,18 @@ def _run_gradcheck(args: argparse.Namespace) -> int:
     _require("seed", args.seed, 0)
     if not (math.isfinite(args.tolerance) and args.tolerance > 0):
         raise ValueError(f"--tolerance must be a finite number > 0, got {args.tolerance}")
+    if args.layers > MAX_LAYERS:
+        raise ValueError(f"--layers must be <= {MAX_LAYERS}, got {args.layers}")
+    depth = args.layers * (2 if args.bidirectional else 1)
+    need = estimate_bytes(
+        args.input_size, args.hidden, args.output_size, args.seq_len, args.batch, layers=depth
+    )
+    check_memory(
+        2 * need,  # the model, its gradients and the finite-difference copies, in float64
+        f"gradcheck of I={args.input_size}, H={args.hidden}, O={args.output_size}, "
+        f"T={args.seq_len}, B={args.batch}, {depth} layer-direction(s)",
+        "use a smaller --hidden, --layers, --seq-len or --batch",
+    )
     model = build_model(
         input_size=args.input_size,
         hidden_size=args.hidden,

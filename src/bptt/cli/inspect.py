@@ -140,15 +140,21 @@ def find_profile(path: Path | None, explicit: Path | None) -> Path | None:
 
 
 def _check_memory(
-    n_in: int, hidden: int, n_out: int, seq_len: int, batch: int, max_lag: int | None
+    n_in: int,
+    hidden: int,
+    n_out: int,
+    seq_len: int,
+    batch: int,
+    max_lag: int | None,
+    layers: int = 1,
 ) -> None:
     """Refuse sizes whose diagnostics would not fit in memory (:mod:`bptt.resources`)."""
     lags = seq_len + 1 if max_lag is None else min(max_lag, seq_len - 1) + 2
-    need = estimate_bytes(n_in, hidden, n_out, seq_len, batch, lags=lags)
+    need = estimate_bytes(n_in, hidden, n_out, seq_len, batch, lags=lags, layers=layers)
     check_memory(
         need,
         f"inspecting I={n_in}, H={hidden}, O={n_out} on T={seq_len}, B={batch}",
-        "use a smaller --hidden, --seq-len, --batch or --max-lag",
+        "use a smaller --hidden, --layers, --seq-len, --batch or --max-lag",
     )
 
 
@@ -180,7 +186,10 @@ def run_inspect(args: argparse.Namespace) -> int:
         adding = args.task == "adding"
         n_in = 2 if adding else (8 if args.input_size is None else args.input_size)
         n_out = 1 if adding else (4 if args.output_size is None else args.output_size)
-        _check_memory(n_in, args.hidden, n_out, seq_len, batch_size, args.max_lag)
+        if args.layers < 1:
+            raise ValueError(f"--layers must be >= 1, got {args.layers}")
+        depth = args.layers * (2 if args.bidirectional else 1)
+        _check_memory(n_in, args.hidden, n_out, seq_len, batch_size, args.max_lag, depth)
         model = fresh_model(args)
         source = f"fresh initialisation (seed {args.seed}, W {args.recurrent_init}" + (
             f", spectral radius {args.spectral_radius})" if args.spectral_radius else ")"

@@ -18,6 +18,7 @@ from ..cells import CELLS
 from ..data.tasks import TASK_NAMES
 from ..init import INITS
 from ..optim import OPTIMIZERS, SCHEDULES
+from ..resources import check_config
 
 DEFAULT_SEQ_LEN = 50
 TRAIN_ALGORITHMS: tuple[str, ...] = (
@@ -251,6 +252,7 @@ class TrainConfig:
                 f"--recurrent-density must lie in (0, 1], got {self.recurrent_density}"
             )
         self._validate_algorithm()
+        check_config(self)  # every size through the memory estimate, before anything is built
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"--val-fraction must lie in (0, 1), got {self.val_fraction}")
         if self.task == "csv" and self.csv is None:
