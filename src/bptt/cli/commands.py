@@ -8,6 +8,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from ..training import (
     evaluate_text,
     make_task,
 )
+from ..training.evaluation import locate_run_data
 from .export import add_export_parser
 from .inspect import add_inspect_parser
 from .sweep import add_sweep_parser
@@ -261,19 +263,49 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", metavar="DIR_OR_CHECKPOINT", help="RUN, RUN/best or a file")
     p.add_argument("--text", default=None, help="charlm: evaluate on this UTF-8 file instead")
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="FILE",
+        help="the run's own data file (--text, --csv or --data of training) where it lies now; "
+        "its content must be the checkpoint's (default: the path in the run's configuration)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run_eval)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
-    config = TrainConfig.from_dict(ckpt.config)
+    try:
+        config = TrainConfig.from_dict(ckpt.config)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"the checkpoint's configuration is not valid: {err}") from None
+    if args.text is not None and args.data is not None:
+        raise ValueError("--text evaluates on another text, --data names the run's own: pass one")
+    run_dir = ckpt.path.parent if ckpt.path is not None else Path(args.checkpoint)
+    data_state = ckpt.data_state
+    if run_dir.name == "best":
+        run_dir = run_dir.parent
+        if "source" not in data_state:  # best/ of an older bptt: the run's checkpoint has it
+            try:
+                data_state = load_checkpoint(run_dir).data_state
+            except ValueError:
+                pass
+    if args.text is None:
+        config = locate_run_data(config, data_state, run_dir, args.data)
     if config.task == "charlm":
         if args.text is not None:
             ids = CharCorpus.from_file(args.text, ckpt.vocab).ids
             source = args.text
         else:
-            ids = CharStreamSource(config, ckpt.vocab).val_ids
+            stream = CharStreamSource(config, ckpt.vocab)
+            if stream.fingerprint != data_state.get("source"):
+                raise ValueError(
+                    "the built-in corpus of this Python is not the text the checkpoint was "
+                    "trained on (it differs across Python versions); pass --data FILE with the "
+                    "run's text, or --text FILE to evaluate on another"
+                )
+            ids = stream.val_ids
             source = "validation split of " + (config.text or "the built-in corpus")
         metrics = evaluate_text(ckpt.model, ids, config.batch, config.seq_len)
     else:
@@ -282,7 +314,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         metrics = evaluate_task(
             ckpt.model, make_task(config), config.eval_size, config.batch, config.seed
         )
-        source = f"{config.eval_size} validation sequences of {config.task}"
+        source = f"{metrics['val_sequences']} validation sequences of {config.task}"
     metrics = {"step": ckpt.step, "task": config.task, "data": source} | metrics
     if args.json:
         print(json.dumps(metrics))

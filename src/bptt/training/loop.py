@@ -53,7 +53,7 @@ from ..resources import check_memory, estimate_bytes
 from ..rundir import RunDirLock, append_line, clear_run, metrics_line, truncate_log
 from ..sample import sample_text
 from .config import TrainConfig
-from .evaluation import format_eval
+from .evaluation import absolute_paths, format_eval
 from .plots import plot_metrics
 from .sources import DataSource, StepStream, make_source
 
@@ -176,7 +176,7 @@ class Trainer:
     ) -> None:
         config.validate()
         self._overwrite = overwrite
-        self.config = config
+        self.config = config = absolute_paths(config)  # config.json names the same files anywhere
         self.out = Path(config.out)
         self.callbacks = list(callbacks)
         self.echo = echo
@@ -556,6 +556,7 @@ class Trainer:
             step=self.step,
             config=self.config.to_dict(),
             vocab_json=self._vocab_json(),
+            data_state=self.source.data_state(),  # the data's digest (and csv's statistics)
             metrics={"best": self.best},
             task=self.config.task,
         )

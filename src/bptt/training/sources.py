@@ -27,7 +27,7 @@ from ..data.tasks import Batch, CsvTask, SequenceTask, get_task
 from ..data.text import CharCorpus, CharVocab, read_text_file, stream_batches, windows_per_epoch
 from ..model import RNN, BPTTResult
 from .config import DEFAULT_SEQ_LEN, TrainConfig
-from .evaluation import evaluate_task, evaluate_text
+from .evaluation import evaluate_task, evaluate_text, file_fingerprint
 
 
 def content_fingerprint(data: bytes) -> dict[str, Any]:
@@ -271,6 +271,9 @@ class TaskSource(DataSource):
         self.carry: np.ndarray | None = None
         if config.task == "csv" and config.csv is not None:
             self.fingerprint = content_fingerprint(read_text_file(config.csv).encode("utf-8"))
+        elif config.task == "arrays" and config.data is not None:
+            self.data_option = "--data"  # the .npz's bytes: checked on resume as --csv's text
+            self.fingerprint = file_fingerprint(config.data, "data")
 
     def describe(self) -> str:
         return f"task {self.sequence_task!r}"
