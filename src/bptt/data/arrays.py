@@ -198,6 +198,19 @@ def load_npz_arrays(
         raise DataError(f"cannot read {str(p)!r} as a NumPy .npz archive: {err}") from None
 
 
+def cast_finite(name: str, a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A float array cast to ``dtype`` (other kinds as they are), without NumPy's overflow
+    warning: a value beyond ``dtype``'s range, NaN or inf is a :class:`DataError`."""
+    if a.dtype.kind != "f":
+        return a
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = a.astype(dtype)
+    if not np.isfinite(out).all():
+        where = "NaN or inf" if not np.isfinite(a).all() else f"values beyond {dtype}'s range"
+        raise DataError(f"{name} holds {where}; the model computes in {dtype}")
+    return out
+
+
 def infer_output(Y: np.ndarray) -> str:
     """The head for targets Y: integer class ids → softmax, floats → identity."""
     return "softmax" if Y.dtype.kind in "iu" else "identity"
@@ -309,12 +322,8 @@ class ArrayTask(SequenceTask):
         )
 
     def _take(self, idx: np.ndarray, dtype: np.dtype) -> Batch:
-        x = self.x[:, idx]
-        if x.dtype.kind == "f":
-            x = x.astype(dtype)
-        y = self.y[:, idx]
-        if y.dtype.kind == "f":
-            y = y.astype(dtype)
+        x = cast_finite("X", self.x[:, idx], dtype)
+        y = cast_finite("Y", self.y[:, idx], dtype)
         mask = None if self.mask is None else self.mask[:, idx].astype(dtype)
         return Batch(x, y, mask)
 

@@ -18,7 +18,7 @@ from ..cells import CELLS
 from ..data.tasks import TASK_NAMES
 from ..init import INITS
 from ..optim import OPTIMIZERS, SCHEDULES
-from ..resources import check_config
+from ..validation import check_config
 
 DEFAULT_SEQ_LEN = 50
 TRAIN_ALGORITHMS: tuple[str, ...] = (

@@ -44,7 +44,6 @@ from ..checkpoint import (
 from ..data.tasks import SequenceTask
 from ..diagnostics.compute import GradientProfileRecorder
 from ..init import init_params
-from ..interop import initial_weights
 from ..model import RNN, BPTTResult, build_model
 from ..online import OnlineAlgorithm, carried_bytes
 from ..online import make as make_online
@@ -52,6 +51,7 @@ from ..optim import Schedule, guarded_step, make_optimizer
 from ..resources import check_memory, estimate_bytes
 from ..rundir import RunDirLock, append_line, clear_run, metrics_line, truncate_log
 from ..sample import sample_text
+from ..validation import strict_initial_weights
 from .config import TrainConfig
 from .evaluation import absolute_paths, format_eval
 from .plots import plot_metrics
@@ -240,7 +240,7 @@ class Trainer:
                 spectral_radius=config.spectral_radius or None,
             )
             if config.init_from is not None and ckpt is None:
-                self.model.params = initial_weights(config.init_from, self.model)
+                self.model.params = strict_initial_weights(config.init_from, self.model)
         w_mask = _recurrent_mask(config)
         if w_mask is not None:
             self.model.set_recurrent_mask(w_mask)
