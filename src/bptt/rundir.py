@@ -86,7 +86,7 @@ def is_run_dir(folder: str | os.PathLike[str], kind: str = "run") -> bool:
     p = Path(folder)
     if kind == "sweep":
         return _lexists_regular(p / SWEEP_MARKER) or (
-            _lexists_regular(p / "sweep.json") and _lexists_regular(p / LOCK_NAME)
+            _lexists_regular(p / "sweep.json") and (p / "trials").is_dir()
         )
     if _lexists_regular(p / RUN_MARKER):
         return True
