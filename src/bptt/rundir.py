@@ -82,7 +82,7 @@ def _lexists_regular(p: Path) -> bool:
 def is_run_dir(folder: str | os.PathLike[str], kind: str = "run") -> bool:
     """Whether ``folder`` carries bptt's marker of a ``kind`` directory (``run`` or
     ``sweep``); a run written before the marker existed is recognised by its ``.lock`` or by
-    its checkpoint beside its ``config.json``, a sweep by its ``sweep.json``."""
+    its checkpoint beside its ``config.json``, a sweep by its ``sweep.json`` beside ``trials/``."""
     p = Path(folder)
     if kind == "sweep":
         return _lexists_regular(p / SWEEP_MARKER) or (
