@@ -603,7 +603,8 @@ def clean_record(record: Any, metric: str) -> dict[str, Any] | None:
     if not (isinstance(name, str) and isinstance(status, str) and isinstance(config, dict)):
         return None
     history = []
-    for h in record.get("history") if isinstance(record.get("history"), list) else []:
+    raw_history = record.get("history")
+    for h in raw_history if isinstance(raw_history, list) else []:
         if isinstance(h, dict) and _is_number(h.get("time_s")) and _is_number(h.get("step")):
             value = h.get(metric)
             history.append(
