@@ -204,3 +204,16 @@ def test_report_reads_trial_records_of_any_shape(tmp_path, capsys):
     assert main(["sweep", "--report", str(out)]) == 0
     rows = (out / "sweep.csv").read_text().splitlines()
     assert len(rows) == 1 + 3  # the header, the good record and the two that keep their shape
+
+
+def test_report_of_a_sweep_without_space(tmp_path, capsys):
+    out = _sweep_dir(tmp_path, None, [GOOD_RECORD | {"config": {}}])
+    spec = load_spec(_spec(tmp_path, GOOD.replace("[space]\nlr = [1e-3, 3e-3]\n", "")))
+    (out / "sweep.json").write_text(json.dumps({"version": 1, "spec": spec.to_dict()}))
+    assert main(["sweep", "--report", str(out)]) == 0
+    assert len((out / "sweep.csv").read_text().splitlines()) == 2
+    # a sweep.json an older bptt wrote, with an empty space table, reads the same
+    (out / "sweep.json").write_text(
+        json.dumps({"version": 1, "spec": spec.to_dict() | {"space": {}}})
+    )
+    assert main(["sweep", "--report", str(out)]) == 0

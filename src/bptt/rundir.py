@@ -81,8 +81,8 @@ def _lexists_regular(p: Path) -> bool:
 
 def is_run_dir(folder: str | os.PathLike[str], kind: str = "run") -> bool:
     """Whether ``folder`` carries bptt's marker of a ``kind`` directory (``run`` or
-    ``sweep``); a run written before the marker existed is recognised by its ``.lock`` or by
-    its checkpoint beside its ``config.json``, a sweep by its ``sweep.json`` beside ``trials/``."""
+    ``sweep``); a run written before the marker existed is recognised by its ``.lock`` or
+    checkpoint beside its ``config.json``, a sweep by its ``sweep.json`` beside ``trials/``."""
     p = Path(folder)
     if kind == "sweep":
         return _lexists_regular(p / SWEEP_MARKER) or (
@@ -90,10 +90,9 @@ def is_run_dir(folder: str | os.PathLike[str], kind: str = "run") -> bool:
         )
     if _lexists_regular(p / RUN_MARKER):
         return True
-    has_ckpt = any(_lexists_regular(p / n) for n in RUN_FILES[:2])
-    return (has_ckpt and _lexists_regular(p / "config.json")) or (
-        _lexists_regular(p / LOCK_NAME) and not _lexists_regular(p / SWEEP_MARKER)
-    )
+    # before the marker: a checkpoint or the lock, beside the configuration bptt writes
+    has_ckpt = any(_lexists_regular(p / n) for n in (*RUN_FILES[:2], LOCK_NAME))
+    return has_ckpt and _lexists_regular(p / "config.json")
 
 
 def check_dir_name(folder: str | os.PathLike[str], option: str = "--out") -> Path:

@@ -49,7 +49,14 @@ from ..online import OnlineAlgorithm, carried_bytes
 from ..online import make as make_online
 from ..optim import Schedule, guarded_step, make_optimizer
 from ..resources import check_memory, estimate_bytes
-from ..rundir import RunDirLock, append_line, clear_run, metrics_line, truncate_log
+from ..rundir import (
+    RunDirLock,
+    append_line,
+    check_no_links,
+    clear_run,
+    metrics_line,
+    truncate_log,
+)
 from ..sample import sample_text
 from ..validation import strict_initial_weights
 from .config import TrainConfig
@@ -550,6 +557,7 @@ class Trainer:
         """Keep the current weights as the best: in memory, and in ``out/best`` on disk."""
         self.best_params = self.model.params.copy()
         self.best_step = self.step
+        check_no_links(self.out, ("best",))  # a link planted meanwhile is not written through
         save_checkpoint(
             self.out / "best",
             model=self.model,
