@@ -207,3 +207,21 @@ def test_metrics_lines_are_strict_json():
         raise ValueError(f"bare {token} in metrics.jsonl")
 
     assert json.loads(line, parse_constant=strict) == {"step": 1, "loss": None, "val": {"x": None}}
+
+
+def test_a_run_from_before_the_marker_resumes(run, tmp_path):
+    out = _copy_run(run, tmp_path / "run")
+    (out / RUN_MARKER).unlink()
+    assert _train(out, "--steps", "3", "--resume") == 0
+    assert (out / RUN_MARKER).is_file()
+
+
+def test_a_foreign_lock_file_does_not_make_a_run(tmp_path, capsys):
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / ".lock").write_text("another tool's lock")
+    (mine / "metrics.jsonl").write_text("mine\n")
+    before = _snapshot(mine)
+    assert _train(mine) == 2
+    _one_line_error(capsys, "not a bptt run directory")
+    assert _snapshot(mine) == before
