@@ -217,3 +217,11 @@ def test_report_of_a_sweep_without_space(tmp_path, capsys):
         json.dumps({"version": 1, "spec": spec.to_dict() | {"space": {}}})
     )
     assert main(["sweep", "--report", str(out)]) == 0
+
+
+def test_more_cpus_per_trial_than_cores_is_refused_before_ray_starts(tmp_path, capsys):
+    path = _spec(tmp_path, GOOD.replace("[sweep]", "[sweep]\ncpus_per_trial = 3"))
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(path), "--out", str(out), "--num-cpus", "2"]) == 2
+    _err(capsys, "cpus_per_trial")
+    assert not out.exists()

@@ -979,6 +979,13 @@ def run(
     ray = _require_ray()
     if num_cpus is not None and num_cpus < 1:
         raise ValueError(f"num_cpus must be >= 1, got {num_cpus}")
+    if address is None:  # a local Ray: its cores are known before it starts
+        cores = num_cpus or os.cpu_count() or 1
+        if spec.cpus_per_trial > cores:
+            raise SpecError(
+                f"[sweep].cpus_per_trial = {spec.cpus_per_trial:g}, but the local Ray has "
+                f"{cores} core(s): no trial could start"
+            )
     lock = RunDirLock(out, kind="sweep")  # refuses a foreign folder; one driver at a time
     lock.acquire()
     try:
