@@ -102,9 +102,10 @@ def test_a_forged_config_cannot_read_or_echo_another_file(tmp_path, monkeypatch,
     meta["config"]["csv"] = str(secret)
     forge(ckpt, meta, tensors, fmt)
     capsys.readouterr()
-    assert main(["eval", "run"]) == 2
-    err = _err(capsys, "not the data the checkpoint was trained on")
-    assert "SECRET" not in err and "abc123" not in err
+    for argv in (["eval", "run"], ["inspect", "run", "--no-plots", "--out", "insp"]):
+        assert main(argv) == 2
+        err = _err(capsys, "not the data the checkpoint was trained on")
+        assert "SECRET" not in err and "abc123" not in err
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,7 @@ from ..model import RNN, ElmanRNN, build_model
 from ..resources import check_memory, estimate_bytes
 from ..rundir import check_dir_name
 from ..training import TrainConfig
+from ..training.evaluation import locate_run_data
 
 FRESH_BATCHES = ("adding", "random")
 """``--task``: the sample batch when not the run's own: the adding task, or random data."""
@@ -120,6 +121,10 @@ def load_run(path: Path) -> LoadedRun:
     config = None
     if ckpt.config:  # written by the trainer; a bare save_checkpoint may carry none
         config = TrainConfig.from_dict(dict(ckpt.config))
+        if ckpt.path is not None:  # read only the data file whose content the checkpoint has
+            folder = ckpt.path.parent
+            folder = folder.parent if folder.name == "best" else folder
+            config = locate_run_data(config, ckpt.data_state, folder)
     return LoadedRun(model=ckpt.model, config=config, vocab=ckpt.vocab)
 
 
