@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +226,16 @@ def test_a_foreign_lock_file_does_not_make_a_run(tmp_path, capsys):
     assert _train(mine) == 2
     _one_line_error(capsys, "not a bptt run directory")
     assert _snapshot(mine) == before
+
+
+def test_the_plot_reads_null_numbers_and_other_shapes(run, tmp_path):
+    pytest.importorskip("matplotlib")
+    from bptt.training.plots import plot_metrics
+
+    out = _copy_run(run, tmp_path / "run")
+    record = {"step": 3, "kind": "train", "loss": math.nan, "lr": 0.1, "grad_norm": math.inf}
+    log = out / "metrics.jsonl"
+    log.write_text(log.read_text() + metrics_line(record) + "[1, 2]\n3\nnull\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert plot_metrics(out).is_file()
