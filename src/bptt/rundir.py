@@ -168,7 +168,7 @@ def check_no_links(folder: Path, names: tuple[str, ...]) -> None:
 
 
 def check_output_file(path: str | os.PathLike[str], option: str = "--out") -> Path:
-    """A file a command may write (``predict``, ``export``, ``inspect`` outputs): not empty,
+    """A file a command may write (``predict``, ``export`` outputs): not empty,
     not a folder or link, and not one of a bptt run's or sweep's own files (its checkpoint,
     configuration, logs, lock, marker, ``best/``), nor anything inside ``best/``.
 
