@@ -58,7 +58,7 @@ import numpy as np
 from .atomic import atomic_path, atomic_write_text
 from .checkpoint import load_checkpoint
 from .model import ElmanRNN
-from .rundir import RUN_MARKER, RunDirBusyError, RunDirLock, is_run_dir
+from .rundir import RUN_MARKER, NotOwnedError, RunDirBusyError, RunDirLock, is_run_dir
 from .training import TrainConfig, Trainer, config_fields, evaluate_task, evaluate_text, make_task
 from .training.plots import pyplot
 
@@ -694,6 +694,8 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
 
     name = tune.get_context().get_trial_name()
     run = Path(ctx["trials"]) / name
+    if run.is_symlink():  # a link planted in the sweep: bptt does not write through it
+        raise NotOwnedError(f"trial directory {str(run)!r} is a symbolic link; remove it")
     run.mkdir(parents=True, exist_ok=True)
     if not is_run_dir(run):  # the sweep made it: a bptt run directory
         atomic_write_text(run / RUN_MARKER, "bptt run directory\n")
@@ -1161,6 +1163,8 @@ def _finalize(out: Path, results: Any, fields: Sequence[str]) -> None:
     a word (``error``). A trial that finished by itself keeps its status."""
     for res in results:
         run = out / "trials" / Path(res.path).name
+        if run.is_symlink():
+            continue  # not written through (the trial refused it and failed)
         record = _read_json(run / "trial.json")
         if record is not None and not isinstance(record.get("status"), str):
             record = None  # not a trial record: rebuilt below when Tune knows the error
