@@ -236,8 +236,10 @@ def test_no_space_left_names_the_file(tmp_path, monkeypatch) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(bptt.atomic.os, "fsync", full)
-    with pytest.raises(OSError, match=r"cannot write '.*config\.json': No space left"):
+    with pytest.raises(OSError, match=r"cannot write '.*/\.bptt-run': No space left"):
         Trainer(_config(tmp_path, steps=2), echo=None).train()
+    # the refused start leaves no run directory holding only its lock
+    assert not (tmp_path / "run").exists()
 
 
 # -- item 11: sizes beyond the machine are refused up front --------------------------------------

@@ -589,6 +589,12 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     for name, arr in model.params.items():
         if not np.isfinite(arr).all():
             raise _fail(where, f"holds non-finite weights (NaN or inf) in params.{name}")
+    for name, arr in tensors.items():  # a step never saves a NaN slot: it is skipped instead
+        if name.startswith("optim.") and arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise _fail(where, f"holds non-finite optimizer state (NaN or inf) in {name}")
+    for key, value in meta["optimizer"].items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _fail(where, f"holds a non-finite optimizer value {key!r}")
     vocab = meta["vocab"]
     if vocab is not None:
         try:

@@ -18,7 +18,7 @@ import numpy as np
 from .atomic import atomic_path, atomic_write_text
 from .checkpoint import Checkpoint
 from .data import registry
-from .data.arrays import load_npz_arrays, to_time_major
+from .data.arrays import cast_finite, load_npz_arrays, to_time_major
 from .data.errors import DataError
 
 
@@ -76,9 +76,7 @@ def predict_npz(
         DataError: an unreadable file or one without X; shapes that do not fit the model.
     """
     data = load_npz_arrays(path, need=("X",))
-    X = data["X"]
-    if X.dtype.kind == "f":
-        X = X.astype(ckpt.model.dtype)
+    X = cast_finite("X", data["X"], ckpt.model.dtype)
     x, _, _ = to_time_major(X, X, None, batch_first=batch_first)
     try:
         y_hat, _ = ckpt.model.predict(x)  # (T, N, O)
@@ -86,14 +84,49 @@ def predict_npz(
         raise DataError(f"{str(path)!r}: X {X.shape} does not fit the model: {err}") from None
     scores: dict[str, Any] = {}
     if "Y" in data:
-        # the run's task scores the file's Y on the steps its mask counts (all without one)
-        try:
-            _, y, mask = to_time_major(X, data["Y"], data.get("mask"), batch_first=batch_first)
-        except ValueError as err:
-            raise DataError(f"{str(path)!r}: {err}") from None
-        scores = registry.get(ckpt.task).score(y_hat, y, mask, ckpt.model.output)
+        # Y of exactly the forecasts' shape (nothing broadcast), scored by the run's task on
+        # the steps the file's mask counts (all without one)
+        y = _check_targets(data["Y"], y_hat, ckpt.model.output, batch_first, path)
+        mask = data.get("mask")
+        if mask is not None:
+            try:
+                _, _, mask = to_time_major(X, data["Y"], mask, batch_first=batch_first)
+            except ValueError as err:
+                raise DataError(f"{str(path)!r}: {err}") from None
+        with np.errstate(over="ignore", invalid="ignore"):
+            scores = registry.get(ckpt.task).score(y_hat, y, mask, ckpt.model.output)
+        if not all(np.isfinite(v) for v in scores.values()):
+            raise DataError(f"{str(path)!r}: Y holds values beyond float range")
     out = np.swapaxes(y_hat, 0, 1) if batch_first else y_hat
     return np.ascontiguousarray(out), scores
+
+
+def _check_targets(
+    Y: np.ndarray, y_hat: np.ndarray, output: str, batch_first: bool, path: object
+) -> np.ndarray:
+    """The file's Y, time-major, of exactly the forecasts' shape (softmax: class ids (T, N);
+    else (T, N, O), or (T, N) when O = 1): nothing broadcast.
+
+    Raises:
+        DataError: another shape, or a dtype that does not fit the head.
+    """
+    T, N, O = y_hat.shape
+    layout = "(N, T" if batch_first else "(T, N"
+    lead = (N, T) if batch_first else (T, N)
+    if output == "softmax":
+        want: tuple[tuple[int, ...], ...] = (lead,)
+        doc = f"{layout}) = {lead} integer class ids"
+    else:
+        want = ((*lead, O), lead) if O == 1 else ((*lead, O),)
+        doc = f"{layout}, O) = {(*lead, O)}" + (f" or {lead}" if O == 1 else "")
+    if Y.shape not in want:
+        raise DataError(f"{str(path)!r}: Y must have shape {doc} to score, got {Y.shape}")
+    if output == "softmax" and Y.dtype.kind not in "iu":
+        raise DataError(f"{str(path)!r}: Y must hold integer class ids, got dtype {Y.dtype}")
+    if Y.dtype.kind not in "iuf":
+        raise DataError(f"{str(path)!r}: Y must be numeric, got dtype {Y.dtype}")
+    y = np.swapaxes(Y, 0, 1) if batch_first else Y
+    return y if output == "softmax" or y.ndim == 3 else y[..., None]
 
 
 def write_npz(path: str | os.PathLike[str], y_hat: np.ndarray) -> Path:

@@ -17,8 +17,16 @@ from __future__ import annotations
 
 import os
 import resource
+from typing import Any
 
-__all__ = ["ResourceError", "available_memory", "check_memory", "estimate_bytes", "format_bytes"]
+__all__ = [
+    "ResourceError",
+    "available_memory",
+    "check_config",
+    "check_memory",
+    "estimate_bytes",
+    "format_bytes",
+]
 
 
 class ResourceError(ValueError):
@@ -99,3 +107,72 @@ def check_memory(need: int, what: str, hint: str) -> None:
             f"{what} needs about {format_bytes(need)} of memory, more than the "
             f"{format_bytes(avail)} this machine has available; {hint}"
         )
+
+
+#: upper bounds of counts that cost time rather than memory (a held-out evaluation's
+#: sequences and windows): checked with every configuration, as a command-line value is
+MAX_EVAL_SIZE = 1 << 20
+MAX_LAYERS = 1024
+
+
+def _task_shape(config: Any) -> tuple[int, int, int, bool]:
+    """(I, O, T, dense input) a configuration's task implies, before any data is made or read
+    (charlm: at most 2¹⁶ characters of vocabulary; csv, arrays: one column and their own T,
+    whose files are checked as they are read)."""
+    task, T = config.task, int(config.seq_len)
+    if task == "charlm":
+        return 1, 1, max(T, int(config.k2)), False
+    if task == "copy":
+        n = int(config.n_symbols)
+        return n + 2, n + 1, int(config.delay) + 2 * int(config.copy_len), True
+    if task in ("sine", "csv"):
+        return 1, 1, T + int(config.horizon), True
+    if task == "lagged":
+        return 2, 2, max(T, int(config.lag1), int(config.lag2)) + 1, True
+    if task == "order":
+        return 8, 4, T, True
+    return 2, 1, T, True
+
+
+def check_config(config: Any) -> None:
+    """Every size a :class:`~bptt.training.TrainConfig` sets, through the memory estimate
+    before anything is built (the task's own length: copy's ``delay + 2·copy_len``, sine's
+    ``seq_len + horizon``), and the counts that cost time bounded (``eval_size`` ≤ 2²⁰,
+    ``layers`` ≤ 1024).
+
+    Raises:
+        ResourceError: naming the options to lower.
+    """
+    if config.eval_size > MAX_EVAL_SIZE:
+        raise ResourceError(
+            f"--eval-size must be <= {MAX_EVAL_SIZE} held-out sequences, got {config.eval_size}"
+        )
+    if config.layers > MAX_LAYERS:
+        raise ResourceError(f"--layers must be <= {MAX_LAYERS}, got {config.layers}")
+    n_in, n_out, T, dense = _task_shape(config)
+    batch = max(int(config.batch), min(256, int(config.eval_size)))
+    itemsize = 8 if config.dtype == "float64" else 4
+    need = estimate_bytes(
+        n_in,
+        config.hidden,
+        n_out,
+        T,
+        batch,
+        itemsize=itemsize,
+        dense_input=dense,
+        layers=config.layers * (2 if config.bidirectional else 1),
+        sample=config.sample_length if config.task == "charlm" and config.sample_every else 0,
+    )
+    check_memory(
+        need,
+        f"this configuration (--task {config.task}: I={n_in}, H={config.hidden}, O={n_out}, "
+        f"T={T}, B={batch}, {config.layers} layer(s))",
+        "use a smaller --hidden, --layers, --seq-len, --batch"
+        + {
+            "copy": ", --delay, --copy-len or --n-symbols",
+            "sine": " or --horizon",
+            "csv": " or --horizon",
+            "lagged": ", --lag1 or --lag2",
+            "charlm": ", --k2 or --sample-length",
+        }.get(config.task, ""),
+    )

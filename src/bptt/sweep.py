@@ -42,6 +42,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -58,7 +59,7 @@ from .atomic import atomic_path, atomic_write_text
 from .checkpoint import load_checkpoint
 from .data import registry as task_registry
 from .model import ElmanRNN
-from .rundir import RunDirBusyError
+from .rundir import RUN_MARKER, NotOwnedError, RunDirBusyError, RunDirLock, is_run_dir
 from .training import TrainConfig, Trainer, config_fields, evaluate_task, evaluate_text, make_task
 from .training.plots import pyplot
 
@@ -109,6 +110,17 @@ _PBT_DEFAULTS: dict[str, Any] = {
     "resample_probability": 0.25,
     "factors": [1.2, 0.8],
 }
+
+
+#: bounds checked before anything starts: trials in all (grid points × samples × seeds),
+#: CPUs per trial, ASHA's rungs and brackets
+MAX_TRIALS = 10_000
+MIN_CPUS, MAX_CPUS = 0.01, 1024.0
+MAX_RUNGS, MAX_BRACKETS = 64, 16
+#: TrainConfig fields naming files: made absolute (from the current directory) and checked
+PATH_FIELDS = ("text", "csv", "data", "init_from")
+#: seconds ``--address`` waits for a cluster to answer
+ADDRESS_TIMEOUT_S = 10.0
 
 
 class SpecError(ValueError):
@@ -167,7 +179,10 @@ class SweepSpec:
         }
         if self.scheduler != "fifo":
             sweep[self.scheduler] = dict(self.options)
-        return {"base": dict(self.base), "space": dict(self.space), "sweep": sweep}
+        tables: dict[str, Any] = {"base": dict(self.base)}
+        if self.space:  # no [space]: the base configuration once per seed
+            tables["space"] = dict(self.space)
+        return tables | {"sweep": sweep}
 
     @property
     def fields(self) -> list[str]:
@@ -214,7 +229,9 @@ def _check_keys(table: Mapping[str, Any], allowed: Sequence[str], where: str) ->
 
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SpecError(f"{where} must be a number, got {value!r}")
+        raise SpecError(f"{where} must be a number, got {str(value)[:80]}")
+    if not math.isfinite(value):
+        raise SpecError(f"{where} must be a finite number, got {value}")
     return float(value)
 
 
@@ -256,6 +273,7 @@ def load_spec(spec: str | os.PathLike[str] | Mapping[str, Any] | SweepSpec) -> S
     """
     if isinstance(spec, SweepSpec):
         return spec
+    from_file = not isinstance(spec, Mapping)
     raw = dict(spec) if isinstance(spec, Mapping) else _read_toml(spec)
     known = [name for name, *_ in config_fields()]
     _check_keys(raw, ("base", "space", "sweep"), "the spec")
@@ -269,13 +287,20 @@ def load_spec(spec: str | os.PathLike[str] | Mapping[str, Any] | SweepSpec) -> S
     _check_keys(base, allowed, "[base]")
     if space is not None:
         _check_keys(space, allowed, "[space]")
-        if not space:
+        if not space and from_file:
             raise SpecError(
                 "[space] is empty: give at least one field (lr = [1e-3, 3e-3]), or leave the "
                 "table out to run the base configuration once per seed"
             )
+    base = {k: _absolute(k, v) for k, v in base.items()}
     checked_space: dict[str, Any] = {}
     for name, axis in (space or {}).items():
+        if name in PATH_FIELDS and isinstance(axis, list):
+            axis = [_absolute(name, v) for v in axis]
+        elif name in PATH_FIELDS and isinstance(axis, dict):
+            values = axis.get("values")
+            if isinstance(values, list):
+                axis = axis | {"values": [_absolute(name, v) for v in values]}
         if isinstance(axis, list):
             if not axis:
                 raise SpecError(f"[space].{name} is an empty list: give at least one value")
@@ -311,14 +336,27 @@ def load_spec(spec: str | os.PathLike[str] | Mapping[str, Any] | SweepSpec) -> S
     parallel = _positive_int(sweep.get("parallel", 1), "[sweep].parallel")
     samples = _positive_int(sweep.get("samples", 1), "[sweep].samples")
     cpus = _number(sweep.get("cpus_per_trial", 1), "[sweep].cpus_per_trial")
-    if cpus <= 0:
-        raise SpecError(f"[sweep].cpus_per_trial must be > 0, got {cpus}")
+    if not MIN_CPUS <= cpus <= MAX_CPUS:
+        raise SpecError(
+            f"[sweep].cpus_per_trial must lie in [{MIN_CPUS}, {MAX_CPUS}], got {cpus:g}"
+        )
+    if parallel > MAX_TRIALS or samples > MAX_TRIALS:
+        raise SpecError(f"[sweep].parallel and samples must be <= {MAX_TRIALS}")
     keep = sweep.get("keep_checkpoints", 0)
-    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+    if isinstance(keep, bool) or not isinstance(keep, int) or not 0 <= keep <= 2**31:
         raise SpecError(f"[sweep].keep_checkpoints must be an integer >= 0, got {keep!r}")
     search_seed = sweep.get("search_seed", 0)
     if isinstance(search_seed, bool) or not isinstance(search_seed, int):
         raise SpecError(f"[sweep].search_seed must be an integer, got {search_seed!r}")
+    if not 0 <= search_seed < 2**32:
+        raise SpecError(f"[sweep].search_seed must lie in [0, 2**32), got {search_seed}")
+    n_trials = math.prod(len(a) for a in checked_space.values() if isinstance(a, list))
+    n_trials *= samples * len(seeds)
+    if n_trials > MAX_TRIALS:
+        raise SpecError(
+            f"the sweep has {n_trials} trials (grid points x samples x seeds), more than "
+            f"{MAX_TRIALS}; search a smaller grid, or draw from distributions instead"
+        )
     scheduler = sweep.get("scheduler", "fifo")
     if scheduler not in SCHEDULERS:
         raise SpecError(
@@ -348,6 +386,31 @@ def load_spec(spec: str | os.PathLike[str] | Mapping[str, Any] | SweepSpec) -> S
     return out
 
 
+def _absolute(name: str, value: Any) -> Any:
+    """A path field's value absolute (trials run in other directories); others as given."""
+    if name in PATH_FIELDS and isinstance(value, str) and value:
+        return os.path.abspath(value)
+    return value
+
+
+def check_paths(spec: SweepSpec) -> None:
+    """Every file a [base] or [space] path field names exists (before anything starts).
+
+    Raises:
+        SpecError: naming the field and the path.
+    """
+    for name in PATH_FIELDS:
+        values: list[Any] = [spec.base.get(name)]
+        axis = spec.space.get(name)
+        if isinstance(axis, list):
+            values += axis
+        elif isinstance(axis, dict):
+            values += list(axis.get("values", []))
+        for value in values:
+            if isinstance(value, str) and not os.path.exists(value):
+                raise SpecError(f"{name} = {value!r} does not exist")
+
+
 def _positive_int(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SpecError(f"{where} must be an integer >= 1, got {value!r}")
@@ -370,7 +433,15 @@ def _check_asha(table: Any, spec: SweepSpec) -> dict[str, Any]:
     rf = _number(opts["reduction_factor"], "[sweep.asha].reduction_factor")
     if rf <= 1:
         raise SpecError(f"[sweep.asha].reduction_factor must be > 1, got {rf}")
-    _positive_int(opts["brackets"], "[sweep.asha].brackets")
+    rungs = math.log(max(max_t / grace, 1.0)) / math.log(rf)
+    if rungs > MAX_RUNGS:
+        raise SpecError(
+            f"[sweep.asha].reduction_factor {rf:g} makes {rungs:.3g} rungs between "
+            f"grace_period {grace} and {max_t} steps, more than {MAX_RUNGS}; use a larger one"
+        )
+    brackets = _positive_int(opts["brackets"], "[sweep.asha].brackets")
+    if brackets > MAX_BRACKETS:
+        raise SpecError(f"[sweep.asha].brackets must be <= {MAX_BRACKETS}, got {brackets}")
     return opts
 
 
@@ -502,10 +573,54 @@ def params_digest(params: Any) -> str:
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object file's content; None when unreadable, not JSON, nested beyond the
+    parser, or not an object."""
     try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
+    return data if isinstance(data, dict) else None
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _scalar(v: Any) -> Any:
+    """A JSON scalar as it is; anything nested (a forged record) as None."""
+    return v if v is None or isinstance(v, (str, int, float, bool)) else None
+
+
+def clean_record(record: Any, metric: str) -> dict[str, Any] | None:
+    """A ``trial.json`` record with every field the report reads in its expected type, or
+    None when it is not a trial record (a forged or foreign file: any JSON shape)."""
+    if not isinstance(record, dict):
+        return None
+    name, status, config = record.get("trial"), record.get("status"), record.get("config")
+    if not (isinstance(name, str) and isinstance(status, str) and isinstance(config, dict)):
+        return None
+    history = []
+    raw_history = record.get("history")
+    for h in raw_history if isinstance(raw_history, list) else []:
+        if isinstance(h, dict) and _is_number(h.get("time_s")) and _is_number(h.get("step")):
+            value = h.get(metric)
+            history.append(
+                {"step": h["step"], "time_s": h["time_s"], metric: value}
+                if value is None or _is_number(value)
+                else {"step": h["step"], "time_s": h["time_s"], metric: None}
+            )
+    exploits = record.get("exploits")
+    return record | {
+        "trial": name,
+        "status": status,
+        "config": {str(k): _scalar(v) for k, v in config.items()},
+        "seed": _scalar(record.get("seed")),
+        "history": history,
+        "steps": record["steps"] if _is_number(record.get("steps")) else 0,
+        "time_s": record["time_s"] if _is_number(record.get("time_s")) else 0.0,
+        "exploits": exploits if isinstance(exploits, list) else [],
+        "error": str(record.get("error") or "")[:2000],
+    }
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
@@ -576,7 +691,11 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
 
     name = tune.get_context().get_trial_name()
     run = Path(ctx["trials"]) / name
+    if run.is_symlink():  # a link planted in the sweep: bptt does not write through it
+        raise NotOwnedError(f"trial directory {str(run)!r} is a symbolic link; remove it")
     run.mkdir(parents=True, exist_ok=True)
+    if not is_run_dir(run):  # the sweep made it: a bptt run directory
+        atomic_write_text(run / RUN_MARKER, "bptt run directory\n")
     record_path = run / "trial.json"
     record = _read_json(record_path)
     if record is not None and record["status"] in ("done", "early_stop") and record["history"]:
@@ -855,39 +974,87 @@ def run(
         FileExistsError: ``out`` holds a sweep and ``resume`` is False.
     """
     spec = load_spec(spec)
+    check_paths(spec)
     ray = _require_ray()
-    out = Path(out).resolve()
-    saved = _read_json(out / "sweep.json")
-    if resume:
-        if saved is None:
-            raise SpecError(f"--resume: no sweep in {str(out)!r} (no sweep.json)")
-        if saved.get("spec") != json.loads(json.dumps(spec.to_dict())):
-            raise SpecError(
-                f"--resume: the spec differs from the one the sweep in {str(out)!r} started "
-                "with (sweep.json); resume with the same spec, or choose another --out"
-            )
-    elif saved is not None or (out / "trials").exists():
-        raise FileExistsError(
-            f"{str(out)!r} already holds a sweep; pass --resume to continue it, or choose "
-            "another --out"
-        )
     if num_cpus is not None and num_cpus < 1:
         raise ValueError(f"num_cpus must be >= 1, got {num_cpus}")
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "sweep.json", {"version": SPEC_VERSION, "spec": spec.to_dict()})
-    started = not ray.is_initialized()
-    if started:
-        start_ray(address=address, num_cpus=num_cpus)
-    handlers = _signal_handlers()
+    if address is None:  # a local Ray: its cores are known before it starts
+        cores = num_cpus or os.cpu_count() or 1
+        if spec.cpus_per_trial > cores:
+            raise SpecError(
+                f"[sweep].cpus_per_trial = {spec.cpus_per_trial:g}, but the local Ray has "
+                f"{cores} core(s): no trial could start"
+            )
+    lock = RunDirLock(out, kind="sweep")  # refuses a foreign folder; one driver at a time
+    lock.acquire()
     try:
-        results = _fit(spec, out, resume, verbose)
-    finally:
-        _restore_signal_handlers(handlers)  # Tune leaves its own SIGINT/SIGUSR1 handlers
+        out = Path(out).resolve()
+        saved = _read_json(out / "sweep.json")
+        if resume:
+            if saved is None:
+                raise SpecError(f"--resume: no sweep in {str(out)!r} (no readable sweep.json)")
+            try:
+                same = load_spec(saved["spec"]).to_dict() == spec.to_dict()
+            except (KeyError, TypeError, ValueError, RecursionError):
+                same = False
+            if not same:
+                raise SpecError(
+                    f"--resume: the spec differs from the one the sweep in {str(out)!r} "
+                    "started with (sweep.json); resume with the same spec, or choose another "
+                    "--out"
+                )
+        elif saved is not None or (out / "trials").exists():
+            raise FileExistsError(
+                f"{str(out)!r} already holds a sweep; pass --resume to continue it, or choose "
+                "another --out"
+            )
+        started = not ray.is_initialized()
         if started:
-            ray.shutdown()
-    _finalize(out, results, spec.fields)
-    result = report(out, verbose=verbose)
-    return result
+            start_ray(address=address, num_cpus=num_cpus)
+        handlers = _signal_handlers()
+        try:
+            _check_cluster(spec, ray)
+            # written once everything is checked: a refused spec leaves no sweep.json behind
+            _write_json(out / "sweep.json", {"version": SPEC_VERSION, "spec": spec.to_dict()})
+            results = _fit(spec, out, resume, verbose)
+        finally:
+            _restore_signal_handlers(handlers)  # Tune leaves its own SIGINT/SIGUSR1 handlers
+            if started:
+                ray.shutdown()
+        _finalize(out, results, spec.fields)
+        return _report(out, verbose=verbose)
+    finally:
+        lock.release(discard=True)
+
+
+def _check_cluster(spec: SweepSpec, ray: Any) -> None:
+    """The cluster can run a trial: ``cpus_per_trial`` is at most its CPUs."""
+    cpus = float(ray.cluster_resources().get("CPU", 0.0))
+    if spec.cpus_per_trial > cpus:
+        raise SpecError(
+            f"[sweep].cpus_per_trial = {spec.cpus_per_trial:g}, but the Ray cluster has "
+            f"{cpus:g} CPU(s): no trial could start"
+        )
+
+
+def _probe_address(address: str, timeout: float = ADDRESS_TIMEOUT_S) -> None:
+    """Refuse an ``--address`` at which nothing answers within ``timeout`` seconds (Ray's
+    own connection retries go on for minutes)."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port_text = hostport.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"--address must be HOST:PORT (or ray://HOST:PORT), got {address!r}")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port_text)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise ConnectionError(
+            f"--address {address}: no Ray cluster answers there within {timeout:g} s "
+            f"({err.strerror or err}); start one with `ray start --head`, or leave --address "
+            "out to run on this machine"
+        ) from None
 
 
 def _signal_handlers() -> dict[int, Any]:
@@ -911,20 +1078,26 @@ def start_ray(*, address: str | None = None, num_cpus: int | None = None) -> Non
     """
     ray = _require_ray()
     runtime_env = None
+    if address is not None:
+        _probe_address(address)
     if address is None:
         package_root = str(Path(__file__).resolve().parents[1])
         pythonpath = os.pathsep.join(
             p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p
         )
         runtime_env = {"env_vars": {"PYTHONPATH": pythonpath}}
-    ray.init(
-        address=address,
-        num_cpus=None if address else num_cpus,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level="WARNING",
-        runtime_env=runtime_env,
-    )
+    try:
+        ray.init(
+            address=address,
+            num_cpus=None if address else num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="WARNING",
+            runtime_env=runtime_env,
+        )
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        raise ConnectionError(f"cannot start {where}: {str(err)[:300]}") from None
 
 
 def _fit(spec: SweepSpec, out: Path, resume: bool, verbose: bool) -> Any:
@@ -987,7 +1160,11 @@ def _finalize(out: Path, results: Any, fields: Sequence[str]) -> None:
     a word (``error``). A trial that finished by itself keeps its status."""
     for res in results:
         run = out / "trials" / Path(res.path).name
+        if run.is_symlink():
+            continue  # not written through (the trial refused it and failed)
         record = _read_json(run / "trial.json")
+        if record is not None and not isinstance(record.get("status"), str):
+            record = None  # not a trial record: rebuilt below when Tune knows the error
         if record is None and res.error is not None:  # died before the trial could start
             config = res.config or {}
             record = _new_record(run.name, {k: config.get(k) for k in fields}, config.get("seed"))
@@ -1081,6 +1258,27 @@ def _markdown(summary: list[dict[str, Any]], fields: Sequence[str], metric: str)
 
 
 def report(out: str | os.PathLike[str], *, verbose: bool = True) -> SweepResult:
+    """Rebuild ``sweep.csv``, ``summary.md`` and ``sweep.png`` of the sweep in ``out`` (see
+    :func:`_report`), holding its lock: only a bptt sweep directory is written.
+
+    Raises:
+        FileNotFoundError: ``out`` holds no sweep.
+        SpecError: its ``sweep.json`` is not a readable spec.
+        RunDirBusyError: a sweep driver is running in ``out``.
+    """
+    folder = Path(out)
+    if not is_run_dir(folder, "sweep"):
+        raise FileNotFoundError(f"no sweep in {str(folder)!r} (no bptt sweep directory)")
+    lock = RunDirLock(folder, kind="sweep")
+    lock.option = "--report"
+    lock.acquire()
+    try:
+        return _report(folder, verbose=verbose)
+    finally:
+        lock.release()
+
+
+def _report(out: str | os.PathLike[str], *, verbose: bool = True) -> SweepResult:
     """Rebuild ``sweep.csv``, ``summary.md`` and ``sweep.png`` from a sweep directory.
 
     Needs no Ray: it reads ``sweep.json`` and each ``trials/*/trial.json``. The summary is
@@ -1095,11 +1293,16 @@ def report(out: str | os.PathLike[str], *, verbose: bool = True) -> SweepResult:
     saved = _read_json(out / "sweep.json")
     if saved is None:
         raise FileNotFoundError(f"no sweep in {str(out)!r} (no readable sweep.json)")
-    spec = load_spec(saved["spec"])
+    try:
+        spec = load_spec(saved["spec"])
+    except (KeyError, TypeError, ValueError, RecursionError) as err:
+        raise SpecError(
+            f"{str(out / 'sweep.json')!r} is not a readable sweep spec: {str(err)[:200]}"
+        ) from None
     fields, metric, mode = spec.fields, spec.metric, spec.mode
-    records = [
-        r for p in sorted((out / "trials").glob("*/trial.json")) if (r := _read_json(p)) is not None
-    ]
+    paths = sorted((out / "trials").glob("*/trial.json"))
+    records = [r for p in paths if (r := clean_record(_read_json(p), metric)) is not None]
+    skipped = len(paths) - len(records)
     rows = [_trial_row(r, fields, metric, mode) for r in records]
     buf = io.StringIO()
     columns = [*fields, "seed", f"best_{metric}", f"final_{metric}", "steps", "time_s"]
@@ -1129,6 +1332,8 @@ def report(out: str | os.PathLike[str], *, verbose: bool = True) -> SweepResult:
         )
         for r in failed:
             print(f"  failed {r['trial']}: {r['error']}")
+        if skipped:
+            print(f"  {skipped} trial.json file(s) are not trial records: left out")
         print(f"results: {out / 'sweep.csv'}, {out / 'summary.md'}, {out / 'sweep.png'}")
         if plot_note:
             print(plot_note)

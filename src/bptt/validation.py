@@ -6,6 +6,10 @@ fed to a float32 model is an error, not a hidden copy.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -129,3 +133,82 @@ def check_max_lag(max_lag: object) -> int | None:
     if max_lag < 0:
         raise ValueError(f"max_lag must be None or a non-negative int, got {max_lag}")
     return int(max_lag)
+
+
+def strict_initial_weights(path: str | os.PathLike[str], model: Any) -> Any:
+    """``--init-from``: the weights of ``path`` for ``model``, which must match it exactly.
+
+    A bptt checkpoint (run directory, file) must hold the model's structure (its loader
+    refuses extra or missing arrays and non-finite weights); a torch-named state dict must
+    hold exactly the model's names (no extra or missing layer, direction or key), floating
+    point arrays only, all finite, and finite still in the model's dtype.
+
+    Raises:
+        ValueError: naming the file and what does not match (InteropError, CheckpointError).
+    """
+    from .checkpoint import FORMAT_NAME
+    from .interop import InteropError, initial_weights, read_torch_state, state_dict
+
+    p = Path(path)
+    # a run directory, an .npz or an ONNX graph: their own loaders check the structure
+    if not (p.is_dir() or p.suffix in (".npz", ".onnx")):
+        if not p.is_file():
+            raise InteropError(f"--init-from {str(p)!r} does not exist")
+        meta, tensors = read_torch_state(p)
+        if meta.get("format") != FORMAT_NAME:
+            want = set(state_dict(model))
+            extra, missing = sorted(set(tensors) - want), sorted(want - set(tensors))
+            if extra or missing:
+                raise InteropError(
+                    f"--init-from {str(p)!r} does not match the model {model!r}: "
+                    + (f"extra key(s) {extra[:6]}" if extra else "")
+                    + ("; " if extra and missing else "")
+                    + (f"missing key(s) {missing[:6]}" if missing else "")
+                )
+            for name, array in tensors.items():
+                if array.dtype.kind != "f":
+                    raise InteropError(
+                        f"--init-from {str(p)!r}: {name} has dtype {array.dtype}; weights must "
+                        "be floating point"
+                    )
+                _check_finite(f"--init-from {str(p)!r}: {name}", array)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below
+        weights = initial_weights(p, model)
+    for name, array in weights.items():
+        if not np.isfinite(array).all():
+            raise InteropError(
+                f"--init-from {str(p)!r}: {name} is not finite in the model's dtype "
+                f"{array.dtype} (a weight beyond its range)"
+            )
+    return weights
+
+
+#: the largest values of options that scale data or weights cast to float32 (beyond them an
+#: overflow, not a learning problem): checked as a command-line value is
+FLOAT_OPTION_LIMITS = {"spectral_radius": 100.0, "noise": 1e6}
+
+
+def check_config(config: Any) -> None:
+    """Bounds of a :class:`~bptt.training.TrainConfig` beyond its types and signs: options
+    that scale data or weights (``spectral_radius`` ≤ 100, ``noise`` ≤ 10⁶, every float within
+    float32's range) and every size through the memory estimate
+    (:func:`bptt.resources.check_config`).
+
+    Raises:
+        ValueError: naming the option, the bound and the value.
+    """
+    from .resources import check_config as check_config_memory
+
+    f32_max = float(np.finfo(np.float32).max)
+    for name, value in vars(config).items():
+        if isinstance(value, float) and abs(value) > f32_max:
+            raise ValueError(
+                f"--{name.replace('_', '-')} must lie within float32's range (|x| <= "
+                f"{f32_max:.3g}), got {value}"
+            )
+    for name, limit in FLOAT_OPTION_LIMITS.items():
+        if getattr(config, name) > limit:
+            raise ValueError(
+                f"--{name.replace('_', '-')} must be <= {limit:g}, got {getattr(config, name)}"
+            )
+    check_config_memory(config)

@@ -8,6 +8,7 @@ import json
 import math
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,8 @@ from ..gradcheck import gradcheck
 from ..heads import HEADS
 from ..model import build_model
 from ..predict import format_csv, predict_csv, predict_npz, write_npz, write_text
-from ..resources import check_memory, estimate_bytes
+from ..resources import MAX_LAYERS, check_memory, estimate_bytes
+from ..rundir import check_output_file
 from ..sample import sample_text
 from ..training import (
     CharStreamSource,
@@ -34,6 +36,7 @@ from ..training import (
     evaluate_text,
     make_task,
 )
+from ..training.evaluation import locate_run_data
 from .export import add_export_parser
 from .inspect import add_inspect_parser
 from .options_file import read_train_options
@@ -93,6 +96,18 @@ def _run_gradcheck(args: argparse.Namespace) -> int:
     _require("seed", args.seed, 0)
     if not (math.isfinite(args.tolerance) and args.tolerance > 0):
         raise ValueError(f"--tolerance must be a finite number > 0, got {args.tolerance}")
+    if args.layers > MAX_LAYERS:
+        raise ValueError(f"--layers must be <= {MAX_LAYERS}, got {args.layers}")
+    depth = args.layers * (2 if args.bidirectional else 1)
+    need = estimate_bytes(
+        args.input_size, args.hidden, args.output_size, args.seq_len, args.batch, layers=depth
+    )
+    check_memory(
+        2 * need,  # the model, its gradients and the finite-difference copies, in float64
+        f"gradcheck of I={args.input_size}, H={args.hidden}, O={args.output_size}, "
+        f"T={args.seq_len}, B={args.batch}, {depth} layer-direction(s)",
+        "use a smaller --hidden, --layers, --seq-len or --batch",
+    )
     model = build_model(
         input_size=args.input_size,
         hidden_size=args.hidden,
@@ -173,13 +188,22 @@ def _add_train(
         help="read options from a TOML file: TrainConfig fields at the top level or in a "
         "[base] table (a sweep spec's); options given here override the file's",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the bptt run in --out (its checkpoint, logs and best/) with a new one",
+    )
     p.set_defaults(func=_run_train, config_cls=TrainConfig, **(defaults or {}))
 
 
 def _run_train(args: argparse.Namespace) -> int:
     values = {name: getattr(args, name) for name, *_ in config_fields()}
     config = TrainConfig(**values)
-    trainer = Trainer(config, resume=args.resume, echo=print, cli=True)  # the CLI talks
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in --out, --overwrite replaces it: pass one")
+    trainer = Trainer(  # the CLI talks
+        config, resume=args.resume, overwrite=args.overwrite, echo=print, cli=True
+    )
     try:
         result = trainer.train()
     except TrainingDiverged as err:
@@ -252,19 +276,49 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", metavar="DIR_OR_CHECKPOINT", help="RUN, RUN/best or a file")
     p.add_argument("--text", default=None, help="charlm: evaluate on this UTF-8 file instead")
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="FILE",
+        help="the run's own data file (--text, --csv or --data of training) where it lies now; "
+        "its content must be the checkpoint's (default: the path in the run's configuration)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run_eval)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
-    config = TrainConfig.from_dict(ckpt.config)
+    try:
+        config = TrainConfig.from_dict(ckpt.config)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"the checkpoint's configuration is not valid: {err}") from None
+    if args.text is not None and args.data is not None:
+        raise ValueError("--text evaluates on another text, --data names the run's own: pass one")
+    run_dir = ckpt.path.parent if ckpt.path is not None else Path(args.checkpoint)
+    data_state = ckpt.data_state
+    if run_dir.name == "best":
+        run_dir = run_dir.parent
+        if "source" not in data_state:  # best/ of an older bptt: the run's checkpoint has it
+            try:
+                data_state = load_checkpoint(run_dir).data_state
+            except ValueError:
+                pass
+    if args.text is None:
+        config = locate_run_data(config, data_state, run_dir, args.data)
     if task_registry.get(config.task).streams:
         if args.text is not None:
             ids = CharCorpus.from_file(args.text, ckpt.vocab).ids
             source = args.text
         else:
-            ids = CharStreamSource(config, ckpt.vocab).val_ids
+            stream = CharStreamSource(config, ckpt.vocab)
+            if stream.fingerprint != data_state.get("source"):
+                raise ValueError(
+                    "the built-in corpus of this Python is not the text the checkpoint was "
+                    "trained on (it differs across Python versions); pass --data FILE with the "
+                    "run's text, or --text FILE to evaluate on another"
+                )
+            ids = stream.val_ids
             source = "validation split of " + (config.text or "the built-in corpus")
         metrics = evaluate_text(ckpt.model, ids, config.batch, config.seq_len)
     else:
@@ -312,6 +366,8 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        check_output_file(args.out)  # never over a run's own files, never through a link
     ckpt = load_checkpoint(args.checkpoint)
     if args.csv is not None:
         names, raw, pred = predict_csv(ckpt, args.csv)

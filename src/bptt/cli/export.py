@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..checkpoint import load_checkpoint
 from ..data import registry as task_registry
 from ..interop import export_onnx, save_torch_state
+from ..rundir import check_output_file
 
 
 def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -36,10 +36,8 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
 
 
 def run_export(args: argparse.Namespace) -> int:
+    out = check_output_file(args.out)  # never over a run's own files, never through a link
     ckpt = load_checkpoint(args.checkpoint)
-    out = Path(args.out)
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a directory; give a file name")
     if args.fmt == "torch":
         if args.ids is not None or args.initial_state:
             raise ValueError("--ids and --initial-state apply to --format onnx")

@@ -42,8 +42,10 @@ from ..diagnostics.report import (
 from ..heads import HEADS
 from ..init import INITS, initialise
 from ..model import RNN, build_model, param_shapes_for
-from ..resources import check_memory, estimate_bytes
+from ..resources import MAX_LAYERS, check_memory, estimate_bytes
+from ..rundir import check_dir_name
 from ..training import TrainConfig
+from ..training.evaluation import locate_run_data
 
 FRESH_BATCHES = ("adding", "random")
 """``--task``: the sample batch when not the run's own: the adding task, or random data."""
@@ -114,6 +116,10 @@ def load_run(path: Path) -> LoadedRun:
     config = None
     if ckpt.config:  # written by the trainer; a bare save_checkpoint may carry none
         config = TrainConfig.from_dict(dict(ckpt.config))
+        if ckpt.path is not None:  # read only the data file whose content the checkpoint has
+            folder = ckpt.path.parent
+            folder = folder.parent if folder.name == "best" else folder
+            config = locate_run_data(config, ckpt.data_state, folder)
     return LoadedRun(model=ckpt.model, config=config, vocab=ckpt.vocab)
 
 
@@ -164,7 +170,7 @@ def _check_memory(
 def run_inspect(args: argparse.Namespace) -> int:
     """Build or load the model, run the diagnostics, write JSON and figures, print a summary."""
     path = None if args.path is None else Path(args.path)
-    out = Path(args.out)
+    out = check_dir_name(args.out)  # an empty --out would write into the current directory
     if args.max_lag is not None and args.max_lag < 0:
         raise ValueError(f"--max-lag must be >= 0, got {args.max_lag}")
     for option, value in (
@@ -189,6 +195,8 @@ def run_inspect(args: argparse.Namespace) -> int:
         adding = args.task == "adding"
         n_in = 2 if adding else (8 if args.input_size is None else args.input_size)
         n_out = 1 if adding else (4 if args.output_size is None else args.output_size)
+        if not 1 <= args.layers <= MAX_LAYERS:  # bounded before any shape is built
+            raise ValueError(f"--layers must lie in [1, {MAX_LAYERS}], got {args.layers}")
         structure = dict(
             input_size=n_in,
             hidden_size=args.hidden,

@@ -21,7 +21,9 @@ predictor fitted on the training targets (their mean; the class frequencies).
 
 from __future__ import annotations
 
+import math
 import os
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
+from ..resources import check_memory
 from ..validation import check_dtype
 from .errors import CorpusNotFoundError, DataError
 from .tasks import (
@@ -89,34 +92,121 @@ def to_time_major(
     return out["X"], out["Y"], out.get("mask")
 
 
+#: members an .npz may hold (X, Y, mask and a few more are read or ignored; more is refused)
+MAX_NPZ_MEMBERS = 64
+
+
+def declared_arrays(path: str | os.PathLike[str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Each ``.npy`` member's shape and dtype as its header declares them, read from the
+    first bytes of the member (nothing is decompressed beyond the header).
+
+    Raises:
+        DataError: not a zip archive (a bare ``.npy`` array, another format), too many
+            members, a member that is not a readable ``.npy`` header, object arrays.
+    """
+    p = Path(path)
+    if not zipfile.is_zipfile(p):
+        with open(p, "rb") as fh:
+            magic = fh.read(6)
+        what = "a single .npy array" if magic == b"\x93NUMPY" else "not a zip archive"
+        raise DataError(
+            f"{str(p)!r} is {what}, not an .npz with X and Y; save with "
+            "np.savez(path, X=inputs, Y=targets[, mask=mask])"
+        )
+    out: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    try:
+        with zipfile.ZipFile(p) as zf:
+            infos = zf.infolist()
+            if len(infos) > MAX_NPZ_MEMBERS:
+                raise DataError(
+                    f"{str(p)!r} holds {len(infos)} archive members; an .npz for bptt holds X, "
+                    f"Y and optionally mask (at most {MAX_NPZ_MEMBERS} members are read)"
+                )
+            for info in infos:
+                if not info.filename.endswith(".npy"):
+                    continue
+                with zf.open(info) as fh:
+                    major, _minor = np.lib.format.read_magic(fh)
+                    if major == 1:
+                        shape, _fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+                    else:
+                        shape, _fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+                if dtype.hasobject:
+                    raise DataError(
+                        f"{str(p)!r}: {info.filename!r} holds Python objects (dtype {dtype}); "
+                        "bptt reads numeric arrays only (no pickles)"
+                    )
+                out[info.filename.removesuffix(".npy")] = (tuple(shape), dtype)
+    except DataError:
+        raise
+    except Exception as err:  # zipfile and NumPy header errors of many kinds
+        raise DataError(f"cannot read {str(p)!r} as a NumPy .npz archive: {err}") from None
+    return out
+
+
+def check_npz_memory(path: str | os.PathLike[str], names: tuple[str, ...]) -> None:
+    """The declared sizes of the members ``names`` through the memory estimate, before they
+    are decompressed (a few MB of deflated zeros can declare many GB)."""
+    declared = declared_arrays(path)
+    total = 0
+    parts = []
+    for name in names:
+        if name in declared:
+            shape, dtype = declared[name]
+            size = math.prod(shape) * dtype.itemsize
+            # read, converted to float64 (Y) or the model's dtype, and transposed: ~3 copies
+            total += 3 * max(size, math.prod(shape) * 8)
+            parts.append(f"{name} {shape} {dtype}")
+    check_memory(
+        total,
+        f"the arrays of {str(Path(path))!r} ({', '.join(parts)})",
+        "use a smaller file, or fewer or shorter sequences",
+    )
+
+
 def load_npz_arrays(
     path: str | os.PathLike[str], need: tuple[str, ...] = ("X", "Y")
 ) -> dict[str, np.ndarray]:
     """X, Y (and mask, when present) from a NumPy ``.npz`` file (``np.savez(path, X=..., Y=...)``).
 
+    The members' declared sizes go through the memory estimate (:mod:`bptt.resources`)
+    before anything is decompressed.
+
     Raises:
         CorpusNotFoundError: no such file.
         DataError: not an .npz archive, or without X and Y (the keys it has are listed).
+        ResourceError: the declared arrays need more memory than the machine has.
     """
     p = Path(path)
     if not p.is_file():
         raise CorpusNotFoundError(f"array file {str(p)!r} does not exist")
+    keys = list(declared_arrays(p))
+    missing = [k for k in need if k not in keys]
+    if missing:
+        raise DataError(
+            f"{str(p)!r} has no array(s) {missing}; it holds {keys[:20]}. Save with "
+            "np.savez(path, X=inputs, Y=targets[, mask=mask])"
+        )
+    wanted = tuple(k for k in ("X", "Y", "mask") if k in keys)
+    check_npz_memory(p, wanted)
     try:
         with np.load(p, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise DataError(f"{str(p)!r} is a single .npy array, not an .npz with X and Y")
-            keys = list(data.files)
-            missing = [k for k in need if k not in keys]
-            if missing:
-                raise DataError(
-                    f"{str(p)!r} has no array(s) {missing}; it holds {keys}. Save with "
-                    "np.savez(path, X=inputs, Y=targets[, mask=mask])"
-                )
-            return {k: np.array(data[k]) for k in ("X", "Y", "mask") if k in keys}
-    except (OSError, ValueError) as err:
-        if isinstance(err, DataError):
-            raise
+            return {k: np.array(data[k]) for k in wanted}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise DataError(f"cannot read {str(p)!r} as a NumPy .npz archive: {err}") from None
+
+
+def cast_finite(name: str, a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A float array cast to ``dtype`` (other kinds as they are), without NumPy's overflow
+    warning: a value beyond ``dtype``'s range, NaN or inf is a :class:`DataError`."""
+    if a.dtype.kind != "f":
+        return a
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = a.astype(dtype)
+    if not np.isfinite(out).all():
+        where = "NaN or inf" if not np.isfinite(a).all() else f"values beyond {dtype}'s range"
+        raise DataError(f"{name} holds {where}; the model computes in {dtype}")
+    return out
 
 
 def infer_output(Y: np.ndarray) -> str:
@@ -230,12 +320,8 @@ class ArrayTask(SequenceTask):
         )
 
     def _take(self, idx: np.ndarray, dtype: np.dtype) -> Batch:
-        x = self.x[:, idx]
-        if x.dtype.kind == "f":
-            x = x.astype(dtype)
-        y = self.y[:, idx]
-        if y.dtype.kind == "f":
-            y = y.astype(dtype)
+        x = cast_finite("X", self.x[:, idx], dtype)
+        y = cast_finite("Y", self.y[:, idx], dtype)
         mask = None if self.mask is None else self.mask[:, idx].astype(dtype)
         return Batch(x, y, mask)
 

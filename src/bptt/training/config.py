@@ -20,6 +20,7 @@ from ..data import registry as task_registry
 from ..data.registry import DEFAULT_SEQ_LEN, TASK_NAMES
 from ..init import INITS
 from ..optim import OPTIMIZERS, SCHEDULES
+from ..validation import check_config
 
 # Which configuration field fills each algorithm option (an entry of bptt.algorithms lists
 # the options it takes); the flags name them in error messages.
@@ -66,7 +67,9 @@ class TrainConfig:
     last_only: bool = _opt(False, "sine/csv: many-to-one, only the last step's forecast counts")
     lag1: int = _opt(3, "lagged: P(y_t = 1) rises by 1/2 when x at t - lag1 is 1")
     lag2: int = _opt(8, "lagged: and falls by 1/4 when x at t - lag2 is 1")
-    data: str | None = _opt(None, "arrays: an .npz file with X, Y and optionally mask")
+    data: str | None = _opt(
+        None, "arrays: an .npz file with X, Y and optionally mask", content=True
+    )
     batch_first: bool = _opt(False, "arrays: X, Y, mask are (N, T, ...) instead of (T, N, ...)")
     output: str = _opt(
         "auto",
@@ -81,7 +84,9 @@ class TrainConfig:
         False, "a forward and a reverse cell per layer (finite-sequence tasks only)"
     )
     init_from: str | None = _opt(
-        None, "start from these weights: a bptt run/checkpoint or a torch-named state dict"
+        None,
+        "start from these weights: a bptt run/checkpoint or a torch-named state dict",
+        resumable=True,  # read at the start only; a resume continues from the checkpoint
     )
     activation: str = _opt("tanh", "hidden activation f_h", choices=tuple(sorted(ACTIVATIONS)))
     init: str = _opt("uniform", "weight initialisation", choices=INITS)
@@ -249,6 +254,7 @@ class TrainConfig:
         # the task's options (their bounds, who may set them) and what the task refuses:
         # asked of the task registry (bptt.data.registry), not kept here
         task_registry.check_config(self)
+        check_config(self)  # every size through the memory estimate, before anything is built
 
     def _validate_algorithm(self) -> None:
         """What the registry entry of ``--algorithm`` says it takes and runs. Which cells and

@@ -51,14 +51,21 @@ from ..data import registry as task_registry
 from ..data.tasks import Batch, SequenceTask
 from ..diagnostics.compute import GradientProfileRecorder
 from ..init import init_params
-from ..interop import initial_weights
 from ..model import RNN, build_model, unallocated_model
 from ..optim import Schedule, guarded_step, make_optimizer
 from ..resources import check_memory, estimate_bytes
-from ..rundir import RunDirLock
+from ..rundir import (
+    RunDirLock,
+    append_line,
+    check_no_links,
+    clear_run,
+    metrics_line,
+    truncate_log,
+)
 from ..sample import sample_text
+from ..validation import strict_initial_weights
 from .config import TrainConfig
-from .evaluation import format_eval
+from .evaluation import absolute_paths, format_eval
 from .plots import plot_metrics
 from .sources import DataSource, make_source
 
@@ -189,9 +196,11 @@ class Trainer:
         model: RNN | None = None,
         start_from: Checkpoint | None = None,
         cli: bool = False,
+        overwrite: bool = False,
     ) -> None:
         config.validate()
-        self.config = config
+        self._overwrite = overwrite
+        self.config = config = absolute_paths(config)  # config.json names the same files anywhere
         self.out: Path | None = None if config.out is None else Path(config.out)
         self.callbacks = list(callbacks)
         self.echo = echo
@@ -271,7 +280,7 @@ class Trainer:
                 spectral_radius=config.spectral_radius or None,
             )
             if config.init_from is not None and ckpt is None:
-                self.model.params = initial_weights(config.init_from, self.model)
+                self.model.params = strict_initial_weights(config.init_from, self.model)
         w_mask = _recurrent_mask(config)
         if w_mask is not None:
             self.model.set_recurrent_mask(w_mask)
@@ -386,10 +395,13 @@ class Trainer:
             return None
         have = any((self.out / n).is_file() for n in ("checkpoint.safetensors", "checkpoint.npz"))
         if not resume:
-            if have:
+            if have and self._overwrite:
+                clear_run(self.out)
+            elif have:
                 raise CheckpointError(
                     f"{str(self.out)!r} already holds a run; pass {resume_opt} to continue it, "
-                    f"or choose another {self._option('out')}"
+                    f"{self._option('overwrite', 'True')} to replace it, or choose another "
+                    f"{self._option('out')}"
                 )
             return None
         if not have:
@@ -444,17 +456,7 @@ class Trainer:
         """Drop log lines written after the checkpoint (a crash between checkpoints)."""
         if self.out is None:
             return
-        log = self.out / "metrics.jsonl"
-        if not log.is_file():
-            return
-        kept = []
-        for line in log.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    kept.append(line)
-            except ValueError:
-                continue
-        atomic_write_text(log, "".join(k + "\n" for k in kept))
+        truncate_log(self.out / "metrics.jsonl", step)
 
     # -- one step --------------------------------------------------------------------------
 
@@ -569,12 +571,14 @@ class Trainer:
         self.best_step = self.step
         if self.out is None:
             return
+        check_no_links(self.out, ("best",))  # a link planted meanwhile is not written through
         save_checkpoint(
             self.out / "best",
             model=self.model,
             step=self.step,
             config=self.config.to_dict(),
             vocab_json=self._vocab_json(),
+            data_state=self.source.data_state(),  # the data's digest (and csv's statistics)
             metrics={"best": self.best},
             task=self.config.task,
         )
@@ -599,12 +603,7 @@ class Trainer:
         self.history.append(record)
         if self.out is None:
             return
-        path = self.out / "metrics.jsonl"
-        try:
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-        except OSError as err:
-            raise OSError(err.errno, f"cannot append to {str(path)!r}: {err.strerror}") from None
+        append_line(self.out / "metrics.jsonl", metrics_line(record))
 
     def _say(self, text: str) -> None:
         if self.echo is not None:

@@ -8,6 +8,7 @@ no figure left open in a notebook).
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,12 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     out = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            out.append(json.loads(line))
-        except ValueError:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
             continue
+        if isinstance(record, dict):  # a line of another JSON shape is not a record
+            # metrics.jsonl is strict JSON: a NaN or inf number was written as null
+            out.append({k: math.nan if v is None else v for k, v in record.items()})
     return out
 
 

@@ -33,11 +33,11 @@ import numpy as np
 
 from ..data import registry
 from ..data.tasks import Batch, SequenceTask
-from ..data.text import CharCorpus, CharVocab, read_text_file, stream_batches, windows_per_epoch
+from ..data.text import CharCorpus, CharVocab, stream_batches, windows_per_epoch
 from ..model import RNN
 from ..validation import check_positive_int
 from .config import DEFAULT_SEQ_LEN, TrainConfig
-from .evaluation import evaluate_task, evaluate_text
+from .evaluation import evaluate_task, evaluate_text, file_fingerprint
 
 
 def content_fingerprint(data: bytes) -> dict[str, Any]:
@@ -297,8 +297,9 @@ class TaskSource(DataSource):
         self.eval_batch = max(config.batch, min(256, config.eval_size))
         self.carry: np.ndarray | None = None
         path = self.spec.data_path(config)
-        if path is not None:
-            self.fingerprint = content_fingerprint(read_text_file(path).encode("utf-8"))
+        if path is not None:  # text (csv) or an .npz's raw bytes: checked on resume
+            assert self.spec.data_option is not None
+            self.fingerprint = file_fingerprint(path, self.spec.data_option[2:])
 
     def describe(self) -> str:
         return f"task {self.sequence_task!r}"
