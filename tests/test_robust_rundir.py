@@ -284,7 +284,9 @@ def test_sample_and_inspect_refuse_or_cap_huge_sizes(tmp_path, capsys) -> None:
     assert main([*ins, run, "--max-lag", "1000000000"]) == 0  # capped at T - 1
     report = json.loads((tmp_path / "i" / "inspect.json").read_text())
     assert report["batch"]["seq_len"] == 5
-    assert report["lag_contributions"]["max_lag"] == 4
+    # capped at T − 1 = 4: every lag of the batch is kept, which the report writes as None
+    assert report["lag_contributions"]["max_lag"] is None
+    assert report["lag_contributions"]["labels"] == ["0", "1", "2", "3", "4"]
 
 
 def test_a_failure_while_sampling_keeps_the_steps_before_it(tmp_path, monkeypatch) -> None:

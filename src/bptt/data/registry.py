@@ -469,9 +469,6 @@ class Arrays(TaskSpec):
             return "--output applies to --task arrays only"
         return super().refuse_foreign(option, task)
 
-    def data_path(self, config: Any) -> str | None:
-        return None  # bptt.fit's arrays have no file; --data's content: not fingerprinted yet
-
 
 for _spec in (CharLM(), Adding(), Copy(), Sine(), Order(), Csv(), Lagged(), Arrays()):
     register(_spec)
