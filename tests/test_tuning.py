@@ -391,3 +391,23 @@ def test_every_candidate_gives_the_numpy_loops_step(
             np.testing.assert_allclose(
                 got.grads[name], ref.grads[name], rtol=tol, atol=tol, err_msg=str(candidate)
             )
+
+
+def test_bptt_tune_measures_prints_and_shows(
+    tune: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bptt.cli import main
+
+    wanted = Choice("sharded", 2, "transposed", "numpy")
+    monkeypatch.setattr(tuning, "timer", FakeClock(wanted))
+    assert main(["tune", "--shape", "elman,16,128,float32", "--shape", "gru,16,128"]) == 0
+    out = capsys.readouterr().out
+    assert str(tuning.cache_path()) in out
+    assert "elman|float32|B16|H128|c2" in out and "2 shard(s), transposed, numpy GEMM" in out
+    assert "gru|float32|B16|H128|c2" in out
+    monkeypatch.setattr(tuning, "timer", refuse)
+    assert main(["tune", "--show"]) == 0
+    assert "elman|float32|B16|H128|c2" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["tune", "--shape", "rnn,1,2"])
+    assert "cell must be one of" in capsys.readouterr().err

@@ -35,6 +35,7 @@ from ..training import (
 from .export import add_export_parser
 from .inspect import add_inspect_parser
 from .sweep import add_sweep_parser
+from .tune import add_tune_parser
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -337,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_inspect_parser(subparsers).formatter_class = HelpFormatter
     add_export_parser(subparsers).formatter_class = HelpFormatter
     add_sweep_parser(subparsers).formatter_class = HelpFormatter
+    add_tune_parser(subparsers).formatter_class = HelpFormatter
     return parser
 
 
