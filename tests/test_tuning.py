@@ -55,9 +55,11 @@ def tune(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
     monkeypatch.setenv("BPTT_TUNE_CACHE", str(tmp_path))
     monkeypatch.setattr(_kernels, "available_cores", lambda: 2)
     monkeypatch.setattr(tuning, "_runner", lambda *shape: lambda choice: lambda: None)
-    tuning.forget()
+    tuning.forget()  # reads BPTT_TUNE=1
     yield tmp_path
+    monkeypatch.undo()  # BPTT_TUNE back to the suite's 0 before it is read again
     tuning.forget()
+    assert not tuning.enabled()
 
 
 def spy_shards(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, int]]:
@@ -101,8 +103,10 @@ def test_the_measured_choice_runs_in_the_elman_loops(
     default = tuning.default_choice("elman", B, H, dtype)
     assert default == Choice("sharded", 2, "rows", "numpy")
     monkeypatch.setenv("BPTT_TUNE", "0")
+    tuning.forget()  # reads BPTT_TUNE again
     ref = elman_step(B, H, dtype)  # the defaults
     monkeypatch.setenv("BPTT_TUNE", "1")
+    tuning.forget()
     wanted = Choice("sharded", 1, "transposed", "numpy")
     clock = FakeClock(wanted)
     monkeypatch.setattr(tuning, "timer", clock)
@@ -225,6 +229,7 @@ def test_tune_off_measures_nothing_and_uses_the_defaults(
     tune: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BPTT_TUNE", "0")
+    tuning.forget()  # reads BPTT_TUNE again
     monkeypatch.setattr(tuning, "timer", refuse)
     for cell, B, H in [("elman", 1, 100), ("elman", 32, 256), ("lstm", 32, 64)]:
         assert tuning.choice(cell, B, H, np.float32) == tuning.default_choice(cell, B, H, "f4")

@@ -18,7 +18,8 @@ Interface (public to the package; the underscored names are this module's own):
                  find_cblas_gemms(), gemm_check(gemms): the lookup and the check behind it
                  tanh_any(x): tanh in compiled code, vectorisable, float32 or float64 by x
                  SMALL_STEP, SHARD_MIN_STEP, MIN_SHARD_ROWS, shard_count(B, H, dtype, cell),
-                 default_shard_count(B, H), available_cores(): row shards
+                 default_shard_count(B, H), available_cores(): row shards;
+                 tuning_module(): bptt.tuning, the measured choices (imported lazily)
                  run_shards(kernel, B, shards, *args, code): kernel(*args, b0, b1, code) per shard
     providers    GEMM_PROVIDERS, gemm_providers(): the checked CBLAS GEMMs the loops may call
                  ("numpy": NumPy's own BLAS; "mkl": the ``mkl`` wheel's libmkl_rt, where
@@ -742,8 +743,7 @@ def shard_count(
     if _backend == "numpy" or want is None:
         return 0
     if dtype is not None and _backend == "auto" and want == "auto":
-        from . import tuning
-
+        tuning = tuning_module()
         if tuning.active():
             choice = tuning.choice(cell, batch, hidden, dtype)
             return 0 if choice.path == "per_row" else choice.shards
@@ -757,6 +757,20 @@ def shard_count(
     if isinstance(want, int):
         return max(1, min(batch, want))
     return default_shard_count(batch, hidden)
+
+
+_tuning: Any = None
+
+
+def tuning_module() -> Any:
+    """:mod:`bptt.tuning`, imported at first use (it imports this module; the loops ask it
+    at every step, where an import statement would cost a microsecond)."""
+    global _tuning
+    if _tuning is None:
+        from . import tuning
+
+        _tuning = tuning
+    return _tuning
 
 
 def default_shard_count(batch: int, hidden: int) -> int:

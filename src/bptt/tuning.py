@@ -44,6 +44,7 @@ import hashlib
 import json
 import os
 import platform
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -104,21 +105,31 @@ timer: Timer = wall_timer
 
 _memory: dict[str, Tuned] = {}
 _loaded_from: Path | None = None
+_fast: dict[tuple[str, int, int, Any], Choice] = {}  # (cell, B, H, dtype) → choice, per process
+_lock = threading.RLock()  # one measurement at a time (threads of one process)
+
+
+def _read_enabled() -> bool:
+    return os.environ.get("BPTT_TUNE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+_enabled = _read_enabled()
 
 
 # -- on or off --------------------------------------------------------------------------------
 
 
 def enabled() -> bool:
-    """``BPTT_TUNE`` is not ``0`` (read at every call: the suite and users may change it)."""
-    return os.environ.get("BPTT_TUNE", "1").strip() not in ("0", "false", "no", "off")
+    """``BPTT_TUNE`` is not ``0`` (nor ``false``/``no``/``off``): read at import and again by
+    :func:`forget` (the loops ask at every step, so it is not read from the environment there)."""
+    return _enabled
 
 
 def active() -> bool:
     """Whether the loops follow measured choices now: tuning enabled, backend and loop threads
     both ``auto``, and the sharded loops available (Numba, threadpoolctl, a CBLAS GEMM)."""
     return (
-        enabled()
+        _enabled
         and _kernels.get_backend() == "auto"
         and _kernels.LOOP_BLAS_THREADS == "auto"
         and _kernels.sharding_gemms() is not None
@@ -292,11 +303,15 @@ def write_cache(entries: dict[str, Tuned], path: Path | None = None) -> bool:
 
 
 def forget() -> None:
-    """Drop the choices held in memory and the machine key (the file stays)."""
-    global _loaded_from, _machine
-    _memory.clear()
-    _loaded_from = None
-    _machine = None
+    """Drop the choices held in memory and the machine key (the file stays), and read
+    ``BPTT_TUNE`` again."""
+    global _loaded_from, _machine, _enabled
+    with _lock:
+        _memory.clear()
+        _fast.clear()
+        _loaded_from = None
+        _machine = None
+        _enabled = _read_enabled()
 
 
 # -- the candidates ---------------------------------------------------------------------------
@@ -450,14 +465,17 @@ def tuned(cell: str, batch: int, hidden: int, dtype: np.dtype | type, force: boo
     """The measured choice for a shape class: from memory, else the cache file, else measured
     now and written to the file (``force``: measured again in any case)."""
     key = shape_key(cell, batch, hidden, dtype)
-    _load_once()
-    if not force and key in _memory:
-        return _memory[key]
-    result = measure(cell, batch, hidden, dtype)
-    _memory[key] = result
-    on_disk = read_cache()  # what other processes wrote meanwhile, then ours on top
-    on_disk[key] = result
-    if not write_cache(on_disk):
+    with _lock:
+        _load_once()
+        if not force and key in _memory:
+            return _memory[key]
+        result = measure(cell, batch, hidden, dtype)
+        _memory[key] = result
+        _fast.clear()  # a forced measurement may change a choice already handed out
+        on_disk = read_cache()  # what other processes wrote meanwhile, then ours on top
+        on_disk[key] = result
+        written = write_cache(on_disk)
+    if not written:
         warnings.warn(
             f"bptt: cannot write the tuning cache {cache_path()}; the choice stays in memory",
             RuntimeWarning,
@@ -471,11 +489,12 @@ def choice(cell: str, batch: int, hidden: int, dtype: np.dtype | type) -> Choice
     (:func:`tuned`) when :func:`active`, else :func:`default_choice`."""
     if not active():
         return default_choice(cell, batch, hidden, dtype)
-    key = shape_key(cell, batch, hidden, dtype)
-    hit = _memory.get(key)
-    if hit is not None:
-        return hit.choice
-    return tuned(cell, batch, hidden, dtype).choice
+    fast_key = (cell, batch, hidden, dtype)
+    hit = _fast.get(fast_key)
+    if hit is None:
+        hit = tuned(cell, batch, hidden, dtype).choice
+        _fast[fast_key] = hit
+    return hit
 
 
 def sharded_choice(
@@ -487,8 +506,7 @@ def sharded_choice(
         measured = choice(cell, batch, hidden, dtype)
         if measured.path == "sharded" and measured.shards == shards:
             return measured
-    default = default_choice(cell, batch, hidden, dtype)
-    layout = default.layout
+    layout = "transposed"
     if cell == "elman":
         from .cells import _elman_kernels
 

@@ -114,8 +114,7 @@ def use_time_loop_kernel(batch: int, hidden: int, dtype: np.dtype | type | None 
     if backend == "sharded" or not _kernels.numba_wanted():
         return False
     if dtype is not None and _kernels.LOOP_BLAS_THREADS == "auto":
-        from .. import tuning
-
+        tuning = _kernels.tuning_module()
         if tuning.active():
             return tuning.choice("elman", batch, hidden, dtype).path == "per_row"
     return batch * hidden <= _kernels.SMALL_STEP
@@ -398,9 +397,7 @@ def _layout_and_gemm(
 ) -> tuple[bool, Any]:
     """(transposed?, the CBLAS GEMM): as given, else the tuner's choice or the defaults."""
     if layout is None or provider is None:
-        from .. import tuning
-
-        chosen = tuning.sharded_choice("elman", B, H, dtype, shards)
+        chosen = _kernels.tuning_module().sharded_choice("elman", B, H, dtype, shards)
         layout = chosen.layout if layout is None else layout
         provider = chosen.provider if provider is None else provider
     if layout not in ("rows", "transposed"):

@@ -380,8 +380,7 @@ def _plan(
     measured choice where tuning is on (:mod:`bptt.tuning`), else (shards, NumPy's BLAS)."""
     if provider is not None:
         return shards, provider
-    from .. import tuning
-
+    tuning = _kernels.tuning_module()
     if tuning.active():
         chosen = tuning.choice(cell, B, H, dtype)
         if chosen.path == "sharded":
