@@ -62,6 +62,7 @@ LAYOUTS = ("rows", "transposed")
 PER_ROW_MAX_STEP = 4 * _kernels.SMALL_STEP  # B·H above which the per-row loops are not tried
 TARGET_SECONDS = 2e-3  # one timed forward + backward, about
 ROUNDS = 3  # timed runs per candidate (after one untimed warm-up), the minimum kept
+LONG_RUN_SECONDS = 0.1  # a warm-up this long (a very large shape): one timed round only
 MARGIN = 0.03  # another choice replaces the default only when faster by more than this
 FORMAT = 1  # the cache file's layout
 
@@ -359,10 +360,10 @@ def candidates(cell: str, batch: int, hidden: int, dtype: np.dtype | type) -> li
 
 
 def _steps(cell: str, batch: int, hidden: int) -> int:
-    """Time steps for one timed run: about :data:`TARGET_SECONDS` at 10 GFLOP/s, 4..64."""
+    """Time steps for one timed run: about :data:`TARGET_SECONDS` at 10 GFLOP/s, 2..64."""
     gates = {"elman": 1, "gru": 3, "lstm": 4}[cell]
     flops_per_step = 2 * 2 * gates * batch * hidden * hidden  # forward + backward products
-    return int(min(64, max(4, TARGET_SECONDS * 1e10 / max(flops_per_step, 1))))
+    return int(min(64, max(2, TARGET_SECONDS * 1e10 / max(flops_per_step, 1))))
 
 
 def _runner(
@@ -426,8 +427,8 @@ def _runner(
 
 
 def measure(cell: str, batch: int, hidden: int, dtype: np.dtype | type) -> Tuned:
-    """Run every candidate once untimed (compiles), then :data:`ROUNDS` timed rounds over all
-    of them in turn (so a burst of load hits them alike); the fastest minimum wins, but the
+    """Run every candidate once untimed (compiles), then :data:`ROUNDS` timed rounds (one
+    where a run takes :data:`LONG_RUN_SECONDS` or more) over all of them in turn (so a burst of load hits them alike); the fastest minimum wins, but the
     default stays unless beaten by more than :data:`MARGIN` (noise should not flip the
     choice, and with it the last bits of the results). Measured at the bucket's B
     (:func:`batch_bucket`)."""
@@ -436,10 +437,13 @@ def measure(cell: str, batch: int, hidden: int, dtype: np.dtype | type) -> Tuned
     default = default_choice(cell, batch, hidden, dtype)
     make = _runner(cell, batch, hidden, dtype)
     runs = [make(c) for c in options]
-    for run in runs:
+    longest = 0.0
+    for run in runs:  # compiles each variant; the slowest sets how many rounds are affordable
+        start = time.perf_counter()
         run()
+        longest = max(longest, time.perf_counter() - start)
     best = [float("inf")] * len(options)
-    for _ in range(ROUNDS):
+    for _ in range(ROUNDS if longest < LONG_RUN_SECONDS else 1):
         for i, (c, run) in enumerate(zip(options, runs, strict=True)):
             best[i] = min(best[i], timer(c, run))
     fastest = min(range(len(options)), key=best.__getitem__)
