@@ -428,10 +428,10 @@ def _runner(
 
 def measure(cell: str, batch: int, hidden: int, dtype: np.dtype | type) -> Tuned:
     """Run every candidate once untimed (compiles), then :data:`ROUNDS` timed rounds (one
-    where a run takes :data:`LONG_RUN_SECONDS` or more) over all of them in turn (so a burst of load hits them alike); the fastest minimum wins, but the
-    default stays unless beaten by more than :data:`MARGIN` (noise should not flip the
-    choice, and with it the last bits of the results). Measured at the bucket's B
-    (:func:`batch_bucket`)."""
+    where a run takes :data:`LONG_RUN_SECONDS` or more) over all of them in turn (so a burst
+    of load hits them alike); the fastest minimum wins, but the default stays unless beaten
+    by more than :data:`MARGIN` (noise should not flip the choice, and with it the last bits
+    of the results). Measured at the bucket's B (:func:`batch_bucket`)."""
     batch = batch_bucket(batch)
     options = candidates(cell, batch, hidden, dtype)
     default = default_choice(cell, batch, hidden, dtype)
