@@ -16,7 +16,7 @@ finished, so an interrupted run changes nothing. Run it on a quiet machine: it m
 ``uptime`` and records the load average with every table, but cannot make a busy machine
 quiet. The ``*_busy`` sections run with two busy-loop processes on purpose (``--load 2``).
 
-Sections: tune (``bptt tune``: the loops' measured choices, run first so that every
+Sections: tune (``bptt tune --force``: the loops' choices measured again, first, so that every
 benchmark uses them), step (bench_step.py: bptt, PyTorch and, where installed, JAX),
 step_busy (bench_step.py --load 2), train (bench_train.py), train_busy (bench_train.py
 --load 2), threads (bench_threads.py: the thread settings, idle and busy), profile
@@ -55,7 +55,7 @@ def sections(quick: bool) -> dict[str, list[str]]:
     """Section name → the benchmark command (its ``--markdown`` file is appended)."""
     reps = ["--reps", "2", "--chunks", "2"] if quick else []
     return {
-        "tune": ["-m", "bptt", "tune"],
+        "tune": ["-m", "bptt", "tune", "--force"],  # measured now, on the quiet machine
         "step": ["bench_step.py", *reps, "--json", "{json}"],
         "step_busy": ["bench_step.py", *BUSY, *(reps or ["--reps", "3", "--chunks", "3"])],
         "train": ["bench_train.py", *(["--reps", "2", "--seconds", "1"] if quick else [])],
