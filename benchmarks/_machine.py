@@ -35,6 +35,38 @@ def blas_info() -> list[str]:
     ]
 
 
+def blas_kernel() -> str:
+    """The BLAS NumPy uses, short: ``OpenBLAS 0.3.31 SkylakeX`` (threadpoolctl), or ``?``."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "?"
+    for p in threadpool_info():
+        if p.get("user_api") == "blas":
+            api = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS"}.get(
+                str(p.get("internal_api")), str(p.get("internal_api"))
+            )
+            version = ".".join(str(p.get("version") or "").split(".")[:3])
+            return f"{api} {version} {p.get('architecture') or ''}".strip()
+    return "?"
+
+
+def machine_label() -> str:
+    """The machine's name for a table: ``AMD EPYC, 2 cores, OpenBLAS 0.3.31 SkylakeX``."""
+    return f"{cpu_model()}, {os.cpu_count()} cores, {blas_kernel()}"
+
+
+def machine_slug() -> str:
+    """:func:`machine_label` as a marker-safe key: ``amd-epyc-2c-openblas-skylakex``."""
+    import re
+
+    kernel = blas_kernel().split()
+    parts = [cpu_model(), f"{os.cpu_count()}c", kernel[0], kernel[-1] if len(kernel) > 1 else ""]
+    text = "-".join(p for p in parts if p).lower()
+    text = re.sub(r"\(r\)|\(tm\)|cpu|processor|@.*?ghz", "", text)
+    return re.sub(r"[^a-z0-9]+", "-", text).strip("-")
+
+
 def machine_lines() -> list[str]:
     """Markdown bullet lines describing this machine and software."""
     lines = [

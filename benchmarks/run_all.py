@@ -4,23 +4,31 @@
     python benchmarks/run_all.py --only step train      # some sections
     python benchmarks/run_all.py --quick                # fewer rounds, a smoke test
 
-Each section of the documents between ``<!-- BEGIN generated: NAME -->`` and
-``<!-- END generated: NAME -->`` is replaced by the output of one benchmark run; the rest of
-the text is left alone. Files are written atomically, after every run has finished, so an
-interrupted run changes nothing. Run it on a quiet machine: it measures ``uptime`` and
-records the load average with every table, but cannot make a busy machine quiet. The
-``*_busy`` sections run with two busy-loop processes on purpose (``--load 2``).
+Tables are kept per machine: each section of docs/benchmarks.md between
+``<!-- BEGIN generated: NAME@MACHINE -->`` and ``<!-- END generated: NAME@MACHINE -->`` holds
+one benchmark's output on one machine (MACHINE: :func:`_machine.machine_slug`, from the CPU
+model, core count and BLAS kernel). A run replaces this machine's block of each section, or,
+on a machine not yet in the document, adds a new block after the section's last one, under a
+heading that names the machine; the other machines' tables stay. Every block starts with the
+machine's name and the load average. The README's summary (``step_summary``) is this run's.
+The rest of the text is left alone. Files are written atomically, after every run has
+finished, so an interrupted run changes nothing. Run it on a quiet machine: it measures
+``uptime`` and records the load average with every table, but cannot make a busy machine
+quiet. The ``*_busy`` sections run with two busy-loop processes on purpose (``--load 2``).
 
-Sections: step (bench_step.py), step_busy (bench_step.py --load 2), train (bench_train.py),
-train_busy (bench_train.py --load 2), threads (bench_threads.py: the thread settings, idle
-and busy), profile (profile_step.py), checkpointing
-(bench_checkpointing.py), quality (time_to_quality.py, about 5 minutes).
+Sections: tune (``bptt tune --force``: the loops' choices measured again, first, so that every
+benchmark uses them), step (bench_step.py: bptt, PyTorch and, where installed, JAX),
+step_busy (bench_step.py --load 2), train (bench_train.py), train_busy (bench_train.py
+--load 2), threads (bench_threads.py: the thread settings, idle and busy), profile
+(profile_step.py), checkpointing (bench_checkpointing.py), quality (time_to_quality.py,
+about 5 minutes).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -30,6 +38,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "src"))
+
+sys.path.insert(0, str(HERE))
+
+from _harness import load_average  # noqa: E402
+from _machine import machine_label, machine_slug  # noqa: E402
 
 from bptt.atomic import atomic_write_text  # noqa: E402
 
@@ -42,6 +55,7 @@ def sections(quick: bool) -> dict[str, list[str]]:
     """Section name → the benchmark command (its ``--markdown`` file is appended)."""
     reps = ["--reps", "2", "--chunks", "2"] if quick else []
     return {
+        "tune": ["-m", "bptt", "tune", "--force"],  # measured now, on the quiet machine
         "step": ["bench_step.py", *reps, "--json", "{json}"],
         "step_busy": ["bench_step.py", *BUSY, *(reps or ["--reps", "3", "--chunks", "3"])],
         "train": ["bench_train.py", *(["--reps", "2", "--seconds", "1"] if quick else [])],
@@ -57,31 +71,60 @@ def run(name: str, cmd: list[str], tmp: Path) -> tuple[str, Path]:
     """Run one benchmark; its table (the ``--markdown`` file, or its stdout)."""
     md, js = tmp / f"{name}.md", tmp / f"{name}.json"
     args = [a.replace("{json}", str(js)) for a in cmd]
-    script = str(HERE / args[0])
-    takes_markdown = args[0] != "profile_step.py"
-    full = [sys.executable, script, *args[1:], *(["--markdown", str(md)] if takes_markdown else [])]
+    takes_markdown = args[0] not in ("profile_step.py", "-m")
+    head = args[:2] if args[0] == "-m" else [str(HERE / args[0])]
+    rest = args[2:] if args[0] == "-m" else args[1:]
+    full = [sys.executable, *head, *rest, *(["--markdown", str(md)] if takes_markdown else [])]
     print(f"== {name}: {' '.join(full[1:])}", flush=True)
-    done = subprocess.run(full, capture_output=not takes_markdown, text=True, check=True)
+    before = load_average()
+    paths = [str(REPO / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}  # `-m bptt`: this checkout
+    done = subprocess.run(full, capture_output=not takes_markdown, text=True, check=True, env=env)
     text = md.read_text() if takes_markdown else done.stdout
-    return text.strip(), js
+    if args[0] == "-m":  # a command's plain output: keep its columns
+        text = f"```text\n{text.strip()}\n```"
+    header = f"**Machine: {machine_label()}**; load average before {before}, after {load_average()}"
+    return f"{header}\n\n{text.strip()}", js
 
 
 def replace_section(doc: str, name: str, body: str) -> str:
     """The text between the BEGIN/END markers of ``name`` replaced by ``body``."""
     pattern = re.compile(
-        rf"(<!-- BEGIN generated: {name} -->\n).*?(\n<!-- END generated: {name} -->)", re.S
+        rf"(<!-- BEGIN generated: {re.escape(name)} -->\n).*?"
+        rf"(\n<!-- END generated: {re.escape(name)} -->)",
+        re.S,
     )
     if not pattern.search(doc):
         raise SystemExit(f"no '<!-- BEGIN generated: {name} -->' section in the document")
     return pattern.sub(lambda m: m.group(1) + body + m.group(2), doc, count=1)
 
 
+def replace_machine_section(doc: str, name: str, slug: str, label: str, body: str) -> str:
+    """This machine's block of section ``name`` replaced by ``body``; on a machine the
+    document does not have yet, a new block (under a heading naming ``label``) after the
+    section's last block, the other machines' blocks left as they are."""
+    key = f"{name}@{slug}"
+    if f"<!-- BEGIN generated: {key} -->" in doc:
+        return replace_section(doc, key, body)
+    ends = list(re.finditer(rf"<!-- END generated: {re.escape(name)}(@[a-z0-9-]+)? -->", doc))
+    if not ends:
+        raise SystemExit(f"no '<!-- BEGIN generated: {name}@… -->' section in the document")
+    at = ends[-1].end()
+    block = (
+        f"\n\n#### {name}: {label}\n\n<!-- BEGIN generated: {key} -->\n{body}\n"
+        f"<!-- END generated: {key} -->"
+    )
+    return doc[:at] + block + doc[at:]
+
+
 def readme_summary(js: Path) -> str:
     """The README's short table from bench_step's JSON rows."""
     rows = json.loads(js.read_text())
+    jax = any(r.get("jax_ms") is not None for r in rows)
     lines = [
-        "| shape | bptt ms/step | PyTorch ms/step | speed-up [min–max] |",
-        "|---|---|---|---|",
+        "| shape | bptt ms/step | PyTorch ms/step | speed-up [min–max] |"
+        + (" JAX ms/step | vs JAX |" if jax else ""),
+        "|---|---|---|---|" + ("---|---|" if jax else ""),
     ]
     for r in rows:
         bptt = f"{r['bptt_ms']:.2f}" if r["bptt_ms"] is not None else "n/a"
@@ -91,9 +134,14 @@ def readme_summary(js: Path) -> str:
             if r["ratio"] is not None
             else "-"
         )
-        lines.append(f"| {r['shape']} ({r['describe']}) | {bptt} | {torch} | {ratio} |")
+        line = f"| {r['shape']} ({r['describe']}) | {bptt} | {torch} | {ratio} |"
+        if jax:
+            jms = f"{r['jax_ms']:.2f}" if r.get("jax_ms") is not None else "n/a"
+            jr = f"**{r['ratio_jax']:.2f}×**" if r.get("ratio_jax") is not None else "-"
+            line += f" {jms} | {jr} |"
+        lines.append(line)
     lines.append("")
-    lines.append(f"({rows[0]['conditions']})" if rows else "")
+    lines.append(f"({machine_label()}; {rows[0]['conditions']})" if rows else "")
     return "\n".join(lines)
 
 
@@ -107,10 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     chosen = sections(args.quick)
     names = args.only or list(chosen)
     doc, readme = DOC.read_text(), README.read_text()
+    slug, label = machine_slug(), machine_label()
+    print(f"machine: {label} (tables under '@{slug}')", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             body, js = run(name, chosen[name], Path(tmp))
-            doc = replace_section(doc, name, body)
+            doc = replace_machine_section(doc, name, slug, label, body)
             if name == "step":
                 readme = replace_section(readme, "step_summary", readme_summary(js))
     if args.dry_run:

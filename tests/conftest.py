@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
+
+# No test depends on timing: the loops use the default choices, not measured ones (the tuner's
+# own tests, tests/test_tuning.py, switch it on with a fake timer). Set before bptt is imported,
+# so the CLI subprocesses inherit it too.
+os.environ.setdefault("BPTT_TUNE", "0")
 
 
 @pytest.fixture(autouse=True)

@@ -17,8 +17,13 @@ Interface (public to the package; the underscored names are this module's own):
                  or None (then sharding_error() says why); it also makes tanh_any compile
                  find_cblas_gemms(), gemm_check(gemms): the lookup and the check behind it
                  tanh_any(x): tanh in compiled code, vectorisable, float32 or float64 by x
-                 SMALL_STEP, SHARD_MIN_STEP, MIN_SHARD_ROWS, shard_count(B, H): row shards
+                 SMALL_STEP, SHARD_MIN_STEP, MIN_SHARD_ROWS, shard_count(B, H, dtype, cell),
+                 default_shard_count(B, H), available_cores(): row shards;
+                 tuning_module(): bptt.tuning, the measured choices (imported lazily)
                  run_shards(kernel, B, shards, *args, code): kernel(*args, b0, b1, code) per shard
+    providers    GEMM_PROVIDERS, gemm_providers(): the checked CBLAS GEMMs the loops may call
+                 ("numpy": NumPy's own BLAS; "mkl": the ``mkl`` wheel's libmkl_rt, where
+                 installed), loop_gemm(provider, dtype), find_mkl_gemms(), mkl_error()
     threads      LOOP_BLAS_THREADS (a LoopThreads), set_loop_threads(n), loop_blas_threads(macs),
                  blas_threads(n) (contexts), blas_controllers(), LARGE_STEP_MACS
     products     matmul(a, b, out), matmul_tn(a, b): row blocks on the shard pool when large
@@ -38,6 +43,11 @@ Which path runs:
   of batch rows on its own core running its whole loop GIL-free with single-threaded GEMMs
   from NumPy's own BLAS (:func:`sharding_gemms`);
 - without Numba, threadpoolctl or a usable CBLAS: the NumPy loops.
+
+Under ``auto`` (backend and loop threads both), the per-row-or-sharded choice, the shard
+count, the Elman loops' product layout and the GEMM provider are measured per shape class the
+first time it runs, not read from the constants here (those are the defaults, and what
+``BPTT_TUNE=0`` uses): :mod:`bptt.tuning`.
 
 The hoisted products outside the loops go through :func:`matmul` and :func:`matmul_tn`,
 which split large products into row blocks on the same thread pool (never OpenBLAS's own
@@ -460,6 +470,129 @@ def sharding_error() -> str | None:
     return _sharding_error
 
 
+# -- GEMM providers: which CBLAS the loops' per-step products call ---------------------------
+
+GEMM_PROVIDERS = ("numpy", "mkl")
+"""``numpy``: NumPy's own BLAS (:func:`sharding_gemms`), always first; ``mkl``: the ``mkl``
+wheel's ``libmkl_rt`` (``pip install 'bptt[mkl]'``), where it loads, runs sequentially and
+agrees with NumPy (:func:`find_mkl_gemms`). The tuner (:mod:`bptt.tuning`) measures each on the
+loops' real step and keeps the faster; untuned runs use ``numpy``."""
+
+_mkl: tuple[Any, Any] | None = None
+_mkl_error: str | None = None
+
+
+def gemm_providers() -> dict[str, tuple[Any, Any]]:
+    """``{name: (sgemm, dgemm)}`` of the providers usable here, ``numpy`` first; empty where
+    the sharded loops cannot run at all (:func:`sharding_gemms` is None)."""
+    numpy_gemms = sharding_gemms()
+    if numpy_gemms is None:
+        return {}
+    out = {"numpy": numpy_gemms}
+    mkl = find_mkl_gemms()
+    if mkl is not None:
+        out["mkl"] = mkl
+    return out
+
+
+def loop_gemm(provider: str, dtype: np.dtype | type) -> Any:
+    """The ctypes CBLAS GEMM of ``provider`` for ``dtype`` (float32: sgemm, float64: dgemm).
+
+    Raises:
+        ValueError: a provider that is not available here (see :func:`gemm_providers`).
+    """
+    providers = gemm_providers()
+    if provider not in providers:
+        raise ValueError(
+            f"GEMM provider must be one of {tuple(providers)} here, got {provider!r}"
+            + (f" ({_mkl_error})" if provider == "mkl" and _mkl_error else "")
+        )
+    return providers[provider][0 if np.dtype(dtype) == np.float32 else 1]
+
+
+def _mkl_candidates() -> list[str]:
+    """Where libmkl_rt may be: ``BPTT_MKL_RT`` (a path), the environment's lib folder (where the
+    ``mkl`` wheel puts it), then the loader's search path."""
+    import ctypes.util
+    import sys
+
+    paths = [os.environ["BPTT_MKL_RT"]] if os.environ.get("BPTT_MKL_RT") else []
+    names = ("libmkl_rt.so.3", "libmkl_rt.so.2", "libmkl_rt.so", "libmkl_rt.dylib")
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        for sub in ("lib", os.path.join("Library", "bin")):
+            paths += [os.path.join(prefix, sub, name) for name in names]
+            if os.path.isdir(os.path.join(prefix, sub)) and os.name == "nt":
+                folder = os.path.join(prefix, sub)
+                paths += [os.path.join(folder, f) for f in os.listdir(folder) if "mkl_rt" in f]
+    found = ctypes.util.find_library("mkl_rt")
+    if found:
+        paths.append(found)
+    return [p for p in paths if os.path.sep not in p or os.path.exists(p)]
+
+
+def find_mkl_gemms() -> tuple[Any, Any] | None:
+    """``(sgemm, dgemm)`` from the ``mkl`` wheel's ``libmkl_rt``, sequential and LP64, checked
+    against NumPy (:func:`gemm_check`); None where it is absent, is NumPy's own BLAS already,
+    or fails (then :func:`mkl_error` says why). Looked up once.
+
+    MKL is switched to its sequential threading layer before its first call (the loops run
+    one single-threaded GEMM per shard; MKL's own threads would compete with the shards);
+    where another library already set a different layer the provider is not offered.
+    """
+    global _mkl, _mkl_error
+    if _mkl is not None or _mkl_error is not None:
+        return _mkl
+    import ctypes
+
+    if any(getattr(c, "internal_api", "") == "mkl" for c in blas_controllers()):
+        _mkl_error = "NumPy's BLAS is MKL already (the numpy provider)"
+        return None
+    dll = None
+    for path in _mkl_candidates():
+        try:
+            dll = ctypes.CDLL(path)
+            break
+        except OSError:
+            continue
+    if dll is None:
+        _mkl_error = "libmkl_rt not found (pip install 'bptt[mkl]')"
+        return None
+    try:
+        dll.MKL_Set_Interface_Layer.restype = ctypes.c_int
+        dll.MKL_Set_Threading_Layer.restype = ctypes.c_int
+        interface = dll.MKL_Set_Interface_Layer(ctypes.c_int(0))  # MKL_INTERFACE_LP64
+        threading = dll.MKL_Set_Threading_Layer(ctypes.c_int(1))  # MKL_THREADING_SEQUENTIAL
+    except AttributeError as err:
+        _mkl_error = f"not a usable libmkl_rt: {err}"
+        return None
+    if interface != 0 or threading != 1:
+        _mkl_error = (
+            f"libmkl_rt was set up by another library "
+            f"(interface layer {interface}, threading layer {threading})"
+        )
+        return None
+    out = []
+    for letter, real in (("s", ctypes.c_float), ("d", ctypes.c_double)):
+        fn = getattr(dll, f"cblas_{letter}gemm")
+        fn.restype = None
+        int_t = ctypes.c_int32
+        fn.argtypes = [ctypes.c_int] * 3 + [int_t] * 3 + [real, ctypes.c_void_p]
+        fn.argtypes += [int_t, ctypes.c_void_p, int_t, real, ctypes.c_void_p, int_t]
+        out.append(fn)
+    gemms = (out[0], out[1])
+    problem = gemm_check(gemms)
+    if problem:
+        _mkl_error = problem.replace("NumPy's CBLAS", "MKL's CBLAS")
+        return None
+    _mkl = gemms
+    return _mkl
+
+
+def mkl_error() -> str | None:
+    """Why :func:`find_mkl_gemms` returned None (None before it was asked, or when it worked)."""
+    return _mkl_error
+
+
 def gemm_check(gemms: tuple[Any, Any]) -> str:
     """One small product through each CBLAS GEMM, plain and with Bᵀ as the loops call them,
     against NumPy's; "" when they agree. Catches a CBLAS with another integer width under the
@@ -580,19 +713,25 @@ def _register_tanh() -> None:
     _tanh_registered = True
 
 
-def shard_count(batch: int, hidden: int) -> int:
+def shard_count(
+    batch: int, hidden: int, dtype: np.dtype | type | None = None, cell: str = "elman"
+) -> int:
     """How many row shards the time loops use for a (B, H) step; 0 means "not sharded".
 
-    ``"auto"``: as many as the cores this process may run on (``os.sched_getaffinity``), capped
-    by BLAS's own thread setting (so ``OPENBLAS_NUM_THREADS=1`` keeps everything on one core)
-    and by B / :data:`MIN_SHARD_ROWS`; one shard (the loop on the calling thread, no hand-off)
-    for steps below :data:`SHARD_MIN_STEP`. An int from :func:`set_loop_threads` forces that
-    many; None (leave BLAS alone) turns sharding off. The ``sharded`` backend shards every
-    step into min(B, 2) or more, for the tests.
+    ``"auto"`` (backend and loop threads): with ``dtype`` given and tuning on
+    (:func:`bptt.tuning.active`), the count the tuner measured fastest for this shape class
+    (0 where it chose the per-row loops); otherwise :func:`default_shard_count`. An int from
+    :func:`set_loop_threads` forces that many; None (leave BLAS alone) turns sharding off. The
+    ``sharded`` backend shards every step into min(B, 2) or more, for the tests.
     """
     want = LOOP_BLAS_THREADS
     if _backend == "numpy" or want is None:
         return 0
+    if dtype is not None and _backend == "auto" and want == "auto":
+        tuning = tuning_module()
+        if tuning.active():
+            choice = tuning.choice(cell, batch, hidden, dtype)
+            return 0 if choice.path == "per_row" else choice.shards
     if _backend != "sharded" and (_backend == "numba" or batch * hidden <= SMALL_STEP):
         return 0  # the per-row loops (above) win on tiny steps; nothing to compile for them
     if sharding_gemms() is None:
@@ -602,9 +741,36 @@ def shard_count(batch: int, hidden: int) -> int:
         return max(1, min(batch, n))
     if isinstance(want, int):
         return max(1, min(batch, want))
+    return default_shard_count(batch, hidden)
+
+
+_tuning: Any = None
+
+
+def tuning_module() -> Any:
+    """:mod:`bptt.tuning`, imported at first use (it imports this module; the loops ask it
+    at every step, where an import statement would cost a microsecond)."""
+    global _tuning
+    if _tuning is None:
+        from . import tuning
+
+        _tuning = tuning
+    return _tuning
+
+
+def default_shard_count(batch: int, hidden: int) -> int:
+    """The untuned count for a sharded (B, H) step: as many shards as the cores this process
+    may run on (``os.sched_getaffinity``), capped by BLAS's own thread setting (so
+    ``OPENBLAS_NUM_THREADS=1`` keeps everything on one core) and by B / :data:`MIN_SHARD_ROWS`;
+    one shard (the loop on the calling thread, no hand-off) below :data:`SHARD_MIN_STEP`."""
     if batch * hidden < SHARD_MIN_STEP:
         return 1
-    return max(1, min(_core_cap(), batch // MIN_SHARD_ROWS))
+    return max(1, min(available_cores(), batch // MIN_SHARD_ROWS))
+
+
+def available_cores() -> int:
+    """Cores this process may use, capped by BLAS's thread setting as first found."""
+    return _core_cap()
 
 
 _user_threads: list[int] | None = None

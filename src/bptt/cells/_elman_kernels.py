@@ -14,8 +14,12 @@ Two forms, chosen by the shared switch in :mod:`bptt._kernels` (backend, threads
   :func:`use_time_loop_kernel` says so (B·H ≤ ``SMALL_STEP``, or the ``numba`` backend);
 - the batch-sharded loops (:func:`sharded_forward`, :func:`sharded_backward`), each shard of
   batch rows on its own core (:func:`bptt._kernels.run_shards`) running its whole loop
-  GIL-free with single-threaded GEMMs from NumPy's own BLAS, the step's product in rows
-  (h W^T) or, for large enough shards, transposed (W hᵀ; :data:`TRANSPOSED_MIN_MACS`).
+  GIL-free with single-threaded GEMMs from NumPy's own BLAS (or MKL), the step's product in
+  rows (h W^T) or, for large enough shards, transposed (W hᵀ; :data:`TRANSPOSED_MIN_MACS`).
+
+Under ``auto`` the per-row-or-sharded choice, the shard count, the layout and the GEMM
+provider are measured per shape class (:mod:`bptt.tuning`); the constants here are the
+defaults (``BPTT_TUNE=0``).
 """
 
 from __future__ import annotations
@@ -100,14 +104,20 @@ def _backward_loop_py(
 # -- dispatch -----------------------------------------------------------------------------
 
 
-def use_time_loop_kernel(batch: int, hidden: int) -> bool:
-    """Whether the compiled time loops run for a step of B·H units."""
+def use_time_loop_kernel(batch: int, hidden: int, dtype: np.dtype | type | None = None) -> bool:
+    """Whether the per-row compiled time loops run for a step of B·H units: B·H ≤
+    ``SMALL_STEP``, or, with ``dtype`` given and tuning on, where the tuner measured them
+    fastest (:mod:`bptt.tuning`)."""
     backend = _kernels.get_backend()
     if backend == "numba":
         return _kernels.numba_available()
-    if backend == "sharded":
+    if backend == "sharded" or not _kernels.numba_wanted():
         return False
-    return _kernels.numba_wanted() and batch * hidden <= _kernels.SMALL_STEP
+    if dtype is not None and _kernels.LOOP_BLAS_THREADS == "auto":
+        tuning = _kernels.tuning_module()
+        if tuning.active():
+            return tuning.choice("elman", batch, hidden, dtype).path == "per_row"
+    return batch * hidden <= _kernels.SMALL_STEP
 
 
 def forward_loop(hs: np.ndarray, W_T: np.ndarray, activation: str) -> None:
@@ -151,8 +161,6 @@ def _load_sharded() -> dict[str, Callable[..., Any]] | None:
     # cached on disk: the GEMM is an argument (a ctypes function), not a baked-in pointer
     options = {"nogil": True, "boundscheck": False, "error_model": "numpy"}
     _sharded = {
-        "gemm_float32": gemms[0],
-        "gemm_float64": gemms[1],
         "forward": cached_njit(_forward_shard_py, **options),
         "backward": cached_njit(_backward_shard_py, **options),
         "forwardT": cached_njit(_forward_shard_t_py, **options),
@@ -384,16 +392,37 @@ def transposed_product(batch: int, hidden: int, shards: int, dtype: np.dtype) ->
     return big and np.dtype(dtype).name in TRANSPOSED_DTYPES
 
 
+def _layout_and_gemm(
+    B: int, H: int, dtype: np.dtype, shards: int, layout: str | None, provider: str | None
+) -> tuple[bool, Any]:
+    """(transposed?, the CBLAS GEMM): as given, else the tuner's choice or the defaults."""
+    if layout is None or provider is None:
+        chosen = _kernels.tuning_module().sharded_choice("elman", B, H, dtype, shards)
+        layout = chosen.layout if layout is None else layout
+        provider = chosen.provider if provider is None else provider
+    if layout not in ("rows", "transposed"):
+        raise ValueError(f"layout must be 'rows' or 'transposed', got {layout!r}")
+    return layout == "transposed", _kernels.loop_gemm(provider, dtype)
+
+
 def sharded_forward(
-    hs: np.ndarray, W: np.ndarray, W_T: np.ndarray, activation: str, shards: int
+    hs: np.ndarray,
+    W: np.ndarray,
+    W_T: np.ndarray,
+    activation: str,
+    shards: int,
+    layout: str | None = None,
+    provider: str | None = None,
 ) -> None:
     """The forward recurrence over hs (T+1, B, H) in place, ``shards`` row blocks in parallel;
-    W (H, H) and W_T = Wᵀ, both C-contiguous (one of them is the product's operand)."""
+    W (H, H) and W_T = Wᵀ, both C-contiguous (one of them is the product's operand).
+    ``layout`` (``rows``/``transposed``) and ``provider`` (``numpy``/``mkl``): None for the
+    tuner's choice (:func:`bptt.tuning.sharded_choice`)."""
     kernels = _load_sharded()
     assert kernels is not None
     _, B, H = hs.shape
-    gemm = kernels[f"gemm_{hs.dtype.name}"]
-    if transposed_product(B, H, shards, hs.dtype):
+    transposed, gemm = _layout_and_gemm(B, H, hs.dtype, shards, layout, provider)
+    if transposed:
         kernel, weight = kernels["forwardT"], W
     else:
         kernel, weight = kernels["forward"], W_T
@@ -407,13 +436,16 @@ def sharded_backward(
     carry: np.ndarray,
     activation: str,
     shards: int,
+    layout: str | None = None,
+    provider: str | None = None,
 ) -> None:
-    """The BPTT recursion in place, ``shards`` row blocks in parallel; see backward_shard."""
+    """The BPTT recursion in place, ``shards`` row blocks in parallel; see backward_shard.
+    ``layout`` and ``provider`` as :func:`sharded_forward`."""
     kernels = _load_sharded()
     assert kernels is not None
     _, B, H = delta.shape
-    gemm = kernels[f"gemm_{delta.dtype.name}"]
-    if transposed_product(B, H, shards, delta.dtype):
+    transposed, gemm = _layout_and_gemm(B, H, delta.dtype, shards, layout, provider)
+    if transposed:
         kernel, weight = kernels["backwardT"], _workspace.contiguous(W.T)
     else:
         kernel, weight = kernels["backward"], np.ascontiguousarray(W)

@@ -3,7 +3,8 @@
 The same scheme as the Elman cell's sharded loops (:mod:`bptt._kernels`, "batch-sharded time
 loops"): the rows of a batch never meet inside the recurrence, so each shard of batch rows
 runs its whole forward (or backward) loop on its own thread, one single-threaded GEMM per step
-through a ctypes pointer to NumPy's own ``cblas_?gemm``, and the gate arithmetic of the step
+through a ctypes pointer to NumPy's own ``cblas_?gemm`` (or MKL's, where :mod:`bptt.tuning`
+measured it faster; the shard count is measured there too), and the gate arithmetic of the step
 fused into one pass over the shard's (rows, H) units with the vectorisable tanh of
 :mod:`bptt._kernels` (σ(a) = ½ + ½ tanh(a/2)). No (T, B, ·) temporaries beyond what the
 backward needs: the forward writes the activated gates, h_t and c_t; the backward writes
@@ -67,8 +68,6 @@ def _load() -> dict[str, Callable[..., Any]] | None:
     # cached on disk: the GEMM is an argument (a ctypes function), not a baked-in pointer
     options = {"nogil": True, "boundscheck": False, "error_model": "numpy"}
     _compiled = {
-        "gemm_float32": gemms[0],
-        "gemm_float64": gemms[1],
         "lstm_forward": _kernels.cached_njit(_lstm_forward_py, **options),
         "lstm_backward": _kernels.cached_njit(_lstm_backward_py, **options),
         "gru_forward": _kernels.cached_njit(_gru_forward_py, **options),
@@ -368,14 +367,34 @@ def _gru_backward_py(
 # -- dispatch -------------------------------------------------------------------------------
 
 
-def _kernel(name: str, dtype: np.dtype) -> Callable[..., Any]:
+def _kernel(name: str, dtype: np.dtype, provider: str) -> Callable[..., Any]:
     kernels = _load()
     assert kernels is not None
-    return functools.partial(kernels[name], kernels[f"gemm_{dtype.name}"])
+    return functools.partial(kernels[name], _kernels.loop_gemm(provider, dtype))
+
+
+def _plan(
+    cell: str, B: int, H: int, dtype: np.dtype, shards: int, provider: str | None
+) -> tuple[int, str]:
+    """(shards, GEMM provider): as given with a provider (the tuner's own runs), else the
+    measured choice where tuning is on (:mod:`bptt.tuning`), else (shards, NumPy's BLAS)."""
+    if provider is not None:
+        return shards, provider
+    tuning = _kernels.tuning_module()
+    if tuning.active():
+        chosen = tuning.choice(cell, B, H, dtype)
+        if chosen.path == "sharded":
+            return chosen.shards, chosen.provider
+    return shards, "numpy"
 
 
 def lstm_forward(
-    gates: np.ndarray, hs: np.ndarray, cs: np.ndarray, W: np.ndarray, shards: int
+    gates: np.ndarray,
+    hs: np.ndarray,
+    cs: np.ndarray,
+    W: np.ndarray,
+    shards: int,
+    provider: str | None = None,
 ) -> None:
     """The LSTM forward loop in place (see the module), ``shards`` row blocks in parallel.
 
@@ -383,7 +402,8 @@ def lstm_forward(
     row 0 set; W (4H, H).
     """
     W = np.ascontiguousarray(W)  # (4H, H)
-    kernel = _kernel("lstm_forward", gates.dtype)
+    shards, provider = _plan("lstm", gates.shape[1], hs.shape[2], gates.dtype, shards, provider)
+    kernel = _kernel("lstm_forward", gates.dtype, provider)
     _kernels.run_shards(kernel, gates.shape[1], shards, gates, hs, cs, W, 0)
 
 
@@ -395,13 +415,15 @@ def lstm_backward(
     carry: np.ndarray,
     dc: np.ndarray,
     shards: int,
+    provider: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The LSTM backward loop: returns dA (T, B, 4H) and db = Σ_t Σ_b dA_t (4H,);
     carry, dc (B, H) updated in place."""
     dA = _workspace.empty(gates.shape, gates.dtype)  # (T, B, 4H)
     W_T = _transposed(W)  # (H, 4H)
     dh = np.ascontiguousarray(dh)
-    kernel = _kernel("lstm_backward", gates.dtype)
+    shards, provider = _plan("lstm", gates.shape[1], W.shape[1], gates.dtype, shards, provider)
+    kernel = _kernel("lstm_backward", gates.dtype, provider)
     db = _workspace.zeros(gates.shape[1:], np.float64)  # (B, 4H): row b0 per shard
     _kernels.run_shards(kernel, gates.shape[1], shards, dA, dh, gates, cs, W_T, carry, dc, db, 0)
     return dA, _shard_sum(db, shards).astype(dA.dtype)
@@ -419,12 +441,18 @@ def _shard_sum(db: np.ndarray, shards: int) -> np.ndarray:
 
 
 def gru_forward(
-    G: np.ndarray, hs: np.ndarray, W: np.ndarray, b_hn: np.ndarray, shards: int
+    G: np.ndarray,
+    hs: np.ndarray,
+    W: np.ndarray,
+    b_hn: np.ndarray,
+    shards: int,
+    provider: str | None = None,
 ) -> np.ndarray:
     """The GRU forward loop: returns gates (T, B, 4H) [r z m n]; hs[1:] (T+1, B, H) written."""
     T, B, G3 = G.shape
     gates = _workspace.empty((T, B, 4 * (G3 // 3)), G.dtype)  # (T, B, 4H)
-    kernel = _kernel("gru_forward", G.dtype)
+    shards, provider = _plan("gru", B, hs.shape[2], G.dtype, shards, provider)
+    kernel = _kernel("gru_forward", G.dtype, provider)
     W = np.ascontiguousarray(W)
     b_hn = np.ascontiguousarray(b_hn)
     _kernels.run_shards(kernel, B, shards, G, gates, hs, W, b_hn, 0)
@@ -432,14 +460,21 @@ def gru_forward(
 
 
 def gru_backward(
-    dh: np.ndarray, gates: np.ndarray, hs: np.ndarray, W: np.ndarray, carry: np.ndarray, shards: int
+    dh: np.ndarray,
+    gates: np.ndarray,
+    hs: np.ndarray,
+    W: np.ndarray,
+    carry: np.ndarray,
+    shards: int,
+    provider: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The GRU backward loop: returns dA (T, B, 4H) [da_r da_z dm da_n] and its sum over
     steps and rows (4H,); carry updated in place."""
     dA = _workspace.empty(gates.shape, gates.dtype)  # (T, B, 4H)
     W_T = _transposed(W)  # (H, 3H)
     dh = np.ascontiguousarray(dh)
-    kernel = _kernel("gru_backward", gates.dtype)
+    shards, provider = _plan("gru", gates.shape[1], W.shape[1], gates.dtype, shards, provider)
+    kernel = _kernel("gru_backward", gates.dtype, provider)
     db = _workspace.zeros(gates.shape[1:], np.float64)  # (B, 4H): row b0 per shard
     _kernels.run_shards(kernel, gates.shape[1], shards, dA, dh, gates, hs, W_T, carry, db, 0)
     return dA, _shard_sum(db, shards).astype(dA.dtype)

@@ -120,10 +120,10 @@ def recurrent_forward(
     hs[0] = h0
     input_projection(params, x, out=hs[1:])  # hs[t] holds V x_t + b_h until step t
     W_T = _workspace.contiguous(params["W"].T)  # (H, H): a plain GEMM operand, no transpose flag
-    if _elman_kernels.use_time_loop_kernel(B, H):
+    if _elman_kernels.use_time_loop_kernel(B, H, hs.dtype):
         _elman_kernels.forward_loop(hs, W_T, activation.name)  # compiled loop, same equation
         return hs, ElmanCache(x=x, hs=hs)
-    shards = _kernels.shard_count(B, H)
+    shards = _kernels.shard_count(B, H, hs.dtype)
     if shards:  # row blocks of the batch, each its own GIL-free loop (same equation)
         W = np.ascontiguousarray(params["W"])
         _elman_kernels.sharded_forward(hs, W, W_T, activation.name, shards)
@@ -165,13 +165,13 @@ def recurrent_backward(
     if dh_last is not None:
         carry[...] = dh_last
     W = params["W"]
-    shards = _kernels.shard_count(B, H) if delta.flags.c_contiguous else 0
+    shards = _kernels.shard_count(B, H, delta.dtype) if delta.flags.c_contiguous else 0
     if shards and hs.flags.c_contiguous:  # f'(E_t) fused into each shard's loop
         _elman_kernels.sharded_backward(delta, hs, W, carry, activation.name, shards)
         return (*_hoisted_backward(delta, cache, params), carry)
     fprime = activation.grad_from_output(hs[1:])  # (T, B, H): f'(E_t), hoisted out of the loop
     delta *= fprime
-    if _elman_kernels.use_time_loop_kernel(B, H) and delta.flags.c_contiguous:
+    if _elman_kernels.use_time_loop_kernel(B, H, delta.dtype) and delta.flags.c_contiguous:
         _elman_kernels.backward_loop(delta, fprime, W, carry)  # compiled loop, same equation
     else:
         with _kernels.loop_blas_threads(B * H * H):

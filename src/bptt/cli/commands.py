@@ -41,6 +41,7 @@ from .export import add_export_parser
 from .inspect import add_inspect_parser
 from .options_file import read_train_options
 from .sweep import add_sweep_parser
+from .tune import add_tune_parser
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -407,6 +408,7 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
     add_inspect_parser(subparsers).formatter_class = HelpFormatter
     add_export_parser(subparsers).formatter_class = HelpFormatter
     add_sweep_parser(subparsers).formatter_class = HelpFormatter
+    add_tune_parser(subparsers).formatter_class = HelpFormatter
     return parser
 
 
