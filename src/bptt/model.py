@@ -612,6 +612,7 @@ class RNN:
         *,
         dh_last: object = None,
         checkpoint: bool | int = False,
+        memory_budget: int | str | None = None,
     ) -> BPTTResult:
         """One forward pass and full backpropagation through time.
 
@@ -629,6 +630,11 @@ class RNN:
                 boundaries, segments of about √T steps, and recomputes each segment during
                 the backward sweep (memory O(√T) instead of O(T), about a third more time); a
                 positive int K uses segments of K steps. See :mod:`bptt.algorithms.recompute`.
+            memory_budget: bytes (an int, or a string such as ``"200MB"``) that the sweep's
+                peak working memory must fit: the binomial recompute schedule that fits it
+                with the least recomputation, full storage when that fits (the same
+                gradients). Refused, naming the smallest that works, when nothing fits. See
+                :mod:`bptt.algorithms.budget`; not with ``checkpoint=``.
 
         Returns:
             A :class:`BPTTResult` with the loss, the gradients (and dL/dh_0) and the final state.
@@ -637,6 +643,17 @@ class RNN:
             ValueError: a shape, range or value is wrong (the message names the argument).
             TypeError: a dtype is wrong.
         """
+        if memory_budget is not None:
+            if checkpoint is not False:
+                raise ValueError(
+                    f"give checkpoint= or memory_budget=, not both: got checkpoint={checkpoint!r} "
+                    f"and memory_budget={memory_budget!r}"
+                )
+            from .algorithms import budget  # imported here: it runs on this module's sweep
+
+            return budget.forward_backward(
+                self, x, y, h0, mask, dh_last=dh_last, memory_budget=memory_budget
+            )
         params = self.validated_params()
         x_arr, y_arr = self._check_xy(x, y)
         T, B = x_arr.shape[:2]
@@ -684,18 +701,22 @@ class RNN:
         *,
         dh_last: object = None,
         checkpoint: bool | int = False,
+        memory_budget: int | str | None = None,
     ) -> tuple[float, Gradients]:
         """L and dL/dθ by BPTT; see :meth:`forward_backward` for the arguments.
 
         ``checkpoint=True`` (or a segment length K) trades a second forward pass for
-        O(√T) memory; the gradients are the same.
+        O(√T) memory; ``memory_budget=BYTES`` (or ``"200MB"``) picks the least recomputation
+        that fits a budget. The gradients are the same.
 
         Returns:
             ``(loss, grads)``: loss a Python float; grads a :class:`~bptt.params.Gradients`
             under the parameters' names (``grads.U .V .W .b_h .b_y`` for one Elman layer) and
             ``grads.h0`` = dL/dh_0 laid out as ``h0``.
         """
-        result = self.forward_backward(x, y, h0, mask, dh_last=dh_last, checkpoint=checkpoint)
+        result = self.forward_backward(
+            x, y, h0, mask, dh_last=dh_last, checkpoint=checkpoint, memory_budget=memory_budget
+        )
         return result.loss, result.grads
 
 

@@ -41,7 +41,6 @@ before running it; :func:`parse_bytes` reads ``200MB``.
 
 from __future__ import annotations
 
-import gc
 import math
 import re
 import tracemalloc
@@ -64,6 +63,7 @@ __all__ = [
     "plan_for",
     "recompute_count",
     "run_schedule",
+    "smallest_budget",
 ]
 
 # -- the binomial count ------------------------------------------------------------------------
@@ -181,7 +181,6 @@ def _traced_peak(fn: Any) -> int:
     from .. import _workspace  # package plumbing: the pool of reused buffers
 
     _workspace.clear()
-    gc.collect()
     tracing = tracemalloc.is_tracing()
     if not tracing:
         tracemalloc.start()
@@ -407,6 +406,13 @@ def plan_for(
     m = -(-n_steps // block)
     peak = sizes.peak(n_steps, block, slots)
     return Schedule(n_steps, block, m, slots, recomputed, peak, full, budget, forward_fraction)
+
+
+def smallest_budget(model: RNN, n_steps: int, batch: int, ids: bool = True) -> int:
+    """The smallest ``memory_budget`` (bytes) that :func:`plan` accepts for this shape: one
+    step per block and no checkpoint slot (or full storage, if that is smaller)."""
+    sizes = measure_step_bytes(model, batch, ids, n_steps)
+    return min(sizes.peak(n_steps, 1, 0), sizes.full_bytes(n_steps))
 
 
 def _forward_fraction(model: RNN, ids: bool) -> float:
