@@ -64,6 +64,7 @@ __all__ = [
     "recompute_count",
     "run_schedule",
     "smallest_budget",
+    "validated",
 ]
 
 # -- the binomial count ------------------------------------------------------------------------
@@ -118,7 +119,8 @@ class StepBytes:
             whatever the workspace pool keeps of them); a sweep of k′ ≤ k steps is bounded
             by the first probe at or above k′ (the peak grows with k).
         per_step: bytes per step beyond the last probe (the slope of the last two probes).
-        validation: (a, b): checking the inputs peaks at a + b·T bytes, before any sweep.
+        validation: (a, b): checking the inputs (a chunk of steps at a time, and a mask) peaks
+            at a + b·T bytes, before any sweep.
         held_per_step: bytes per step held for the whole call (the (T, B) loss weights).
         state: one checkpoint, every layer's (B, S) state.
         params: one set of parameter-sized arrays (the gradient totals).
@@ -159,7 +161,7 @@ class StepBytes:
             return max(check, held + self.sweep_bytes(n_steps))
         last = n_steps - (m - 1) * block
         working = self.sweep_bytes(block) + (self.sweep_bytes(last) if last < block else 0)
-        slack = working // 10 + _SLACK  # the carries, views, Python objects of the bookkeeping
+        slack = working // 20 + _SLACK  # the carries, views, Python objects of the bookkeeping
         return max(check, held + (slots + 3) * self.state + self.params + working + slack)
 
     def full_bytes(self, n_steps: int) -> int:
@@ -235,21 +237,14 @@ def measure_step_bytes(
 
     def check_peak(k: int) -> int:
         x, y = _probe_arrays(model, k, batch, ids)
-
-        def check() -> None:
-            from ..validation import check_inputs
-
-            checked = check_inputs(x, model.input_size, model.dtype)
-            model.head.check_targets(y, (k, batch), model.output_size, model.dtype)
-            model.loss_weights(None, (k, batch))
-            del checked
-
-        return _traced_peak(check)
+        mask = np.ones((k, batch), dtype=bool)
+        return _traced_peak(lambda: validated(model, x, y, mask))
 
     if key not in _MEASURED:
         sweep_peak(1)  # warm-up: compiled kernels, lazily built tables
-        check_a, check_b = check_peak(64), check_peak(128)
-        _MEASURED[key] = {"probes": {}, "check": (check_a, check_b)}
+        chunk = _chunk_steps(model, batch)
+        check_a, check_b = check_peak(2 * chunk), check_peak(4 * chunk)
+        _MEASURED[key] = {"probes": {}, "check": (check_a, check_b, 2 * chunk)}
     found: dict[str, Any] = _MEASURED[key]
     probes: dict[int, int] = found["probes"]
     narrowest = batch * min(model.hidden_size, model.output_size)  # elements per step
@@ -272,12 +267,12 @@ def measure_step_bytes(
         slope = probes[ks[-1]]
     if ks[-1] < 2 * pooled:
         slope += slope // 4  # buffers may still join the pool past the last probe
-    check_a, check_b = found["check"]
-    check_slope = max(0, -(-(check_b - check_a) // 64))
+    check_a, check_b, check_k = found["check"]
+    check_slope = max(0, -(-(check_b - check_a) // check_k))
     return StepBytes(
         probes=tuple(zip(ks, bound, strict=True)),
         per_step=max(1, slope),
-        validation=(max(0, check_a - 64 * check_slope), check_slope),
+        validation=(max(0, check_a - check_k * check_slope), check_slope),
         held_per_step=batch * model.dtype.itemsize,
         # the arrays, their headers, their list and its place on the schedule's stack
         state=sum(s.nbytes for s in states) + 256 * len(states) + 256,
@@ -503,6 +498,68 @@ def parse_bytes(value: object, name: str = "memory_budget") -> int:
     return amount
 
 
+# -- validation in chunks of steps -----------------------------------------------------------
+
+
+def _chunk_steps(model: RNN, batch: int) -> int:
+    """Steps per validation chunk: about 64 Ki elements of x or y at a time."""
+    return max(1, (1 << 16) // (batch * max(model.input_size, model.output_size)))
+
+
+def _in_chunks(check: Any, array: np.ndarray, chunk: int) -> np.ndarray:
+    """``check`` applied to each run of ``chunk`` steps of ``array``; the array itself when
+    every checked chunk is a view of it, else the checked chunks put together (a conversion)."""
+    T = array.shape[0]
+    out: np.ndarray | None = None
+    for a in range(0, T, chunk):
+        piece = array[a : a + chunk]
+        got = check(piece, a)
+        if out is None and not (got.base is array or got is piece or got.base is piece.base):
+            out = np.empty((T, *got.shape[1:]), dtype=got.dtype)
+            out[:a] = array[:a]  # earlier chunks passed unchanged: the same values
+        if out is not None:
+            out[a : a + chunk] = got
+    return array if out is None else out
+
+
+def validated(
+    model: RNN, x: object, y: object, mask: object
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x, y and the loss weights w = mask / B (T, B), checked as the model checks them, but a
+    chunk of steps at a time: whole-sequence checks allocate (T, B, ·) temporaries (an
+    ``isfinite`` mask of x, say) that a small budget cannot hold.
+
+    Raises:
+        ValueError, TypeError: as :meth:`bptt.model.RNN.forward_backward` raises them.
+    """
+    from ..validation import check_inputs
+
+    x_arr = np.asarray(x)
+    if x_arr.ndim < 2 or x_arr.shape[0] == 0:
+        check_inputs(x_arr, model.input_size, model.dtype)  # raises with the model's message
+    chunk = _chunk_steps(model, x_arr.shape[1])
+    x_arr = _in_chunks(lambda p, a: check_inputs(p, model.input_size, model.dtype), x_arr, chunk)
+    T, B = x_arr.shape[:2]
+    y_arr = np.asarray(y)
+    if y_arr.shape[:2] != (T, B):
+        model.head.check_targets(y_arr, (T, B), model.output_size, model.dtype)  # raises
+    y_arr = _in_chunks(
+        lambda p, a: model.head.check_targets(p, (p.shape[0], B), model.output_size, model.dtype),
+        y_arr,
+        chunk,
+    )
+    if mask is None:
+        return x_arr, y_arr, model.loss_weights(None, (T, B))
+    mask_arr = np.asarray(mask)
+    if mask_arr.shape != (T, B):
+        model.loss_weights(mask_arr, (T, B))  # raises with the model's message
+    weight = np.empty((T, B), dtype=model.dtype)
+    for a in range(0, T, chunk):
+        piece = mask_arr[a : a + chunk]
+        weight[a : a + chunk] = model.loss_weights(piece, piece.shape)
+    return x_arr, y_arr, weight
+
+
 # -- running a schedule ------------------------------------------------------------------------
 
 
@@ -620,15 +677,12 @@ def forward_backward(
     """
     from ..model import BPTTResult  # the model module imports this one lazily
     from ..params import Gradients
-    from ..validation import check_inputs
 
     params = model.validated_params()
-    x_arr = check_inputs(x, model.input_size, model.dtype)
+    x_arr, y_arr, weight = validated(model, x, y, mask)
     T, B = x_arr.shape[:2]
-    y_arr = model.head.check_targets(y, (T, B), model.output_size, model.dtype)
-    schedule = plan(model, T, B, memory_budget, ids=x_arr.ndim == 2)
     states = model.split_state(h0, B)
-    weight = model.loss_weights(mask, (T, B))
+    schedule = plan(model, T, B, memory_budget, ids=x_arr.ndim == 2)
     ds_last: list[np.ndarray | None] = (
         [None] * len(states) if dh_last is None else list(model.split_state(dh_last, B, "dh_last"))
     )
