@@ -119,8 +119,8 @@ class StepBytes:
             whatever the workspace pool keeps of them); a sweep of k′ ≤ k steps is bounded
             by the first probe at or above k′ (the peak grows with k).
         per_step: bytes per step beyond the last probe (the slope of the last two probes).
-        validation: (a, b): checking the inputs (a chunk of steps at a time, and a mask) peaks
-            at a + b·T bytes, before any sweep.
+        validation: (a, b, c, K): checking the inputs and a mask, K steps at a time, peaks at
+            a + b·min(T, K) + c·T bytes, before any sweep.
         held_per_step: bytes per step held for the whole call (the (T, B) loss weights).
         state: one checkpoint, every layer's (B, S) state.
         params: one set of parameter-sized arrays (the gradient totals).
@@ -128,7 +128,7 @@ class StepBytes:
 
     probes: tuple[tuple[int, int], ...]
     per_step: int
-    validation: tuple[int, int]
+    validation: tuple[int, int, int, int]
     held_per_step: int
     state: int
     params: int
@@ -137,7 +137,7 @@ class StepBytes:
     def linear(cls, per_step: int, fixed: int, state: int) -> StepBytes:
         """A sweep of k steps takes fixed + k·per_step bytes, nothing else (for reasoning and
         tests; :func:`measure_step_bytes` measures a model)."""
-        return cls(((1, fixed + per_step),), per_step, (0, 0), 0, state, 0)
+        return cls(((1, fixed + per_step),), per_step, (0, 0, 0, 1), 0, state, 0)
 
     def sweep_bytes(self, n_steps: int) -> int:
         """A bound on the peak of one sweep over ``n_steps``."""
@@ -154,7 +154,8 @@ class StepBytes:
         running state and the carried dL/ds, the gradient totals, one block's sweep, and the
         short last block's buffers that the pool keeps (module doc).
         """
-        check = self.validation[0] + self.validation[1] * n_steps
+        base, in_chunk, per_step, chunk = self.validation
+        check = base + in_chunk * min(n_steps, chunk) + per_step * n_steps
         held = n_steps * self.held_per_step
         m = -(-n_steps // block)
         if m == 1:
@@ -243,8 +244,11 @@ def measure_step_bytes(
     if key not in _MEASURED:
         sweep_peak(1)  # warm-up: compiled kernels, lazily built tables
         chunk = _chunk_steps(model, batch)
-        check_a, check_b = check_peak(2 * chunk), check_peak(4 * chunk)
-        _MEASURED[key] = {"probes": {}, "check": (check_a, check_b, 2 * chunk)}
+        # within one chunk the temporaries grow with the steps; past it only what is held
+        short = max(1, chunk // 4)
+        inside = [(k, check_peak(k)) for k in (short, 2 * short)]
+        past = [(k, check_peak(k)) for k in (2 * chunk, 4 * chunk)]
+        _MEASURED[key] = {"probes": {}, "check": (inside, past, chunk)}
     found: dict[str, Any] = _MEASURED[key]
     probes: dict[int, int] = found["probes"]
     narrowest = batch * min(model.hidden_size, model.output_size)  # elements per step
@@ -267,12 +271,18 @@ def measure_step_bytes(
         slope = probes[ks[-1]]
     if ks[-1] < 2 * pooled:
         slope += slope // 4  # buffers may still join the pool past the last probe
-    check_a, check_b, check_k = found["check"]
-    check_slope = max(0, -(-(check_b - check_a) // check_k))
+    inside, past, chunk = found["check"]
+    held = max(0, -(-(past[1][1] - past[0][1]) // (past[1][0] - past[0][0])))
+    in_chunk = max(held, -(-(inside[1][1] - inside[0][1]) // (inside[1][0] - inside[0][0])))
+    base = max(
+        0,
+        inside[0][1] - inside[0][0] * in_chunk,
+        past[0][1] - past[0][0] * held - chunk * (in_chunk - held),
+    )
     return StepBytes(
         probes=tuple(zip(ks, bound, strict=True)),
         per_step=max(1, slope),
-        validation=(max(0, check_a - check_k * check_slope), check_slope),
+        validation=(base, in_chunk - held, held, chunk),
         held_per_step=batch * model.dtype.itemsize,
         # the arrays, their headers, their list and its place on the schedule's stack
         state=sum(s.nbytes for s in states) + 256 * len(states) + 256,
