@@ -41,6 +41,8 @@ class TruncatedBPTT:
         model: the RNN (its current params are used at each call).
         k1: new steps per update.
         k2: steps backpropagated through at each update, k2 ≥ k1 (default k1).
+        memory_budget: passed to each window's ``forward_backward`` (bytes or ``"200MB"``;
+            None: full storage), see :mod:`bptt.algorithms.budget`.
 
     State (all (B, …) arrays, saved in checkpoints via :meth:`state_arrays`):
         h_start: (B, H) hidden state before the first buffered step (None: zeros).
@@ -50,8 +52,15 @@ class TruncatedBPTT:
         ValueError: k1 or k2 not positive, or k2 < k1.
     """
 
-    def __init__(self, model: RNN, k1: int, k2: int | None = None) -> None:
+    def __init__(
+        self,
+        model: RNN,
+        k1: int,
+        k2: int | None = None,
+        memory_budget: int | str | None = None,
+    ) -> None:
         self.model = model
+        self.memory_budget = memory_budget
         self.k1 = check_positive_int("k1", k1)
         self.k2 = self.k1 if k2 is None else check_positive_int("k2", k2)
         if self.k2 < self.k1:
@@ -104,7 +113,9 @@ class TruncatedBPTT:
             raise ValueError(f"x holds {n} steps, more than k1={self.k1} per update")
         loss_mask: np.ndarray | None
         if mask is None and self.k2 == self.k1:  # nothing buffered: no mask arrays to build
-            res = self.model.forward_backward(x, y, self.h_start, None)
+            res = self.model.forward_backward(
+                x, y, self.h_start, None, memory_budget=self.memory_budget
+            )
             self._advance(x, y, None, self.h_start, res.h_last)
             return res
         new_mask = np.ones((n, B), dtype=self.model.dtype) if mask is None else np.asarray(mask)
@@ -120,7 +131,7 @@ class TruncatedBPTT:
             # buffered steps are backpropagated through but carry no loss in this update
             loss_mask = np.concatenate([np.zeros_like(self.m_buf), new_mask])
         h0 = self.h_start
-        res = self.model.forward_backward(xw, yw, h0, loss_mask)
+        res = self.model.forward_backward(xw, yw, h0, loss_mask, memory_budget=self.memory_budget)
         self._advance(xw, yw, keep_mask, h0, res.h_last)
         return res
 

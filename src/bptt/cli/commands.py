@@ -1,5 +1,6 @@
 """The ``bptt`` command: its parser and the subcommands train, sample, eval, predict and
-gradcheck (inspect: :mod:`.inspect`, export: :mod:`.export`, sweep: :mod:`.sweep`)."""
+gradcheck (inspect: :mod:`.inspect`, export: :mod:`.export`, sweep: :mod:`.sweep`, plan:
+:mod:`.plan`)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from ..training import (
 )
 from .export import add_export_parser
 from .inspect import add_inspect_parser
+from .plan import add_plan_parser
 from .sweep import add_sweep_parser
 
 
@@ -337,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_inspect_parser(subparsers).formatter_class = HelpFormatter
     add_export_parser(subparsers).formatter_class = HelpFormatter
     add_sweep_parser(subparsers).formatter_class = HelpFormatter
+    add_plan_parser(subparsers).formatter_class = HelpFormatter
     return parser
 
 

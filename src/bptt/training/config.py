@@ -111,6 +111,12 @@ class TrainConfig:
     truncation: int = _opt(
         0, "--algorithm tbptt: each step's loss backpropagated through k steps (0: = seq-len)"
     )
+    memory_budget: str | None = _opt(
+        None,
+        "--algorithm bptt: exact BPTT whose working memory per update fits this many bytes "
+        "(e.g. 200MB, 1.5GiB), recomputing as little as possible (bptt plan shows how)",
+        resumable=True,
+    )
     # -- optimisation
     steps: int = _opt(4000, "total optimizer steps of the run", resumable=True)
     optimizer: str = _opt("adam", "optimizer", choices=OPTIMIZERS)
@@ -251,6 +257,15 @@ class TrainConfig:
                 f"--recurrent-density must lie in (0, 1], got {self.recurrent_density}"
             )
         self._validate_algorithm()
+        if self.memory_budget is not None:
+            from ..algorithms.budget import parse_bytes
+
+            parse_bytes(self.memory_budget, "--memory-budget")
+            if self.algorithm != "bptt" or self.bidirectional:
+                raise ValueError(
+                    "--memory-budget recomputes BPTT's windows from left to right: it applies "
+                    "to --algorithm bptt on unidirectional models"
+                )
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"--val-fraction must lie in (0, 1), got {self.val_fraction}")
         if self.task == "csv" and self.csv is None:

@@ -164,7 +164,7 @@ class CharStreamSource(DataSource):
     def attach(self, model: RNN) -> None:
         super().attach(model)
         k1 = self.config.seq_len
-        self.runner = TruncatedBPTT(model, k1, self.config.k2 or k1)
+        self.runner = TruncatedBPTT(model, k1, self.config.k2 or k1, self.config.memory_budget)
 
     def _runner(self) -> TruncatedBPTT:
         if self.runner is None:
@@ -281,7 +281,9 @@ class TaskSource(DataSource):
     def gradient(self, x: np.ndarray, y: np.ndarray, mask: np.ndarray | None) -> BPTTResult:
         """Full BPTT over the batch's sequences, each from h_0 = 0."""
         with np.errstate(over="ignore", invalid="ignore"):
-            return self._model().forward_backward(x, y, None, mask)
+            return self._model().forward_backward(
+                x, y, None, mask, memory_budget=self.config.memory_budget
+            )
 
     def next_chunk(self) -> tuple[Batch, bool]:
         model, task = self._model(), self.sequence_task
