@@ -114,9 +114,10 @@ class StepBytes:
     """What a run allocates, by part, for one model, batch and input kind.
 
     Attributes:
-        probes: (k, bytes) pairs, k ascending: the measured peak of one sweep over k steps
-            (forward cache, logits, dL/dz, backward temporaries, parameter gradients, and
-            whatever the workspace pool keeps of them); a sweep of k′ ≤ k steps is bounded
+        probes: (k, bytes) pairs, k ascending: the measured peak of two sweeps in a row over
+            k steps each (forward cache, logits, dL/dz, backward temporaries, parameter
+            gradients, and whatever the workspace pool keeps of them, the first block's
+            results held while the second runs); a sweep of k′ ≤ k steps is bounded
             by the first probe at or above k′ (the peak grows with k).
         per_step: bytes per step beyond the last probe (the slope of the last two probes).
         validation: (a, b, c, K): checking the inputs and a mask, K steps at a time, peaks at
@@ -124,6 +125,9 @@ class StepBytes:
         held_per_step: bytes per step held for the whole call (the (T, B) loss weights).
         state: one checkpoint, every layer's (B, S) state.
         params: one set of parameter-sized arrays (the gradient totals).
+        linear_from: from this many steps on, every (k, B, ·) buffer is pooled and the peak
+            is a line in k.
+        single: as ``probes``, for one sweep alone (full storage); empty: ``probes``.
     """
 
     probes: tuple[tuple[int, int], ...]
@@ -132,19 +136,31 @@ class StepBytes:
     held_per_step: int
     state: int
     params: int
+    linear_from: int = 1 << 62
+    single: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def linear(cls, per_step: int, fixed: int, state: int) -> StepBytes:
         """A sweep of k steps takes fixed + k·per_step bytes, nothing else (for reasoning and
         tests; :func:`measure_step_bytes` measures a model)."""
-        return cls(((1, fixed + per_step),), per_step, (0, 0, 0, 1), 0, state, 0)
+        return cls(((1, fixed + per_step),), per_step, (0, 0, 0, 1), 0, state, 0, 1)
 
-    def sweep_bytes(self, n_steps: int) -> int:
-        """A bound on the peak of one sweep over ``n_steps``."""
-        for k, peak in self.probes:
+    def sweep_bytes(self, n_steps: int, single: bool = False) -> int:
+        """A bound on the peak of a block of ``n_steps`` after another (``single``: of one
+        sweep alone, as full storage runs): the first probe at or above it, or, from
+        :attr:`linear_from` steps on (where the peak is a line in k), the line through the
+        probes on either side of it; past the last probe, its slope."""
+        table = self.single if single and self.single else self.probes
+        below: tuple[int, int] | None = None
+        for k, peak in table:
             if n_steps <= k:
-                return peak
-        last_k, last_peak = self.probes[-1]
+                if below is None or n_steps == k:
+                    return peak
+                k_a, peak_a = below
+                return peak_a + -(-(peak - peak_a) * (n_steps - k_a) // (k - k_a))
+            if k >= self.linear_from:
+                below = (k, peak)
+        last_k, last_peak = table[-1]
         return last_peak + (n_steps - last_k) * self.per_step
 
     def peak(self, n_steps: int, block: int, slots: int) -> int:
@@ -159,10 +175,10 @@ class StepBytes:
         held = n_steps * self.held_per_step
         m = -(-n_steps // block)
         if m == 1:
-            return max(check, held + self.sweep_bytes(n_steps))
+            return max(check, held + self.sweep_bytes(n_steps, single=True))
         last = n_steps - (m - 1) * block
         working = self.sweep_bytes(block) + (self.sweep_bytes(last) if last < block else 0)
-        slack = working // 20 + _SLACK  # the carries, views, Python objects of the bookkeeping
+        slack = working // 50 + _SLACK  # the carries, views, Python objects of the bookkeeping
         return max(check, held + (slots + 3) * self.state + self.params + working + slack)
 
     def full_bytes(self, n_steps: int) -> int:
@@ -175,8 +191,9 @@ _LONGEST = 1 << 12
 _SLACK = 16 << 10  # probes stop at this length, or sooner once the pool holds every buffer
 
 
-def _traced_peak(fn: Any) -> int:
-    """Bytes allocated at the peak of ``fn()`` beyond what was allocated before, by tracemalloc.
+def _traced_peak(fn: Any) -> tuple[int, int]:
+    """Bytes allocated at the peak of ``fn()`` beyond what was allocated before (tracemalloc),
+    and what was allocated before (for marks that ``fn`` reads itself).
 
     The workspace pool is emptied first, so what the sweep needs is allocated and seen. If
     tracemalloc is already tracing, its peak is reset (an outer measurement loses its peak).
@@ -191,7 +208,7 @@ def _traced_peak(fn: Any) -> int:
         tracemalloc.reset_peak()
         before = tracemalloc.get_traced_memory()[0]
         fn()
-        return tracemalloc.get_traced_memory()[1] - before
+        return tracemalloc.get_traced_memory()[1] - before, before
     finally:
         if not tracing:
             tracemalloc.stop()
@@ -215,7 +232,8 @@ def measure_step_bytes(
 ) -> StepBytes:
     """What a run of this model allocates, measured with tracemalloc and cached.
 
-    Sweeps of 1, 2, 4, … steps are measured until every (k, B, ·) buffer is past the
+    Two sweeps in a row (the second from the first's final state and carry) of 1, 2, 4, …
+    steps are measured until every (k, B, ·) buffer is past the
     workspace pool's threshold, one doubling more (a pooled buffer stays allocated when freed,
     a smaller one does not, so the peak is one line in k only past that point), but never a
     sweep longer than ``n_steps`` or one whose peak (twice the last) would pass ``budget``:
@@ -230,16 +248,27 @@ def measure_step_bytes(
     states = model.split_state(None, batch)
     ds_last: list[np.ndarray | None] = [None] * len(states)
 
-    def sweep_peak(k: int) -> int:
+    def sweep_peak(k: int) -> tuple[int, int]:
+        """Peaks of one sweep of k steps, and of it and a second one after it."""
         x, y = _probe_arrays(model, k, batch, ids)
         y_checked = model.head.check_targets(y, (k, batch), model.output_size, model.dtype)
         weight = model.loss_weights(None, (k, batch))
-        return _traced_peak(lambda: model.sweep(params, x, y_checked, weight, states, ds_last))
+        peaks: list[int] = []
+
+        def two_blocks() -> None:
+            # a block after a block, as a schedule runs them: the first one's gradients and
+            # carry held, its pooled buffers free again (a second sweep needs a little more)
+            first = model.sweep(params, x, y_checked, weight, states, ds_last)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            model.sweep(params, x, y_checked, weight, first[3], first[2])
+
+        both, start = _traced_peak(two_blocks)
+        return peaks[0] - start, both
 
     def check_peak(k: int) -> int:
         x, y = _probe_arrays(model, k, batch, ids)
         mask = np.ones((k, batch), dtype=bool)
-        return _traced_peak(lambda: validated(model, x, y, mask))
+        return _traced_peak(lambda: validated(model, x, y, mask))[0]
 
     if key not in _MEASURED:
         sweep_peak(1)  # warm-up: compiled kernels, lazily built tables
@@ -250,7 +279,7 @@ def measure_step_bytes(
         past = [(k, check_peak(k)) for k in (2 * chunk, 4 * chunk)]
         _MEASURED[key] = {"probes": {}, "check": (inside, past, chunk)}
     found: dict[str, Any] = _MEASURED[key]
-    probes: dict[int, int] = found["probes"]
+    probes: dict[int, tuple[int, int]] = found["probes"]
     narrowest = batch * min(model.hidden_size, model.output_size)  # elements per step
     pooled = -(-_workspace.MIN_ELEMENTS // narrowest)  # from here every buffer is pooled
     longest = min(2 * pooled, _LONGEST, n_steps if n_steps is not None else _LONGEST)
@@ -258,17 +287,21 @@ def measure_step_bytes(
     while True:
         if k not in probes:
             probes[k] = sweep_peak(k)
-        if k >= longest or (budget is not None and 2 * probes[k] > budget):
+        if k >= longest or (budget is not None and 2 * probes[k][1] > budget):
             break
         k = min(2 * k, longest)
+    _workspace.clear()  # the probes' buffers: no run of this shape keeps them
     ks = sorted(probes)
-    bound = [probes[k] for k in ks]
-    for i in range(len(bound) - 2, -1, -1):  # keep the bound monotone in k
-        bound[i] = min(bound[i], bound[i + 1])
+    bounds = []
+    for which in (1, 0):  # two blocks, one sweep
+        bound = [probes[k][which] for k in ks]
+        for i in range(len(bound) - 2, -1, -1):  # keep the bound monotone in k
+            bound[i] = min(bound[i], bound[i + 1])
+        bounds.append(tuple(zip(ks, bound, strict=True)))
     if len(ks) >= 2:
-        slope = -(-(probes[ks[-1]] - probes[ks[-2]]) // (ks[-1] - ks[-2]))
+        slope = -(-(probes[ks[-1]][1] - probes[ks[-2]][1]) // (ks[-1] - ks[-2]))
     else:
-        slope = probes[ks[-1]]
+        slope = probes[ks[-1]][1]
     if ks[-1] < 2 * pooled:
         slope += slope // 4  # buffers may still join the pool past the last probe
     inside, past, chunk = found["check"]
@@ -280,13 +313,15 @@ def measure_step_bytes(
         past[0][1] - past[0][0] * held - chunk * (in_chunk - held),
     )
     return StepBytes(
-        probes=tuple(zip(ks, bound, strict=True)),
+        probes=bounds[0],
         per_step=max(1, slope),
         validation=(base, in_chunk - held, held, chunk),
         held_per_step=batch * model.dtype.itemsize,
         # the arrays, their headers, their list and its place on the schedule's stack
         state=sum(s.nbytes for s in states) + 256 * len(states) + 256,
         params=model.n_parameters() * model.dtype.itemsize + 128 * len(model.param_shapes()),
+        linear_from=pooled,
+        single=bounds[1],
     )
 
 
