@@ -22,10 +22,9 @@ schedule a PyTorch user places by hand). Every point runs in its own fresh proce
 warm-up on 4 steps (and, for a budget, the planner's measurement), the first full-size step
 under tracemalloc (bptt), ``--reps`` timed steps, then one step for the RSS high-water mark.
 Every schedule is validated first (loss and gradients against full storage in this process,
-float32 rel. error < 1e-4; PyTorch's
-against bptt's). Budgets whose predicted time is over ``--max-slowdown`` × full storage's are
-listed with their plan but not run (the smallest feasible budget has no checkpoint slot and
-recomputes T(T−1)/2 steps).
+float32 rel. error < 1e-4; PyTorch's against bptt's). Budgets whose predicted time is over
+``--max-slowdown`` × full storage's are listed with their plan but not run (the smallest
+feasible budget has no checkpoint slot and recomputes T(T−1)/2 steps).
 """
 
 from __future__ import annotations
@@ -339,6 +338,10 @@ def _figure(points: list[dict[str, object]], base_t: float, path: Path, dims: li
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g×"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g×"))
     ax.set_xlabel("peak working memory, MiB (bptt: tracemalloc; PyTorch: RSS high-water delta)")
     ax.set_ylabel("time per step / bptt full storage")
     T, B, H = dims[:3]
