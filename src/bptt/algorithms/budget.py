@@ -608,7 +608,7 @@ def validated(
 # -- running a schedule ------------------------------------------------------------------------
 
 
-def _copy(states: Sequence[np.ndarray]) -> list[np.ndarray]:
+def _copy(states: Sequence[np.ndarray]) -> list[Any]:
     """Own copies: a final state may be a view of a sweep's (T+1, B, H) buffer."""
     return [np.array(s) for s in states]
 
@@ -666,7 +666,7 @@ def run_schedule(
         if block == m - 1:
             finals = _copy(block_finals)
         loss += block_loss
-        carry = _copy(ds0)
+        carry = list(_copy(ds0))
         if totals is None:
             totals = {name: np.array(g) for name, g in grads.items()}
         else:

@@ -22,6 +22,9 @@ forward runs twice, about a third more than full BPTT.
 
 ``model.loss_and_grads(x, y, checkpoint=True | K)`` selects this schedule (the name PyTorch
 gives it, "gradient checkpointing"); saving a training run to disk is :mod:`bptt.checkpoint`.
+For a budget in bytes rather than a segment length (any number of levels, the least
+recomputation that fits, measured memory), see :mod:`bptt.algorithms.budget`
+(``memory_budget=``).
 """
 
 from __future__ import annotations
