@@ -26,7 +26,7 @@ memory model (:mod:`bptt.algorithms.recompute`) call it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +113,21 @@ def _drop_layer_axis(state: object) -> object:
     if getattr(state, "ndim", None) == 3 and getattr(state, "shape", (0,))[0] == 1:
         return state[0]  # type: ignore[index]
     return state
+
+
+#: The sweep planned under a memory budget (``memory_budget=``) is an algorithm,
+#: :func:`bptt.algorithms.budget.forward_backward`, which registers itself here when imported
+#: (``import bptt`` imports it): the model imports no algorithm, the algorithm runs on the
+#: model's public sweep.
+_memory_budget_runner: Callable[..., BPTTResult] | None = None
+
+
+def register_memory_budget_runner(runner: Callable[..., BPTTResult]) -> None:
+    """Set what ``forward_backward(..., memory_budget=)`` runs (called by
+    :mod:`bptt.algorithms.budget` on import): ``runner(model, x, y, h0, mask, *, dh_last,
+    memory_budget) -> BPTTResult``."""
+    global _memory_budget_runner
+    _memory_budget_runner = runner
 
 
 class RNN:
@@ -715,6 +730,7 @@ class RNN:
         *,
         dh_last: object = None,
         checkpoint: bool | int = False,
+        memory_budget: int | str | None = None,
     ) -> BPTTResult:
         """One forward pass and full backpropagation through time.
 
@@ -731,8 +747,12 @@ class RNN:
                 ``False`` stores every step; ``True`` stores only the states at segment
                 boundaries, segments of about √T steps, and recomputes each segment during
                 the backward sweep (memory O(√T) instead of O(T), about a third more time); a
-                positive int K uses segments of K steps. See :meth:`sweep_segments` (and
-                :mod:`bptt.algorithms.recompute` for segments chosen under a memory budget).
+                positive int K uses segments of K steps. See :meth:`sweep_segments`.
+            memory_budget: bytes (an int, or a string such as ``"200MB"``) that the sweep's
+                peak working memory must fit: the binomial recompute schedule that fits it
+                with the least recomputation, full storage when that fits (the same
+                gradients). Refused, naming the smallest that works, when nothing fits. See
+                :mod:`bptt.algorithms.budget`; not with ``checkpoint=``.
 
         Returns:
             A :class:`BPTTResult` with the loss, the gradients (and dL/dh_0) and the final state.
@@ -741,6 +761,17 @@ class RNN:
             ValueError: a shape, range or value is wrong (the message names the argument).
             TypeError: a dtype is wrong.
         """
+        if memory_budget is not None:
+            if checkpoint is not False:
+                raise ValueError(
+                    f"give checkpoint= or memory_budget=, not both: got checkpoint={checkpoint!r} "
+                    f"and memory_budget={memory_budget!r}"
+                )
+            if _memory_budget_runner is None:
+                raise RuntimeError("memory_budget= needs bptt.algorithms.budget imported")
+            return _memory_budget_runner(
+                self, x, y, h0, mask, dh_last=dh_last, memory_budget=memory_budget
+            )
         params = self.validated_params()
         x_arr, y_arr = self._check_xy(x, y)
         T, B = x_arr.shape[:2]
@@ -780,18 +811,22 @@ class RNN:
         *,
         dh_last: object = None,
         checkpoint: bool | int = False,
+        memory_budget: int | str | None = None,
     ) -> tuple[float, Gradients]:
         """L and dL/dθ by BPTT; see :meth:`forward_backward` for the arguments.
 
         ``checkpoint=True`` (or a segment length K) trades a second forward pass for
-        O(√T) memory; the gradients are the same.
+        O(√T) memory; ``memory_budget=BYTES`` (or ``"200MB"``) picks the least recomputation
+        that fits a budget. The gradients are the same.
 
         Returns:
             ``(loss, grads)``: loss a Python float; grads a :class:`~bptt.params.Gradients`
             under the parameters' names (``grads.U .V .W .b_h .b_y`` for one Elman layer) and
             ``grads.h0`` = dL/dh_0 laid out as ``h0``.
         """
-        result = self.forward_backward(x, y, h0, mask, dh_last=dh_last, checkpoint=checkpoint)
+        result = self.forward_backward(
+            x, y, h0, mask, dh_last=dh_last, checkpoint=checkpoint, memory_budget=memory_budget
+        )
         return result.loss, result.grads
 
 

@@ -19,7 +19,7 @@ The registry (:mod:`.registry`) is what ``bptt train --algorithm``, the training
 and docs/algorithms.md read. The model (:mod:`bptt.model`) imports nothing from here.
 """
 
-from . import base, recompute, registry, seed_formula, truncated
+from . import base, budget, recompute, registry, seed_formula, truncated
 from .base import Estimate, GradientAlgorithm
 from .registry import REGISTRY, Entry, get, make, markdown_table, names, register
 
@@ -29,6 +29,7 @@ __all__ = [
     "Estimate",
     "GradientAlgorithm",
     "base",
+    "budget",
     "get",
     "make",
     "markdown_table",

@@ -19,6 +19,9 @@ forward runs twice, about a third more than full BPTT.
 gives it, "gradient checkpointing"); :class:`Recompute` is the registry's ``recompute`` entry
 (``bptt train --algorithm recompute [--segment K]``); :func:`segment_for_memory_budget` picks
 K for a memory budget. Saving a training run to disk is :mod:`bptt.checkpoint`.
+For a budget in bytes rather than a segment length (any number of levels, the least
+recomputation that fits, measured memory), see :mod:`bptt.algorithms.budget`
+(``memory_budget=``).
 
 Why the segment executor lives in the model: ``checkpoint=`` is part of the model's public
 ``loss_and_grads``, and the model imports nothing from :mod:`bptt.algorithms` (the arrow runs

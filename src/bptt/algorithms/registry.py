@@ -96,8 +96,8 @@ register(
         "bptt",
         WindowBPTT,
         "BPTT through each batch from the carried state (full BPTT on fresh sequences; "
-        "TBPTT(k1 = --seq-len, k2) with --k2)",
-        options=("k1", "k2"),
+        "TBPTT(k1 = --seq-len, k2) with --k2; each sweep within --memory-budget)",
+        options=("k1", "k2", "memory_budget"),
     )
 )
 register(

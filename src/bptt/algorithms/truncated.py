@@ -51,6 +51,8 @@ class TruncatedBPTT:
         k2: steps backpropagated through at each update, k2 ≥ k1 (default k1).
         checkpoint: the memory schedule of each window's sweep
             (:meth:`bptt.model.RNN.forward_backward`'s ``checkpoint``; the same gradients).
+        memory_budget: or the bytes each window's sweep may hold (``forward_backward``'s
+            ``memory_budget``, e.g. ``"200MB"``; :mod:`bptt.algorithms.budget`).
 
     State (all (B, …) arrays, saved in checkpoints via :meth:`state_arrays`):
         h_start: (B, H) hidden state before the first buffered step (None: zeros).
@@ -66,9 +68,11 @@ class TruncatedBPTT:
         k1: int | None,
         k2: int | None = None,
         checkpoint: bool | int = False,
+        memory_budget: int | str | None = None,
     ) -> None:
         self.model = model
         self.checkpoint = checkpoint
+        self.memory_budget = memory_budget
         if k1 is None:
             if k2 is not None:
                 raise ValueError(f"TBPTT with k2={k2} needs k1, the new steps per update")
@@ -80,6 +84,11 @@ class TruncatedBPTT:
             if self.k2 < self.k1:
                 raise ValueError(f"TBPTT needs k2 >= k1, got k1={self.k1}, k2={self.k2}")
         self.reset()
+
+    @property
+    def schedule(self) -> dict[str, Any]:
+        """The memory schedule of each window's sweep, as ``forward_backward`` takes it."""
+        return {"checkpoint": self.checkpoint, "memory_budget": self.memory_budget}
 
     def reset(self) -> None:
         """Start every stream afresh from h = 0 with an empty buffer."""
@@ -127,7 +136,7 @@ class TruncatedBPTT:
             raise ValueError(f"x holds {n} steps, more than k1={self.k1} per update")
         loss_mask: np.ndarray | None
         if self.k2 == self.k1:  # nothing buffered: the window is the new steps
-            res = self.model.forward_backward(x, y, self.h_start, mask, checkpoint=self.checkpoint)
+            res = self.model.forward_backward(x, y, self.h_start, mask, **self.schedule)
             self.h_start = res.h_last
             return res
         new_mask = np.ones((n, B), dtype=self.model.dtype) if mask is None else np.asarray(mask)
@@ -143,7 +152,7 @@ class TruncatedBPTT:
             # buffered steps are backpropagated through but carry no loss in this update
             loss_mask = np.concatenate([np.zeros_like(self.m_buf), new_mask])
         h0 = self.h_start
-        res = self.model.forward_backward(xw, yw, h0, loss_mask, checkpoint=self.checkpoint)
+        res = self.model.forward_backward(xw, yw, h0, loss_mask, **self.schedule)
         self._advance(xw, yw, keep_mask, h0, res.h_last)
         return res
 
@@ -254,6 +263,8 @@ class WindowBPTT(GradientAlgorithm):
         k2: steps to backpropagate through, k2 ≥ k1; None: the batch itself.
         checkpoint: each window's sweep stores only segment boundaries and recomputes
             (``forward_backward(checkpoint=…)``; see :class:`bptt.algorithms.recompute.Recompute`).
+        memory_budget: each window's sweep fits this many bytes, recomputing as little as
+            possible (``bptt train --memory-budget``; :mod:`bptt.algorithms.budget`).
 
     A bidirectional model runs when every batch starts new sequences (``restart``): its
     reverse direction reads the whole sequence, so no state is carried.
@@ -271,9 +282,12 @@ class WindowBPTT(GradientAlgorithm):
         k1: int | None = None,
         k2: int | None = None,
         checkpoint: bool | int = False,
+        memory_budget: int | str | None = None,
     ) -> None:
         super().__init__(model, batch, seed)
-        self.runner = TruncatedBPTT(model, k1, k2, checkpoint=checkpoint)
+        self.runner = TruncatedBPTT(
+            model, k1, k2, checkpoint=checkpoint, memory_budget=memory_budget
+        )
 
     def reset(self, state: object = None) -> None:
         self.runner.reset()
@@ -294,9 +308,7 @@ class WindowBPTT(GradientAlgorithm):
                         "a bidirectional model needs every batch to start new sequences "
                         "(restart=True): its reverse direction reads the whole sequence"
                     )
-                res = self.model.forward_backward(
-                    x, y, None, mask, checkpoint=self.runner.checkpoint
-                )
+                res = self.model.forward_backward(x, y, None, mask, **self.runner.schedule)
                 return Estimate(res.loss, res.grads, steps, counted)
             start = self.runner.window_start_state
             res = self.runner.step(x, y, mask)

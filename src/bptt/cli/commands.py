@@ -1,5 +1,6 @@
 """The ``bptt`` command: its parser and the subcommands train, sample, eval, predict and
-gradcheck (inspect: :mod:`.inspect`, export: :mod:`.export`, sweep: :mod:`.sweep`)."""
+gradcheck (inspect: :mod:`.inspect`, export: :mod:`.export`, sweep: :mod:`.sweep`, plan:
+:mod:`.plan`)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from ..training.evaluation import locate_run_data
 from .export import add_export_parser
 from .inspect import add_inspect_parser
 from .options_file import read_train_options
+from .plan import add_plan_parser
 from .sweep import add_sweep_parser
 from .tune import add_tune_parser
 
@@ -409,6 +411,7 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
     add_export_parser(subparsers).formatter_class = HelpFormatter
     add_sweep_parser(subparsers).formatter_class = HelpFormatter
     add_tune_parser(subparsers).formatter_class = HelpFormatter
+    add_plan_parser(subparsers).formatter_class = HelpFormatter
     return parser
 
 

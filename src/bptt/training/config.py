@@ -29,6 +29,7 @@ OPTION_FIELDS: dict[str, str] = {
     "k2": "k2",
     "k": "truncation",
     "segment": "segment",
+    "memory_budget": "memory_budget",
 }
 
 
@@ -116,6 +117,12 @@ class TrainConfig:
         0, "--algorithm tbptt: each step's loss backpropagated through k steps (0: = seq-len)"
     )
     segment: int = _opt(0, "--algorithm recompute: segments of K steps (0: about √T)")
+    memory_budget: str | None = _opt(
+        None,
+        "--algorithm bptt: exact BPTT whose working memory per update fits this many bytes "
+        "(e.g. 200MB, 1.5GiB), recomputing as little as possible (bptt plan shows how)",
+        resumable=True,
+    )
     # -- optimisation
     steps: int = _opt(4000, "total optimizer steps of the run", resumable=True)
     optimizer: str = _opt("adam", "optimizer", choices=OPTIMIZERS)
@@ -255,6 +262,15 @@ class TrainConfig:
         # asked of the task registry (bptt.data.registry), not kept here
         task_registry.check_config(self)
         check_config(self)  # every size through the memory estimate, before anything is built
+        if self.memory_budget is not None:
+            from ..algorithms.budget import parse_bytes
+
+            parse_bytes(self.memory_budget, "--memory-budget")
+            if self.algorithm != "bptt" or self.bidirectional:
+                raise ValueError(
+                    "--memory-budget recomputes BPTT's windows from left to right: it applies "
+                    "to --algorithm bptt on unidirectional models"
+                )
 
     def _validate_algorithm(self) -> None:
         """What the registry entry of ``--algorithm`` says it takes and runs. Which cells and
@@ -289,6 +305,7 @@ class TrainConfig:
             "k2": self.k2 or None,
             "k": self.truncation or self.seq_len,
             "segment": self.segment or None,
+            "memory_budget": self.memory_budget,
         }
         return {option: values[option] for option in algorithms.get(self.algorithm).options}
 
