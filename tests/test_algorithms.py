@@ -70,7 +70,15 @@ def test_config_options_follow_the_entries() -> None:
     assert TrainConfig(algorithm="bptt", seq_len=5, k2=9).algorithm_options() == {
         "k1": 5,
         "k2": 9,
+        "memory_budget": None,
     }
+    assert TrainConfig(algorithm="bptt", memory_budget="2MB").algorithm_options() == {
+        "k1": None,
+        "k2": None,
+        "memory_budget": "2MB",
+    }
+    with pytest.raises(ValueError, match="--memory-budget"):
+        TrainConfig(algorithm="rtrl", memory_budget="2MB")
     assert TrainConfig(algorithm="rtrl").algorithm_options() == {}
     with pytest.raises(ValueError, match="--segment applies to --algorithm recompute"):
         TrainConfig(algorithm="bptt", segment=4)

@@ -156,7 +156,13 @@ def make(name: str, model: RNN, batch: int = 1, seed: int = 0, **options: Any) -
 def markdown_table() -> str:
     """The registry as a Markdown table (docs/algorithms.md holds it; a test keeps them equal)."""
     rows = ["| name | kind | options from `bptt train` | what it computes |", "|---|---|---|---|"]
-    flags = {"k1": "--seq-len", "k2": "--k2", "k": "--truncation", "segment": "--segment"}
+    flags = {
+        "k1": "--seq-len",
+        "k2": "--k2",
+        "k": "--truncation",
+        "segment": "--segment",
+        "memory_budget": "--memory-budget",
+    }
     for entry in REGISTRY.values():
         kind = "streaming" if entry.streaming else "window"
         opts = ", ".join(f"`{flags.get(o, o)}`" for o in entry.options) or "–"
