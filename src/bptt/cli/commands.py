@@ -25,13 +25,14 @@ from ..sample import sample_text
 from ..training import (
     CharStreamSource,
     TrainConfig,
-    Trainer,
     TrainingDiverged,
     config_fields,
     evaluate_task,
     evaluate_text,
     make_task,
 )
+from ..training.distributed import WorkerLost
+from ..training.distributed import train as run_training
 from .export import add_export_parser
 from .inspect import add_inspect_parser
 from .sweep import add_sweep_parser
@@ -168,10 +169,9 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     values = {name: getattr(args, name) for name, *_ in config_fields()}
     config = TrainConfig(**values)
-    trainer = Trainer(config, resume=args.resume)
     try:
-        result = trainer.train()
-    except TrainingDiverged as err:
+        result = run_training(config, resume=args.resume)  # --workers N: on Ray Train
+    except (TrainingDiverged, WorkerLost) as err:
         print(f"bptt train: error: {err}", file=sys.stderr)
         return 1
     if result.reason == "interrupted":

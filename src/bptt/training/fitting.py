@@ -19,7 +19,8 @@ import numpy as np
 from ..data.arrays import ArrayTask, to_time_major
 from ..model import ElmanRNN
 from .config import TrainConfig
-from .loop import Callback, Trainer, TrainResult
+from .distributed import train as run_training
+from .loop import Callback, TrainResult
 
 
 def fit(
@@ -56,7 +57,8 @@ def fit(
         callbacks, echo: as :class:`~bptt.training.Trainer`.
         **options: any other :class:`~bptt.training.TrainConfig` field: ``steps``, ``batch``,
             ``optimizer``, ``lr``, ``schedule``, ``clip``, ``eval_every``, ``patience``,
-            ``keep_best``, ``progress``, ``plot``, …
+            ``keep_best``, ``progress``, ``plot``, ``workers`` (N data-parallel Ray Train
+            workers: docs/data-parallel.md), …
 
     Returns:
         The :class:`~bptt.training.TrainResult` (last evaluation's metrics, checkpoint paths).
@@ -122,8 +124,10 @@ def fit(
         out=out,
         **options,
     )
-    trainer = Trainer(config, resume=resume, callbacks=callbacks, echo=echo, task=task, model=model)
-    return trainer.train()
+    # workers=N (N > 1): N Ray Train workers, each on its share of every batch
+    return run_training(
+        config, resume=resume, callbacks=callbacks, echo=echo, task=task, model=model
+    )
 
 
 def _as_model_dtype(

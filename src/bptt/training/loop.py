@@ -151,6 +151,10 @@ class Trainer:
             field that keeps the model's shape (population-based training's exploit step,
             ``bptt.sweep``). The run directory's own checkpoint, if any, is replaced at the
             next save.
+        shard: wraps the run's algorithm (a data-parallel worker's share of the batch,
+            :class:`~bptt.training.parallel.ShardedGradient`); None: the algorithm itself.
+        run_dir: write the run here instead of ``config.out`` (a data-parallel worker's
+            scratch folder; :mod:`bptt.training.distributed` moves rank 0's files to --out).
 
     The run directory ``config.out`` is locked (:mod:`bptt.rundir`) from construction until
     :meth:`train` returns; a Trainer that is never trained holds it until it is collected.
@@ -174,10 +178,13 @@ class Trainer:
         task: SequenceTask | None = None,
         model: RNN | None = None,
         start_from: Checkpoint | None = None,
+        shard: Callable[[GradientAlgorithm], GradientAlgorithm] | None = None,
+        run_dir: str | Path | None = None,
     ) -> None:
         config.validate()
         self.config = config
-        self.out = Path(config.out)
+        self.out = Path(config.out if run_dir is None else run_dir)
+        self._shard = shard
         self.callbacks = list(callbacks)
         self.echo = echo
         self._stop_reason = ""
@@ -271,6 +278,8 @@ class Trainer:
         self.algorithm: GradientAlgorithm = entry.make(
             self.model, batch=config.batch, seed=config.seed, **config.algorithm_options()
         )
+        if self._shard is not None:  # --workers N: this worker's share, all-reduced
+            self.algorithm = self._shard(self.algorithm)
         if ckpt is not None:
             try:
                 self._restore(ckpt)
@@ -770,6 +779,9 @@ class Trainer:
             "stopped": "stopped by a callback",
         }.get(reason, reason)
         lines = [f"{how}: {steps:,} steps in {seconds:.1f} s (step {self.step} of the run)"]
+        parallel = getattr(self.algorithm, "summary_line", None)  # --workers N
+        if parallel is not None:
+            lines.append(parallel())
         key, name = self.source.metric_key, self.source.metric_name
         if key in last:
             line = f"  final {name}: {last[key]:.4f} at step {last['step']}"
