@@ -91,29 +91,28 @@ def train(
 # ---------------------------------------------------------------------------------------------
 
 
-def _start_ray(config: TrainConfig) -> None:
-    """ray.init: a local instance with a CPU per worker, or the cluster at ``--address``."""
+def _start_ray(config: TrainConfig) -> bool:
+    """Start a local Ray with a CPU per worker, or connect to ``--address`` (unless Ray is
+    up already); True when this call started it (the driver then shuts it down)."""
     import ray
 
+    from ..sweep import start_ray
+
     n = config.workers
-    if not ray.is_initialized():
-        address = config.address
-        if address is None:
-            ray.init(
-                num_cpus=max(n, os.cpu_count() or 1),
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level="WARNING",
-            )
-        else:
-            _probe(address)
-            ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+    started = not ray.is_initialized()
+    if started:
+        if config.address is not None:
+            _probe(config.address)
+        start_ray(address=config.address, num_cpus=max(n, os.cpu_count() or 1))
     have = ray.cluster_resources().get("CPU", 0)
     if have < n:
+        if started:
+            ray.shutdown()
         raise ValueError(
             f"--workers {n}: the Ray cluster has {have:g} CPUs, one per worker is needed "
             "(add machines with `ray start --address …`, or use fewer --workers)"
         )
+    return started
 
 
 def _probe(address: str) -> None:
@@ -217,7 +216,7 @@ class _Driver:
         from ray.util.queue import Queue
 
         cfg = self.config
-        _start_ray(cfg)
+        started = _start_ray(cfg)
         outbox = Queue(actor_options={"num_cpus": 0})
         control = Queue(actor_options={"num_cpus": 0})
         kill = os.environ.get(KILL_ENV)
@@ -284,29 +283,33 @@ class _Driver:
             if self.bar is not None:
                 self.bar.close()
             shutil.rmtree(storage, ignore_errors=True)
-        if self.error is not None:
-            kind, message = self.error
-            known = {
-                "TrainingDiverged": TrainingDiverged,
-                "CheckpointError": CheckpointError,
-                "ValueError": ValueError,
-                "TypeError": TypeError,
-            }
-            raise known.get(kind, RuntimeError)(message)
+            if started:
+                ray.shutdown()
+        known = {
+            "TrainingDiverged": TrainingDiverged,
+            "CheckpointError": CheckpointError,
+            "ValueError": ValueError,
+            "TypeError": TypeError,
+            "RunDirBusyError": ValueError,
+            "ResourceError": ValueError,
+        }
+        if self.error is not None and self.error[0] in known:
+            # what one process would have raised (every worker raised it alike)
+            raise known[self.error[0]](self.error[1])
         if failure is not None or self.result is None:
-            raise WorkerLost(self._lost_message(failure))
+            why = self.error[1] if self.error is not None else str(failure or "")
+            raise WorkerLost(self._lost_message(why))
         res = self.result
         path = checkpoint_path(self.out)
         best = checkpoint_path(self.out / "best") if res["best"] else None
         if self.model is not None:  # bptt.fit: the caller's model holds the result
             keep = best if (res["reason"] == "early_stop" and best is not None) else path
             self.model.params = load_checkpoint(keep).model.params
-        del ray
         return TrainResult(res["step"], res["reason"], res["metrics"], path, best)
 
-    def _lost_message(self, failure: BaseException | None) -> str:
-        first = str(failure).strip().splitlines()[:3] if failure is not None else []
-        why = " ".join(line.strip() for line in first) or "no result came back"
+    def _lost_message(self, why: str) -> str:
+        lines = [line.strip() for line in why.strip().splitlines() if line.strip()][:2]
+        why = " ".join(lines) or "no result came back"
         try:
             step = load_checkpoint(self.out).step
             where = (
