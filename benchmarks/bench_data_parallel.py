@@ -31,7 +31,6 @@ average is printed before and after).
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import statistics
 import sys
@@ -45,7 +44,6 @@ sys.path.insert(0, str(HERE.parent / "src"))
 sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
-
 from _harness import load_average  # noqa: E402
 from _machine import report  # noqa: E402
 
@@ -86,7 +84,6 @@ def _worker(rank: int, world: int, port: int, hidden: int, batch: int, steps: in
     from bptt.training import TrainConfig
     from bptt.training.parallel import ShardedGradient, TorchCollective
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # as Ray does for a 1-CPU worker
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
     )
@@ -151,12 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for hidden in args.hidden:
         model, _, _ = _setup(hidden, args.batch)
-        numbers = model.n_parameters()
+        numbers, itemsize = model.n_parameters(), model.dtype.itemsize
         t1 = min(one_worker(hidden, args.batch, args.steps) for _ in range(args.reps))
-        two = min((two_workers(hidden, args.batch, args.steps) for _ in range(args.reps)))
+        two = min(two_workers(hidden, args.batch, args.steps) for _ in range(args.reps))
         t2, reduce2 = two
         speedups = [
-            t1 / (t1 / n + ring_seconds(n, numbers, 4, args.bandwidth, args.latency))
+            t1 / (t1 / n + ring_seconds(n, numbers, itemsize, args.bandwidth, args.latency))
             for n in (2, 8, 64)
         ]
         rows.append(
@@ -167,9 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     text = "\n".join(
         [
-            f"Data-parallel step, charlm Elman, T = {T}, global batch {args.batch}, float32 "
-            f"gradients; projection: β = {args.bandwidth:g} GB/s, α = {args.latency:g} µs "
-            "(ring all-reduce), compute ∝ 1/N.",
+            f"Data-parallel step, charlm Elman, T = {T}, global batch {args.batch}, "
+            f"{model.dtype} gradients; projection: β = {args.bandwidth:g} GB/s, "
+            f"α = {args.latency:g} µs (ring all-reduce), compute ∝ 1/N.",
             "",
             *rows,
             "",

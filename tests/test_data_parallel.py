@@ -183,7 +183,9 @@ def test_resume_with_another_worker_count_continues_the_run(tmp_path: Path) -> N
     kw = CASES["elman-charlm-truncated"]
     one = _one_process(_config(tmp_path / "one", steps=6, **kw))
     _threads(_config(tmp_path / "a", steps=4, **kw), 2, tmp_path / "a")
-    shutil.copytree(tmp_path / "a" / "rank0", tmp_path / "b", ignore=shutil.ignore_patterns(".lock"))
+    shutil.copytree(
+        tmp_path / "a" / "rank0", tmp_path / "b", ignore=shutil.ignore_patterns(".lock")
+    )
     # a 2-worker checkpoint resumed by one process: the same run, to rounding
     resumed = _one_process(_config(tmp_path / "b", steps=6, **kw), resume=True)
     _assert_close(one, resumed)
