@@ -325,3 +325,50 @@ def test_ray_workers_a_killed_worker_and_resume(
     args = [*RAY_RUN, "--steps", "6", "--workers", "2", "--no-plot", "--out", str(killed)]
     assert main([*args, "--resume"]) == 0
     _assert_equal(ref.model.params, load_checkpoint(killed).model.params)
+
+
+@pytest.mark.slow
+def test_fit_with_two_workers_trains_the_callers_model(local_ray: None, tmp_path: Path) -> None:
+    import bptt
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(30, 7, 2))  # (N, T, I), batch_first
+    Y = rng.normal(size=(30, 7, 1))
+    kw = dict(batch_first=True, steps=4, batch=6, eval_every=2, plot=False, progress=False)
+    models = [bptt.ElmanRNN(2, 5, 1, output="identity", seed=1) for _ in range(2)]
+    bptt.fit(models[0], X, Y, out=str(tmp_path / "one"), echo=None, **kw)
+    result = bptt.fit(models[1], X, Y, out=str(tmp_path / "two"), echo=None, workers=2, **kw)
+    assert result.step == 4 and result.reason == "done"
+    _assert_close(models[0].params, models[1].params)
+    with pytest.raises(ValueError, match="callbacks"):
+        bptt.fit(models[1], X, Y, out=str(tmp_path / "cb"), callbacks=[print], workers=2, **kw)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_workers_after_a_step_with_a_checkpoint(tmp_path: Path) -> None:
+    """SIGINT at the driver: the workers stop at the same step and save (exit 130); Ray
+    Train's own handler (which aborts the workers without a checkpoint) is kept out."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = [*RAY_RUN, "--steps", "100000", "--eval-every", "5", "--no-plot", "--out", str(out)]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bptt", *args, "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 240
+    while not (out / "metrics.jsonl").is_file() and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 130, stderr
+    assert "interrupted at step" in stdout and "--resume" in stdout
+    step = load_checkpoint(out).step
+    assert step >= 5 and f"interrupted at step {step};" in stdout

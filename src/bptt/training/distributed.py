@@ -257,9 +257,14 @@ class _Driver:
             except ImportError:
                 self.bar = None
         done = threading.Event()
+        stop: list[str] = []  # set by the signal handler, passed on by the pump
 
         def pump() -> None:
+            asked = False
             while not done.is_set() or not outbox.empty():
+                if stop and not asked:
+                    control.put(stop[0])
+                    asked = True
                 try:
                     items = outbox.get_nowait_batch(max(1, min(outbox.qsize(), 64)))
                 except Exception:
@@ -270,12 +275,22 @@ class _Driver:
 
         pumper = threading.Thread(target=pump, daemon=True)
         pumper.start()
-        previous = _install_stop(lambda reason: control.put(reason))
-        failure: BaseException | None = None
+        previous = _install_stop(stop.append)
+        failures: list[BaseException] = []
+
+        def fit() -> None:
+            # off the main thread, so that Ray Train leaves SIGINT to us (on the main thread
+            # it installs a handler that aborts the workers without a checkpoint)
+            try:
+                trainer.fit()
+            except BaseException as err:
+                failures.append(err)
+
+        fitter = threading.Thread(target=fit, daemon=True)
         try:
-            trainer.fit()
-        except TrainingFailedError as err:
-            failure = err
+            fitter.start()
+            while fitter.is_alive():
+                fitter.join(0.2)  # the main thread stays free to take Ctrl-C
         finally:
             _restore_stop(previous)
             done.set()
@@ -293,6 +308,9 @@ class _Driver:
             "RunDirBusyError": ValueError,
             "ResourceError": ValueError,
         }
+        failure = failures[0] if failures else None
+        if failure is not None and not isinstance(failure, TrainingFailedError):
+            raise failure
         if self.error is not None and self.error[0] in known:
             # what one process would have raised (every worker raised it alike)
             raise known[self.error[0]](self.error[1])
