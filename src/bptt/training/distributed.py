@@ -21,6 +21,7 @@ naming the last checkpoint in ``--out``. Ray starts only here, only for ``worker
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import signal
@@ -464,8 +465,9 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
             resume=loop_config["resume"],
             callbacks=[on_event],
             echo=link.say if link is not None else None,
-            task=loop_config["task"],
-            model=loop_config["model"],
+            # Ray hands over arrays read-only (zero-copy): the worker's own, writable copies
+            task=copy.deepcopy(loop_config["task"]),
+            model=copy.deepcopy(loop_config["model"]),
             shard=shard,
             run_dir=run_dir,
         )
