@@ -781,7 +781,7 @@ class Trainer:
         lines = [f"{how}: {steps:,} steps in {seconds:.1f} s (step {self.step} of the run)"]
         parallel = getattr(self.algorithm, "summary_line", None)  # --workers N
         if parallel is not None:
-            lines.append(parallel())
+            lines.append(parallel(seconds))
         key, name = self.source.metric_key, self.source.metric_name
         if key in last:
             line = f"  final {name}: {last[key]:.4f} at step {last['step']}"

@@ -264,13 +264,16 @@ class ShardedGradient(GradientAlgorithm):
     def carried_bytes(cls, model: RNN, batch: int, **options: Any) -> int:
         return 0  # the run's algorithm is sized on the global batch before this is built
 
-    def summary_line(self) -> str:
-        """One line for the end of the run: workers, shares, the all-reduce's share."""
+    def summary_line(self, seconds: float = 0.0) -> str:
+        """One line for the end of the run: the workers, this rank's share of the batch, and
+        the all-reduce's time per step, as a share of the gradient's time (this share's
+        gradient + the all-reduce) and of the run's ``seconds`` (evaluations included)."""
         total = self.compute_seconds + self.reduce_seconds
-        share = self.reduce_seconds / total if total > 0 else 0.0
         per = 1e3 / max(self.calls, 1)
+        of_run = f", {self.reduce_seconds / seconds:.0%} of the run's time" if seconds > 0 else ""
         return (
             f"  data parallel: {self.world} workers (global batch {self.batch}, "
-            f"{self.hi - self.lo} on rank {self.rank}); all-reduce {share:.0%} of the gradient "
-            f"time ({self.reduce_seconds * per:.2f} ms of {total * per:.2f} ms per step)"
+            f"{self.hi - self.lo} on rank {self.rank}); all-reduce {self.reduce_seconds * per:.2f}"
+            f" ms per step: {self.reduce_seconds / max(total, 1e-12):.0%} of the gradient's "
+            f"{total * per:.2f} ms{of_run}"
         )
