@@ -214,6 +214,9 @@ def test_shares_split_the_batch_contiguously() -> None:
         (["--workers", "2", "--algorithm", "rtrl"], "--algorithm rtrl is online"),
         (["--workers", "2", "--profile-every", "5"], "--profile-every"),
         (["--workers", "2", "--address", "nonsense"], "--address must be HOST:PORT"),
+        (["--address", "127.0.0.1:6379"], "--address 127.0.0.1:6379 runs --workers N"),
+        # nothing listens on port 1: refused within the bounded wait, never a hang
+        (["--workers", "2", "--address", "127.0.0.1:1"], "no Ray cluster answers there"),
     ],
 )
 def test_bad_workers_values_are_refused_naming_the_option(

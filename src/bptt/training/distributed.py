@@ -73,17 +73,31 @@ def train(
         CheckpointError, TrainingDiverged: as the one-process run.
         WorkerLost: a worker died (the last checkpoint is in ``--out``).
     """
+    if config.address is not None and config.workers <= 1:
+        raise ValueError(
+            f"--address {config.address} runs --workers N (N > 1) on a Ray cluster; with "
+            "--workers 1 the run stays in this process: add --workers N or leave --address out"
+        )
     if config.workers <= 1:
         trainer = Trainer(
             config, resume=resume, callbacks=callbacks, echo=echo, task=task, model=model
         )
         return trainer.train()
     check_parallel(config)
+    if config.address is not None:
+        _host_port(config.address)
     if callbacks:
         raise ValueError(
             f"callbacks run in the training process; with workers={config.workers} the steps "
             "run in Ray workers: leave callbacks out (metrics.jsonl holds every logged step)"
         )
+    try:
+        import ray.train.torch  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            f"--workers {config.workers} runs on Ray Train and torch.distributed "
+            f"({err}): pip install 'bptt[parallel]'"
+        ) from None
     return _Driver(config, resume, echo, task, model).run()
 
 
@@ -116,18 +130,31 @@ def _start_ray(config: TrainConfig) -> bool:
     return started
 
 
-def _probe(address: str) -> None:
-    """A bounded wait for ``host:port`` to answer (ray.init would retry for minutes)."""
-    if address in ("auto", "local") or address.startswith("ray://"):
-        return
+def _host_port(address: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` → (host, port); None for ``auto`` and ``ray://…`` (Ray resolves those).
+
+    Raises:
+        ValueError: anything else.
+    """
+    if address == "auto" or address.startswith("ray://"):
+        return None
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(
             f"--address must be HOST:PORT (what `ray start --head` prints), auto or "
             f"ray://HOST:PORT, got {address!r}"
         )
+    return host, int(port)
+
+
+def _probe(address: str) -> None:
+    """A bounded wait for ``host:port`` to answer (ray.init would retry for minutes)."""
+    where = _host_port(address)
+    if where is None:
+        return
+    host, port = where
     try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as err:
         raise ValueError(
             f"--address {address}: no Ray cluster answers there within {CONNECT_TIMEOUT_S:g} s "
