@@ -147,10 +147,13 @@ CASES = {
     # charlm: carried streams, each worker its own; TBPTT(k1=8, k2=12) buffers per worker
     "elman-charlm-truncated": dict(task="charlm", seq_len=8, k2=12),
     "lstm-charlm-full-window": dict(task="charlm", seq_len=6, cell="lstm"),
-    "gru-2layers-adding": dict(task="adding", seq_len=7, cell="gru", layers=2),
+    # plain SGD: the update is proportional to the gradient (Adam would hide a wrong scale)
+    "gru-2layers-adding-sgd": dict(
+        task="adding", seq_len=7, cell="gru", layers=2, optimizer="sgd", lr=0.1
+    ),
     "elman-recompute-charlm": dict(task="charlm", seq_len=9, algorithm="recompute", segment=3),
     # 5 sequences over 2 workers: shares of 3 and 2, each weighted by B_r/B
-    "elman-sine-uneven": dict(task="sine", seq_len=6, batch=5),
+    "elman-sine-uneven-sgd": dict(task="sine", seq_len=6, batch=5, optimizer="sgd", lr=0.1),
 }
 
 
@@ -165,14 +168,25 @@ def test_two_workers_give_the_one_process_weights(case: str, tmp_path: Path) -> 
     assert any(not np.allclose(fresh[n], one[n]) for n in one)
 
 
-def test_resume_with_the_same_workers_is_bit_exact(tmp_path: Path) -> None:
-    kw = CASES["elman-charlm-truncated"]
+RESUME_CASES = {
+    "elman-truncated": CASES["elman-charlm-truncated"],
+    # an LSTM carries (h, c): h_start.0, h_start.1; 5 streams: shares of 3 and 2
+    "lstm-uneven": dict(task="charlm", seq_len=6, k2=9, cell="lstm", batch=5),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_resume_with_the_same_workers_is_bit_exact(case: str, tmp_path: Path) -> None:
+    kw = RESUME_CASES[case]
     whole = _threads(_config(tmp_path / "w", steps=6, **kw), 2, tmp_path / "w")
     _threads(_config(tmp_path / "a", steps=4, **kw), 2, tmp_path / "a")  # then "interrupted"
     ckpt = load_checkpoint(tmp_path / "a" / "rank0")
     assert ckpt.step == 4
     # the checkpoint holds the global batch's carried streams, in the one-process layout
-    assert ckpt.arrays["tbptt.h_start"].shape == (4, 6)
+    B = kw.get("batch", 4)
+    starts = [v for k, v in ckpt.arrays.items() if k.startswith("tbptt.h_start")]
+    assert starts and all(v.shape == (B, 6) for v in starts)
+    assert ckpt.arrays["tbptt.x_buf"].shape[1] == B
     resumed = _threads(
         _config(tmp_path / "b", steps=6, **kw), 2, tmp_path / "b", tmp_path / "a" / "rank0"
     )
@@ -189,6 +203,10 @@ def test_resume_with_another_worker_count_continues_the_run(tmp_path: Path) -> N
     # a 2-worker checkpoint resumed by one process: the same run, to rounding
     resumed = _one_process(_config(tmp_path / "b", steps=6, **kw), resume=True)
     _assert_close(one, resumed)
+    # and a one-process checkpoint resumed by 2 workers (each takes its share of the streams)
+    _one_process(_config(tmp_path / "c", steps=4, **kw))
+    ranks = _threads(_config(tmp_path / "d", steps=6, **kw), 2, tmp_path / "d", tmp_path / "c")
+    _assert_close(one, ranks[0])
 
 
 def test_shares_split_the_batch_contiguously() -> None:
