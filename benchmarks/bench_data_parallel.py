@@ -78,7 +78,9 @@ def one_worker(hidden: int, batch: int, steps: int) -> float:
     return statistics.median(times)
 
 
-def _worker(rank: int, world: int, port: int, hidden: int, batch: int, steps: int, out: str):
+def _worker(
+    rank: int, world: int, port: int, hidden: int, batch: int, steps: int, out: str
+) -> None:
     import torch.distributed as dist
 
     from bptt.training import TrainConfig
@@ -120,7 +122,9 @@ def two_workers(hidden: int, batch: int, steps: int) -> tuple[float, float]:
     return step, reduce
 
 
-def ring_seconds(n: int, numbers: int, itemsize: int, bandwidth_gbs: float, latency_us: float):
+def ring_seconds(
+    n: int, numbers: int, itemsize: int, bandwidth_gbs: float, latency_us: float
+) -> float:
     """A ring all-reduce of ``numbers`` values on N workers: 2(N−1)α + 2(N−1)/N·P·s/β."""
     if n == 1:
         return 0.0
