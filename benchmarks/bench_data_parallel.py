@@ -51,13 +51,18 @@ T, VOCAB = 50, 96
 
 
 def _setup(hidden: int, batch: int) -> tuple[Any, Any, Any]:
-    """A charlm-shaped Elman model, the bptt algorithm on ``batch`` streams, a batch of ids."""
+    """A charlm-shaped float32 Elman model, the bptt algorithm on ``batch`` streams, a batch of ids."""
     from bptt import algorithms
     from bptt.data.tasks import Batch
     from bptt.model import build_model
 
     model = build_model(
-        input_size=VOCAB, hidden_size=hidden, output_size=VOCAB, output="softmax", seed=0
+        input_size=VOCAB,
+        hidden_size=hidden,
+        output_size=VOCAB,
+        output="softmax",
+        seed=0,
+        dtype=np.float32,  # bptt train's default
     )
     rng = np.random.default_rng(0)
     x = rng.integers(0, VOCAB, size=(T, batch))
