@@ -51,7 +51,7 @@ T, VOCAB = 50, 96
 
 
 def _setup(hidden: int, batch: int) -> tuple[Any, Any, Any]:
-    """A charlm-shaped float32 Elman model, the bptt algorithm on ``batch`` streams, a batch of ids."""
+    """A charlm-shaped float32 Elman model, bptt on ``batch`` streams, a batch of ids."""
     from bptt import algorithms
     from bptt.data.tasks import Batch
     from bptt.model import build_model
