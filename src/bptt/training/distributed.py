@@ -63,9 +63,12 @@ def train(
     echo: Callable[[str], None] | None = print,
     task: SequenceTask | None = None,
     model: RNN | None = None,
+    **trainer_options: Any,
 ) -> TrainResult:
     """Run ``config``: in this process (``workers == 1``), or on ``config.workers`` Ray Train
     workers. With workers, ``model`` (``bptt.fit``) ends holding the trained weights.
+    ``trainer_options``: further keywords of :class:`~bptt.training.loop.Trainer`, passed to
+    the one process's Trainer or to every worker's.
 
     Raises:
         ValueError: what ``--workers`` refuses (:func:`~bptt.training.parallel.check_parallel`),
@@ -80,10 +83,20 @@ def train(
         )
     if config.workers <= 1:
         trainer = Trainer(
-            config, resume=resume, callbacks=callbacks, echo=echo, task=task, model=model
+            config,
+            resume=resume,
+            callbacks=callbacks,
+            echo=echo,
+            task=task,
+            model=model,
+            **trainer_options,
         )
         return trainer.train()
     check_parallel(config)
+    if config.out is None:  # a run kept in memory: the workers' files have nowhere to go
+        raise ValueError(
+            f"workers={config.workers} writes its run directory (checkpoint, metrics): give out=DIR"
+        )
     if config.address is not None:
         _host_port(config.address)
     if callbacks:
@@ -98,7 +111,7 @@ def train(
             f"--workers {config.workers} runs on Ray Train and torch.distributed "
             f"({err}): pip install 'bptt[parallel]'"
         ) from None
-    return _Driver(config, resume, echo, task, model).run()
+    return _Driver(config, resume, echo, task, model, trainer_options).run()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,9 +193,11 @@ class _Driver:
         echo: Callable[[str], None] | None,
         task: SequenceTask | None,
         model: RNN | None,
+        trainer_options: dict[str, Any],
     ) -> None:
         self.config, self.resume, self.echo = config, resume, echo
         self.task, self.model = task, model
+        self.trainer_options = trainer_options
         self.out = Path(config.out)
         self.error: tuple[str, str] | None = None
         self.result: dict[str, Any] | None = None
@@ -254,6 +269,7 @@ class _Driver:
             "files": _run_files(self.out) if self.resume else {},
             "task": self.task,
             "model": self.model,
+            "trainer_options": self.trainer_options,
             "outbox": outbox,
             "control": control,
             "kill": None if not kill else tuple(int(v) for v in kill.split(":")),
@@ -497,6 +513,7 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
             model=copy.deepcopy(loop_config["model"]),
             shard=shard,
             run_dir=run_dir,
+            **loop_config["trainer_options"],
         )
         result = trainer.train()
         if link is not None:
