@@ -93,9 +93,15 @@ def train(
         )
         return trainer.train()
     check_parallel(config)
-    if config.out is None:  # a run kept in memory: the workers' files have nowhere to go
+    out = config.out
+    if out is None:  # a run kept in memory: the workers' files have nowhere to go
         raise ValueError(
             f"workers={config.workers} writes its run directory (checkpoint, metrics): give out=DIR"
+        )
+    if trainer_options.get("overwrite"):
+        raise ValueError(
+            f"--overwrite with --workers {config.workers}: not supported yet; remove the old "
+            "run directory or choose another --out"
         )
     if config.address is not None:
         _host_port(config.address)
@@ -111,7 +117,7 @@ def train(
             f"--workers {config.workers} runs on Ray Train and torch.distributed "
             f"({err}): pip install 'bptt[parallel]'"
         ) from None
-    return _Driver(config, resume, echo, task, model, trainer_options).run()
+    return _Driver(config, Path(out), resume, echo, task, model, trainer_options).run()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,6 +195,7 @@ class _Driver:
     def __init__(
         self,
         config: TrainConfig,
+        out: Path,
         resume: bool,
         echo: Callable[[str], None] | None,
         task: SequenceTask | None,
@@ -198,7 +205,7 @@ class _Driver:
         self.config, self.resume, self.echo = config, resume, echo
         self.task, self.model = task, model
         self.trainer_options = trainer_options
-        self.out = Path(config.out)
+        self.out = out
         self.error: tuple[str, str] | None = None
         self.result: dict[str, Any] | None = None
         self.bar: Any = None
