@@ -30,13 +30,14 @@ from ..sample import sample_text
 from ..training import (
     CharStreamSource,
     TrainConfig,
-    Trainer,
     TrainingDiverged,
     config_fields,
     evaluate_task,
     evaluate_text,
     make_task,
 )
+from ..training.distributed import WorkerLost
+from ..training.distributed import train as run_training
 from ..training.evaluation import locate_run_data
 from .export import add_export_parser
 from .inspect import add_inspect_parser
@@ -204,12 +205,11 @@ def _run_train(args: argparse.Namespace) -> int:
     config = TrainConfig(**values)
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the run in --out, --overwrite replaces it: pass one")
-    trainer = Trainer(  # the CLI talks
-        config, resume=args.resume, overwrite=args.overwrite, echo=print, cli=True
-    )
     try:
-        result = trainer.train()
-    except TrainingDiverged as err:
+        result = run_training(  # --workers N: on Ray Train; the CLI talks
+            config, resume=args.resume, overwrite=args.overwrite, echo=print, cli=True
+        )
+    except (TrainingDiverged, WorkerLost) as err:
         print(f"bptt train: error: {err}", file=sys.stderr)
         return 1
     if result.reason == "interrupted":

@@ -176,6 +176,19 @@ class TrainConfig:
         "record a gradient profile every this many steps into profile.json (0: off)",
         resumable=True,
     )
+    # -- data parallelism (docs/data-parallel.md)
+    workers: int = _opt(
+        1,
+        "N data-parallel workers (Ray Train): each computes the gradient of its share of "
+        "--batch, summed by an all-reduce; 1: this process alone",
+        resumable=True,
+    )
+    address: str | None = _opt(
+        None,
+        "--workers N: the Ray cluster to run them on (what `ray start --head` prints, or "
+        "auto); default: N local processes",
+        resumable=True,
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -221,6 +234,7 @@ class TrainConfig:
             "lr_step_size",
             "layers",
             "update_every",
+            "workers",
         )
         for name in positive:
             if getattr(self, name) < 1:

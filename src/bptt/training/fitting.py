@@ -27,7 +27,8 @@ import numpy as np
 from ..data.arrays import ArrayTask, to_time_major
 from ..model import RNN
 from .config import TrainConfig
-from .loop import Callback, Trainer, TrainResult
+from .distributed import train as run_training
+from .loop import Callback, TrainResult
 
 
 def fit(
@@ -71,7 +72,8 @@ def fit(
         echo: where the progress lines go instead of ``print`` (implies ``verbose``).
         **options: any other :class:`~bptt.training.TrainConfig` field: ``steps``, ``batch``,
             ``optimizer``, ``lr``, ``schedule``, ``clip``, ``eval_every``, ``patience``,
-            ``keep_best``, ``progress``, ``plot``, …
+            ``keep_best``, ``progress``, ``plot``, ``workers`` (N data-parallel Ray Train
+            workers: docs/data-parallel.md), …
 
     Returns:
         The :class:`~bptt.training.TrainResult` (last evaluation's metrics, the log lines in
@@ -152,8 +154,10 @@ def fit(
     )
     if echo is None and verbose:
         echo = print
-    trainer = Trainer(config, resume=resume, callbacks=callbacks, echo=echo, task=task, model=model)
-    return trainer.train()
+    # workers=N (N > 1): N Ray Train workers, each on its share of every batch
+    return run_training(
+        config, resume=resume, callbacks=callbacks, echo=echo, task=task, model=model
+    )
 
 
 _FLAG = re.compile(r"--([a-z][a-z0-9]*(?:-[a-z0-9]+)*)")

@@ -172,6 +172,10 @@ class Trainer:
             field that keeps the model's shape (population-based training's exploit step,
             ``bptt.sweep``). The run directory's own checkpoint, if any, is replaced at the
             next save.
+        shard: wraps the run's algorithm (a data-parallel worker's share of the batch,
+            :class:`~bptt.training.parallel.ShardedGradient`); None: the algorithm itself.
+        run_dir: write the run here instead of ``config.out`` (a data-parallel worker's
+            scratch folder; :mod:`bptt.training.distributed` moves rank 0's files to --out).
 
     The run directory ``config.out`` is locked (:mod:`bptt.rundir`) from construction until
     :meth:`train` returns; a Trainer that is never trained holds it until it is collected.
@@ -197,11 +201,22 @@ class Trainer:
         start_from: Checkpoint | None = None,
         cli: bool = False,
         overwrite: bool = False,
+        shard: Callable[[GradientAlgorithm], GradientAlgorithm] | None = None,
+        run_dir: str | Path | None = None,
     ) -> None:
         config.validate()
         self._overwrite = overwrite
         self.config = config = absolute_paths(config)  # config.json names the same files anywhere
-        self.out: Path | None = None if config.out is None else Path(config.out)
+        # a data-parallel worker writes into its own scratch run_dir (rank 0's files are sent
+        # to --out by the driver: bptt.training.distributed)
+        self.out: Path | None = (
+            Path(run_dir)
+            if run_dir is not None
+            else None
+            if config.out is None
+            else Path(config.out)
+        )
+        self._shard = shard
         self.callbacks = list(callbacks)
         self.echo = echo
         self._cli = cli
@@ -306,6 +321,8 @@ class Trainer:
         self.algorithm: GradientAlgorithm = entry.make(
             self.model, batch=config.batch, seed=config.seed, **config.algorithm_options()
         )
+        if self._shard is not None:  # --workers N: this worker's share, all-reduced
+            self.algorithm = self._shard(self.algorithm)
         if ckpt is not None:
             try:
                 self._restore(ckpt)
@@ -832,6 +849,9 @@ class Trainer:
             "stopped": "stopped by a callback",
         }.get(reason, reason)
         lines = [f"{how}: {steps:,} steps in {seconds:.1f} s (step {self.step} of the run)"]
+        parallel = getattr(self.algorithm, "summary_line", None)  # --workers N
+        if parallel is not None:
+            lines.append(parallel(seconds))
         key, name = self.source.metric_key, self.source.metric_name
         if key in last:
             line = f"  final {name}: {last[key]:.4f} at step {last['step']}"
