@@ -1088,7 +1088,9 @@ def start_ray(*, address: str | None = None, num_cpus: int | None = None) -> Non
         runtime_env = {"env_vars": {"PYTHONPATH": pythonpath}}
     try:
         ray.init(
-            address=address,
+            # "local": a Ray of our own even where a cluster was started here (`ray start`),
+            # which a bare ray.init() would join, refusing num_cpus
+            address=address if address else "local",
             num_cpus=None if address else num_cpus,
             include_dashboard=False,
             log_to_driver=False,
