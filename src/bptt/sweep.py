@@ -1087,6 +1087,69 @@ def _probe_address(address: str, timeout: float = ADDRESS_TIMEOUT_S) -> None:
         ) from None
 
 
+#: Ray's token authentication (Ray >= 2.52): the mode, and where a driver finds the token
+AUTH_MODE_VAR, AUTH_TOKEN_VAR, AUTH_TOKEN_PATH_VAR = (
+    "RAY_AUTH_MODE",
+    "RAY_AUTH_TOKEN",
+    "RAY_AUTH_TOKEN_PATH",
+)
+AUTH_TOKEN_FILE = "~/.ray/auth_token"
+
+
+def _driver_token() -> tuple[str | None, str]:
+    """The token this driver would send, as Ray looks for it (``RAY_AUTH_TOKEN``, the file
+    ``RAY_AUTH_TOKEN_PATH`` names, ``~/.ray/auth_token``), and where it came from."""
+    token = os.environ.get(AUTH_TOKEN_VAR, "").strip()
+    if token:
+        return token, AUTH_TOKEN_VAR
+    path = os.environ.get(AUTH_TOKEN_PATH_VAR) or os.path.expanduser(AUTH_TOKEN_FILE)
+    where = f"{AUTH_TOKEN_PATH_VAR}={path}" if os.environ.get(AUTH_TOKEN_PATH_VAR) else path
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None, where
+    return token or None, where
+
+
+def _auth_message(address: str) -> str:
+    """What to export when the cluster at ``address`` refused this driver (InvalidAuthToken)."""
+    if os.environ.get(AUTH_MODE_VAR, "").strip().lower() != "token":
+        return (
+            f"--address {address}: the Ray cluster requires token authentication "
+            f"(InvalidAuthToken); export {AUTH_MODE_VAR}=token and the cluster's token as "
+            f"{AUTH_TOKEN_VAR} (or {AUTH_TOKEN_PATH_VAR}=<file>, or put it in "
+            f"{AUTH_TOKEN_FILE}) before running bptt sweep; see docs/sweeps.md"
+        )
+    token, where = _driver_token()
+    if token is None:
+        return (
+            f"--address {address}: {AUTH_MODE_VAR}=token but no token: export "
+            f"{AUTH_TOKEN_VAR}=<the cluster's token>, or {AUTH_TOKEN_PATH_VAR}=<a file holding "
+            f"it> ({where} is missing or empty)"
+        )
+    return (
+        f"--address {address}: the Ray cluster refused the token from {where} "
+        f"(InvalidAuthToken); export the token the cluster was started with as "
+        f"{AUTH_TOKEN_VAR} (`ray get-auth-token` on the head node prints it)"
+    )
+
+
+@contextlib.contextmanager
+def _stderr_to_file() -> Iterator[Any]:
+    """File descriptor 2 (where Ray's C++ client writes its retries) into a temporary file
+    while the block runs; yields the file."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield tmp
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _signal_handlers() -> dict[int, Any]:
     return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
 
@@ -1116,16 +1179,34 @@ def start_ray(*, address: str | None = None, num_cpus: int | None = None) -> Non
             p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p
         )
         runtime_env = {"env_vars": {"PYTHONPATH": pythonpath}}
+    options: dict[str, Any] = dict(
+        address=address,
+        num_cpus=None if address else num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="WARNING",
+        runtime_env=runtime_env,
+    )
+    said = ""
+    auth_error = getattr(ray.exceptions, "AuthenticationError", ConnectionError)  # Ray >= 2.52
     try:
-        ray.init(
-            address=address,
-            num_cpus=None if address else num_cpus,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level="WARNING",
-            runtime_env=runtime_env,
-        )
-    except (ConnectionError, RuntimeError, ValueError) as err:
+        if address is None:
+            ray.init(**options)
+            return
+        # Connecting, Ray's client retries for 20 s, writing one line a second to fd 2; the
+        # lines say InvalidAuthToken when the cluster wants a token this driver lacks
+        with _stderr_to_file() as log:
+            try:
+                ray.init(**options)
+            finally:
+                log.seek(0)
+                said = log.read().decode("utf-8", errors="replace")
+        sys.stderr.write(said)  # connected: what Ray said is the user's to read
+    except (ConnectionError, RuntimeError, ValueError, auth_error) as err:
+        if address is not None and (
+            "InvalidAuthToken" in said + str(err) or isinstance(err, auth_error)
+        ):
+            raise ConnectionError(_auth_message(address)) from None
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise ConnectionError(f"cannot start {where}: {str(err)[:300]}") from None
 
