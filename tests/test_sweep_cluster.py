@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,6 +65,10 @@ def token_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("head") / "head.log"
     cmd = ["ray", "start", "--head", "--port", str(port), "--num-cpus", "1"]
     cmd += ["--include-dashboard", "false", "--block"]
+    # its own temporary folder: the "current cluster" file `ray start` writes there must not
+    # make other programs' ray.init() look for this cluster once it is gone
+    temp = tempfile.mkdtemp(prefix="bptt-ray-", dir="/tmp")  # short: Ray's socket paths
+    cmd += ["--temp-dir", temp]
     with open(log, "wb") as f:
         head = subprocess.Popen(
             cmd,
@@ -89,6 +95,7 @@ def token_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except ProcessLookupError:
             pass
         head.wait()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _sweep(tmp_path: Path, address: str, **env: str) -> subprocess.CompletedProcess[str]:

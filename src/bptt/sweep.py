@@ -1180,7 +1180,9 @@ def start_ray(*, address: str | None = None, num_cpus: int | None = None) -> Non
         )
         runtime_env = {"env_vars": {"PYTHONPATH": pythonpath}}
     options: dict[str, Any] = dict(
-        address=address,
+        # "local": a Ray of its own, even when `ray start` left a cluster on this machine
+        # (ray.init() would connect to that one, ignoring num_cpus)
+        address=address or "local",
         num_cpus=None if address else num_cpus,
         include_dashboard=False,
         log_to_driver=False,
@@ -1223,6 +1225,21 @@ class _DropTuneHints(logging.Filter):
 
 
 @contextlib.contextmanager
+def _environ(values: Mapping[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set while the block runs, as it was afterwards."""
+    old = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
 def _interruptible(interrupted: threading.Event) -> Iterator[None]:
     """While Tune runs: the first Ctrl-C (SIGINT) sets ``interrupted`` and asks Tune to stop
     the way SIGUSR1 does (it saves the experiment's state, so ``--resume`` continues); a
@@ -1250,17 +1267,12 @@ def _interruptible(interrupted: threading.Event) -> Iterator[None]:
         if callable(tune_stop):
             tune_stop(sig, frame)
 
-    old_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Tune leaves SIGINT to on_sigint
     old_handler = signal.signal(signal.SIGINT, on_sigint)
     try:
-        yield
+        with _environ({"TUNE_DISABLE_SIGINT_HANDLER": "1"}):  # Tune leaves SIGINT to us
+            yield
     finally:
         signal.signal(signal.SIGINT, old_handler)
-        if old_env is None:
-            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-        else:
-            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = old_env
         tune_logger.removeFilter(hints)
 
 
@@ -1296,6 +1308,13 @@ def _fit(spec: SweepSpec, out: Path, resume: bool, progress: bool) -> tuple[Any,
             resume_errored=True,  # a failed trial is retried from its last checkpoint
             restart_errored=False,
         )
+        # Tune keeps the first run's RunConfig; this run's --verbose decides the tables.
+        # (Through the Tuner's own object: if a Ray version has none, the first run's
+        # choice stays.)
+        local = getattr(tuner, "_local_tuner", None)
+        run_config = local.get_run_config() if hasattr(local, "get_run_config") else None
+        if run_config is not None:
+            run_config.verbose = 1 if progress else 0
     else:
         name = _trial_namer(spec.fields)
         tuner = tune.Tuner(
@@ -1322,7 +1341,10 @@ def _fit(spec: SweepSpec, out: Path, resume: bool, progress: bool) -> tuple[Any,
             ),
         )
     interrupted = threading.Event()
-    with _interruptible(interrupted):
+    # Tune's newer output engine prints its configuration box and result paths even at
+    # verbose=0; its older one prints nothing there
+    quiet = {} if progress else {"RAY_AIR_NEW_OUTPUT": "0"}
+    with _environ(quiet), _interruptible(interrupted):
         results = tuner.fit()
     return results, interrupted.is_set()
 
