@@ -196,6 +196,12 @@ def _add_train(
         action="store_true",
         help="replace the bptt run in --out (its checkpoint, logs and best/) with a new one",
     )
+    p.add_argument(
+        "--log",
+        choices=("tensorboard",),
+        default=None,
+        help="also write the run's scalars for TensorBoard into OUT/tb (needs tensorboardX)",
+    )
     p.set_defaults(func=_run_train, config_cls=TrainConfig, **(defaults or {}))
 
 
@@ -207,6 +213,10 @@ def _run_train(args: argparse.Namespace) -> int:
     trainer = Trainer(  # the CLI talks
         config, resume=args.resume, overwrite=args.overwrite, echo=print, cli=True
     )
+    if getattr(args, "log", None) == "tensorboard":
+        from ..training.tensorboard import TensorBoardLogger
+
+        trainer.callbacks.append(TensorBoardLogger(Path(config.out) / "tb"))
     try:
         result = trainer.train()
     except TrainingDiverged as err:
