@@ -1311,7 +1311,7 @@ def _fit(spec: SweepSpec, out: Path, resume: bool, progress: bool) -> tuple[Any,
         # Tune keeps the first run's RunConfig; this run's --verbose decides the tables.
         # (Through the Tuner's own object: if a Ray version has none, the first run's
         # choice stays.)
-        local = getattr(tuner, "_local_tuner", None)
+        local: Any = getattr(tuner, "_local_tuner", None)
         run_config = local.get_run_config() if hasattr(local, "get_run_config") else None
         if run_config is not None:
             run_config.verbose = 1 if progress else 0

@@ -213,7 +213,7 @@ def _run_train(args: argparse.Namespace) -> int:
     trainer = Trainer(  # the CLI talks
         config, resume=args.resume, overwrite=args.overwrite, echo=print, cli=True
     )
-    if getattr(args, "log", None) == "tensorboard":
+    if getattr(args, "log", None) == "tensorboard" and config.out is not None:
         from ..training.tensorboard import TensorBoardLogger
 
         trainer.callbacks.append(TensorBoardLogger(Path(config.out) / "tb"))
