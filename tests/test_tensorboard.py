@@ -56,3 +56,12 @@ def test_without_log_there_is_no_tb_folder(tmp_path: Path) -> None:
     args = ["train", "--task", "adding", "--seq-len", "10", "--hidden", "8", "--steps", "5"]
     assert main([*args, "--out", str(out), "--no-progress", "--no-plot"]) == 0
     assert not (out / "tb").exists()
+
+
+def test_a_refused_out_gets_no_tb_folder(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "not-a-run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")  # a non-empty folder that is not a bptt run
+    args = ["train", "--task", "adding", "--seq-len", "10", "--hidden", "8", "--steps", "5"]
+    assert main([*args, "--out", str(out), "--no-progress", "--log", "tensorboard"]) == 2
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]

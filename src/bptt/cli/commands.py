@@ -210,13 +210,19 @@ def _run_train(args: argparse.Namespace) -> int:
     config = TrainConfig(**values)
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the run in --out, --overwrite replaces it: pass one")
-    trainer = Trainer(  # the CLI talks
-        config, resume=args.resume, overwrite=args.overwrite, echo=print, cli=True
-    )
+    callbacks = []
     if getattr(args, "log", None) == "tensorboard" and config.out is not None:
-        from ..training.tensorboard import TensorBoardLogger
+        from ..training.tensorboard import TensorBoardLogger  # opens OUT/tb at its first event
 
-        trainer.callbacks.append(TensorBoardLogger(Path(config.out) / "tb"))
+        callbacks.append(TensorBoardLogger(Path(config.out) / "tb"))
+    trainer = Trainer(  # the CLI talks
+        config,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        echo=print,
+        cli=True,
+        callbacks=callbacks,
+    )
     try:
         result = trainer.train()
     except TrainingDiverged as err:

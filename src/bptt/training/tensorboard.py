@@ -37,7 +37,9 @@ class TensorBoardLogger:
         except ImportError:
             raise ImportError(MISSING) from None
         self.logdir = Path(logdir)
-        self._writer = SummaryWriter(logdir=str(self.logdir))
+        self._make_writer = SummaryWriter
+        self._writer: Any = None  # opened at the first event: after the Trainer has taken
+        # the run directory (a folder it refuses gets nothing written into it)
 
     def __call__(self, event: TrainEvent) -> None:
         if event.kind == "step":
@@ -56,9 +58,14 @@ class TensorBoardLogger:
             if name in ("step", "kind") or isinstance(value, bool):
                 continue
             if isinstance(value, (int, float)) and math.isfinite(value):
+                if self._writer is None:
+                    self._writer = self._make_writer(logdir=str(self.logdir))
                 self._writer.add_scalar(f"{group}/{name}", float(value), global_step=step)
-        self._writer.flush()
+        if self._writer is not None:
+            self._writer.flush()
 
     def close(self) -> None:
-        """Write what is pending and close the event file."""
-        self._writer.close()
+        """Write what is pending and close the event file (a later event opens a new one)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
