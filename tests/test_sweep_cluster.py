@@ -22,7 +22,10 @@ import pytest
 
 pytest.importorskip("ray", reason="needs the 'sweep' extra (ray[tune])")
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("ray") is None, reason="needs Ray's `ray` command"),
+]
 
 TOKEN = "bptt0test0token0" + "0123456789abcdef"
 SPEC = """
