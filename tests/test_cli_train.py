@@ -130,7 +130,7 @@ def test_cli_options_mirror_train_config() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     train = sub.choices["train"]
-    dests = {a.dest for a in train._actions} - {"help", "resume", "config", "overwrite"}
+    dests = {a.dest for a in train._actions} - {"help", "resume", "config", "overwrite", "log"}
     assert dests == {name for name, *_ in config_fields()}
     defaults = train.parse_args([])
     assert TrainConfig(**{n: getattr(defaults, n) for n in dests}) == TrainConfig()

@@ -43,6 +43,14 @@ def test_the_issue_spec_loads_as_written(tmp_path: Path) -> None:
     assert (spec.seeds, spec.metric, spec.mode) == ([0, 1], "val_mse", "min")
     assert (spec.parallel, spec.scheduler) == (2, "fifo")
     assert load_spec(spec.to_dict()) == spec  # what sweep.json stores reads back the same
+    assert spec.max_failures == 0  # a failed trial is not retried unless the spec says so
+
+
+def test_max_failures_is_read_and_round_trips(tmp_path: Path) -> None:
+    spec = load_spec(_spec(tmp_path, GOOD.replace("parallel = 2", "max_failures = 3")))
+    assert spec.max_failures == 3
+    assert spec.to_dict()["sweep"]["max_failures"] == 3
+    assert load_spec(spec.to_dict()) == spec
 
 
 BAD = [
@@ -94,6 +102,11 @@ BAD = [
     ),
     (GOOD.replace('"fifo"', '"hyperband"'), "fifo, asha, pbt"),
     (GOOD.replace("parallel = 2", "parallel = 0"), "parallel"),
+    # retries of a failed trial: an integer in [0, 100]
+    (GOOD.replace("parallel = 2", "max_failures = -1"), r"max_failures must lie in \[0, 100\]"),
+    (GOOD.replace("parallel = 2", "max_failures = 101"), r"max_failures must lie in \[0, 100\]"),
+    (GOOD.replace("parallel = 2", "max_failures = 1.5"), "max_failures must be an integer"),
+    (GOOD.replace("parallel = 2", "max_failures = true"), "max_failures must be an integer"),
     # no configuration can run at all
     (GOOD.replace("hidden = [16, 32]", "hidden = [-1, 0]"), "no configuration"),
     ("[base\n", "not valid TOML"),
@@ -175,3 +188,10 @@ def test_the_specs_in_docs_are_the_files_and_load() -> None:
         text = (DOCS / "sweeps" / name).read_text(encoding="utf-8")
         assert tomllib.loads(block) == tomllib.loads(text), name
         load_spec(DOCS / "sweeps" / name)
+
+
+def test_quiet_and_verbose_together_exit_2(tmp_path: Path, capsys) -> None:
+    spec = _spec(tmp_path, GOOD)
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "s"), "--quiet", "--verbose"]) == 2
+    assert "--quiet and --verbose" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

@@ -32,11 +32,13 @@ Files under OUT::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import itertools
 import json
+import logging
 import math
 import os
 import re
@@ -48,7 +50,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,7 @@ _SWEEP_KEYS = (
     "scheduler",
     "keep_checkpoints",
     "search_seed",
+    "max_failures",
     "asha",
     "pbt",
 )
@@ -121,6 +124,10 @@ MAX_RUNGS, MAX_BRACKETS = 64, 16
 PATH_FIELDS = ("text", "csv", "data", "init_from")
 #: seconds ``--address`` waits for a cluster to answer
 ADDRESS_TIMEOUT_S = 10.0
+#: the most retries of a failed trial ``[sweep].max_failures`` may ask for
+MAX_FAILURES = 100
+#: exit status of a sweep stopped by Ctrl-C (SIGINT), as a shell reports a process it killed
+INTERRUPTED_EXIT = 130
 
 
 class SpecError(ValueError):
@@ -149,6 +156,7 @@ class SweepSpec:
         options: the scheduler's options (``[sweep.asha]`` / ``[sweep.pbt]``).
         keep_checkpoints: Tune checkpoints kept per trial (0: all).
         search_seed: seeds Tune's draws from the distributions (and PBT's perturbations).
+        max_failures: times Tune restarts a failed trial from its last checkpoint (0: never).
     """
 
     base: dict[str, Any]
@@ -163,6 +171,7 @@ class SweepSpec:
     options: dict[str, Any] = field(default_factory=dict)
     keep_checkpoints: int = 0
     search_seed: int = 0
+    max_failures: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as the TOML file's tables (JSON-able; ``load_spec`` reads it back)."""
@@ -176,6 +185,7 @@ class SweepSpec:
             "scheduler": self.scheduler,
             "keep_checkpoints": self.keep_checkpoints,
             "search_seed": self.search_seed,
+            "max_failures": self.max_failures,
         }
         if self.scheduler != "fifo":
             sweep[self.scheduler] = dict(self.options)
@@ -350,6 +360,14 @@ def load_spec(spec: str | os.PathLike[str] | Mapping[str, Any] | SweepSpec) -> S
         raise SpecError(f"[sweep].search_seed must be an integer, got {search_seed!r}")
     if not 0 <= search_seed < 2**32:
         raise SpecError(f"[sweep].search_seed must lie in [0, 2**32), got {search_seed}")
+    max_failures = sweep.get("max_failures", 0)
+    if isinstance(max_failures, bool) or not isinstance(max_failures, int):
+        raise SpecError(f"[sweep].max_failures must be an integer, got {max_failures!r}")
+    if not 0 <= max_failures <= MAX_FAILURES:
+        raise SpecError(
+            f"[sweep].max_failures must lie in [0, {MAX_FAILURES}] (retries of a failed "
+            f"trial), got {max_failures}"
+        )
     n_trials = math.prod(len(a) for a in checked_space.values() if isinstance(a, list))
     n_trials *= samples * len(seeds)
     if n_trials > MAX_TRIALS:
@@ -377,6 +395,7 @@ def load_spec(spec: str | os.PathLike[str] | Mapping[str, Any] | SweepSpec) -> S
         scheduler=scheduler,
         keep_checkpoints=keep,
         search_seed=search_seed,
+        max_failures=max_failures,
     )
     if scheduler == "asha":
         out.options = _check_asha(sweep.get("asha", {}), out)
@@ -658,6 +677,7 @@ def _new_record(name: str, searched: dict[str, Any], seed: Any) -> dict[str, Any
         "history": [],
         "exploits": [],
         "trainings": 0,
+        "failures": 0,
     }
 
 
@@ -745,6 +765,7 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
         )
         if not superseded():
             record |= {"status": "error", "error": f"{type(err).__name__}: {err}"}
+            record["failures"] = int(record.get("failures") or 0) + 1
             _write_json(record_path, record)
         raise
     if superseded():  # claimed while we waited: let the later start have the directory
@@ -766,7 +787,7 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     elif start_from is not None:  # its own state: forget evaluations after that step
         record["history"] = [h for h in record["history"] if h["step"] <= trainer.step]
     record["trainings"] += 1
-    record["status"] = "running"
+    record |= {"status": "running", "error": None}  # a retried trial's old error is gone
     _write_json(record_path, record)
     t0 = time.perf_counter() - float(record["time_s"])
 
@@ -812,6 +833,7 @@ def _trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     except Exception as err:
         if not superseded():
             record |= {"status": "error", "error": f"{type(err).__name__}: {err}"}
+            record["failures"] = int(record.get("failures") or 0) + 1
             _write_json(record_path, record)
         raise
     if not superseded():
@@ -934,6 +956,7 @@ class SweepResult:
         best: the summary row of the best configuration (by mean), or None.
         table: the summary as a markdown table (what ``summary.md`` holds).
         out: the sweep directory.
+        interrupted: Ctrl-C stopped the sweep: ``resume=True`` (``--resume``) continues it.
     """
 
     rows: list[dict[str, Any]]
@@ -941,6 +964,7 @@ class SweepResult:
     best: dict[str, Any] | None
     table: str
     out: Path
+    interrupted: bool = False
 
 
 def run(
@@ -951,6 +975,7 @@ def run(
     resume: bool = False,
     num_cpus: int | None = None,
     verbose: bool = True,
+    progress: bool = False,
 ) -> SweepResult:
     """Run a sweep on Ray Tune and write its results (see the module docstring).
 
@@ -961,12 +986,15 @@ def run(
             Ray on this machine (``num_cpus`` cores, default all). On a cluster ``out`` must be
             a path every node can write (a shared file system).
         resume: continue the interrupted sweep in ``out``: finished trials are not run again,
-            unfinished ones continue from their last checkpoint.
+            unfinished and failed ones continue from their last checkpoint.
         num_cpus: cores for a local Ray (ignored with ``address``).
-        verbose: print Tune's progress and the summary table.
+        verbose: print the summary table.
+        progress: print Ray Tune's progress tables while the sweep runs.
 
     Returns:
-        the results table (also written as ``sweep.csv``, ``summary.md``, ``sweep.png``).
+        the results table (also written as ``sweep.csv``, ``summary.md``, ``sweep.png``);
+        ``interrupted`` is True when Ctrl-C (SIGINT) stopped the sweep: its running trials
+        are labelled ``interrupted`` and ``resume=True`` continues them.
 
     Raises:
         SpecError: a bad spec, or ``resume`` with a different spec (nothing is started).
@@ -1016,13 +1044,15 @@ def run(
             _check_cluster(spec, ray)
             # written once everything is checked: a refused spec leaves no sweep.json behind
             _write_json(out / "sweep.json", {"version": SPEC_VERSION, "spec": spec.to_dict()})
-            results = _fit(spec, out, resume, verbose)
+            results, interrupted = _fit(spec, out, resume, progress)
         finally:
             _restore_signal_handlers(handlers)  # Tune leaves its own SIGINT/SIGUSR1 handlers
             if started:
                 ray.shutdown()
-        _finalize(out, results, spec.fields)
-        return _report(out, verbose=verbose)
+        _finalize(out, results, spec.fields, interrupted)
+        result = _report(out, verbose=verbose)
+        result.interrupted = interrupted
+        return result
     finally:
         lock.release(discard=True)
 
@@ -1057,6 +1087,69 @@ def _probe_address(address: str, timeout: float = ADDRESS_TIMEOUT_S) -> None:
         ) from None
 
 
+#: Ray's token authentication (Ray >= 2.52): the mode, and where a driver finds the token
+AUTH_MODE_VAR, AUTH_TOKEN_VAR, AUTH_TOKEN_PATH_VAR = (
+    "RAY_AUTH_MODE",
+    "RAY_AUTH_TOKEN",
+    "RAY_AUTH_TOKEN_PATH",
+)
+AUTH_TOKEN_FILE = "~/.ray/auth_token"
+
+
+def _driver_token() -> tuple[str | None, str]:
+    """The token this driver would send, as Ray looks for it (``RAY_AUTH_TOKEN``, the file
+    ``RAY_AUTH_TOKEN_PATH`` names, ``~/.ray/auth_token``), and where it came from."""
+    token = os.environ.get(AUTH_TOKEN_VAR, "").strip()
+    if token:
+        return token, AUTH_TOKEN_VAR
+    path = os.environ.get(AUTH_TOKEN_PATH_VAR) or os.path.expanduser(AUTH_TOKEN_FILE)
+    where = f"{AUTH_TOKEN_PATH_VAR}={path}" if os.environ.get(AUTH_TOKEN_PATH_VAR) else path
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None, where
+    return token or None, where
+
+
+def _auth_message(address: str) -> str:
+    """What to export when the cluster at ``address`` refused this driver (InvalidAuthToken)."""
+    if os.environ.get(AUTH_MODE_VAR, "").strip().lower() != "token":
+        return (
+            f"--address {address}: the Ray cluster requires token authentication "
+            f"(InvalidAuthToken); export {AUTH_MODE_VAR}=token and the cluster's token as "
+            f"{AUTH_TOKEN_VAR} (or {AUTH_TOKEN_PATH_VAR}=<file>, or put it in "
+            f"{AUTH_TOKEN_FILE}) before running bptt sweep; see docs/sweeps.md"
+        )
+    token, where = _driver_token()
+    if token is None:
+        return (
+            f"--address {address}: {AUTH_MODE_VAR}=token but no token: export "
+            f"{AUTH_TOKEN_VAR}=<the cluster's token>, or {AUTH_TOKEN_PATH_VAR}=<a file holding "
+            f"it> ({where} is missing or empty)"
+        )
+    return (
+        f"--address {address}: the Ray cluster refused the token from {where} "
+        f"(InvalidAuthToken); export the token the cluster was started with as "
+        f"{AUTH_TOKEN_VAR} (`ray get-auth-token` on the head node prints it)"
+    )
+
+
+@contextlib.contextmanager
+def _stderr_to_file() -> Iterator[Any]:
+    """File descriptor 2 (where Ray's C++ client writes its retries) into a temporary file
+    while the block runs; yields the file."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield tmp
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _signal_handlers() -> dict[int, Any]:
     return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGUSR1)}
 
@@ -1086,23 +1179,110 @@ def start_ray(*, address: str | None = None, num_cpus: int | None = None) -> Non
             p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p
         )
         runtime_env = {"env_vars": {"PYTHONPATH": pythonpath}}
+    options: dict[str, Any] = dict(
+        # "local": a Ray of its own, even when `ray start` left a cluster on this machine
+        # (ray.init() would connect to that one, ignoring num_cpus)
+        address=address or "local",
+        num_cpus=None if address else num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="WARNING",
+        runtime_env=runtime_env,
+    )
+    said = ""
+    auth_error = getattr(ray.exceptions, "AuthenticationError", ConnectionError)  # Ray >= 2.52
     try:
-        ray.init(
-            # "local": a Ray of our own even where a cluster was started here (`ray start`),
-            # which a bare ray.init() would join, refusing num_cpus
-            address=address if address else "local",
-            num_cpus=None if address else num_cpus,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level="WARNING",
-            runtime_env=runtime_env,
-        )
-    except (ConnectionError, RuntimeError, ValueError) as err:
+        if address is None:
+            ray.init(**options)
+            return
+        # Connecting, Ray's client retries for 20 s, writing one line a second to fd 2; the
+        # lines say InvalidAuthToken when the cluster wants a token this driver lacks
+        with _stderr_to_file() as log:
+            try:
+                ray.init(**options)
+            finally:
+                log.seek(0)
+                said = log.read().decode("utf-8", errors="replace")
+        sys.stderr.write(said)  # connected: what Ray said is the user's to read
+    except (ConnectionError, RuntimeError, ValueError, auth_error) as err:
+        if address is not None and (
+            "InvalidAuthToken" in said + str(err) or isinstance(err, auth_error)
+        ):
+            raise ConnectionError(_auth_message(address)) from None
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise ConnectionError(f"cannot start {where}: {str(err)[:300]}") from None
 
 
-def _fit(spec: SweepSpec, out: Path, resume: bool, verbose: bool) -> Any:
+class _DropTuneHints(logging.Filter):
+    """Drops Tune's own words about an interruption (``Tuner.restore(...)`` advice, "Stop
+    signal received", "Trials did not complete"): bptt prints its own ``--resume`` hint."""
+
+    WORDS = ("Tuner.restore", "Stop signal received", "Trials did not complete")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(w in message for w in self.WORDS)
+
+
+@contextlib.contextmanager
+def _environ(values: Mapping[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set while the block runs, as it was afterwards."""
+    old = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def _interruptible(interrupted: threading.Event) -> Iterator[None]:
+    """While Tune runs: the first Ctrl-C (SIGINT) sets ``interrupted`` and asks Tune to stop
+    the way SIGUSR1 does (it saves the experiment's state, so ``--resume`` continues); a
+    second one raises KeyboardInterrupt at once. Tune's words about it are dropped."""
+    tune_logger = logging.getLogger("ray.tune.tune")
+    hints = _DropTuneHints()
+    tune_logger.addFilter(hints)
+    if threading.current_thread() is not threading.main_thread():
+        try:  # signal handlers can only be set from the main thread: Tune's own apply
+            yield
+        finally:
+            tune_logger.removeFilter(hints)
+        return
+
+    def on_sigint(sig: int, frame: Any) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        print(
+            "bptt sweep: interrupted; saving the trials' state (Ctrl-C again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+        tune_stop = signal.getsignal(signal.SIGUSR1)  # Tune's handler while it runs
+        if callable(tune_stop):
+            tune_stop(sig, frame)
+
+    old_handler = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with _environ({"TUNE_DISABLE_SIGINT_HANDLER": "1"}):  # Tune leaves SIGINT to us
+            yield
+    finally:
+        signal.signal(signal.SIGINT, old_handler)
+        tune_logger.removeFilter(hints)
+
+
+def _fit(spec: SweepSpec, out: Path, resume: bool, progress: bool) -> tuple[Any, bool]:
+    """Run (or, with ``resume``, continue) the Tune experiment under ``out/tune``.
+
+    Returns Tune's results and whether Ctrl-C stopped the sweep. On ``resume`` Tune continues
+    the unfinished trials from their last checkpoint and retries the failed ones (from
+    theirs), each up to ``max_failures`` more times.
+    """
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
@@ -1125,9 +1305,16 @@ def _fit(spec: SweepSpec, out: Path, resume: bool, verbose: bool) -> Any:
             str(experiment),
             resources,
             resume_unfinished=True,
-            resume_errored=False,
+            resume_errored=True,  # a failed trial is retried from its last checkpoint
             restart_errored=False,
         )
+        # Tune keeps the first run's RunConfig; this run's --verbose decides the tables.
+        # (Through the Tuner's own object: if a Ray version has none, the first run's
+        # choice stays.)
+        local: Any = getattr(tuner, "_local_tuner", None)
+        run_config = local.get_run_config() if hasattr(local, "get_run_config") else None
+        if run_config is not None:
+            run_config.verbose = 1 if progress else 0
     else:
         name = _trial_namer(spec.fields)
         tuner = tune.Tuner(
@@ -1148,18 +1335,25 @@ def _fit(spec: SweepSpec, out: Path, resume: bool, verbose: bool) -> Any:
             run_config=tune.RunConfig(
                 name=experiment.name,
                 storage_path=str(experiment.parent),
-                verbose=1 if verbose else 0,
-                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                verbose=1 if progress else 0,  # Ray's progress tables only when asked
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures, fail_fast=False),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints or None),
             ),
         )
-    return tuner.fit()
+    interrupted = threading.Event()
+    # Tune's newer output engine prints its configuration box and result paths even at
+    # verbose=0; its older one prints nothing there
+    quiet = {} if progress else {"RAY_AIR_NEW_OUTPUT": "0"}
+    with _environ(quiet), _interruptible(interrupted):
+        results = tuner.fit()
+    return results, interrupted.is_set()
 
 
-def _finalize(out: Path, results: Any, fields: Sequence[str]) -> None:
+def _finalize(out: Path, results: Any, fields: Sequence[str], interrupted: bool = False) -> None:
     """Record in each trial.json what Tune knows and the trial could not write itself: one
-    the scheduler stopped (``stopped``, or ``done`` at its last step) or one that died without
-    a word (``error``). A trial that finished by itself keeps its status."""
+    the scheduler stopped (``stopped``, or ``done`` at its last step), one Ctrl-C stopped
+    (``interrupted``) or one that died without a word (``error``). A trial that finished by
+    itself keeps its status."""
     for res in results:
         run = out / "trials" / Path(res.path).name
         if run.is_symlink():
@@ -1178,7 +1372,10 @@ def _finalize(out: Path, results: Any, fields: Sequence[str]) -> None:
             config = _read_json(run / "config.json") or {}
             # the scheduler ends a trial at its last report: at its final step that is "done"
             reached = record["steps"] >= config.get("steps", math.inf)
-            record["status"] = "done" if reached else "stopped"
+            if reached:
+                record["status"] = "done"
+            else:
+                record["status"] = "interrupted" if interrupted else "stopped"
         _write_json(run / "trial.json", record)
 
 
@@ -1326,12 +1523,13 @@ def _report(out: str | os.PathLike[str], *, verbose: bool = True) -> SweepResult
     if verbose:
         done = sum(r["status"] in ("done", "early_stop") for r in rows)
         stopped = sum(r["status"] == "stopped" for r in rows)
+        interrupted = sum(r["status"] == "interrupted" for r in rows)
         failed = [r for r in rows if r["status"] == "error"]
         print(f"\n{title}\n\n{table}")
-        print(
-            f"{len(rows)} trials: {done} finished, {stopped} stopped by the scheduler, "
-            f"{len(failed)} failed"
-        )
+        counts = f"{len(rows)} trials: {done} finished, {stopped} stopped by the scheduler, "
+        if interrupted:
+            counts += f"{interrupted} interrupted, "
+        print(f"{counts}{len(failed)} failed")
         for r in failed:
             print(f"  failed {r['trial']}: {r['error']}")
         if skipped:

@@ -197,6 +197,12 @@ def _add_train(
         action="store_true",
         help="replace the bptt run in --out (its checkpoint, logs and best/) with a new one",
     )
+    p.add_argument(
+        "--log",
+        choices=("tensorboard",),
+        default=None,
+        help="also write the run's scalars for TensorBoard into OUT/tb (needs tensorboardX)",
+    )
     p.set_defaults(func=_run_train, config_cls=TrainConfig, **(defaults or {}))
 
 
@@ -205,9 +211,19 @@ def _run_train(args: argparse.Namespace) -> int:
     config = TrainConfig(**values)
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the run in --out, --overwrite replaces it: pass one")
+    callbacks = []
+    if getattr(args, "log", None) == "tensorboard" and config.out is not None:
+        from ..training.tensorboard import TensorBoardLogger  # opens OUT/tb at its first event
+
+        callbacks.append(TensorBoardLogger(Path(config.out) / "tb"))
     try:
         result = run_training(  # --workers N: on Ray Train; the CLI talks
-            config, resume=args.resume, overwrite=args.overwrite, echo=print, cli=True
+            config,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            echo=print,
+            cli=True,
+            callbacks=callbacks,
         )
     except (TrainingDiverged, WorkerLost) as err:
         print(f"bptt train: error: {err}", file=sys.stderr)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 
-from ..sweep import report, run
+from ..sweep import INTERRUPTED_EXIT, report, run
 
 
 def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -38,6 +40,11 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
         help="only rebuild sweep.csv, summary.md and sweep.png of the sweep in DIR",
     )
     p.add_argument("--quiet", action="store_true", help="print only the summary")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print Ray Tune's progress tables while the sweep runs (default: off)",
+    )
     p.set_defaults(func=_run_sweep_cli)
     return p
 
@@ -50,6 +57,8 @@ def _run_sweep_cli(args: argparse.Namespace) -> int:
         return 0
     if args.spec is None:
         raise ValueError("give a SPEC.toml (or --report DIR)")
+    if args.quiet and args.verbose:
+        raise ValueError("--quiet and --verbose contradict each other: give one")
     result = run(
         args.spec,
         out=args.out,
@@ -57,7 +66,18 @@ def _run_sweep_cli(args: argparse.Namespace) -> int:
         resume=args.resume,
         num_cpus=args.num_cpus,
         verbose=not args.quiet,
+        progress=args.verbose,
     )
     if args.quiet:
         print(result.table, end="")
+    if result.interrupted:
+        again = ["bptt", "sweep", args.spec, "--out", args.out, "--resume"]
+        if args.address is not None:
+            again += ["--address", args.address]
+        print(
+            "bptt sweep: interrupted; the finished trials are kept and the interrupted ones "
+            f"continue from their last checkpoint with:\n  {shlex.join(again)}",
+            file=sys.stderr,
+        )
+        return INTERRUPTED_EXIT
     return 0
