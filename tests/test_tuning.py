@@ -416,3 +416,18 @@ def test_bptt_tune_measures_prints_and_shows(
     with pytest.raises(SystemExit):
         main(["tune", "--shape", "rnn,1,2"])
     assert "cell must be one of" in capsys.readouterr().err
+
+
+def test_tuning_is_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without BPTT_TUNE the loops take the built-in defaults (measured faster than the tuner's
+    picks, docs/benchmarks.md); BPTT_TUNE=1 turns the measured choices on."""
+    try:
+        monkeypatch.delenv("BPTT_TUNE", raising=False)
+        tuning.forget()
+        assert not tuning.enabled()
+        monkeypatch.setenv("BPTT_TUNE", "1")
+        tuning.forget()
+        assert tuning.enabled()
+    finally:
+        monkeypatch.undo()
+        tuning.forget()  # the suite's setting again

@@ -111,7 +111,11 @@ _lock = threading.RLock()  # one measurement at a time (threads of one process)
 
 
 def _read_enabled() -> bool:
-    return os.environ.get("BPTT_TUNE", "1").strip().lower() not in ("0", "false", "no", "off")
+    # Off unless asked for (BPTT_TUNE=1): measured on a quiet AMD EPYC (docs/benchmarks.md,
+    # "Measured choices"), the choices the few-millisecond loop timings picked (one shard)
+    # made whole charlm and dense steps 30–35% slower than the built-in defaults, so the
+    # defaults stay the default until the measurement times what a step does.
+    return os.environ.get("BPTT_TUNE", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
 _enabled = _read_enabled()
@@ -121,7 +125,7 @@ _enabled = _read_enabled()
 
 
 def enabled() -> bool:
-    """``BPTT_TUNE`` is not ``0`` (nor ``false``/``no``/``off``): read at import and again by
+    """``BPTT_TUNE`` is ``1`` (or ``true``/``yes``/``on``; off by default): read at import and again by
     :func:`forget` (the loops ask at every step, so it is not read from the environment there)."""
     return _enabled
 

@@ -41,7 +41,7 @@ def add_tune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         "loops, shard count, the Elman product's layout, NumPy's BLAS or MKL) on the real "
         "loops, keep the fastest in this machine's tuning cache and print the choices. "
         "Training measures a shape by itself the first time it runs; this does it ahead. "
-        "BPTT_TUNE=0 makes the loops ignore the cache and use the built-in defaults.",
+        "The loops follow these choices only with BPTT_TUNE=1; otherwise (the default) they use the built-in defaults.",
     )
     p.add_argument(
         "--shape",
@@ -69,7 +69,7 @@ def run_tune(args: argparse.Namespace) -> int:
     mkl = "" if "mkl" in machine["providers"] else f" (mkl: {_kernels.mkl_error()})"
     print(f"GEMM providers: {', '.join(machine['providers'])}{mkl}")
     if not tuning.enabled():
-        print("note: BPTT_TUNE=0 is set, so the loops use the defaults, not these choices")
+        print("note: BPTT_TUNE=1 is not set, so the loops use the defaults, not these choices")
     if args.show:
         entries = tuning.read_cache()
         if not entries:
