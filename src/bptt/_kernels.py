@@ -44,10 +44,10 @@ Which path runs:
   from NumPy's own BLAS (:func:`sharding_gemms`);
 - without Numba, threadpoolctl or a usable CBLAS: the NumPy loops.
 
-Under ``auto`` (backend and loop threads both), the per-row-or-sharded choice, the shard
-count, the Elman loops' product layout and the GEMM provider are measured per shape class the
-first time it runs, not read from the constants here (those are the defaults, and what
-``BPTT_TUNE=0`` uses): :mod:`bptt.tuning`.
+With ``BPTT_TUNE=1`` and under ``auto`` (backend and loop threads both), the per-row-or-
+sharded choice, the shard count, the Elman loops' product layout and the GEMM provider are
+measured per shape class the first time it runs (:mod:`bptt.tuning`); otherwise, the default,
+they come from the constants here.
 
 The hoisted products outside the loops go through :func:`matmul` and :func:`matmul_tn`,
 which split large products into row blocks on the same thread pool (never OpenBLAS's own

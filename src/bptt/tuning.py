@@ -4,10 +4,12 @@ benchmark mode).
     choice(cell, B, H, dtype) = argmin over candidates c of  time(c's forward + backward loop
                                                               at (B, H, dtype), a few steps)
 
-The first time a shape class runs under ``auto`` (backend and loop threads both, see
-:mod:`bptt._kernels`), the candidates that matter are run on the real loops at that shape, a
-few milliseconds each, the fastest is used from then on and kept in a per-machine cache file;
-later processes read it instead of measuring again. The candidates:
+With ``BPTT_TUNE=1`` (off by default: measured, its picks made whole steps slower than the
+defaults, see docs/benchmarks.md "Measured choices"), the first time a shape class runs under
+``auto`` (backend and loop threads both, see :mod:`bptt._kernels`), the candidates that matter
+are run on the real loops at that shape, a few milliseconds each, the fastest is used from then
+on and kept in a per-machine cache file; later processes read it instead of measuring again.
+The candidates:
 
 - ``path``: ``per_row`` (the Elman cell's per-row Numba loops, only offered at small B·H) or
   ``sharded`` (the batch-sharded GIL-free loops);
@@ -22,7 +24,7 @@ the class is measured at that bucket's B), H and the cores available. The input 
 whether x holds ids do not enter: the choices concern only the recurrent loops, whose work is
 B·H² per step whatever the input.
 
-The defaults (what ``BPTT_TUNE=0`` uses, and what every non-``auto`` setting uses) are the
+The defaults (what runs without ``BPTT_TUNE=1``, and what every non-``auto`` setting uses) are the
 constants of :mod:`bptt._kernels` and :mod:`bptt.cells._elman_kernels`: ``SMALL_STEP``,
 ``SHARD_MIN_STEP``, ``TRANSPOSED_MIN_MACS``, ``TRANSPOSED_DTYPES``, NumPy's BLAS.
 
@@ -125,8 +127,9 @@ _enabled = _read_enabled()
 
 
 def enabled() -> bool:
-    """``BPTT_TUNE`` is ``1`` (or ``true``/``yes``/``on``; off by default): read at import and again by
-    :func:`forget` (the loops ask at every step, so it is not read from the environment there)."""
+    """``BPTT_TUNE`` is ``1`` (or ``true``/``yes``/``on``; off by default): read at import and
+    again by :func:`forget` (the loops ask at every step, so it is not read from the environment
+    there)."""
     return _enabled
 
 

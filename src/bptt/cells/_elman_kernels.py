@@ -17,9 +17,9 @@ Two forms, chosen by the shared switch in :mod:`bptt._kernels` (backend, threads
   GIL-free with single-threaded GEMMs from NumPy's own BLAS (or MKL), the step's product in
   rows (h W^T) or, for large enough shards, transposed (W hᵀ; :data:`TRANSPOSED_MIN_MACS`).
 
-Under ``auto`` the per-row-or-sharded choice, the shard count, the layout and the GEMM
-provider are measured per shape class (:mod:`bptt.tuning`); the constants here are the
-defaults (``BPTT_TUNE=0``).
+With ``BPTT_TUNE=1`` (under ``auto``) the per-row-or-sharded choice, the shard count, the
+layout and the GEMM provider are measured per shape class (:mod:`bptt.tuning`); the constants
+here are the defaults (what runs otherwise).
 """
 
 from __future__ import annotations

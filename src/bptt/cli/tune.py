@@ -40,8 +40,8 @@ def add_tune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         description="Measure, for each shape, the time loops' candidates (per-row or sharded "
         "loops, shard count, the Elman product's layout, NumPy's BLAS or MKL) on the real "
         "loops, keep the fastest in this machine's tuning cache and print the choices. "
-        "Training measures a shape by itself the first time it runs; this does it ahead. "
-        "The loops follow these choices only with BPTT_TUNE=1; otherwise (the default) they use the built-in defaults.",
+        "With BPTT_TUNE=1 the loops follow these choices (and training measures a new shape "
+        "the first time it runs); without it (the default) they use the built-in defaults.",
     )
     p.add_argument(
         "--shape",
