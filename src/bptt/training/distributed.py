@@ -40,7 +40,15 @@ from ..data.tasks import SequenceTask
 from ..model import RNN
 from ..rundir import LOCK_NAME, RunDirLock
 from .config import TrainConfig
-from .loop import Callback, Trainer, TrainEvent, TrainingDiverged, TrainResult
+from .loop import (
+    Callback,
+    Trainer,
+    TrainEvent,
+    TrainingDiverged,
+    TrainResult,
+    install_stop_signals,
+    restore_stop_signals,
+)
 from .parallel import ShardedGradient, TorchCollective, check_parallel
 
 CONNECT_TIMEOUT_S = 15.0
@@ -326,7 +334,7 @@ class _Driver:
 
         pumper = threading.Thread(target=pump, daemon=True)
         pumper.start()
-        previous = _install_stop(stop.append)
+        previous = install_stop_signals(stop.append)  # the trainer's: stop after a step
         failures: list[BaseException] = []
 
         def fit() -> None:
@@ -343,7 +351,7 @@ class _Driver:
             while fitter.is_alive():
                 fitter.join(0.2)  # the main thread stays free to take Ctrl-C
         finally:
-            _restore_stop(previous)
+            restore_stop_signals(previous)
             done.set()
             pumper.join()
             if self.bar is not None:
@@ -388,26 +396,6 @@ class _Driver:
         except (OSError, CheckpointError):
             where = f"no checkpoint was written to {str(self.out)!r} yet"
         return f"a data-parallel worker stopped, so the run stopped ({why[:300]}); {where}"
-
-
-def _install_stop(on_stop: Callable[[str], None]) -> Any:
-    """First Ctrl-C/SIGTERM: ask the workers to stop after the current step (they save a
-    checkpoint); a second one: the usual KeyboardInterrupt or default SIGTERM action."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum: int, frame: Any) -> None:
-        on_stop("terminated" if signum == signal.SIGTERM else "interrupted")
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-    return signal.signal(signal.SIGINT, handler), signal.signal(signal.SIGTERM, handler)
-
-
-def _restore_stop(previous: Any) -> None:
-    if previous is not None:
-        signal.signal(signal.SIGINT, previous[0])
-        signal.signal(signal.SIGTERM, previous[1])
 
 
 # ---------------------------------------------------------------------------------------------

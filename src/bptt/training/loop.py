@@ -727,7 +727,7 @@ class Trainer:
         loss_every = 0 if bar is not None else max(cfg.log_every, cfg.eval_every // 5)
         start_step, window_losses = self.step, []
         interrupted = False
-        previous = _install_sigint(lambda reason: setattr(self, "_stop_reason", reason))
+        previous = install_stop_signals(lambda reason: setattr(self, "_stop_reason", reason))
         reason = "done"
         last: dict[str, Any] = {}
         t0, tokens = time.perf_counter(), 0
@@ -813,7 +813,7 @@ class Trainer:
                     pass
             raise
         finally:
-            _restore_sigint(previous)
+            restore_stop_signals(previous)
             if bar is not None:
                 bar.close()
         path = self.save()
@@ -928,7 +928,7 @@ def _on_terminal(stream: Any) -> bool:
         return False
 
 
-def _install_sigint(on_interrupt: Callable[[str], None]) -> Any:
+def install_stop_signals(on_interrupt: Callable[[str], None]) -> Any:
     """First Ctrl-C (SIGINT) or SIGTERM: ask the loop to stop after this step (the reason is
     ``interrupted`` or ``terminated``); a second one: the usual KeyboardInterrupt, or the
     default SIGTERM action (the process ends)."""
@@ -943,7 +943,8 @@ def _install_sigint(on_interrupt: Callable[[str], None]) -> Any:
     return signal.signal(signal.SIGINT, handler), signal.signal(signal.SIGTERM, handler)
 
 
-def _restore_sigint(previous: Any) -> None:
+def restore_stop_signals(previous: Any) -> None:
+    """Put back the handlers :func:`install_stop_signals` replaced (None: nothing was)."""
     if previous is not None:
         signal.signal(signal.SIGINT, previous[0])
         signal.signal(signal.SIGTERM, previous[1])
