@@ -19,8 +19,11 @@ import numpy as np
 import pytest
 
 import bptt
+from bptt import _workspace
 from bptt.algorithms import budget
 from bptt.algorithms.budget import (
+    Costs,
+    LossWeights,
     Schedule,
     StepBytes,
     parse_bytes,
@@ -183,8 +186,8 @@ def test_gradients_equal_full_bptt(cell: str, layers: int, ids: bool) -> None:
         "dh_last": state(),
     }
     full = model.forward_backward(x, y, **args)  # type: ignore[arg-type]
-    smallest = smallest_budget(model, T, B, ids)
-    full_bytes = budget.measure_step_bytes(model, B, ids, T).full_bytes(T)
+    smallest = smallest_budget(model, T, B, ids, masked=True)  # the mask is held as bools
+    full_bytes = budget.measure_step_bytes(model, B, ids, T, masked=True).full_bytes(T)
     budgets = sorted(
         {smallest, smallest + 2 * 10**3, smallest + (full_bytes - smallest) // 3, full_bytes}
     )
@@ -340,6 +343,96 @@ def test_parse_bytes(text: object, expected: int) -> None:
 def test_parse_bytes_rejects(bad: str) -> None:
     with pytest.raises(ValueError, match="memory_budget"):
         parse_bytes(bad)
+
+
+def test_planner_with_call_costs_is_the_fastest_that_fits() -> None:
+    """With call costs, the planner's schedule is the least predicted time over every block
+    length and slot count that fits (each counted by exhaustive search), and longer blocks win
+    against the fewest recomputed steps once a call costs enough."""
+    sizes = StepBytes.linear(per_step=100, fixed=50, state=30)
+    for costs in (Costs(3.0, 1.0, 0.0, 0.0), Costs(3.0, 1.0, 5.0, 2.0), Costs(3.0, 1.0, 40.0, 9.0)):
+        for n_steps in (5, 7, 8):
+            full = sizes.full_bytes(n_steps)
+            for budget_bytes in range(sizes.peak(n_steps, 1, 0), full + 40, 7):
+                best = None
+                for block in range(1, n_steps + 1):
+                    m = -(-n_steps // block)
+                    for slots in range(0, m):
+                        if sizes.peak(n_steps, block, slots) <= budget_bytes:
+                            advances = exhaustive(m, frozenset(), slots)
+                            t = costs.time(n_steps, block, m, advances)
+                            best = t if best is None else min(best, t)
+                got = plan_for(n_steps, sizes, budget_bytes, costs=costs)
+                advances = got.recomputed_steps // got.block
+                assert costs.time(n_steps, got.block, got.blocks, advances) == best
+                assert got.peak_bytes <= budget_bytes
+    # T = 64, room for blocks of 8 with every start kept: free calls take them (56 steps
+    # recomputed); calls dear enough take fewer, longer blocks and recompute more
+    sizes = StepBytes.linear(per_step=1000, fixed=0, state=10)
+    free = plan_for(64, sizes, 30934, costs=Costs(3.0, 1.0))
+    dear = plan_for(64, sizes, 30934, costs=Costs(3.0, 1.0, 200.0, 100.0))
+    assert (free.block, free.slots, free.recomputed_steps) == (8, 6, 56)
+    assert dear.blocks < free.blocks and dear.recomputed_steps > free.recomputed_steps
+
+
+def test_loss_weights_are_made_a_block_at_a_time() -> None:
+    """Block slices of :class:`LossWeights` are the model's weights for those steps, and
+    checking a long sequence without a mask holds no (T, B) array of weights."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    model = bptt.RNN(3, 4, 3, cell="elman", seed=0)
+    T, B = 50, 4
+    mask = rng.uniform(size=(T, B)) < 0.7
+    x, y = rng.integers(0, 3, (T, B)), rng.integers(0, 3, (T, B))
+    for given in (None, mask, mask.astype(np.float32)):
+        _, _, weights = budget.validated(model, x, y, given)
+        assert isinstance(weights, LossWeights)
+        full = model.loss_weights(given, (T, B))
+        for steps in (slice(0, T), slice(0, 7), slice(7, 14), slice(49, 50), slice(40, None)):
+            np.testing.assert_array_equal(weights[steps], full[steps])
+        with pytest.raises(ValueError, match="consecutive"):
+            weights[0:10:2]
+    T = 20_000
+    x, y = rng.integers(0, 3, (T, B)), rng.integers(0, 3, (T, B))
+    tracemalloc.start()
+    try:
+        budget.validated(model, x, y, None)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < T * B * model.dtype.itemsize // 4, peak  # (T, B) float64 weights: 640 kB
+
+
+def test_reuse_copies_copies_a_parameter_view_once() -> None:
+    """Inside ``reuse_copies`` a transposed parameter is copied once and handed out again;
+    other arrays, other threads and calls after it get fresh copies."""
+    import threading
+
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((256, 256))
+    other = rng.standard_normal((256, 256))
+    with _workspace.reuse_copies([W]):
+        first, again = _workspace.contiguous(W.T), _workspace.contiguous(W.T)
+        assert first is again and first.flags.c_contiguous
+        np.testing.assert_array_equal(first, W.T)
+        assert _workspace.contiguous(other.T) is not _workspace.contiguous(other.T)
+        seen: list[np.ndarray] = []
+        worker = threading.Thread(target=lambda: seen.append(_workspace.contiguous(W.T)))
+        worker.start()
+        worker.join()
+        assert seen[0] is not first
+        np.testing.assert_array_equal(seen[0], W.T)
+    after = _workspace.contiguous(W.T)
+    np.testing.assert_array_equal(after, W.T)
+    assert after is not _workspace.contiguous(W.T) or after is first  # pooled, never memoised
+
+
+def test_plan_is_cached_per_shape() -> None:
+    model = bptt.RNN(5, 6, 5, cell="gru", seed=0)
+    first = plan(model, 300, 2, "60kB")
+    assert plan(model, 300, 2, 60_000) is first  # the same schedule object: the same sums
+    assert plan(model, 300, 2, "60kB", masked=True) is not first
 
 
 def test_schedule_reads_well() -> None:

@@ -345,11 +345,18 @@ def test_blas_threads_never_raises_the_users_limit() -> None:
             c.set_num_threads(n)
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_column_sums_pairwise(dtype: type, rng: np.random.Generator) -> None:
-    """Pairwise bias sums: exact for integers, far closer than a running sum in float32."""
+def test_column_sums_pairwise(
+    dtype: type, backend: str, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pairwise bias sums, compiled (blocks merged as a binary counter) and NumPy's halving:
+    exact for integers, far closer than a running sum in float32."""
     from bptt._kernels import column_sums
 
+    if backend == "numba" and not _kernels.numba_available():
+        pytest.skip("Numba is not installed")
+    monkeypatch.setattr(_kernels, "_backend", backend)
     for R in (1, 63, 64, 65, 129, 1000, 4097):
         ints = rng.integers(-50, 50, (R, 3)).astype(dtype)
         np.testing.assert_array_equal(column_sums(ints), ints.astype(np.int64).sum(0))

@@ -44,6 +44,8 @@ from __future__ import annotations
 import math
 import sys
 import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -92,13 +94,52 @@ def zeros(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
     return out
 
 
+_local = threading.local()  # .held: ids of the arrays whose copies are reused; .copies
+
+
 def contiguous(a: np.ndarray) -> np.ndarray:
-    """``np.ascontiguousarray(a)`` whose copy, when one is needed, comes from the pool."""
+    """``np.ascontiguousarray(a)`` whose copy, when one is needed, comes from the pool.
+
+    Inside :func:`reuse_copies`, a copy of a view of one of its arrays (Wᵀ, say) is made
+    once and handed out again for the same view.
+    """
     if a.size < MIN_ELEMENTS or a.flags.c_contiguous:
         return np.ascontiguousarray(a)
+    held = getattr(_local, "held", None)
+    if held is not None and id(a.base) in held:
+        key = (a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str)
+        copy = _local.copies.get(key)
+        if copy is None:
+            copy = _local.copies[key] = empty(a.shape, a.dtype)
+            np.copyto(copy, a)
+        return copy
     out = empty(a.shape, a.dtype)
     np.copyto(out, a)
     return out
+
+
+@contextmanager
+def reuse_copies(arrays: Iterable[np.ndarray]) -> Iterator[None]:
+    """Within, :func:`contiguous` copies each view of these arrays (the parameters) once.
+
+    For a caller that runs many short sweeps over parameters that do not change meanwhile
+    (a memory-budget schedule: hundreds of blocks, each transposing W for its GEMMs). The
+    caller promises not to write to the arrays inside; the copies are dropped on exit. Per
+    thread, and not nested (an inner call keeps the outer one's copies).
+    """
+    if getattr(_local, "held", None) is not None:
+        yield
+        return
+    bases = {}
+    for array in arrays:
+        bases[id(array)] = array
+        if array.base is not None:
+            bases[id(array.base)] = array.base
+    _local.held, _local.copies, _local.bases = set(bases), {}, bases  # bases: keep ids valid
+    try:
+        yield
+    finally:
+        _local.held = _local.copies = _local.bases = None
 
 
 def clear() -> None:

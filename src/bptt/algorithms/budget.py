@@ -44,17 +44,21 @@ from __future__ import annotations
 import math
 import re
 import tracemalloc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .. import _workspace
 from ..model import RNN, BPTTResult, register_memory_budget_runner
 
 __all__ = [
+    "Costs",
+    "LossWeights",
     "Schedule",
     "StepBytes",
+    "costs_for",
     "forward_backward",
     "measure_step_bytes",
     "parse_bytes",
@@ -121,7 +125,8 @@ class StepBytes:
         per_step: bytes per step beyond the last probe (the slope of the last two probes).
         validation: (a, b, c, K): checking the inputs and a mask, K steps at a time, peaks at
             a + b·min(T, K) + c·T bytes, before any sweep.
-        held_per_step: bytes per step held for the whole call (the (T, B) loss weights).
+        held_per_step: bytes per step held for the whole call: the (T, B) mask as bools (see
+            :class:`LossWeights`), 0 without a mask.
         state: one checkpoint, every layer's (B, S) state.
         params: one set of parameter-sized arrays (the gradient totals).
         linear_from: from this many steps on, every (k, B, ·) buffer is pooled and the peak
@@ -137,6 +142,9 @@ class StepBytes:
     params: int
     linear_from: int = 1 << 62
     single: tuple[tuple[int, int], ...] = ()
+    weights_per_step: int = 0
+    """Bytes per step of the (T, B) loss weights one whole-sequence sweep (full storage)
+    is given; blocks get theirs a block at a time."""
 
     @classmethod
     def linear(cls, per_step: int, fixed: int, state: int) -> StepBytes:
@@ -174,7 +182,8 @@ class StepBytes:
         held = n_steps * self.held_per_step
         m = -(-n_steps // block)
         if m == 1:
-            return max(check, held + self.sweep_bytes(n_steps, single=True))
+            weights = n_steps * self.weights_per_step
+            return max(check, held + weights + self.sweep_bytes(n_steps, single=True))
         last = n_steps - (m - 1) * block
         working = self.sweep_bytes(block) + (self.sweep_bytes(last) if last < block else 0)
         slack = working // 50 + _SLACK  # the carries, views, Python objects of the bookkeeping
@@ -227,7 +236,12 @@ def _probe_arrays(model: RNN, n_steps: int, batch: int, ids: bool) -> tuple[np.n
 
 
 def measure_step_bytes(
-    model: RNN, batch: int, ids: bool, n_steps: int | None = None, budget: int | None = None
+    model: RNN,
+    batch: int,
+    ids: bool,
+    n_steps: int | None = None,
+    budget: int | None = None,
+    masked: bool = False,
 ) -> StepBytes:
     """What a run of this model allocates, measured with tracemalloc and cached.
 
@@ -239,6 +253,7 @@ def measure_step_bytes(
     measuring must fit the budget too. Past the last probe the bound goes on along the last
     two probes' slope, with a quarter more while buffers could still join the pool. Checking
     the inputs is measured on two lengths. Cached per (structure, batch, input kind).
+    ``masked``: a mask comes with the sequence (held as bools, one byte per (t, b)).
     """
     from .. import _workspace  # package plumbing: the pool's size threshold
 
@@ -315,16 +330,49 @@ def measure_step_bytes(
         probes=bounds[0],
         per_step=max(1, slope),
         validation=(base, in_chunk - held, held, chunk),
-        held_per_step=batch * model.dtype.itemsize,
+        held_per_step=batch if masked else 0,
         # the arrays, their headers, their list and its place on the schedule's stack
         state=sum(s.nbytes for s in states) + 256 * len(states) + 256,
         params=model.n_parameters() * model.dtype.itemsize + 128 * len(model.param_shapes()),
         linear_from=pooled,
         single=bounds[1],
+        weights_per_step=batch * model.dtype.itemsize,
     )
 
 
 # -- the schedule ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Costs:
+    """The planner's time model, in any one unit (:func:`plan` uses FLOPs).
+
+    A schedule with blocks of ℓ steps, m blocks and A block advances (A = C(m, s), each a
+    call of its own) takes
+
+        T·sweep_step + m·sweep_call + A·(ℓ·forward_step + forward_call)
+
+    and full storage T·sweep_step + sweep_call. The call costs are what a call costs beyond
+    its steps (thread hand-offs, the hoisted products' fixed part, Python): they make very
+    short blocks slower than their recomputed steps say.
+
+    Attributes:
+        sweep_step: one step of a sweep (forward with its cache, head, loss, backward).
+        forward_step: one forward step without a cache (an advance).
+        sweep_call, forward_call: the fixed cost of one sweep call, one advance call.
+    """
+
+    sweep_step: float
+    forward_step: float
+    sweep_call: float = 0.0
+    forward_call: float = 0.0
+
+    def time(self, n_steps: int, block: int, blocks: int, advances: int) -> float:
+        """Predicted time of a schedule; ``advances`` = C(m, s) block forwards."""
+        if blocks == 1:
+            return n_steps * self.sweep_step + self.sweep_call
+        sweeps = n_steps * self.sweep_step + blocks * self.sweep_call
+        return sweeps + advances * (block * self.forward_step + self.forward_call)
 
 
 @dataclass(frozen=True)
@@ -342,7 +390,9 @@ class Schedule:
         full_bytes: predicted peak of full storage.
         budget: the budget asked for (bytes), or None.
         forward_fraction: a forward step's share of one full-storage step's time (a FLOP
-            model), for :attr:`time_ratio`.
+            model), for :attr:`time_ratio` when ``costs`` is None.
+        costs: the time model the planner chose by (:class:`Costs`), or None (recomputed
+            steps alone).
     """
 
     n_steps: int
@@ -354,6 +404,7 @@ class Schedule:
     full_bytes: int
     budget: int | None
     forward_fraction: float
+    costs: Costs | None = None
 
     @property
     def full_storage(self) -> bool:
@@ -361,8 +412,13 @@ class Schedule:
 
     @property
     def time_ratio(self) -> float:
-        """Predicted time relative to full storage: 1 + recomputed/T · forward fraction."""
-        return 1.0 + self.recomputed_steps / self.n_steps * self.forward_fraction
+        """Predicted time relative to full storage: :meth:`Costs.time` over full storage's,
+        or without ``costs`` 1 + recomputed/T · forward fraction."""
+        if self.costs is None:
+            return 1.0 + self.recomputed_steps / self.n_steps * self.forward_fraction
+        advances = self.recomputed_steps // self.block
+        mine = self.costs.time(self.n_steps, self.block, self.blocks, advances)
+        return mine / self.costs.time(self.n_steps, self.n_steps, 1, 0)
 
     @property
     def memory_ratio(self) -> float:
@@ -407,12 +463,19 @@ def _show(n: int) -> str:
 
 
 def plan_for(
-    n_steps: int, sizes: StepBytes, budget: int | None, forward_fraction: float = 1 / 3
+    n_steps: int,
+    sizes: StepBytes,
+    budget: int | None,
+    forward_fraction: float = 1 / 3,
+    costs: Costs | None = None,
 ) -> Schedule:
-    """The schedule with the fewest recomputed steps whose predicted peak fits ``budget``.
+    """The fastest schedule whose predicted peak fits ``budget``.
 
     Scans every block length ℓ = 1..T with the most slots that fit (more than m − 2 are never
-    used); full storage when it fits; ties go to longer blocks (fewer, larger products).
+    used; a slot more never costs time); full storage when it fits. Without ``costs`` the
+    fastest is the one with the fewest recomputed steps; with them, the least
+    :meth:`Costs.time`, which also counts each call's fixed cost. Ties go to longer blocks
+    (fewer, larger products).
 
     Raises:
         ValueError: no schedule fits; the message names the smallest budget that does.
@@ -421,15 +484,17 @@ def plan_for(
         raise ValueError(f"n_steps must be >= 1, got {n_steps}")
     full = sizes.full_bytes(n_steps)
     if budget is None or full <= budget:
-        return Schedule(n_steps, n_steps, 1, 0, 0, full, full, budget, forward_fraction)
-    best: tuple[int, int, int] | None = None  # (recomputed, −ℓ, s)
+        return Schedule(n_steps, n_steps, 1, 0, 0, full, full, budget, forward_fraction, costs)
+    best: tuple[float, int, int, int] | None = None  # (time, −ℓ, s, recomputed)
     for block in range(1, n_steps):
         m = -(-n_steps // block)
         room = budget - sizes.peak(n_steps, block, 0)
         if room < 0:
             continue
         slots = min(room // sizes.state, max(m - 2, 0))
-        candidate = (recompute_count(m, slots) * block, -block, slots)
+        advances = recompute_count(m, slots)
+        cost = advances * block if costs is None else costs.time(n_steps, block, m, advances)
+        candidate = (cost, -block, slots, advances * block)
         if best is None or candidate < best:
             best = candidate
     if best is None:
@@ -440,22 +505,37 @@ def plan_for(
             f"({_show(smallest)}: one step at a time, no checkpoint slots); full storage "
             f"needs {full} bytes ({_show(full)})"
         )
-    recomputed, neg_block, slots = best
+    _, neg_block, slots, recomputed = best
     block = -neg_block
     m = -(-n_steps // block)
     peak = sizes.peak(n_steps, block, slots)
-    return Schedule(n_steps, block, m, slots, recomputed, peak, full, budget, forward_fraction)
+    return Schedule(
+        n_steps, block, m, slots, recomputed, peak, full, budget, forward_fraction, costs
+    )
 
 
-def smallest_budget(model: RNN, n_steps: int, batch: int, ids: bool = True) -> int:
+def smallest_budget(
+    model: RNN, n_steps: int, batch: int, ids: bool = True, masked: bool = False
+) -> int:
     """The smallest ``memory_budget`` (bytes) that :func:`plan` accepts for this shape: one
     step per block and no checkpoint slot (or full storage, if that is smaller)."""
-    sizes = measure_step_bytes(model, batch, ids, n_steps)
+    sizes = measure_step_bytes(model, batch, ids, n_steps, masked=masked)
     return min(sizes.peak(n_steps, 1, 0), sizes.full_bytes(n_steps))
 
 
-def _forward_fraction(model: RNN, ids: bool) -> float:
-    """A forward step's share of a full-storage step's FLOPs: f / (3f + 3h).
+SWEEP_CALL_FLOPS = 8e7
+"""A sweep call's cost beyond its steps, in FLOPs at the loops' rate. Measured at issue 23's
+shape (Elman, B = 16, H = 256, blocks of 10–100 steps) on a 2-core AMD EPYC: ~0.55 ms per
+call (thread hand-offs of the loops and the hoisted products, the products' fixed part,
+Python) at ~150 GFLOP/s. A model for choosing block lengths, not a measurement of this
+machine: it moves the choice between neighbouring block lengths, never the gradients' sums
+beyond their grouping by block."""
+FORWARD_CALL_FLOPS = 3e7
+"""An advance call's cost beyond its steps (~0.19 ms at ~170 GFLOP/s, measured as above)."""
+
+
+def _step_flops(model: RNN, ids: bool, batch: int) -> tuple[float, float]:
+    """FLOPs of one forward step (f) and of the head (h), for B rows.
 
     f: the cell's products per step (gates·H·(I + H), the input product skipped for ids);
     h: the head's (O·D·H); a backward costs about twice its forward.
@@ -466,11 +546,30 @@ def _forward_fraction(model: RNN, ids: bool) -> float:
     first_in = 0 if ids else model.input_size
     f = width * (first_in + H) + (L - 1) * width * (D * H + H)
     h = model.output_size * D * H
+    return 2.0 * batch * f, 2.0 * batch * h
+
+
+def _forward_fraction(model: RNN, ids: bool) -> float:
+    """A forward step's share of a full-storage step's FLOPs: f / (3f + 3h)."""
+    f, h = _step_flops(model, ids, 1)
     return f / (3 * f + 3 * h)
 
 
+def costs_for(model: RNN, batch: int, ids: bool = True) -> Costs:
+    """The planner's time model for this model and batch (:class:`Costs`, in FLOPs): a
+    sweep step 3f + 3h, an advance step f, and the calls' fixed costs
+    :data:`SWEEP_CALL_FLOPS` and :data:`FORWARD_CALL_FLOPS`."""
+    f, h = _step_flops(model, ids, batch)
+    return Costs(3 * f + 3 * h, f, SWEEP_CALL_FLOPS, FORWARD_CALL_FLOPS)
+
+
 def plan(
-    model: RNN, n_steps: int, batch: int, memory_budget: int | str | None, ids: bool = True
+    model: RNN,
+    n_steps: int,
+    batch: int,
+    memory_budget: int | str | None,
+    ids: bool = True,
+    masked: bool = False,
 ) -> Schedule:
     """The schedule :func:`forward_backward` runs for this model, T, B and budget.
 
@@ -479,6 +578,11 @@ def plan(
         n_steps: T; batch: B.
         memory_budget: bytes (an int, or a string such as ``"200MB"``); None for full storage.
         ids: the inputs are integer token ids (T, B) rather than dense (T, B, I).
+        masked: a (T, B) mask comes with the sequence (held as bools: T·B bytes).
+
+    The schedule is cached per (model structure, T, B, budget, input kind, mask): a training
+    run plans once, and every later call with the same shape runs the same schedule (the
+    same grouping of the sums by block, so the same bits).
 
     Raises:
         ValueError: a bidirectional model, a bad budget, or a budget no schedule fits.
@@ -490,8 +594,15 @@ def plan(
             "(memory_budget=None) for bidirectional models"
         )
     budget = None if memory_budget is None else parse_bytes(memory_budget, "memory_budget")
-    sizes = measure_step_bytes(model, batch, ids, n_steps, budget)
-    return plan_for(n_steps, sizes, budget, _forward_fraction(model, ids))
+    key = (tuple(sorted(model.structure().items())), n_steps, batch, budget, bool(ids), masked)
+    if key not in _PLANNED:
+        sizes = measure_step_bytes(model, batch, ids, n_steps, budget, masked)
+        costs = costs_for(model, batch, ids)
+        _PLANNED[key] = plan_for(n_steps, sizes, budget, _forward_fraction(model, ids), costs)
+    return _PLANNED[key]
+
+
+_PLANNED: dict[tuple[Any, ...], Schedule] = {}  # plan()'s schedules (a refusal is not kept)
 
 
 _UNITS = {
@@ -566,12 +677,40 @@ def _in_chunks(check: Any, array: np.ndarray, chunk: int) -> np.ndarray:
     return array if out is None else out
 
 
+class LossWeights:
+    """The loss weights w_tb = mask_tb / B of a whole sequence, made a block at a time.
+
+    ``weights[a:b]`` is the (b − a, B) array :meth:`bptt.model.RNN.loss_weights` gives for
+    those steps. Held for the whole run is only the mask as bools (T·B bytes), or nothing
+    when there is no mask: a (T, B) array of weights in the model's dtype would cost 4–8 bytes
+    per (t, b), 1.3 MB at T = 20,000, B = 16 (a fifth of a 1% budget there).
+    """
+
+    def __init__(self, model: RNN, shape_tb: tuple[int, int], mask: np.ndarray | None) -> None:
+        self.model = model
+        self.shape = shape_tb
+        self.mask = mask  # (T, B) bool, or None for all ones
+        self._ones: dict[int, np.ndarray] = {}  # block length → its (k, B) weights, no mask
+
+    def __getitem__(self, steps: slice) -> np.ndarray:
+        start, stop, stride = steps.indices(self.shape[0])
+        if stride != 1:
+            raise ValueError(f"LossWeights takes a slice of consecutive steps, got {steps}")
+        k, batch = max(0, stop - start), self.shape[1]
+        if self.mask is not None:
+            return self.model.loss_weights(self.mask[start:stop], (k, batch))
+        if k not in self._ones:  # one array per block length (at most two in a schedule)
+            self._ones[k] = self.model.loss_weights(None, (k, batch))
+        return self._ones[k]
+
+
 def validated(
     model: RNN, x: object, y: object, mask: object
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """x, y and the loss weights w = mask / B (T, B), checked as the model checks them, but a
-    chunk of steps at a time: whole-sequence checks allocate (T, B, ·) temporaries (an
-    ``isfinite`` mask of x, say) that a small budget cannot hold.
+) -> tuple[np.ndarray, np.ndarray, LossWeights]:
+    """x, y and the loss weights w = mask / B (:class:`LossWeights`, made a block at a time),
+    checked as the model checks them, but a chunk of steps at a time: whole-sequence checks
+    allocate (T, B, ·) temporaries (an ``isfinite`` mask of x, say) that a small budget
+    cannot hold.
 
     Raises:
         ValueError, TypeError: as :meth:`bptt.model.RNN.forward_backward` raises them.
@@ -593,15 +732,15 @@ def validated(
         chunk,
     )
     if mask is None:
-        return x_arr, y_arr, model.loss_weights(None, (T, B))
+        return x_arr, y_arr, LossWeights(model, (T, B), None)
     mask_arr = np.asarray(mask)
     if mask_arr.shape != (T, B):
         model.loss_weights(mask_arr, (T, B))  # raises with the model's message
-    weight = np.empty((T, B), dtype=model.dtype)
+    kept = np.empty((T, B), dtype=bool)  # (T, B): one byte a step and sequence
     for a in range(0, T, chunk):
         piece = mask_arr[a : a + chunk]
-        weight[a : a + chunk] = model.loss_weights(piece, piece.shape)
-    return x_arr, y_arr, weight
+        kept[a : a + chunk] = model.loss_weights(piece, piece.shape) != 0  # checks the piece
+    return x_arr, y_arr, LossWeights(model, (T, B), kept)
 
 
 # -- running a schedule ------------------------------------------------------------------------
@@ -618,7 +757,7 @@ def run_schedule(
     params: Mapping[str, np.ndarray],
     x: np.ndarray,
     y: np.ndarray,
-    weight: np.ndarray,
+    weight: np.ndarray | LossWeights,
     states: Sequence[np.ndarray],
     ds_last: Sequence[np.ndarray | None],
 ) -> tuple[float, dict[str, np.ndarray], list[np.ndarray], list[np.ndarray]]:
@@ -629,7 +768,8 @@ def run_schedule(
             :meth:`~bptt.model.RNN.forward_layers` (``keep=False``) advances.
         schedule: from :func:`plan` for this T.
         params, x, y, weight, states, ds_last: as :meth:`~bptt.model.RNN.sweep` takes them
-            (x (T, B, I) or (T, B) ids; weight (T, B); states and ds_last per layer (B, S)).
+            (x (T, B, I) or (T, B) ids; weight (T, B), or :class:`LossWeights` that make it
+            a block at a time; states and ds_last per layer (B, S)).
 
     Returns:
         ``(loss, grads, ds0, finals)`` exactly as full BPTT gives them.
@@ -638,7 +778,7 @@ def run_schedule(
     if schedule.n_steps != T:
         raise ValueError(f"the schedule is for T={schedule.n_steps} steps, x has T={T}")
     if schedule.full_storage:
-        return model.sweep(params, x, y, weight, states, ds_last)
+        return model.sweep(params, x, y, weight[0:T], states, ds_last)
     ell, m = schedule.block, schedule.blocks
 
     def steps(block: int) -> slice:
@@ -674,6 +814,19 @@ def run_schedule(
 
     # Explicit stack of left parts still to reverse: (first block, blocks, slots, start state).
     pending: list[tuple[int, int, int, list[np.ndarray]]] = [(0, m, schedule.slots, _copy(states))]
+    with _workspace.reuse_copies(params.values()):  # Wᵀ once, not once per block
+        _reverse_all(pending, reverse, advance)
+    assert totals is not None
+    return loss, totals, list(carry), finals  # type: ignore[arg-type]
+
+
+def _reverse_all(
+    pending: list[tuple[int, int, int, list[np.ndarray]]],
+    reverse: Callable[[int, list[np.ndarray]], None],
+    advance: Callable[[list[np.ndarray], int, int], list[np.ndarray]],
+) -> None:
+    """Reverse every block of ``pending``'s ranges by the binomial schedule: advance to the
+    split, keep its state, reverse the right part with a slot fewer, then the left part."""
     while pending:
         block, count, slots, state = pending.pop()
         while count > 1:
@@ -695,8 +848,6 @@ def run_schedule(
             block, count, slots = block + y_split, count - y_split, slots - 1
         if count == 1:
             reverse(block, state)
-    assert totals is not None
-    return loss, totals, list(carry), finals  # type: ignore[arg-type]
 
 
 def forward_backward(
@@ -725,7 +876,7 @@ def forward_backward(
     x_arr, y_arr, weight = validated(model, x, y, mask)
     T, B = x_arr.shape[:2]
     states = model.split_state(h0, B)
-    schedule = plan(model, T, B, memory_budget, ids=x_arr.ndim == 2)
+    schedule = plan(model, T, B, memory_budget, ids=x_arr.ndim == 2, masked=mask is not None)
     ds_last: list[np.ndarray | None] = (
         [None] * len(states) if dh_last is None else list(model.split_state(dh_last, B, "dh_last"))
     )
