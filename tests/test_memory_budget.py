@@ -230,6 +230,7 @@ _PEAK_CHECK = """
 import gc, sys, tracemalloc
 import numpy as np
 import bptt
+from bptt import _workspace
 from bptt.algorithms import budget
 from bptt.algorithms.budget import plan, smallest_budget
 
@@ -237,6 +238,7 @@ cell, layers, dtype = sys.argv[1], int(sys.argv[2]), np.dtype(sys.argv[3])
 
 
 def traced_peak(fn):
+    _workspace.clear()  # what the call uses is allocated under the trace, pooled or not
     gc.collect()
     tracemalloc.start()
     try:
@@ -423,9 +425,10 @@ def test_reuse_copies_copies_a_parameter_view_once() -> None:
         worker.join()
         assert seen[0] is not first
         np.testing.assert_array_equal(seen[0], W.T)
+    W[0, 1] = 7.0  # after the block the parameters may change: copies are fresh again
     after = _workspace.contiguous(W.T)
+    assert after is not first or after[1, 0] == 7.0
     np.testing.assert_array_equal(after, W.T)
-    assert after is not _workspace.contiguous(W.T) or after is first  # pooled, never memoised
 
 
 def test_plan_is_cached_per_shape() -> None:

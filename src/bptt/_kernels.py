@@ -399,16 +399,22 @@ def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if blocks <= 1 or LOOP_BLAS_THREADS is None:
         with blas_threads(1 if LOOP_BLAS_THREADS is not None else None):
             return np.matmul(a.T, b, out=out)
-    partials = _workspace.empty((blocks, M, N), dtype)  # (blocks, M, N)
+    if out is None:
+        out = np.empty((M, N), dtype)
+    total = out
+    # the first block's partial sum is written into the result; the others beside it
+    partials = _workspace.empty((blocks - 1, M, N), dtype)  # (blocks − 1, M, N)
     bounds = [R * k // blocks for k in range(blocks + 1)]
 
     def block(lo: int, hi: int) -> None:
         k = bounds.index(lo)
-        np.matmul(a[lo:hi].T, b[lo:hi], out=partials[k])
+        np.matmul(a[lo:hi].T, b[lo:hi], out=total if k == 0 else partials[k - 1])
 
     with blas_threads(1):
         _in_blocks(block, R, blocks)
-    return np.sum(partials, axis=0, out=out)
+    for partial in partials:  # Σ in block order, as np.sum over the blocks' axis adds them
+        total += partial
+    return total
 
 
 @contextmanager

@@ -285,7 +285,10 @@ def measure_step_bytes(
         return _traced_peak(lambda: validated(model, x, y, mask))[0]
 
     if key not in _MEASURED:
-        sweep_peak(1)  # warm-up: compiled kernels, lazily built tables
+        # warm-up: compiled kernels and lazily built tables load here, not inside a probe;
+        # with more than 64 rows too (the compiled column sums start there)
+        for k in sorted({1, min(-(-65 // batch), n_steps or _LONGEST)}):
+            sweep_peak(k)
         chunk = _chunk_steps(model, batch)
         # within one chunk the temporaries grow with the steps; past it only what is held
         short = max(1, chunk // 4)
