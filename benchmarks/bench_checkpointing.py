@@ -16,15 +16,15 @@ minus the RSS before the step (``/proc/self/clear_refs``).
 ``--curve``: the time-against-memory curve of exact BPTT under a memory budget
 (``loss_and_grads(memory_budget=…)``, :mod:`bptt.algorithms.budget`): full storage, the √T
 schedule and budgets from 50% of full storage's predicted peak down by halves to the smallest
-feasible, beside PyTorch's ``torch.utils.checkpoint`` on the same model (``torch.nn.RNN`` with
-the same weights; full storage and one checkpoint per segment of K steps, the one-level
-schedule a PyTorch user places by hand). Every point runs in its own fresh process: a
-warm-up on 4 steps (and, for a budget, the planner's measurement), the first full-size step
-under tracemalloc (bptt), ``--reps`` timed steps, then one step for the RSS high-water mark.
-Every schedule is validated first (loss and gradients against full storage in this process,
-float32 rel. error < 1e-4; PyTorch's against bptt's). Budgets whose predicted time is over
-``--max-slowdown`` × full storage's are listed with their plan but not run (the smallest
-feasible budget has no checkpoint slot and recomputes T(T−1)/2 steps).
+feasible (and 1% of it, the issue's target), beside PyTorch's ``torch.utils.checkpoint`` on the
+same model (``torch.nn.RNN`` with the same weights; full storage and one checkpoint per segment
+of K steps, the one-level schedule a PyTorch user places by hand). Every point runs in its own
+fresh process: a warm-up on 4 steps (and, for a budget, the planner's measurement), the first
+full-size step under tracemalloc (bptt), ``--reps`` timed steps, then one step for the RSS
+high-water mark. Every schedule is validated first (loss and gradients against full storage in
+this process, float32 rel. error < 1e-4; PyTorch's against bptt's). Budgets whose predicted
+time is over ``--max-slowdown`` × full storage's are listed with their plan but not run (the
+smallest feasible budget has no checkpoint slot and recomputes T(T−1)/2 steps).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from _harness import run_child  # noqa: E402
 from _machine import report  # noqa: E402
 
 import bptt  # noqa: E402
+from bptt import _workspace  # noqa: E402
 from bptt.algorithms import budget as budget_plan  # noqa: E402
 from bptt.algorithms.recompute import segment_length  # noqa: E402
 
@@ -166,8 +167,9 @@ def curve_child(framework: str, spec: str, dims: list[int], reps: int) -> dict[s
                 "predicted_time": schedule.time_ratio,
             }
         step = _bptt_call(model, x, y, spec)
-        # the first full-size call under tracemalloc: later ones reuse the workspace pool's
-        # buffers, which tracemalloc would not see allocated again
+        # the first full-size call under tracemalloc, the pool emptied first: later ones reuse
+        # the workspace pool's buffers, which tracemalloc would not see allocated again
+        _workspace.clear()
         tracemalloc.start()
         step()  # type: ignore[operator]
         out["tracemalloc_mib"] = tracemalloc.get_traced_memory()[1] / 2**20
@@ -226,6 +228,8 @@ def run_curve(args: argparse.Namespace) -> int:
         budgets.append(int(fraction * full_bytes))
         fraction /= 2
     budgets.append(smallest)
+    if 0.01 * full_bytes > smallest:  # issue 23's target point: 1% of full storage
+        budgets = sorted({*budgets, int(0.01 * full_bytes)}, reverse=True)
     planned = {b: budget_plan.plan(model, T, B, b, ids=False) for b in budgets}
     run_budgets = [b for b in budgets if planned[b].time_ratio <= args.max_slowdown]
     specs = ["full", "sqrt", *(f"budget:{b}" for b in run_budgets)]

@@ -25,15 +25,22 @@ logits and dL/dz, the backward's temporaries and the parameter gradients), measu
 model's cell, depth, batch and dtype with tracemalloc on two short sequences
 (:func:`measure_step_bytes`). The schedule's peak is
 
-    fixed + T·per_call_step + (s + 3)·state + (ℓ + r′)·per_step + |θ|
+    fixed + T·mask_step + (s + 3)·state + (ℓ + r′)·per_step + |θ|
 
-(the (T, B) loss weights, s checkpoints, the start state, the running state and the carried
-dL/ds, one block's sweep, the gradient totals; r′ = r when the short last block exists:
-bptt's workspace pool keeps each shape's buffers for reuse, so the last block's buffers stay
-allocated beside the others, and for the same reason every block but the last has one
-length). The planner scans every ℓ, takes the most slots that fit, and keeps the schedule
-with the fewest recomputed steps (then the longest blocks): the optimum over schedules whose
-blocks share one length, which for ℓ = 1 is the unrestricted step-level optimum.
+(the mask as bools, if there is one: the loss weights are made a block at a time; s
+checkpoints, the start state, the running state and the carried dL/ds, one block's sweep, the
+gradient totals; r′ = r when the short last block exists: bptt's workspace pool keeps each
+shape's buffers for reuse, so the last block's buffers stay allocated beside the others, and
+for the same reason every block but the last has one length).
+
+Time. The planner scans every ℓ, takes the most slots that fit, and keeps the schedule with
+the least predicted time (then the longest blocks): T sweep steps, m sweep calls and C(m, s)
+advances of ℓ steps, each call with a fixed cost beyond its steps (:class:`Costs`,
+:func:`costs_for`). With free calls that is the fewest recomputed steps, the optimum over
+schedules whose blocks share one length (for ℓ = 1 the unrestricted step-level optimum);
+with a call's measured cost (~0.55 ms a sweep on the benchmark machine, as much as ten
+steps) it takes fewer, longer blocks where very short ones would spend more on calls than
+they save in recomputation.
 
 ``model.loss_and_grads(x, y, memory_budget=BYTES)`` runs it; :func:`plan` shows the schedule
 before running it; :func:`parse_bytes` reads ``200MB``.
@@ -527,14 +534,18 @@ def smallest_budget(
 
 
 SWEEP_CALL_FLOPS = 8e7
-"""A sweep call's cost beyond its steps, in FLOPs at the loops' rate. Measured at issue 23's
-shape (Elman, B = 16, H = 256, blocks of 10–100 steps) on a 2-core AMD EPYC: ~0.55 ms per
-call (thread hand-offs of the loops and the hoisted products, the products' fixed part,
-Python) at ~150 GFLOP/s. A model for choosing block lengths, not a measurement of this
-machine: it moves the choice between neighbouring block lengths, never the gradients' sums
-beyond their grouping by block."""
+"""A sweep call's cost beyond its steps, in FLOPs at the loops' rate, for a large step.
+Measured at issue 23's shape (Elman, B = 16, H = 256, blocks of 10–100 steps) on a 2-core AMD
+EPYC: ~0.55 ms per call (thread hand-offs of the loops and the hoisted products, the
+products' fixed part, Python) at ~150 GFLOP/s, about ten of that shape's sweep steps. A model
+for choosing block lengths, not a measurement of the machine that runs: it moves the choice
+between neighbouring block lengths, never the gradients beyond their grouping by block."""
 FORWARD_CALL_FLOPS = 3e7
 """An advance call's cost beyond its steps (~0.19 ms at ~170 GFLOP/s, measured as above)."""
+CALL_STEPS = 10
+"""A call costs at most this many of its own steps: a small model's steps are far from the
+loops' FLOP rate (Python and per-step work dominate), and so is its per-call cost; measured,
+a 2-layer GRU of H = 32, B = 4 ran 60 blocks of 10 steps in 2.5× full storage's time."""
 
 
 def _step_flops(model: RNN, ids: bool, batch: int) -> tuple[float, float]:
@@ -561,9 +572,12 @@ def _forward_fraction(model: RNN, ids: bool) -> float:
 def costs_for(model: RNN, batch: int, ids: bool = True) -> Costs:
     """The planner's time model for this model and batch (:class:`Costs`, in FLOPs): a
     sweep step 3f + 3h, an advance step f, and the calls' fixed costs
-    :data:`SWEEP_CALL_FLOPS` and :data:`FORWARD_CALL_FLOPS`."""
+    :data:`SWEEP_CALL_FLOPS` and :data:`FORWARD_CALL_FLOPS`, each at most
+    :data:`CALL_STEPS` of the call's own steps."""
     f, h = _step_flops(model, ids, batch)
-    return Costs(3 * f + 3 * h, f, SWEEP_CALL_FLOPS, FORWARD_CALL_FLOPS)
+    sweep_step = 3 * f + 3 * h
+    sweep_call = min(SWEEP_CALL_FLOPS, CALL_STEPS * sweep_step)
+    return Costs(sweep_step, f, sweep_call, min(FORWARD_CALL_FLOPS, CALL_STEPS * f))
 
 
 def plan(
