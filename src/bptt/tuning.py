@@ -2,13 +2,15 @@
 benchmark mode).
 
     choice(cell, B, H, dtype) = argmin over candidates c of  time(c's forward + backward loop
-                                                              at (B, H, dtype), a few steps)
+                                                              at (B, H, dtype), 32–256 steps)
 
-With ``BPTT_TUNE=1`` (off by default: measured, its picks made whole steps slower than the
-defaults, see docs/benchmarks.md "Measured choices"), the first time a shape class runs under
-``auto`` (backend and loop threads both, see :mod:`bptt._kernels`), the candidates that matter
-are run on the real loops at that shape, a few milliseconds each, the fastest is used from then
-on and kept in a per-machine cache file; later processes read it instead of measuring again.
+By default (``BPTT_TUNE=0`` turns it off), the first time a shape class runs under ``auto``
+(backend and loop threads both, see :mod:`bptt._kernels`), the candidates that matter are run
+on the real loops at that shape over as many steps as a training sequence has, about 5 ms
+each, the fastest is used from then on and kept in a per-machine cache file; later processes
+read it instead of measuring again. (Timed over 2 steps, as a first version did, the shards'
+hand-off outweighed the loop and one shard won, which made whole steps 30–35% slower: see
+docs/benchmarks.md "Measured choices".)
 The candidates:
 
 - ``path``: ``per_row`` (the Elman cell's per-row Numba loops, only offered at small B·H) or
@@ -24,7 +26,7 @@ the class is measured at that bucket's B), H and the cores available. The input 
 whether x holds ids do not enter: the choices concern only the recurrent loops, whose work is
 B·H² per step whatever the input.
 
-The defaults (what runs without ``BPTT_TUNE=1``, and what every non-``auto`` setting uses) are the
+The defaults (what runs with ``BPTT_TUNE=0``, and what every non-``auto`` setting uses) are the
 constants of :mod:`bptt._kernels` and :mod:`bptt.cells._elman_kernels`: ``SMALL_STEP``,
 ``SHARD_MIN_STEP``, ``TRANSPOSED_MIN_MACS``, ``TRANSPOSED_DTYPES``, NumPy's BLAS.
 
@@ -62,7 +64,9 @@ CELLS = ("elman", "gru", "lstm")
 PATHS = ("per_row", "sharded")
 LAYOUTS = ("rows", "transposed")
 PER_ROW_MAX_STEP = 4 * _kernels.SMALL_STEP  # B·H above which the per-row loops are not tried
-TARGET_SECONDS = 2e-3  # one timed forward + backward, about
+TARGET_SECONDS = 5e-3  # one timed forward + backward, about, at the loops' usual rate
+MIN_STEPS = 32  # a timed run has at least this many steps (a thread hand-off is ~30 µs)
+MAX_STEPS = 256
 ROUNDS = 3  # timed runs per candidate (after one untimed warm-up), the minimum kept
 LONG_RUN_SECONDS = 0.1  # a warm-up this long (a very large shape): one timed round only
 MARGIN = 0.03  # another choice replaces the default only when faster by more than this
@@ -113,11 +117,9 @@ _lock = threading.RLock()  # one measurement at a time (threads of one process)
 
 
 def _read_enabled() -> bool:
-    # Off unless asked for (BPTT_TUNE=1): measured on a quiet AMD EPYC (docs/benchmarks.md,
-    # "Measured choices"), the choices the few-millisecond loop timings picked (one shard)
-    # made whole charlm and dense steps 30–35% slower than the built-in defaults, so the
-    # defaults stay the default until the measurement times what a step does.
-    return os.environ.get("BPTT_TUNE", "0").strip().lower() in ("1", "true", "yes", "on")
+    # On unless BPTT_TUNE is 0 (or false/no/off): measured over realistic lengths, the choices
+    # are the defaults' or faster on the quiet AMD EPYC (docs/benchmarks.md, "Measured choices")
+    return os.environ.get("BPTT_TUNE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 _enabled = _read_enabled()
@@ -127,8 +129,8 @@ _enabled = _read_enabled()
 
 
 def enabled() -> bool:
-    """``BPTT_TUNE`` is ``1`` (or ``true``/``yes``/``on``; off by default): read at import and
-    again by :func:`forget` (the loops ask at every step, so it is not read from the environment
+    """``BPTT_TUNE`` is not ``0`` (nor ``false``/``no``/``off``; on by default): read at import
+    and again by :func:`forget` (the loops ask at every step, so it is not read from the environment
     there)."""
     return _enabled
 
@@ -367,10 +369,16 @@ def candidates(cell: str, batch: int, hidden: int, dtype: np.dtype | type) -> li
 
 
 def _steps(cell: str, batch: int, hidden: int) -> int:
-    """Time steps for one timed run: about :data:`TARGET_SECONDS` at 10 GFLOP/s, 2..64."""
+    """Time steps for one timed run: about :data:`TARGET_SECONDS` at 100 GFLOP/s, and
+    :data:`MIN_STEPS` .. :data:`MAX_STEPS`.
+
+    As many steps as a training sequence has: with 2 steps (what 2 ms at 10 GFLOP/s gave at
+    B = 32, H = 256) the shards' hand-off outweighed the loop, one shard won, and whole steps
+    then ran 30–35% slower than with two (docs/benchmarks.md, "Measured choices")."""
     gates = {"elman": 1, "gru": 3, "lstm": 4}[cell]
     flops_per_step = 2 * 2 * gates * batch * hidden * hidden  # forward + backward products
-    return int(min(64, max(2, TARGET_SECONDS * 1e10 / max(flops_per_step, 1))))
+    steps = TARGET_SECONDS * 1e11 / max(flops_per_step, 1)
+    return int(min(MAX_STEPS, max(MIN_STEPS, steps)))
 
 
 def _runner(
