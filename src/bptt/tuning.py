@@ -70,7 +70,7 @@ MAX_STEPS = 256
 ROUNDS = 3  # timed runs per candidate (after one untimed warm-up), the minimum kept
 LONG_RUN_SECONDS = 0.1  # a warm-up this long (a very large shape): one timed round only
 MARGIN = 0.03  # another choice replaces the default only when faster by more than this
-FORMAT = 1  # the cache file's layout
+FORMAT = 2  # the cache file's layout; 2: timed over 32–256 steps (1 timed 2-step runs: ignored)
 
 
 @dataclass(frozen=True)
