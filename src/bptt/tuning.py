@@ -4,13 +4,13 @@ benchmark mode).
     choice(cell, B, H, dtype) = argmin over candidates c of  time(c's forward + backward loop
                                                               at (B, H, dtype), 32–256 steps)
 
-By default (``BPTT_TUNE=0`` turns it off), the first time a shape class runs under ``auto``
-(backend and loop threads both, see :mod:`bptt._kernels`), the candidates that matter are run
-on the real loops at that shape over as many steps as a training sequence has, about 5 ms
-each, the fastest is used from then on and kept in a per-machine cache file; later processes
-read it instead of measuring again. (Timed over 2 steps, as a first version did, the shards'
-hand-off outweighed the loop and one shard won, which made whole steps 30–35% slower: see
-docs/benchmarks.md "Measured choices".)
+With ``BPTT_TUNE=1`` (off by default: a measurement taken while the machine's other core is
+busy keeps a choice that makes every later step slower; see docs/benchmarks.md "Measured
+choices"), the first time a shape class runs under ``auto`` (backend and loop threads both,
+see :mod:`bptt._kernels`), the candidates that matter are run on the real loops at that shape
+over as many steps as a training sequence has, about 5 ms each, the fastest is used from then
+on and kept in a per-machine cache file; later processes read it instead of measuring again.
+``bptt tune`` on a quiet machine fills the cache ahead of time.
 The candidates:
 
 - ``path``: ``per_row`` (the Elman cell's per-row Numba loops, only offered at small B·H) or
@@ -26,7 +26,7 @@ the class is measured at that bucket's B), H and the cores available. The input 
 whether x holds ids do not enter: the choices concern only the recurrent loops, whose work is
 B·H² per step whatever the input.
 
-The defaults (what runs with ``BPTT_TUNE=0``, and what every non-``auto`` setting uses) are the
+The defaults (what runs without ``BPTT_TUNE=1``, and what every non-``auto`` setting uses) are the
 constants of :mod:`bptt._kernels` and :mod:`bptt.cells._elman_kernels`: ``SMALL_STEP``,
 ``SHARD_MIN_STEP``, ``TRANSPOSED_MIN_MACS``, ``TRANSPOSED_DTYPES``, NumPy's BLAS.
 
@@ -117,9 +117,10 @@ _lock = threading.RLock()  # one measurement at a time (threads of one process)
 
 
 def _read_enabled() -> bool:
-    # On unless BPTT_TUNE is 0 (or false/no/off): measured over realistic lengths, the choices
-    # are the defaults' or faster on the quiet AMD EPYC (docs/benchmarks.md, "Measured choices")
-    return os.environ.get("BPTT_TUNE", "1").strip().lower() not in ("0", "false", "no", "off")
+    # Off unless asked for (BPTT_TUNE=1): timed inside a training run's first step, with the
+    # machine's other core busy, the tuner kept one shard and the README's run took 46 s
+    # against 38 s (docs/benchmarks.md, "Measured choices")
+    return os.environ.get("BPTT_TUNE", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
 _enabled = _read_enabled()
@@ -129,8 +130,8 @@ _enabled = _read_enabled()
 
 
 def enabled() -> bool:
-    """``BPTT_TUNE`` is not ``0`` (nor ``false``/``no``/``off``; on by default): read at import
-    and again by :func:`forget` (the loops ask at every step, so it is not read from the environment
+    """``BPTT_TUNE`` is ``1`` (or ``true``/``yes``/``on``; off by default): read at import and
+    again by :func:`forget` (the loops ask at every step, so it is not read from the environment
     there)."""
     return _enabled
 
