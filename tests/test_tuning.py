@@ -418,21 +418,28 @@ def test_bptt_tune_measures_prints_and_shows(
     assert "cell must be one of" in capsys.readouterr().err
 
 
-def test_tuning_is_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without BPTT_TUNE (or with 0, false, no, off) the loops take the built-in defaults;
-    BPTT_TUNE=1 (or true, yes, on) turns the measured choices on (docs/benchmarks.md)."""
+def test_modes_of_bptt_tune(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BPTT_TUNE: 0/false/no/off the defaults; unset/cached/auto the cache's choices; 1/true/
+    yes/on also measure during runs; anything else a clear error."""
     try:
         monkeypatch.delenv("BPTT_TUNE", raising=False)
         tuning.forget()
-        assert not tuning.enabled()
-        for off in ("0", "false", "No", " off "):
-            monkeypatch.setenv("BPTT_TUNE", off)
+        assert tuning.enabled() and tuning.mode() == "cached"
+        for word, mode in [("0", "off"), ("false", "off"), ("No", "off"), (" off ", "off")]:
+            monkeypatch.setenv("BPTT_TUNE", word)
             tuning.forget()
-            assert not tuning.enabled(), off
-        for on in ("1", "true", " Yes ", "on"):
-            monkeypatch.setenv("BPTT_TUNE", on)
+            assert tuning.mode() == mode and not tuning.enabled(), word
+        for word in ("cached", "AUTO", ""):
+            monkeypatch.setenv("BPTT_TUNE", word)
             tuning.forget()
-            assert tuning.enabled(), on
+            assert tuning.mode() == "cached" and tuning.enabled(), word
+        for word in ("1", "true", " Yes ", "on"):
+            monkeypatch.setenv("BPTT_TUNE", word)
+            tuning.forget()
+            assert tuning.mode() == "measure" and tuning.enabled(), word
+        monkeypatch.setenv("BPTT_TUNE", "maybe")
+        with pytest.raises(ValueError, match=r"BPTT_TUNE must be 0 .* got 'maybe'"):
+            tuning.forget()
     finally:
         monkeypatch.undo()
         tuning.forget()  # the suite's setting again
@@ -446,3 +453,22 @@ def test_candidates_are_timed_over_a_training_length() -> None:
         steps = tuning._steps(cell, batch, hidden)
         assert tuning.MIN_STEPS <= steps <= tuning.MAX_STEPS, (cell, batch, hidden, steps)
     assert tuning._steps("elman", 32, 256) >= 32  # charlm's class: 2 steps before
+
+
+def test_by_default_the_cache_is_followed_and_nothing_measured(
+    tune: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unset BPTT_TUNE: a shape class that `bptt tune` measured takes its choice; one it did
+    not takes the default; nothing is timed during the run."""
+    wanted = Choice("sharded", 1, "transposed", "numpy")
+    monkeypatch.setattr(tuning, "timer", FakeClock(wanted))
+    tuning.tuned("elman", 32, 256, np.float32)  # what `bptt tune` does: measure, write the file
+    monkeypatch.delenv("BPTT_TUNE", raising=False)
+    tuning.forget()  # a new process: reads BPTT_TUNE (unset) and, when asked, the file
+    monkeypatch.setattr(tuning, "timer", refuse)
+    assert tuning.mode() == "cached"
+    assert tuning.choice("elman", 32, 256, np.float32) == wanted
+    assert tuning.choice("lstm", 32, 64, np.float32) == tuning.default_choice(
+        "lstm", 32, 64, np.float32
+    )
+    assert _kernels.shard_count(32, 256, np.float32) == 1  # the loops follow the cache

@@ -4,13 +4,21 @@ benchmark mode).
     choice(cell, B, H, dtype) = argmin over candidates c of  time(c's forward + backward loop
                                                               at (B, H, dtype), 32–256 steps)
 
-With ``BPTT_TUNE=1`` (off by default: a measurement taken while the machine's other core is
-busy keeps a choice that makes every later step slower; see docs/benchmarks.md "Measured
-choices"), the first time a shape class runs under ``auto`` (backend and loop threads both,
-see :mod:`bptt._kernels`), the candidates that matter are run on the real loops at that shape
-over as many steps as a training sequence has, about 5 ms each, the fastest is used from then
-on and kept in a per-machine cache file; later processes read it instead of measuring again.
-``bptt tune`` on a quiet machine fills the cache ahead of time.
+``bptt tune`` runs the candidates that matter on the real loops at each shape class, over as
+many steps as a training sequence has (about 5 ms each), and keeps the fastest in a
+per-machine cache file. ``BPTT_TUNE`` says what the loops (under ``auto`` backend and loop
+threads, see :mod:`bptt._kernels`) do with it:
+
+- unset, ``cached`` or ``auto`` (the default): follow the choices in the cache, and the
+  defaults for a shape class it does not hold; nothing is measured during a run;
+- ``1`` (``true``, ``yes``, ``on``): also measure a shape class the first time it runs, and
+  keep it in the cache;
+- ``0`` (``false``, ``no``, ``off``): the defaults, whatever the cache holds.
+
+Measuring during a run is not the default because a measurement is only as quiet as the
+machine at that moment: timed in a training run's first step while the other core was busy,
+the tuner kept one shard and the README's run took 46 s against 38 s (docs/benchmarks.md,
+"Measured choices"); a choice in the cache is kept for every later run.
 The candidates:
 
 - ``path``: ``per_row`` (the Elman cell's per-row Numba loops, only offered at small B·H) or
@@ -26,7 +34,8 @@ the class is measured at that bucket's B), H and the cores available. The input 
 whether x holds ids do not enter: the choices concern only the recurrent loops, whose work is
 B·H² per step whatever the input.
 
-The defaults (what runs without ``BPTT_TUNE=1``, and what every non-``auto`` setting uses) are the
+The defaults (what runs with an empty cache or ``BPTT_TUNE=0``, and what every non-``auto``
+setting uses) are the
 constants of :mod:`bptt._kernels` and :mod:`bptt.cells._elman_kernels`: ``SMALL_STEP``,
 ``SHARD_MIN_STEP``, ``TRANSPOSED_MIN_MACS``, ``TRANSPOSED_DTYPES``, NumPy's BLAS.
 
@@ -116,24 +125,48 @@ _fast: dict[tuple[str, int, int, Any], Choice] = {}  # (cell, B, H, dtype) → c
 _lock = threading.RLock()  # one measurement at a time (threads of one process)
 
 
-def _read_enabled() -> bool:
-    # Off unless asked for (BPTT_TUNE=1): timed inside a training run's first step, with the
-    # machine's other core busy, the tuner kept one shard and the README's run took 46 s
-    # against 38 s (docs/benchmarks.md, "Measured choices")
-    return os.environ.get("BPTT_TUNE", "0").strip().lower() in ("1", "true", "yes", "on")
+MODES = ("off", "cached", "measure")
+_MODE_WORDS = {
+    **dict.fromkeys(("0", "false", "no", "off"), "off"),
+    **dict.fromkeys(("", "cached", "auto"), "cached"),
+    **dict.fromkeys(("1", "true", "yes", "on"), "measure"),
+}
 
 
-_enabled = _read_enabled()
+def _read_mode() -> str:
+    """``BPTT_TUNE`` as one of :data:`MODES` (module doc).
+
+    Raises:
+        ValueError: a value that is none of the words above.
+    """
+    raw = os.environ.get("BPTT_TUNE", "")
+    word = raw.strip().lower()
+    if word not in _MODE_WORDS:
+        raise ValueError(
+            f"BPTT_TUNE must be 0 (the defaults), unset or 'cached' (follow `bptt tune`'s "
+            f"cache) or 1 (also measure during runs), got {raw!r}"
+        )
+    return _MODE_WORDS[word]
+
+
+_mode = _read_mode()
+_enabled = _mode != "off"
 
 
 # -- on or off --------------------------------------------------------------------------------
 
 
 def enabled() -> bool:
-    """``BPTT_TUNE`` is ``1`` (or ``true``/``yes``/``on``; off by default): read at import and
-    again by :func:`forget` (the loops ask at every step, so it is not read from the environment
-    there)."""
+    """The loops may follow measured choices: ``BPTT_TUNE`` is not ``0`` (read at import and
+    again by :func:`forget`; the loops ask at every step, so it is not read from the
+    environment there)."""
     return _enabled
+
+
+def mode() -> str:
+    """``off``, ``cached`` (the default: the cache's choices, nothing measured during a run)
+    or ``measure`` (``BPTT_TUNE=1``); see the module doc."""
+    return _mode
 
 
 def active() -> bool:
@@ -316,13 +349,14 @@ def write_cache(entries: dict[str, Tuned], path: Path | None = None) -> bool:
 def forget() -> None:
     """Drop the choices held in memory and the machine key (the file stays), and read
     ``BPTT_TUNE`` again."""
-    global _loaded_from, _machine, _enabled
+    global _loaded_from, _machine, _enabled, _mode
     with _lock:
         _memory.clear()
         _fast.clear()
         _loaded_from = None
         _machine = None
-        _enabled = _read_enabled()
+        _mode = _read_mode()
+        _enabled = _mode != "off"
 
 
 # -- the candidates ---------------------------------------------------------------------------
@@ -505,14 +539,21 @@ def tuned(cell: str, batch: int, hidden: int, dtype: np.dtype | type, force: boo
 
 
 def choice(cell: str, batch: int, hidden: int, dtype: np.dtype | type) -> Choice:
-    """The choice the loops use for a (B, H) step of ``cell`` in ``dtype``: measured
-    (:func:`tuned`) when :func:`active`, else :func:`default_choice`."""
+    """The choice the loops use for a (B, H) step of ``cell`` in ``dtype`` when
+    :func:`active`: the cache's (measured now, by :func:`tuned`, only with
+    ``BPTT_TUNE=1``), else :func:`default_choice`."""
     if not active():
         return default_choice(cell, batch, hidden, dtype)
     fast_key = (cell, batch, hidden, dtype)
     hit = _fast.get(fast_key)
     if hit is None:
-        hit = tuned(cell, batch, hidden, dtype).choice
+        if _mode == "measure":
+            hit = tuned(cell, batch, hidden, dtype).choice
+        else:
+            with _lock:
+                _load_once()
+                found = _memory.get(shape_key(cell, batch, hidden, dtype))
+            hit = found.choice if found else default_choice(cell, batch, hidden, dtype)
         _fast[fast_key] = hit
     return hit
 

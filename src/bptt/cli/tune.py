@@ -40,8 +40,9 @@ def add_tune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
         description="Measure, for each shape, the time loops' candidates (per-row or sharded "
         "loops, shard count, the Elman product's layout, NumPy's BLAS or MKL) on the real "
         "loops, keep the fastest in this machine's tuning cache and print the choices. "
-        "With BPTT_TUNE=1 the loops follow these choices (and training measures a new shape "
-        "the first time it runs); without it (the default) they use the built-in defaults.",
+        "The loops follow these choices from then on (the built-in defaults for a shape not "
+        "measured); BPTT_TUNE=1 also measures a new shape the first time a run meets it, and "
+        "BPTT_TUNE=0 ignores the choices. Run it on a quiet machine: a choice is kept.",
     )
     p.add_argument(
         "--shape",
@@ -69,7 +70,7 @@ def run_tune(args: argparse.Namespace) -> int:
     mkl = "" if "mkl" in machine["providers"] else f" (mkl: {_kernels.mkl_error()})"
     print(f"GEMM providers: {', '.join(machine['providers'])}{mkl}")
     if not tuning.enabled():
-        print("note: BPTT_TUNE=1 is not set, so the loops use the defaults, not these choices")
+        print("note: BPTT_TUNE=0 is set, so the loops use the defaults, not these choices")
     if args.show:
         entries = tuning.read_cache()
         if not entries:
