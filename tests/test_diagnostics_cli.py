@@ -155,7 +155,7 @@ def test_spectral_radius_and_orthogonal_init(tmp_path):
     assert jac["spectral_radius"] == pytest.approx(0.5)
     np.testing.assert_allclose(jac["singular_values"], 0.5)  # orthogonal: all equal
     assert jac["pascanu_vanishing_condition_holds"] is True
-    assert sorted(p.name for p in out.iterdir()) == ["inspect.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".bptt-inspect", "inspect.json"]
 
 
 def test_missing_matplotlib_names_the_extra(monkeypatch):
@@ -253,3 +253,58 @@ def test_inspect_trained_charlm_run_uses_its_validation_text(tmp_path, capsys):
     x, y = next(stream_batches(val, 2, 6))
     np.testing.assert_array_equal(x[1:], y[:-1])  # next-character targets
     _assert_lag_sum_is_the_gradient(report, ckpt.model, x, y, None)
+
+
+def test_inspect_writes_only_into_its_own_folder(tmp_path, capsys):
+    """--out: a new or empty folder (marked), or one inspect wrote before; a folder of someone
+    else's files, a run directory, its best/ and a link are refused before anything is
+    written, and a user's inspect.json is left as it was."""
+    argv = ["inspect", "--no-plots", "--seq-len", "4", "--batch", "2", "--hidden", "3"]
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "inspect.json").write_text("my notes")
+    assert main([*argv, "--out", str(theirs)]) == 2
+    assert "is not empty and is not a bptt output folder" in capsys.readouterr().err
+    assert (theirs / "inspect.json").read_text() == "my notes"
+    assert sorted(p.name for p in theirs.iterdir()) == ["inspect.json"]
+    mine = tmp_path / "mine"
+    assert main([*argv, "--out", str(mine)]) == 0
+    assert main([*argv, "--out", str(mine)]) == 0  # its own folder again
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "adding",
+                "--seq-len",
+                "6",
+                "--steps",
+                "2",
+                "--hidden",
+                "3",
+                "--batch",
+                "2",
+                "--out",
+                str(run),
+                "--no-progress",
+                "--no-plot",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    for refused, says in [(run, "bptt run directory"), (run / "best", "best/ folder")]:
+        refused.mkdir(exist_ok=True)
+        before = sorted(p.name for p in refused.iterdir())
+        assert main([*argv, "--out", str(refused)]) == 2
+        assert says in capsys.readouterr().err
+        assert sorted(p.name for p in refused.iterdir()) == before
+    link = tmp_path / "link"
+    link.symlink_to(mine)
+    assert main([*argv, "--out", str(link)]) == 2
+    assert "symbolic link" in capsys.readouterr().err
+    (mine / "inspect.json").unlink()
+    (mine / "inspect.json").symlink_to(theirs / "inspect.json")
+    assert main([*argv, "--out", str(mine)]) == 2
+    assert (theirs / "inspect.json").read_text() == "my notes"

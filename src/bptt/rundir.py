@@ -38,6 +38,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from .atomic import atomic_write_text
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: no locking
@@ -60,6 +62,7 @@ RUN_NAMES: tuple[str, ...] = (*RUN_FILES, "best", LOCK_NAME, RUN_MARKER)
 #: the files a sweep directory's driver writes at its top level
 SWEEP_FILES: tuple[str, ...] = ("sweep.json", "sweep.csv", "summary.md", "sweep.png")
 SWEEP_NAMES: tuple[str, ...] = (*SWEEP_FILES, "trials", "tune", LOCK_NAME, SWEEP_MARKER)
+INSPECT_MARKER = ".bptt-inspect"
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
@@ -165,6 +168,62 @@ def check_no_links(folder: Path, names: tuple[str, ...]) -> None:
         if stat.S_ISDIR(mode) != is_folder or not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
             kind = "a directory" if is_folder else "a regular file"
             raise NotOwnedError(f"{str(target)!r} is not {kind}; move it away")
+
+
+def claim_output_dir(
+    folder: str | os.PathLike[str], names: tuple[str, ...], option: str = "--out"
+) -> Path:
+    """A folder a command writes ``names`` into (``bptt inspect``'s report and figures): made
+    with the marker :data:`INSPECT_MARKER` when it does not exist, taken when empty or already
+    marked, refused otherwise (a non-empty folder of someone else's files, a bptt run or
+    sweep directory, its ``best/``), and refused while any of ``names`` there is a symbolic
+    link or not a regular file. Returns the folder, created and marked.
+
+    Raises:
+        NotOwnedError: naming the option and the reason; nothing is written.
+    """
+    p = check_dir_name(folder, option)
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        st = None
+    except OSError as err:
+        raise NotOwnedError(f"{option} {str(p)!r} cannot be used: {err.strerror}") from None
+    if st is not None:
+        if stat.S_ISLNK(st.st_mode):
+            raise NotOwnedError(
+                f"{option} {str(p)!r} is a symbolic link; bptt does not write through links: "
+                f"give the folder itself"
+            )
+        if not stat.S_ISDIR(st.st_mode):
+            raise NotOwnedError(f"{option} {str(p)!r} exists and is not a directory")
+        for kind in ("run", "sweep"):
+            if is_run_dir(p, kind):
+                raise NotOwnedError(
+                    f"{option} {str(p)!r} is a bptt {kind} directory; choose another {option}"
+                )
+        if p.name == "best" and is_run_dir(p.parent, "run"):
+            raise NotOwnedError(
+                f"{option} {str(p)!r} is the best/ folder of the bptt run in "
+                f"{str(p.parent)!r}; choose another {option}"
+            )
+        try:
+            entries = sorted(e.name for e in os.scandir(p))
+        except OSError as err:
+            raise NotOwnedError(f"{option} {str(p)!r} cannot be listed: {err.strerror}") from None
+        if entries and not _lexists_regular(p / INSPECT_MARKER):
+            shown = ", ".join(repr(e) for e in entries[:3]) + (", …" if len(entries) > 3 else "")
+            raise NotOwnedError(
+                f"{option} {str(p)!r} is not empty and is not a bptt output folder (it holds "
+                f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}: {shown}); bptt "
+                f"writes only into a new or empty folder or one it wrote before: choose "
+                f"another {option}"
+            )
+        check_no_links(p, (*names, INSPECT_MARKER))
+    p.mkdir(parents=True, exist_ok=True)
+    if not _lexists_regular(p / INSPECT_MARKER):
+        atomic_write_text(p / INSPECT_MARKER, "written by bptt inspect\n")
+    return p
 
 
 def check_output_file(path: str | os.PathLike[str], option: str = "--out") -> Path:

@@ -31,6 +31,7 @@ from ..data.text import CharVocab
 from ..diagnostics.plots import require_matplotlib
 from ..diagnostics.recorder import GradientProfileRecorder
 from ..diagnostics.report import (
+    FIGURES,
     inspect_model,
     random_batch,
     report_dict,
@@ -43,7 +44,7 @@ from ..heads import HEADS
 from ..init import INITS, initialise
 from ..model import RNN, build_model, param_shapes_for
 from ..resources import MAX_LAYERS, check_memory, estimate_bytes
-from ..rundir import check_dir_name
+from ..rundir import check_dir_name, claim_output_dir
 from ..training import TrainConfig
 from ..training.evaluation import locate_run_data
 
@@ -243,6 +244,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     lines = summary_lines(ins)
     if report["profile"] is not None:
         report["profile"]["path"] = str(profile_path)
+    claim_output_dir(out, ("inspect.json", *FIGURES.values()))  # before anything is written
     json_path = atomic_write_text(
         out / "inspect.json", json.dumps(report, indent=1, allow_nan=False, ensure_ascii=False)
     )
