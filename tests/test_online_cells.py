@@ -477,3 +477,32 @@ def test_float32_flows_through(name: str, cell: str, layers: int) -> None:
     assert all(v.dtype == np.float32 for v in grads.values())
     assert all(h.dtype == np.float32 for h in grads.h0)
     assert all(v.dtype == np.float32 for k, v in alg.state_dict().items() if k not in ("t", "rng"))
+
+
+def test_snap1_on_the_reset_before_gru_keeps_its_structural_zeros() -> None:
+    """The reset-before GRU declares the dense immediate Jacobian (a reset-gate row reaches
+    every unit through W_n (r ⊙ h)); SnAp-1 keeps only its nonzero entries: a z- or n-gate
+    row's parameters reach their own unit, a reset-gate row's every unit. So SnAp-1 is an
+    approximation there (not RTRL, as it was while every declared row counted), and SnAp-2
+    (a full pattern with a dense W) is RTRL again."""
+    H, I = 4, 3
+    model = RNN(I, H, 2, cell="gru_reset_before", seed=3)
+    pattern = snap_patterns(model, 1)[0]  # (H, 3H·I + 3H·H + 3H + H)
+    for name, width in (("V", I), ("W", H)):
+        start = {"V": 0, "W": 3 * H * I}[name]
+        for row in range(3 * H):
+            reached = pattern[:, start + row * width : start + (row + 1) * width]
+            if row < H:  # r: every unit
+                assert reached.all(), (name, row)
+            else:  # z, n: the row's own unit only
+                unit = row % H
+                assert reached[unit].all() and not np.delete(reached, unit, axis=0).any()
+    rng = np.random.default_rng(5)
+    B = 2
+    x, y, mask = _data(rng, I, 2, 6, B, False, "softmax", True)
+    h0 = _h0(rng, model, B)
+    _, ref, _ = _sum_steps(online.make("rtrl", model, batch=B), x, y, mask, h0)
+    _, snap1, _ = _sum_steps(online.make("snap-1", model, batch=B), x, y, mask, h0)
+    _, snap2, _ = _sum_steps(online.make("snap-2", model, batch=B), x, y, mask, h0)
+    assert _rel_err(snap1, ref) > 1e-3  # an approximation
+    assert _rel_err(snap2, ref) < 1e-10

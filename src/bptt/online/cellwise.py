@@ -281,9 +281,12 @@ def snap_patterns(model: RNN, n: int, probes: int = 32, seed: int = 0) -> list[n
         P_{m+1}^l = P_m^l ∪ J^l P_m^l ∪ K^l out(P_{m+1}^{l-1}) ∪ P_1^l
 
     Ī's pattern is the one the cell declares (``param_jacobian(...).rows``: a gate row's unit,
-    for the LSTM both h_r and c_r); J's and K's are read off the cell protocol at ``probes``
-    random operating points with random weights (W's mask kept), an entry being structural if
-    it is nonzero at any (a ReLU unit is off at a point with probability ½). n = 1 is SnAp-1;
+    for the LSTM both h_r and c_r); for a cell with the dense default (every row declared) the
+    units some probe reaches, each with all of its state entries (the reset-before GRU's z and
+    n rows reach their own unit, its r rows every unit). Ī's, J's and K's structure is read
+    off the cell protocol at ``probes`` random operating points with random weights (W's mask
+    kept), an entry being structural if it is nonzero at any (a ReLU unit is off at a point
+    with probability ½). n = 1 is SnAp-1;
     a large enough n gives RTRL's full pattern.
     """
     rng = np.random.default_rng(seed)
@@ -302,9 +305,19 @@ def snap_patterns(model: RNN, n: int, probes: int = 32, seed: int = 0) -> list[n
             p = layer.take(params)
             s_prev = rng.uniform(-0.9, 0.9, size=(rows_now, cell.state_size)).astype(model.dtype)
             at = StepArgs(x=layer_in, s_prev=s_prev, s=cell.step(p, layer_in, s_prev))
-            rows = cell.param_jacobian(p, at).rows  # (R, P)
+            immediate = cell.param_jacobian(p, at)
+            rows = immediate.rows  # (R, P)
             R, P = rows.shape
-            imm[l][rows, cols.param[l] + np.broadcast_to(np.arange(P), (R, P))] = True
+            S = cell.state_size
+            columns = cols.param[l] + np.broadcast_to(np.arange(P), (R, P))
+            if R < S:  # the cell declares each parameter's units (all their state entries)
+                imm[l][rows, columns] = True
+            else:  # the dense default: the units some probe reaches, every entry of each
+                unit = rows % H  # (S, P): the unit of each state entry (LSTM: h_j, c_j → j)
+                nonzero = (immediate.values != 0).any(axis=0)  # (S, P)
+                for q in range(P):
+                    units = np.unique(unit[nonzero[:, q], q])
+                    imm[l][np.isin(np.arange(S) % H, units), cols.param[l] + q] = True
             S = cell.state_size
             unit = np.arange(S) % H  # s_0's entry j starts on its unit's entries (LSTM: c_j too)
             imm[l][:, cols.state[l] : cols.state[l] + S] = unit[:, None] == unit[None, :]
