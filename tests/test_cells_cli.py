@@ -150,5 +150,34 @@ def test_profile_during_training_and_inspect(tmp_path, capsys, cell) -> None:
     assert main(["inspect", str(run), "--out", str(tmp_path / "i"), "--no-plots"]) == 0
     assert json.loads((tmp_path / "i" / "inspect.json").read_text())["profile"] is not None
     capsys.readouterr()
-    assert main([*base, "--layers", "2", "--out", str(tmp_path / "deep")]) == 2
-    assert "one layer in one direction" in capsys.readouterr().err
+    # a deep, bidirectional run profiles its top layer's forward direction, as inspect does
+    deep = tmp_path / "deep"
+    assert main([*base, "--layers", "2", "--bidirectional", "--out", str(deep)]) == 0
+    profile = json.loads((deep / "profile.json").read_text())
+    assert profile["layer"] == "l1" and profile["steps"] == [2, 4]
+    assert all(len(row) == 6 for row in profile["norms"]["total"])
+    assert all(v is not None and v >= 0 for row in profile["norms"]["total"] for v in row)
+    assert main(["inspect", str(deep), "--out", str(tmp_path / "j"), "--no-plots"]) == 0
+    assert json.loads((tmp_path / "j" / "inspect.json").read_text())["profile"]["layer"] == "l1"
+
+
+def test_profile_recorder_takes_one_layer_of_a_deep_model() -> None:
+    """The recorder's norms at layer "l1" are lag_contributions' at that layer, and survive
+    a save and load."""
+    import numpy as np
+
+    from bptt import RNN
+    from bptt.diagnostics.lags import lag_contributions
+    from bptt.diagnostics.recorder import GradientProfileRecorder
+
+    rng = np.random.default_rng(0)
+    model = RNN(3, 4, 2, cell="lstm", num_layers=2, seed=1)
+    x, y = rng.standard_normal((7, 2, 3)), rng.integers(0, 2, (7, 2))
+    rec = GradientProfileRecorder(every=1, layer="l1")
+    assert rec.maybe_record(0, model, x, y)
+    want = lag_contributions(model, x, y, layer="l1").role_norms()
+    for name, values in want.items():
+        np.testing.assert_allclose(rec.history[name][0], values, rtol=1e-12)
+    again = GradientProfileRecorder.from_json(rec.to_json())
+    assert again.layer == "l1"
+    np.testing.assert_allclose(again.history["total"][0], want["total"], rtol=1e-12)

@@ -276,7 +276,7 @@ def test_profile_every_records_and_saves_with_each_checkpoint(tmp_path, monkeypa
     calls = []
 
     class FakeRecorder:
-        def __init__(self, every, max_lag=None):
+        def __init__(self, every, max_lag=None, layer=None):
             self.every = every
 
         def maybe_record(self, step, model, x, y, h0=None, mask=None):

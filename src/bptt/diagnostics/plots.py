@@ -356,7 +356,9 @@ def plot_profile_heatmap(
     ax.set_xlim(x_edges[0], x_edges[-1])
     ax.set_xlabel("lag d = t − k (steps)")
     ax.set_ylabel("training step (updates)")
-    ax.set_title(f"Per-lag gradient profile over training ({what})\ngrey: zero or no data")
+    layer = getattr(profile, "layer", None)
+    where = "" if layer is None else f", layer {layer}"
+    ax.set_title(f"Per-lag gradient profile over training ({what}{where})\ngrey: zero or no data")
     return fig
 
 

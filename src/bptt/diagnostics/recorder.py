@@ -36,6 +36,10 @@ class GradientProfileRecorder:
     Args:
         every: record when ``step % every == 0``.
         max_lag: passed to :func:`lag_contributions` (None: all lags).
+        layer: the layer-direction whose lags are recorded, by name (``"l1"``,
+            ``"l0_reverse"``, :func:`~.trace.layer_name`); None for a one-layer,
+            one-direction model. The trainer takes the top layer's forward direction, as
+            ``bptt inspect`` does.
 
     Attributes:
         steps: the recorded steps.
@@ -47,11 +51,14 @@ class GradientProfileRecorder:
     FORMAT = "bptt-gradient-profile"
     VERSION = 1
 
-    def __init__(self, every: int, max_lag: int | None = None) -> None:
+    def __init__(self, every: int, max_lag: int | None = None, layer: str | None = None) -> None:
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"every must be a positive int, got {every!r}")
+        if layer is not None and not isinstance(layer, str):
+            raise TypeError(f"layer must be a layer name such as 'l1' or None, got {layer!r}")
         self.every = int(every)
         self.max_lag = check_max_lag(max_lag)
+        self.layer = layer
         self.steps: list[int] = []
         self.losses: list[float] = []
         self.labels: list[list[str]] = []
@@ -73,13 +80,14 @@ class GradientProfileRecorder:
     ) -> bool:
         """Record the per-lag norms on this batch if ``step % every == 0``; say whether it did.
 
-        Any one-layer, one-direction model (:func:`~.lags.lag_contributions`); the norms are
-        kept by role (:meth:`~.lags.LagContributions.role_norms`: ``W`` the recurrent
-        matrices, ``V`` the input matrices, ``b_h`` all biases, e.g. the GRU's b and b_hn).
+        Any model (:func:`~.lags.lag_contributions`; a deep or bidirectional one at
+        :attr:`layer`); the norms are kept by role
+        (:meth:`~.lags.LagContributions.role_norms`: ``W`` the recurrent matrices, ``V`` the
+        input matrices, ``b_h`` all biases, e.g. the GRU's b and b_hn).
         """
         if step % self.every != 0:
             return False
-        contrib = lag_contributions(model, x, y, h0, mask, max_lag=self.max_lag)
+        contrib = lag_contributions(model, x, y, h0, mask, max_lag=self.max_lag, layer=self.layer)
         for name, values in contrib.role_norms().items():
             self.history[name].append(values)
         self.steps.append(int(step))
@@ -104,6 +112,7 @@ class GradientProfileRecorder:
             "version": self.VERSION,
             "every": self.every,
             "max_lag": self.max_lag,
+            "layer": self.layer,
             "steps": list(self.steps),
             "losses": _to_json_list(np.array(self.losses)),
             "labels": [list(row) for row in self.labels],
@@ -130,7 +139,7 @@ class GradientProfileRecorder:
                 f"gradient profile version {data.get('version')!r} is not supported "
                 f"(expected {cls.VERSION})"
             )
-        rec = cls(every=int(data["every"]), max_lag=data["max_lag"])
+        rec = cls(every=int(data["every"]), max_lag=data["max_lag"], layer=data.get("layer"))
         rec.steps = [int(s) for s in data["steps"]]
         rec.losses = [float(v) for v in _from_json_list(data["losses"])]
         rec.labels = [list(row) for row in data["labels"]]

@@ -50,6 +50,7 @@ from ..checkpoint import (
 from ..data import registry as task_registry
 from ..data.tasks import Batch, SequenceTask
 from ..diagnostics.compute import GradientProfileRecorder
+from ..diagnostics.trace import layer_name
 from ..init import init_params
 from ..model import RNN, build_model, unallocated_model
 from ..optim import Schedule, guarded_step, make_optimizer
@@ -634,15 +635,12 @@ class Trainer:
         uninterrupted one's."""
         if self.config.profile_every <= 0:
             return
-        if not self.model.simple:
-            raise ValueError(
-                "--profile-every takes the lag profile of one layer in one direction; this run "
-                f"has --layers {self.model.num_layers}"
-                + (" --bidirectional" if self.model.bidirectional else "")
-            )
+        # a deep or bidirectional model: the top layer's forward direction, as bptt inspect
+        top = (self.model.num_layers - 1) * self.model.num_directions  # forward direction
+        layer = None if self.model.simple else layer_name(self.model, top)
         path = None if self.out is None else self.out / "profile.json"
         if not (resume and path is not None and path.is_file()):
-            self.profiler = GradientProfileRecorder(every=self.config.profile_every)
+            self.profiler = GradientProfileRecorder(every=self.config.profile_every, layer=layer)
             return
         try:
             rec = GradientProfileRecorder.load(path)
