@@ -26,7 +26,7 @@ from ..activations import ACTIVATIONS
 from ..atomic import atomic_write_text
 from ..cells import CELLS
 from ..checkpoint import load_checkpoint
-from ..data.tasks import AddingTask
+from ..data.tasks import AddingTask, SequenceTask
 from ..data.text import CharVocab
 from ..diagnostics.plots import require_matplotlib
 from ..diagnostics.recorder import GradientProfileRecorder
@@ -56,19 +56,29 @@ DEFAULT_SEQ_LEN, DEFAULT_BATCH = 50, 16
 # -- models ------------------------------------------------------------------------------
 
 
+def fresh_task(args: argparse.Namespace) -> SequenceTask | None:
+    """The ``--task`` whose batch a fresh model is inspected on (its sizes and head fix the
+    model's), or None for random inputs and targets."""
+    if args.task != "adding":
+        return None
+    return AddingTask(DEFAULT_SEQ_LEN if args.seq_len is None else args.seq_len)
+
+
 def fresh_model(args: argparse.Namespace) -> RNN:
-    """The model the options describe, with the adding task fixing I = 2, O = 1, identity;
-    weights drawn by :func:`bptt.init.init_params` (``--recurrent-init``, seed ``--seed``)."""
-    if args.task == "adding":
+    """The model the options describe, with a task's own sizes and head (``--task adding``:
+    I = 2, O = 1, identity); weights drawn by :func:`bptt.init.init_params`
+    (``--recurrent-init``, seed ``--seed``)."""
+    task = fresh_task(args)
+    if task is not None:
         for option, value, needed in (
-            ("--input-size", args.input_size, 2),
-            ("--output-size", args.output_size, 1),
-            ("--output", args.output, "identity"),
+            ("--input-size", args.input_size, task.input_size),
+            ("--output-size", args.output_size, task.output_size),
+            ("--output", args.output, task.output),
         ):
             if value is not None and value != needed:
-                raise ValueError(f"--task adding needs {option} {needed}, got {value}")
-        sizes = (2, args.hidden, 1)
-        output = "identity"
+                raise ValueError(f"--task {args.task} needs {option} {needed}, got {value}")
+        sizes = (task.input_size, args.hidden, task.output_size)
+        output = task.output
     else:
         sizes = (
             8 if args.input_size is None else args.input_size,
@@ -193,9 +203,9 @@ def run_inspect(args: argparse.Namespace) -> int:
     seq_len = DEFAULT_SEQ_LEN if args.seq_len is None else args.seq_len
     batch_size = DEFAULT_BATCH if args.batch is None else args.batch
     if path is None:
-        adding = args.task == "adding"
-        n_in = 2 if adding else (8 if args.input_size is None else args.input_size)
-        n_out = 1 if adding else (4 if args.output_size is None else args.output_size)
+        task_for_sizes = fresh_task(args)
+        n_in = task_for_sizes.input_size if task_for_sizes else (args.input_size or 8)
+        n_out = task_for_sizes.output_size if task_for_sizes else (args.output_size or 4)
         if not 1 <= args.layers <= MAX_LAYERS:  # bounded before any shape is built
             raise ValueError(f"--layers must lie in [1, {MAX_LAYERS}], got {args.layers}")
         structure = dict(
@@ -226,12 +236,14 @@ def run_inspect(args: argparse.Namespace) -> int:
         batch = run_batch(model, config, vocab, args.seq_len, batch_size, args.seed)
         source += f" (validation batch of the run's task {config.task})"
     elif args.task == "adding":
-        if (model.input_size, model.output_size, model.output) != (2, 1, "identity"):
+        data = AddingTask(seq_len)
+        wanted = (data.input_size, data.output_size, data.output)
+        if (model.input_size, model.output_size, model.output) != wanted:
             raise ValueError(
-                f"--task adding needs a model with input_size 2, output_size 1 and the "
-                f"identity head, got {model!r}"
+                f"--task adding needs a model with input_size {data.input_size}, output_size "
+                f"{data.output_size} and the {data.output} head, got {model!r}"
             )
-        batch = task_batch(AddingTask(seq_len), batch_size, rng, model.dtype)
+        batch = task_batch(data, batch_size, rng, model.dtype)
     else:
         batch = random_batch(model, seq_len, batch_size, rng, args.ids)
     profile_path = find_profile(path, None if args.profile is None else Path(args.profile))
