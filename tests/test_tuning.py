@@ -438,8 +438,10 @@ def test_modes_of_bptt_tune(monkeypatch: pytest.MonkeyPatch) -> None:
             tuning.forget()
             assert tuning.mode() == "measure" and tuning.enabled(), word
         monkeypatch.setenv("BPTT_TUNE", "maybe")
-        with pytest.raises(ValueError, match=r"BPTT_TUNE must be 0 .* got 'maybe'"):
-            tuning.forget()
+        tuning.forget()  # read again; refused where the loops ask
+        for ask in (tuning.mode, tuning.enabled, tuning.active):
+            with pytest.raises(ValueError, match=r"BPTT_TUNE must be 0 .* got 'maybe'"):
+                ask()
     finally:
         monkeypatch.undo()
         tuning.forget()  # the suite's setting again
@@ -472,3 +474,21 @@ def test_by_default_the_cache_is_followed_and_nothing_measured(
         "lstm", 32, 64, np.float32
     )
     assert _kernels.shard_count(32, 256, np.float32) == 1  # the loops follow the cache
+
+
+def test_a_bad_bptt_tune_is_refused_before_a_run_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bptt.cli import main
+
+    run = tmp_path / "run"
+    try:
+        monkeypatch.setenv("BPTT_TUNE", "maybe")
+        tuning.forget()
+        argv = ["train", "--task", "adding", "--seq-len", "5", "--steps", "1", "--hidden", "3"]
+        assert main([*argv, "--out", str(run), "--no-progress", "--no-plot"]) == 2
+        assert "BPTT_TUNE must be 0" in capsys.readouterr().err
+        assert not run.exists()
+    finally:
+        monkeypatch.undo()
+        tuning.forget()

@@ -149,8 +149,17 @@ def _read_mode() -> str:
     return _MODE_WORDS[word]
 
 
-_mode = _read_mode()
+try:  # a bad value is reported where the loops first ask (a clean error), not at import
+    _mode, _mode_error = _read_mode(), ""
+except ValueError as err:
+    _mode, _mode_error = "invalid", str(err)
 _enabled = _mode != "off"
+
+
+def _checked_mode() -> str:
+    if _mode == "invalid":
+        raise ValueError(_mode_error)
+    return _mode
 
 
 # -- on or off --------------------------------------------------------------------------------
@@ -159,21 +168,29 @@ _enabled = _mode != "off"
 def enabled() -> bool:
     """The loops may follow measured choices: ``BPTT_TUNE`` is not ``0`` (read at import and
     again by :func:`forget`; the loops ask at every step, so it is not read from the
-    environment there)."""
-    return _enabled
+    environment there).
+
+    Raises:
+        ValueError: ``BPTT_TUNE`` holds none of the accepted words.
+    """
+    return _checked_mode() != "off"
 
 
 def mode() -> str:
     """``off``, ``cached`` (the default: the cache's choices, nothing measured during a run)
-    or ``measure`` (``BPTT_TUNE=1``); see the module doc."""
-    return _mode
+    or ``measure`` (``BPTT_TUNE=1``); see the module doc.
+
+    Raises:
+        ValueError: ``BPTT_TUNE`` holds none of the accepted words.
+    """
+    return _checked_mode()
 
 
 def active() -> bool:
     """Whether the loops follow measured choices now: tuning enabled, backend and loop threads
     both ``auto``, and the sharded loops available (Numba, threadpoolctl, a CBLAS GEMM)."""
     return (
-        _enabled
+        enabled()
         and _kernels.get_backend() == "auto"
         and _kernels.LOOP_BLAS_THREADS == "auto"
         and _kernels.sharding_gemms() is not None
@@ -349,13 +366,16 @@ def write_cache(entries: dict[str, Tuned], path: Path | None = None) -> bool:
 def forget() -> None:
     """Drop the choices held in memory and the machine key (the file stays), and read
     ``BPTT_TUNE`` again."""
-    global _loaded_from, _machine, _enabled, _mode
+    global _loaded_from, _machine, _enabled, _mode, _mode_error
     with _lock:
         _memory.clear()
         _fast.clear()
         _loaded_from = None
         _machine = None
-        _mode = _read_mode()
+        try:
+            _mode, _mode_error = _read_mode(), ""
+        except ValueError as err:
+            _mode, _mode_error = "invalid", str(err)
         _enabled = _mode != "off"
 
 

@@ -192,7 +192,7 @@ def check_config(config: Any) -> None:
     """Bounds of a :class:`~bptt.training.TrainConfig` beyond its types and signs: options
     that scale data or weights (``spectral_radius`` ≤ 100, ``noise`` ≤ 10⁶, every float within
     float32's range) and every size through the memory estimate
-    (:func:`bptt.resources.check_config`).
+    (:func:`bptt.resources.check_config`); and ``BPTT_TUNE`` (:mod:`bptt.tuning`).
 
     Raises:
         ValueError: naming the option, the bound and the value.
@@ -212,3 +212,6 @@ def check_config(config: Any) -> None:
                 f"--{name.replace('_', '-')} must be <= {limit:g}, got {getattr(config, name)}"
             )
     check_config_memory(config)
+    from .tuning import mode as tuning_mode  # the environment the loops will read
+
+    tuning_mode()  # BPTT_TUNE holds an accepted word (refused before any file is written)
