@@ -271,28 +271,8 @@ def test_inspect_writes_only_into_its_own_folder(tmp_path, capsys):
     assert main([*argv, "--out", str(mine)]) == 0
     assert main([*argv, "--out", str(mine)]) == 0  # its own folder again
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                "--task",
-                "adding",
-                "--seq-len",
-                "6",
-                "--steps",
-                "2",
-                "--hidden",
-                "3",
-                "--batch",
-                "2",
-                "--out",
-                str(run),
-                "--no-progress",
-                "--no-plot",
-            ]
-        )
-        == 0
-    )
+    train = "train --task adding --seq-len 6 --steps 2 --hidden 3 --batch 2 --no-progress"
+    assert main([*train.split(), "--no-plot", "--out", str(run)]) == 0
     capsys.readouterr()
     for refused, says in [(run, "bptt run directory"), (run / "best", "best/ folder")]:
         refused.mkdir(exist_ok=True)
