@@ -149,11 +149,18 @@ def _read_mode() -> str:
     return _MODE_WORDS[word]
 
 
-try:  # a bad value is reported where the loops first ask (a clean error), not at import
-    _mode, _mode_error = _read_mode(), ""
-except ValueError as err:
-    _mode, _mode_error = "invalid", str(err)
-_enabled = _mode != "off"
+def _reread_mode() -> None:
+    """Read ``BPTT_TUNE`` into :data:`_mode`; a bad value is kept as ``invalid`` and reported
+    where the loops first ask (a clean error), not at import."""
+    global _mode, _mode_error
+    try:
+        _mode, _mode_error = _read_mode(), ""
+    except ValueError as err:
+        _mode, _mode_error = "invalid", str(err)
+
+
+_mode, _mode_error = "cached", ""
+_reread_mode()
 
 
 def _checked_mode() -> str:
@@ -366,17 +373,13 @@ def write_cache(entries: dict[str, Tuned], path: Path | None = None) -> bool:
 def forget() -> None:
     """Drop the choices held in memory and the machine key (the file stays), and read
     ``BPTT_TUNE`` again."""
-    global _loaded_from, _machine, _enabled, _mode, _mode_error
+    global _loaded_from, _machine
     with _lock:
         _memory.clear()
         _fast.clear()
         _loaded_from = None
         _machine = None
-        try:
-            _mode, _mode_error = _read_mode(), ""
-        except ValueError as err:
-            _mode, _mode_error = "invalid", str(err)
-        _enabled = _mode != "off"
+        _reread_mode()
 
 
 # -- the candidates ---------------------------------------------------------------------------
@@ -535,14 +538,21 @@ def _load_once() -> None:
         _loaded_from = path
 
 
+def cached(cell: str, batch: int, hidden: int, dtype: np.dtype | type) -> Tuned | None:
+    """The shape class's choice from memory or the cache file, or None; measures nothing."""
+    with _lock:
+        _load_once()
+        return _memory.get(shape_key(cell, batch, hidden, dtype))
+
+
 def tuned(cell: str, batch: int, hidden: int, dtype: np.dtype | type, force: bool = False) -> Tuned:
     """The measured choice for a shape class: from memory, else the cache file, else measured
     now and written to the file (``force``: measured again in any case)."""
     key = shape_key(cell, batch, hidden, dtype)
     with _lock:
-        _load_once()
-        if not force and key in _memory:
-            return _memory[key]
+        found = None if force else cached(cell, batch, hidden, dtype)
+        if found is not None:
+            return found
         result = measure(cell, batch, hidden, dtype)
         _memory[key] = result
         _fast.clear()  # a forced measurement may change a choice already handed out
@@ -570,9 +580,7 @@ def choice(cell: str, batch: int, hidden: int, dtype: np.dtype | type) -> Choice
         if _mode == "measure":
             hit = tuned(cell, batch, hidden, dtype).choice
         else:
-            with _lock:
-                _load_once()
-                found = _memory.get(shape_key(cell, batch, hidden, dtype))
+            found = cached(cell, batch, hidden, dtype)
             hit = found.choice if found else default_choice(cell, batch, hidden, dtype)
         _fast[fast_key] = hit
     return hit
