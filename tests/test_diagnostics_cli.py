@@ -264,7 +264,7 @@ def test_inspect_writes_only_into_its_own_folder(tmp_path, capsys):
     theirs.mkdir()
     (theirs / "inspect.json").write_text("my notes")
     assert main([*argv, "--out", str(theirs)]) == 2
-    assert "is not empty and is not a bptt output folder" in capsys.readouterr().err
+    assert "is not empty and is not a bptt output directory" in capsys.readouterr().err
     assert (theirs / "inspect.json").read_text() == "my notes"
     assert sorted(p.name for p in theirs.iterdir()) == ["inspect.json"]
     mine = tmp_path / "mine"

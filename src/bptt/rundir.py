@@ -63,6 +63,8 @@ RUN_NAMES: tuple[str, ...] = (*RUN_FILES, "best", LOCK_NAME, RUN_MARKER)
 SWEEP_FILES: tuple[str, ...] = ("sweep.json", "sweep.csv", "summary.md", "sweep.png")
 SWEEP_NAMES: tuple[str, ...] = (*SWEEP_FILES, "trials", "tune", LOCK_NAME, SWEEP_MARKER)
 INSPECT_MARKER = ".bptt-inspect"
+#: what each kind of folder bptt owns is called in messages
+_KIND_WORDS = {"run": "run", "sweep": "sweep", "inspect": "output"}
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
@@ -83,10 +85,13 @@ def _lexists_regular(p: Path) -> bool:
 
 
 def is_run_dir(folder: str | os.PathLike[str], kind: str = "run") -> bool:
-    """Whether ``folder`` carries bptt's marker of a ``kind`` directory (``run`` or
-    ``sweep``); a run written before the marker existed is recognised by its ``.lock`` or
-    checkpoint beside its ``config.json``, a sweep by its ``sweep.json`` beside ``trials/``."""
+    """Whether ``folder`` carries bptt's marker of a ``kind`` directory (``run``, ``sweep``
+    or ``inspect``, ``bptt inspect``'s output); a run written before the marker existed is
+    recognised by its ``.lock`` or checkpoint beside its ``config.json``, a sweep by its
+    ``sweep.json`` beside ``trials/``."""
     p = Path(folder)
+    if kind == "inspect":
+        return _lexists_regular(p / INSPECT_MARKER)
     if kind == "sweep":
         return _lexists_regular(p / SWEEP_MARKER) or (
             _lexists_regular(p / "sweep.json") and (p / "trials").is_dir()
@@ -108,16 +113,22 @@ def check_dir_name(folder: str | os.PathLike[str], option: str = "--out") -> Pat
     return Path(folder)
 
 
-def check_owned(folder: str | os.PathLike[str], kind: str = "run", option: str = "--out") -> bool:
+def check_owned(
+    folder: str | os.PathLike[str],
+    kind: str = "run",
+    option: str = "--out",
+    names: tuple[str, ...] | None = None,
+) -> bool:
     """Refuse a folder bptt may not write into; return whether it already is bptt's own.
 
     Allowed: a folder that does not exist yet, an empty one, or one carrying the ``kind``
-    marker (:func:`is_run_dir`). Refused (:class:`NotOwnedError`): an empty name, a path that
-    is not a folder, a non-empty folder without the marker, and a folder whose own names
-    (``RUN_NAMES`` / ``SWEEP_NAMES``) include a symbolic link.
+    marker (:func:`is_run_dir`: ``run``, ``sweep`` or ``inspect``). Refused
+    (:class:`NotOwnedError`): an empty name, a path that is not a folder, a folder of
+    another kind, a non-empty folder without the marker, and a folder whose own names
+    (``names``; by default ``RUN_NAMES`` / ``SWEEP_NAMES``) include a symbolic link.
     """
     p = check_dir_name(folder, option)
-    what = "run" if kind == "run" else "sweep"
+    what = _KIND_WORDS[kind]
     try:
         st = os.stat(p)
     except FileNotFoundError:
@@ -130,13 +141,13 @@ def check_owned(folder: str | os.PathLike[str], kind: str = "run", option: str =
         entries = sorted(e.name for e in os.scandir(p))
     except OSError as err:
         raise NotOwnedError(f"{option} {str(p)!r} cannot be listed: {err.strerror}") from None
-    other = "sweep" if kind == "run" else "run"
-    if is_run_dir(p, other) and not is_run_dir(p, kind):
-        raise NotOwnedError(
-            f"{option} {str(p)!r} is a bptt {other} directory, not a {what} directory; "
-            f"choose another {option}"
-        )
     owned = is_run_dir(p, kind)
+    for other in _KIND_WORDS:
+        if other != kind and is_run_dir(p, other) and not owned:
+            raise NotOwnedError(
+                f"{option} {str(p)!r} is a bptt {_KIND_WORDS[other]} directory, not "
+                f"{'an' if what[0] in 'aeiou' else 'a'} {what} directory; choose another {option}"
+            )
     if entries and not owned:
         shown = ", ".join(repr(e) for e in entries[:3]) + (", …" if len(entries) > 3 else "")
         raise NotOwnedError(
@@ -144,7 +155,9 @@ def check_owned(folder: str | os.PathLike[str], kind: str = "run", option: str =
             f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}: {shown}); bptt writes "
             f"only into a new or empty directory or its own {what}: choose another {option}"
         )
-    check_no_links(p, RUN_NAMES if kind == "run" else SWEEP_NAMES)
+    if names is None:
+        names = RUN_NAMES if kind == "run" else SWEEP_NAMES
+    check_no_links(p, names)
     return owned
 
 
@@ -175,53 +188,26 @@ def claim_output_dir(
 ) -> Path:
     """A folder a command writes ``names`` into (``bptt inspect``'s report and figures): made
     with the marker :data:`INSPECT_MARKER` when it does not exist, taken when empty or already
-    marked, refused otherwise (a non-empty folder of someone else's files, a bptt run or
-    sweep directory, its ``best/``), and refused while any of ``names`` there is a symbolic
-    link or not a regular file. Returns the folder, created and marked.
+    marked (:func:`check_owned` with kind ``inspect``), refused otherwise: a link in its
+    place, a non-empty folder of someone else's files, a bptt run or sweep directory, a run's
+    ``best/``, or a link or non-file among ``names``. Returns the folder, created and marked.
 
     Raises:
         NotOwnedError: naming the option and the reason; nothing is written.
     """
     p = check_dir_name(folder, option)
-    try:
-        st = os.lstat(p)
-    except FileNotFoundError:
-        st = None
-    except OSError as err:
-        raise NotOwnedError(f"{option} {str(p)!r} cannot be used: {err.strerror}") from None
-    if st is not None:
-        if stat.S_ISLNK(st.st_mode):
-            raise NotOwnedError(
-                f"{option} {str(p)!r} is a symbolic link; bptt does not write through links: "
-                f"give the folder itself"
-            )
-        if not stat.S_ISDIR(st.st_mode):
-            raise NotOwnedError(f"{option} {str(p)!r} exists and is not a directory")
-        for kind in ("run", "sweep"):
-            if is_run_dir(p, kind):
-                raise NotOwnedError(
-                    f"{option} {str(p)!r} is a bptt {kind} directory; choose another {option}"
-                )
-        if p.name == "best" and is_run_dir(p.parent, "run"):
-            raise NotOwnedError(
-                f"{option} {str(p)!r} is the best/ folder of the bptt run in "
-                f"{str(p.parent)!r}; choose another {option}"
-            )
-        try:
-            entries = sorted(e.name for e in os.scandir(p))
-        except OSError as err:
-            raise NotOwnedError(f"{option} {str(p)!r} cannot be listed: {err.strerror}") from None
-        if entries and not _lexists_regular(p / INSPECT_MARKER):
-            shown = ", ".join(repr(e) for e in entries[:3]) + (", …" if len(entries) > 3 else "")
-            raise NotOwnedError(
-                f"{option} {str(p)!r} is not empty and is not a bptt output folder (it holds "
-                f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}: {shown}); bptt "
-                f"writes only into a new or empty folder or one it wrote before: choose "
-                f"another {option}"
-            )
-        check_no_links(p, (*names, INSPECT_MARKER))
-    p.mkdir(parents=True, exist_ok=True)
-    if not _lexists_regular(p / INSPECT_MARKER):
+    if p.is_symlink():
+        raise NotOwnedError(
+            f"{option} {str(p)!r} is a symbolic link; bptt does not write through links: "
+            "give the folder itself"
+        )
+    if p.name == "best" and is_run_dir(p.parent, "run"):
+        raise NotOwnedError(
+            f"{option} {str(p)!r} is the best/ folder of the bptt run in {str(p.parent)!r}; "
+            f"choose another {option}"
+        )
+    if not check_owned(p, "inspect", option, (*names, INSPECT_MARKER)):
+        p.mkdir(parents=True, exist_ok=True)
         atomic_write_text(p / INSPECT_MARKER, "written by bptt inspect\n")
     return p
 
