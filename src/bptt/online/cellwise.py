@@ -313,11 +313,13 @@ def snap_patterns(model: RNN, n: int, probes: int = 32, seed: int = 0) -> list[n
             if R < S:  # the cell declares each parameter's units (all their state entries)
                 imm[l][rows, columns] = True
             else:  # the dense default: the units some probe reaches, every entry of each
-                unit = rows % H  # (S, P): the unit of each state entry (LSTM: h_j, c_j → j)
-                nonzero = (immediate.values != 0).any(axis=0)  # (S, P)
-                for q in range(P):
-                    units = np.unique(unit[nonzero[:, q], q])
-                    imm[l][np.isin(np.arange(S) % H, units), cols.param[l] + q] = True
+                nonzero = np.zeros((S, P), dtype=bool)  # (S, P) in state order
+                nonzero[rows, np.broadcast_to(np.arange(P), (R, P))] = (immediate.values != 0).any(
+                    axis=0
+                )
+                # entry part·H + j is unit j's (LSTM: h_j, c_j): reached if any part is
+                units = nonzero.reshape(S // H, H, P).any(axis=0)  # (H, P)
+                imm[l][:, cols.param[l] : cols.param[l] + P] |= np.tile(units, (S // H, 1))
             S = cell.state_size
             unit = np.arange(S) % H  # s_0's entry j starts on its unit's entries (LSTM: c_j too)
             imm[l][:, cols.state[l] : cols.state[l] + S] = unit[:, None] == unit[None, :]
